@@ -1,0 +1,218 @@
+"""Command-line interface: `overcommit run` and `overcommit validate`.
+
+Exit status: 0 valid (hypothesis met or none), 1 valid but hypothesis not met, 3 invalid
+(an emulator invariant failed), 2 bad input or failed infrastructure. Bad input never shows a
+traceback: every problem is one located line on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Emulate a memory-overcommitted cluster and compare overcommit mechanisms.",
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load(config: Path, overrides: dict[str, Any]) -> Scenario:
+    try:
+        sc = load_scenario(config)
+        if overrides:
+            sc = apply_overrides(sc, overrides)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    return sc
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="Scenario YAML file.")) -> None:
+    """Check a scenario file without running it."""
+    sc = _load(config, {})
+    from overcommit.cluster.engine import PreflightError, estimate_store_bytes, preflight
+
+    try:
+        preflight(sc)
+    except PreflightError as exc:
+        raise _fail(str(exc)) from None
+    need, _ = estimate_store_bytes(sc)
+    out.print(
+        f"{config}: ok — {len(sc.host_names())} host(s), {len(sc.guest_specs())} guest(s), "
+        f"mechanism {sc.mechanism}, {sc.duration:g}s emulated, stores up to "
+        f"{need / 2**20:.0f} MiB",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Scenario YAML file."),
+    seed: int | None = typer.Option(None, help="Override the scenario's seed."),
+    mechanism: str | None = typer.Option(None, help="Override the mechanism (e.g. frontswap)."),
+    duration: str | None = typer.Option(None, help="Override the emulated duration (e.g. 60s)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Run directory (default: runs/<name>-<mechanism>-s<seed>-<time>)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+) -> None:
+    """Run a scenario and write its run directory."""
+    overrides: dict[str, Any] = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if mechanism is not None:
+        overrides["mechanism"] = mechanism
+    if duration is not None:
+        overrides["duration"] = duration
+    sc = _load(config, overrides)
+    if out_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path("runs") / f"{sc.name}-{sc.mechanism}-s{sc.seed}-{stamp}"
+    result = _execute(sc, out_dir, quiet)
+    if not quiet:
+        print_summary(result.summary)
+    out.print(f"run directory: {out_dir}", highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+def _execute(sc: Scenario, out_dir: Path, quiet: bool) -> Any:
+    from overcommit.cluster.engine import PreflightError, run_scenario
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
+
+    install_signal_handlers()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[emu]} emulated"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    import time
+
+    t0 = time.perf_counter()
+    with progress:
+        task = progress.add_task(
+            f"{sc.name} [{sc.mechanism}]", total=sc.duration, emu="0s", rate=""
+        )
+
+        def on_progress(t: float, total: float, info: dict) -> None:
+            wall = max(1e-9, time.perf_counter() - t0)
+            progress.update(
+                task,
+                completed=t,
+                emu=f"{t:,.1f}s/{total:,.0f}s",
+                rate=f"{info['epochs'] / wall:,.0f} epochs/s",
+            )
+
+        try:
+            return run_scenario(sc, out_dir=out_dir, progress=on_progress)
+        except PreflightError as exc:
+            raise _fail(str(exc)) from None
+        except (InfrastructureError, RedisUnavailable) as exc:
+            raise _fail(f"infrastructure failure, run stopped: {exc}") from None
+        except KeyboardInterrupt:
+            err.print("interrupted; stores stopped, no run directory written")
+            raise typer.Exit(130) from None
+
+
+def _fmt_s(v: float) -> str:
+    if v == 0:
+        return "0"
+    if v < 1e-3:
+        return f"{v * 1e6:.1f}µs"
+    if v < 1:
+        return f"{v * 1e3:.1f}ms"
+    return f"{v:.2f}s"
+
+
+def print_summary(summary: dict) -> None:
+    """The compact end-of-run table: one row per guest and a total row."""
+    t = summary["totals"]
+    table = Table(
+        title=f"{summary['scenario']['name']} · {summary['mechanism']} · "
+        f"seed {summary['seed']} · {summary['emulated_seconds']:g}s emulated"
+    )
+    for col in (
+        "guest",
+        "host",
+        "progress",
+        "stall",
+        "p99 fault",
+        "disk rd/wr pages",
+        "tmem puts/fail",
+        "OOM",
+    ):
+        table.add_column(col, justify="left" if col in ("guest", "host") else "right")
+    rows = list(summary["guests"].items())
+    for name, g in rows:
+        c = g["counters"]
+        table.add_row(
+            name,
+            g["host"],
+            f"{g['progress']:.3f}",
+            _fmt_s(g["stall_seconds"]),
+            _fmt_s(g["fault_latency"]["p99"]),
+            f"{c['disk_reads']}/{c['disk_writes']}",
+            f"{c['frontswap_puts']}/{c['frontswap_put_failures']}",
+            str(c["guest_oom_kills"]),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        f"{t['progress']:.3f}",
+        _fmt_s(t["stall_seconds"]),
+        _fmt_s(t["fault_latency"]["p99"]),
+        f"{t['disk_reads']}/{t['disk_writes']}",
+        f"{t['frontswap_puts']}/{t['frontswap_put_failures']}",
+        str(t["guest_oom_kills"]),
+    )
+    out.print(table)
+    verdict = "[green]valid[/]" if summary["valid"] else "[red]INVALID[/]"
+    failed = [k for k, v in summary["checks"].items() if not v["ok"]]
+    line = f"verdict: {verdict}"
+    if failed:
+        line += " — failed checks: " + ", ".join(failed)
+    hyp = summary["hypothesis"]
+    if hyp is not None:
+        color = "green" if hyp["status"] == "met" else "yellow"
+        line += f" · hypothesis: [{color}]{hyp['status']}[/]"
+    out.print(line)
+    for k in failed:
+        for ev in summary["checks"][k]["evidence"][:3]:
+            out.print(f"  {k}: {ev}", markup=False, highlight=False)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Checkers: emulator invariants that decide `valid`, each with evidence.
+
+- `conservation`: host RAM and guest pages/frames/slots balance every epoch.
+- `integrity`: every record read back from Redis (tmem pools and swap disks) carries the version
+  the guest last wrote, with a matching checksum; nothing the guest owns is missing, nothing is
+  held that the guest does not own. Reads during the run (gets, swap-ins) are checked too.
+- `frontswap`: pool counters in Redis equal what the guests hold; billing (RAM + tmem <= maxmem)
+  never exceeded; no put succeeded while the client was frozen.
+- `lost_pages_explained`: every page lost was destroyed by a fault event (this version models
+  no fault that destroys pages, so any loss is unexplained).
+
+Outcomes (OOM kills, put failures, progress) are measured elsewhere and never decide validity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from overcommit.nodes.guest import FRONTSWAP, SWAP, GuestModel
+from overcommit.stores.codec import RecordBatch, verify
+
+CHECKS = ("conservation", "integrity", "frontswap", "lost_pages_explained")
+MAX_EVIDENCE = 10
+
+
+class CheckLog:
+    """Violations per checker; keeps a count and the first few messages as evidence."""
+
+    def __init__(self) -> None:
+        self.count = {c: 0 for c in CHECKS}
+        self.evidence: dict[str, list[str]] = {c: [] for c in CHECKS}
+
+    def add(self, check: str, messages: list[str], where: str = "") -> None:
+        if not messages:
+            return
+        self.count[check] += len(messages)
+        room = MAX_EVIDENCE - len(self.evidence[check])
+        for m in messages[: max(0, room)]:
+            self.evidence[check].append(f"{where}{m}")
+
+    @property
+    def valid(self) -> bool:
+        return not any(self.count.values())
+
+    def to_json(self) -> dict:
+        return {
+            c: {"ok": self.count[c] == 0, "violations": self.count[c], "evidence": self.evidence[c]}
+            for c in CHECKS
+        }
+
+
+def _compare(g: GuestModel, held: RecordBatch, expected: np.ndarray, where: str) -> list[str]:
+    out = []
+    pages = held.pages.astype(np.int64)
+    missing = np.setdiff1d(expected, pages)
+    extra = np.setdiff1d(pages, expected)
+    if len(missing):
+        out.append(
+            f"{g.name}: {len(missing)} page(s) the guest holds in {where} are not there, "
+            f"e.g. page {int(missing[0])}"
+        )
+    if len(extra):
+        out.append(
+            f"{g.name}: {where} holds {len(extra)} record(s) the guest does not own, "
+            f"e.g. page {int(extra[0])}"
+        )
+    if len(held):
+        known = np.isin(pages, expected)
+        p = pages[known]
+        stale = held.versions[known] != g.version[p]
+        bad = verify(g.name, held, g.payload, g.page_size, g.workload.compressibility)[known]
+        wrong = stale | bad
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            out.append(
+                f"{g.name}: {int(wrong.sum())} stale or corrupt record(s) in {where}, e.g. page "
+                f"{int(p[i])} holds version {int(held.versions[known][i])}, "
+                f"last written {int(g.version[p[i]])}"
+            )
+    return out
+
+
+def integrity(g: GuestModel, tmem: RecordBatch | None, swap: RecordBatch) -> list[str]:
+    """Compare what Redis holds for one guest with what the guest believes it stored."""
+    out = []
+    if tmem is not None:
+        out += _compare(g, tmem, np.flatnonzero(g.slot == FRONTSWAP), "its tmem pool")
+    out += _compare(g, swap, np.flatnonzero(g.slot == SWAP), f"swap disk {g.disk}")
+    return out
+
+
+def pool_counters(
+    host: str, used: int, counts: dict[str, int], guests: list[GuestModel]
+) -> list[str]:
+    """Redis pool counters against the guests' own view of what they hold in tmem."""
+    out = []
+    total = 0
+    for g in guests:
+        view = int(np.count_nonzero(g.slot == FRONTSWAP))
+        n = counts.get(g.name, 0)
+        total += n
+        if n != view:
+            out.append(f"{host}: pool counter for {g.name} is {n}, the guest holds {view}")
+    if used != total:
+        out.append(f"{host}: pool 'used' counter {used} != sum of guest counters {total}")
+    return out

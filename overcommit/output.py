@@ -1,0 +1,61 @@
+"""The run directory: summary.json, time series (Parquet and CSV), the event log.
+
+Every file is written whole: to a temporary name in the same directory, flushed, then renamed,
+so an interrupted run leaves complete files or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+FILES = {
+    "summary.json": "the run's result (schema overcommit.summary/1)",
+    "guests.parquet": "per guest and epoch time series (also guests.csv)",
+    "hosts.parquet": "per host and epoch time series (also hosts.csv)",
+    "events.jsonl": "the event log, one JSON object per line, in emulated-time order",
+}
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+    """Write `path` through a temporary file in its directory, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
+
+
+def write_events(path: Path, events: list[dict]) -> None:
+    atomic_write(path, lambda f: f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in events))
+
+
+def write_table(out_dir: Path, stem: str, df: pd.DataFrame) -> None:
+    atomic_write(out_dir / f"{stem}.parquet", lambda f: df.to_parquet(f, index=False), binary=True)
+    atomic_write(out_dir / f"{stem}.csv", lambda f: df.to_csv(f, index=False))
+
+
+def write_run_dir(
+    out_dir: Path, summary: dict, guests: pd.DataFrame, hosts: pd.DataFrame, events: list[dict]
+) -> None:
+    """Write a complete run directory (the summary last, so its presence means complete)."""
+    write_events(out_dir / "events.jsonl", events)
+    write_table(out_dir, "guests", guests)
+    write_table(out_dir, "hosts", hosts)
+    write_json(out_dir / "summary.json", summary)

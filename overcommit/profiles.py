@@ -1,0 +1,128 @@
+"""Device profiles and CPU/RAM cost constants, in emulated seconds.
+
+Every cost the emulator charges comes from here: swap devices (latency, IOPS, bandwidth, with
+queueing), hypercalls, tmem operations, page faults. Defaults are typical published figures for
+each device class; every value can be overridden in a scenario (`devices:` and `costs:`).
+Costs that depend on size (copies, transfers) are charged by bytes; per-operation costs once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """A block device as seen by one queue: unloaded latency per op, op rate and byte rate."""
+
+    name: str
+    read_latency: float  # seconds per operation, unloaded
+    write_latency: float
+    iops: float  # operations per second the device sustains
+    bandwidth: float  # bytes per second
+
+    def occupancy(self, ops: float, nbytes: float) -> float:
+        """Device-busy seconds for `ops` operations moving `nbytes` (the bound that binds)."""
+        return max(ops / self.iops, nbytes / self.bandwidth)
+
+    def op_time(self, write: bool, nbytes: float) -> float:
+        """Unloaded latency of one operation that moves `nbytes`."""
+        return (self.write_latency if write else self.read_latency) + nbytes / self.bandwidth
+
+
+BUILTIN_DEVICES: dict[str, DeviceProfile] = {
+    # NVMe SSD: ~20 us 4 KiB random access, ~500k IOPS, ~3 GB/s.
+    "nvme": DeviceProfile("nvme", 20e-6, 20e-6, 500_000.0, 3.0e9),
+    # SATA SSD: ~100 us read / ~60 us write, ~90k IOPS, ~500 MB/s.
+    "ssd": DeviceProfile("ssd", 100e-6, 60e-6, 90_000.0, 500e6),
+    # 7200 rpm disk: ~8 ms seek + rotation, ~150 IOPS, ~150 MB/s sequential.
+    "hdd": DeviceProfile("hdd", 8e-3, 8e-3, 150.0, 150e6),
+    # Networked SAN LUN (iSCSI/FC): ~1 ms round trip, ~20k IOPS, ~400 MB/s.
+    "san": DeviceProfile("san", 1e-3, 1e-3, 20_000.0, 400e6),
+}
+
+
+@dataclass(frozen=True)
+class Costs:
+    """CPU-side costs. tmem ops cost a hypercall + the fixed part here + a page copy."""
+
+    hypercall: float = 1.0e-6
+    tmem_put: float = 0.5e-6
+    tmem_get: float = 0.5e-6
+    tmem_flush: float = 0.2e-6
+    minor_fault: float = 0.5e-6  # zero-fill first touch inside the guest
+    major_fault: float = 5.0e-6  # guest fault path + I/O submission, on top of the device
+    host_page_alloc: float = 2.0e-6  # lazy boot: the host backs a frame on first touch
+    ram_bandwidth: float = 10.0e9  # bytes/s for page copies
+
+    def copy(self, nbytes: float) -> float:
+        return nbytes / self.ram_bandwidth
+
+    def put(self, page_size: int) -> float:
+        """A frontswap put that succeeds (copy into the pool)."""
+        return self.hypercall + self.tmem_put + self.copy(page_size)
+
+    def failed_put(self) -> float:
+        """A put refused by the pool: the hypercall is spent, nothing is copied."""
+        return self.hypercall + self.tmem_put
+
+    def get(self, page_size: int) -> float:
+        return self.hypercall + self.tmem_get + self.copy(page_size)
+
+    def flush(self) -> float:
+        return self.hypercall + self.tmem_flush
+
+
+def device_profiles(overrides: dict[str, Any] | None) -> dict[str, DeviceProfile]:
+    """Built-in profiles with a scenario's `devices:` overrides applied (new names allowed)."""
+    out = dict(BUILTIN_DEVICES)
+    for name, ov in (overrides or {}).items():
+        fields = {k: v for k, v in _as_dict(ov).items() if v is not None}
+        if name in out:
+            out[name] = replace(out[name], **fields)
+        else:
+            out[name] = DeviceProfile(name=name, **fields)
+    return out
+
+
+def costs_from(overrides: Any | None) -> Costs:
+    """Default costs with a scenario's `costs:` overrides applied."""
+    fields = {k: v for k, v in _as_dict(overrides).items() if v is not None}
+    return replace(Costs(), **fields)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return dict(obj)
+    return obj.model_dump()
+
+
+class DeviceQueue:
+    """One shared device's queue, advanced in sync windows.
+
+    Users add their demand (ops and bytes) as they run; latency seen by synchronous operations
+    in a window depends only on the state at the window's start (utilisation and backlog of the
+    previous window), so hosts can run a window independently and still agree exactly.
+    """
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+        self.util = 0.0  # utilisation of the previous window, 0..1
+        self.backlog = 0.0  # busy seconds carried into this window
+        self.busy_total = 0.0
+
+    def wait(self, ops: float, nbytes: float) -> float:
+        """Queueing delay added to each synchronous op of this size in the current window."""
+        occ = self.profile.occupancy(max(ops, 1.0), nbytes) / max(ops, 1.0)
+        rho = min(self.util, 0.98)
+        return 0.5 * self.backlog + occ * rho / (1.0 - rho)
+
+    def close_window(self, demand_busy: float, window: float) -> None:
+        """Advance to the next window given the busy seconds all users demanded in this one."""
+        total = self.backlog + demand_busy
+        self.busy_total += demand_busy
+        self.util = min(1.0, total / window) if window > 0 else 0.0
+        self.backlog = max(0.0, total - window)

@@ -1,0 +1,99 @@
+-- tmem_batch.lua: one guest's persistent tmem (frontswap) pool on a host, atomically.
+--
+-- KEYS[1] = {prefix}:tmem:{guest}  hash: 4-byte big-endian page -> fixed-width record
+-- KEYS[2] = {prefix}:tmem:meta     hash: used (host-wide pages), n:{guest}, frozen:{guest}
+-- ARGV[1] = op: "batch" or "flush_area";  ARGV[2] = guest name
+--
+-- op "batch": ARGV[3] gets blob (4-byte pages), ARGV[4] flushes blob, ARGV[5] puts blob
+-- (concatenated records), ARGV[6] record length, ARGV[7] 0-based offset of the page bytes in
+-- a record, ARGV[8] quota (guest pages), ARGV[9] capacity (host pages), ARGV[10] exclusive
+-- gets "1"/"0". In order: gets, flushes (invalidate_page), puts. A put succeeds when the guest
+-- is not frozen and, after it, the guest's count <= quota and host used <= capacity (so a
+-- duplicate put needs no room, a new page needs one). A failing put of an existing page
+-- removes the old copy (it is "invalidated"): stale data is never left readable.
+-- Returns {found flags "01..", found records, put flags "01..", flushed, invalidated,
+--          guest count after, host used after}.
+--
+-- op "flush_area" (invalidate_area): delete the pool, fix the counts, return pages removed.
+
+local pool, meta = KEYS[1], KEYS[2]
+local op, guest = ARGV[1], ARGV[2]
+local nfield = 'n:' .. guest
+
+if op == 'flush_area' then
+  local removed = redis.call('HLEN', pool)
+  local billed = tonumber(redis.call('HGET', meta, nfield) or 0)
+  redis.call('DEL', pool)
+  redis.call('HDEL', meta, nfield)
+  if billed ~= 0 then
+    redis.call('HINCRBY', meta, 'used', -billed)
+  end
+  return removed
+end
+
+if op ~= 'batch' then
+  return redis.error_reply('tmem_batch.lua: unknown op ' .. tostring(op))
+end
+
+local gets, flushes, puts = ARGV[3], ARGV[4], ARGV[5]
+local reclen, pageoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+local quota, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
+local exclusive = ARGV[10] == '1'
+
+local count0 = tonumber(redis.call('HGET', meta, nfield) or 0)
+local used0 = tonumber(redis.call('HGET', meta, 'used') or 0)
+local frozen = redis.call('HGET', meta, 'frozen:' .. guest) == '1'
+local delta = 0 -- change of this guest's count (and so of host used) during the script
+
+-- 1. gets
+local found, recs = {}, {}
+for i = 1, #gets, 4 do
+  local field = string.sub(gets, i, i + 3)
+  local rec = redis.call('HGET', pool, field)
+  if rec then
+    found[#found + 1] = '1'
+    recs[#recs + 1] = rec
+    if exclusive then
+      redis.call('HDEL', pool, field)
+      delta = delta - 1
+    end
+  else
+    found[#found + 1] = '0'
+  end
+end
+
+-- 2. flushes
+local flushed = 0
+for i = 1, #flushes, 4 do
+  flushed = flushed + redis.call('HDEL', pool, string.sub(flushes, i, i + 3))
+end
+delta = delta - flushed
+
+-- 3. puts
+local putok, invalidated = {}, 0
+for s = 1, #puts, reclen do
+  local rec = string.sub(puts, s, s + reclen - 1)
+  local field = string.sub(puts, s + pageoff, s + pageoff + 3)
+  local count, used = count0 + delta, used0 + delta
+  if not frozen and count < quota and used < capacity then
+    delta = delta + redis.call('HSET', pool, field, rec)
+    putok[#putok + 1] = '1'
+  elseif not frozen and count <= quota and used <= capacity
+      and redis.call('HEXISTS', pool, field) == 1 then
+    redis.call('HSET', pool, field, rec)
+    putok[#putok + 1] = '1'
+  else
+    if redis.call('HDEL', pool, field) == 1 then
+      delta = delta - 1
+      invalidated = invalidated + 1
+    end
+    putok[#putok + 1] = '0'
+  end
+end
+
+if delta ~= 0 then
+  redis.call('HINCRBY', meta, nfield, delta)
+  redis.call('HINCRBY', meta, 'used', delta)
+end
+return {table.concat(found), table.concat(recs), table.concat(putok), flushed, invalidated,
+        count0 + delta, used0 + delta}

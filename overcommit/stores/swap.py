@@ -1,0 +1,150 @@
+"""Guest swap disks in the shared-storage Redis, sync and async.
+
+Key ``{prefix}:swap:{disk}``: hash, 4-byte big-endian page (swap slot) -> fixed-width record
+(:mod:`overcommit.stores.codec`). ``disk`` names one incarnation of a guest's disk, e.g.
+``"web-1#0"``, so a restarted guest starts from an empty disk while the old one can still be
+inspected. One epoch's reads, frees (slot discards) and writes of a disk are one call of
+``lua/swap_batch.lua`` (one round trip, atomic). Request plumbing is shared with
+:mod:`overcommit.stores.tmem`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+import redis.asyncio
+
+from overcommit.stores.codec import PayloadMode, RecordBatch, decode
+from overcommit.stores.tmem import (
+    DEFAULT_PREFIX,
+    Command,
+    Eval,
+    Op,
+    ScriptRunner,
+    found_mask,
+    hash_records,
+    pages_blob,
+    records_args,
+    run_async,
+    run_sync,
+)
+
+
+def swap_key(prefix: str, disk: str) -> str:
+    """Key of a swap disk."""
+    return f"{prefix}:swap:{disk}"
+
+
+@dataclass
+class SwapBatchResult:
+    """Outcome of one :meth:`SwapStore.batch` call."""
+
+    found: np.ndarray  # bool, aligned with reads
+    got: RecordBatch  # records of the found pages, in reads order
+    freed: int  # freed slots that held a page
+    pages_after: int  # pages on the disk after the batch
+
+
+class _SwapOps:
+    """The swap-disk operations, each a generator of Redis requests."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def batch(
+        self,
+        disk: str,
+        guest: str,
+        reads: np.ndarray | Sequence[int] | None,
+        frees: np.ndarray | Sequence[int] | None,
+        writes: RecordBatch | None,
+        mode: PayloadMode,
+        page_size: int,
+    ) -> Op[SwapBatchResult]:
+        writes_blob, reclen, pageoff = records_args(guest, writes, mode, page_size)
+        args = ("batch", pages_blob(reads), pages_blob(frees), writes_blob, reclen, pageoff)
+        flags, recs, freed, after = yield Eval("swap_batch", (swap_key(self.prefix, disk),), args)
+        return SwapBatchResult(
+            found_mask(flags), decode(guest, recs, mode, page_size), int(freed), int(after)
+        )
+
+    def read_all(self, disk: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
+        return (yield from hash_records(swap_key(self.prefix, disk), guest, mode, page_size))
+
+    def count(self, disk: str) -> Op[int]:
+        return int((yield Command(("HLEN", swap_key(self.prefix, disk)))))
+
+    def drop(self, disk: str) -> Op[int]:
+        return int((yield Eval("swap_batch", (swap_key(self.prefix, disk),), ("drop",))))
+
+
+class SwapStore:
+    """Swap disks over a synchronous ``redis.Redis`` client of the shared store."""
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._ops = _SwapOps(prefix)
+        self._runner = ScriptRunner(client)
+        self.prefix = prefix
+
+    def batch(
+        self,
+        disk: str,
+        guest: str,
+        *,
+        reads: np.ndarray | Sequence[int] | None = None,
+        frees: np.ndarray | Sequence[int] | None = None,
+        writes: RecordBatch | None = None,
+        mode: PayloadMode,
+        page_size: int,
+    ) -> SwapBatchResult:
+        """Reads, then frees, then writes (overwriting) of one disk: atomic, one round trip."""
+        op = self._ops.batch(disk, guest, reads, frees, writes, mode, page_size)
+        return run_sync(self._runner, op)
+
+    def read_all(self, disk: str, guest: str, mode: PayloadMode, page_size: int) -> RecordBatch:
+        """Every record on the disk, sorted by page."""
+        return run_sync(self._runner, self._ops.read_all(disk, guest, mode, page_size))
+
+    def count(self, disk: str) -> int:
+        return run_sync(self._runner, self._ops.count(disk))
+
+    def drop(self, disk: str) -> int:
+        """Delete the disk; returns the pages it held."""
+        return run_sync(self._runner, self._ops.drop(disk))
+
+
+class AsyncSwapStore:
+    """:class:`SwapStore` over a ``redis.asyncio.Redis`` client."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._ops = _SwapOps(prefix)
+        self._runner = ScriptRunner(client)
+        self.prefix = prefix
+
+    async def batch(
+        self,
+        disk: str,
+        guest: str,
+        *,
+        reads: np.ndarray | Sequence[int] | None = None,
+        frees: np.ndarray | Sequence[int] | None = None,
+        writes: RecordBatch | None = None,
+        mode: PayloadMode,
+        page_size: int,
+    ) -> SwapBatchResult:
+        op = self._ops.batch(disk, guest, reads, frees, writes, mode, page_size)
+        return await run_async(self._runner, op)
+
+    async def read_all(
+        self, disk: str, guest: str, mode: PayloadMode, page_size: int
+    ) -> RecordBatch:
+        return await run_async(self._runner, self._ops.read_all(disk, guest, mode, page_size))
+
+    async def count(self, disk: str) -> int:
+        return await run_async(self._runner, self._ops.count(disk))
+
+    async def drop(self, disk: str) -> int:
+        return await run_async(self._runner, self._ops.drop(disk))

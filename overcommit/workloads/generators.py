@@ -1,0 +1,126 @@
+"""Page-touch generators: zipf (bounded power law) and phases.
+
+A touch is (page index, is-write). The touch *sequence* comes from two streams of its own
+(ranks and write flags) and the number of touches per epoch from a third, so a guest that
+stalls more consumes the same sequence more slowly: every mechanism sees the same accesses in
+the same order (common random numbers), only the pace differs. Popularity rank r maps to a
+page through a fixed bijection of the footprint (multiply by a unit modulo N), so hot pages are
+scattered across the address space as in a real heap rather than packed at its start. A
+phase's working set is the first `ws` ranks, so a shrinking phase keeps its hottest pages.
+Draws are vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TouchStreams:
+    """The three independent random streams a workload draws from."""
+
+    count: np.random.Generator
+    rank: np.random.Generator
+    write: np.random.Generator
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One setting of the workload: how many pages it touches, how fast, how skewed."""
+
+    duration: float  # seconds; inf for a single zipf setting
+    ws_pages: int
+    rate: float  # page touches per second of work
+    write_fraction: float
+    skew: float
+
+
+def _draw_ranks(rng: np.random.Generator, n: int, ws: int, skew: float) -> np.ndarray:
+    """n ranks in [0, ws) from a bounded continuous power law with exponent `skew`."""
+    u = rng.random(n)
+    if skew == 0.0:
+        x = 1.0 + u * ws
+    elif abs(skew - 1.0) < 1e-9:
+        x = np.exp(u * math.log(ws + 1.0))
+    else:
+        a = 1.0 - skew
+        x = (1.0 + u * ((ws + 1.0) ** a - 1.0)) ** (1.0 / a)
+    r = x.astype(np.int64) - 1
+    np.clip(r, 0, ws - 1, out=r)
+    return r
+
+
+def _unit_multiplier(n: int) -> int:
+    """A multiplier coprime to n, about n times the golden ratio, for a scattering bijection."""
+    if n <= 2:
+        return 1
+    m = int(n * 0.6180339887498949) | 1
+    while math.gcd(m, n) != 1:
+        m += 2
+    return m % n or 1
+
+
+class Workload:
+    """Generates the page touches of one guest's workload, epoch by epoch."""
+
+    def __init__(
+        self, footprint_pages: int, phases: list[Phase], repeat: bool, compressibility: float
+    ):
+        if footprint_pages <= 0:
+            raise ValueError("workload footprint must be at least one page")
+        self.footprint = footprint_pages
+        self.phases = phases
+        self.repeat = repeat
+        self.compressibility = compressibility
+        self._mult = _unit_multiplier(footprint_pages)
+        self._offset = footprint_pages // 3
+        self._cycle = sum(p.duration for p in phases)
+
+    def phase_at(self, t: float) -> Phase:
+        """The setting in force `t` seconds after the workload (re)started."""
+        if len(self.phases) == 1:
+            return self.phases[0]
+        if self.repeat and self._cycle > 0:
+            t = math.fmod(t, self._cycle)
+        acc = 0.0
+        for ph in self.phases:
+            acc += ph.duration
+            if t < acc:
+                return ph
+        return self.phases[-1]
+
+    def rank_to_page(self, ranks: np.ndarray) -> np.ndarray:
+        return (ranks * self._mult + self._offset) % self.footprint
+
+    def touches(
+        self, streams: TouchStreams, t: float, work_seconds: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Touches issued during `work_seconds` of work starting at workload time `t`."""
+        ph = self.phase_at(t)
+        lam = ph.rate * work_seconds
+        n = int(streams.count.poisson(lam)) if lam > 0 else 0
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, bool)
+        ws = max(1, min(ph.ws_pages, self.footprint))
+        pages = self.rank_to_page(_draw_ranks(streams.rank, n, ws, ph.skew))
+        writes = streams.write.random(n) < ph.write_fraction
+        return pages, writes
+
+
+def make_workload(spec, page_size: int) -> Workload:
+    """Build a generator from a scenario workload (`zipf` or `phases`)."""
+    if spec.kind == "zipf":
+        ws = max(1, spec.working_set // page_size)
+        ph = Phase(math.inf, ws, spec.access_rate, spec.write_fraction, spec.skew)
+        return Workload(ws, [ph], False, spec.compressibility)
+    phases = [
+        Phase(
+            p.duration, max(1, p.working_set // page_size), p.access_rate, p.write_fraction, p.skew
+        )
+        for p in spec.phases
+    ]
+    footprint = max(p.ws_pages for p in phases)
+    return Workload(footprint, phases, spec.repeat, spec.compressibility)

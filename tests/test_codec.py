@@ -1,0 +1,176 @@
+"""Tests of the page-record codec: layout, round trips, content, checksums and verify."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overcommit.stores.codec import (
+    RecordBatch,
+    checksums,
+    decode,
+    encode,
+    encode_pages,
+    guest_key,
+    make_batch,
+    make_payload,
+    page_offset,
+    record_len,
+    verify,
+)
+
+PAGE_SIZES = st.sampled_from([64, 512, 4096])
+MODES = st.sampled_from(["digest", "full"])
+GUESTS = st.text(min_size=1, max_size=40).filter(lambda s: 1 <= len(s.encode()) <= 255)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[str, str, int, float, RecordBatch]:
+    guest = draw(GUESTS)
+    mode = draw(MODES)
+    page_size = draw(PAGE_SIZES)
+    compressibility = draw(st.floats(0.0, 0.9))
+    k = draw(st.integers(0, 12))
+    pages = draw(st.lists(st.integers(0, 2**32 - 1), min_size=k, max_size=k, unique=True))
+    versions = draw(st.lists(st.integers(0, 2**32 - 1), min_size=k, max_size=k))
+    batch = make_batch(
+        guest,
+        np.array(pages, np.int64),
+        np.array(versions, np.int64),
+        mode,
+        page_size,
+        compressibility,
+    )
+    return guest, mode, page_size, compressibility, batch
+
+
+def assert_batches_equal(a: RecordBatch, b: RecordBatch) -> None:
+    assert np.array_equal(a.pages, b.pages)
+    assert np.array_equal(a.versions, b.versions)
+    assert np.array_equal(a.checksums, b.checksums)
+    assert (a.payload is None) == (b.payload is None)
+    if a.payload is not None:
+        assert np.array_equal(a.payload, b.payload)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches())
+def test_encode_decode_round_trip_and_msgpack_layout(case: tuple) -> None:
+    guest, mode, page_size, _, batch = case
+    blob = encode(guest, batch, mode, page_size)
+    width = record_len(guest, mode, page_size)
+    assert len(blob) == width * len(batch)
+    back = decode(guest, blob, mode, page_size)
+    assert back.pages.dtype == np.uint32 and back.checksums.dtype == np.uint64
+    assert_batches_equal(batch, back)
+    for i in range(len(batch)):
+        record = blob[i * width : (i + 1) * width]
+        expected = [guest, int(batch.pages[i]), int(batch.versions[i]), int(batch.checksums[i])]
+        if mode == "full":
+            expected.append(batch.payload[i].tobytes())
+        assert msgpack.unpackb(record) == expected
+        off = page_offset(guest)
+        assert record[off : off + 4] == int(batch.pages[i]).to_bytes(4, "big")
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(), st.data())
+def test_verify_detects_flipped_byte_and_wrong_version(case: tuple, data: st.DataObject) -> None:
+    guest, mode, page_size, compressibility, batch = case
+    assert not verify(guest, batch, mode, page_size, compressibility).any()
+    if len(batch) == 0:
+        return
+    i = data.draw(st.integers(0, len(batch) - 1))
+
+    wrong_version = batch.take(np.arange(len(batch)))
+    wrong_version.versions = wrong_version.versions.copy()
+    wrong_version.versions[i] ^= np.uint32(1 + data.draw(st.integers(0, 2**31 - 2)))
+    bad = verify(guest, wrong_version, mode, page_size, compressibility)
+    assert bad.tolist() == [j == i for j in range(len(batch))]
+
+    if mode == "full":
+        flipped = batch.take(np.arange(len(batch)))
+        byte = data.draw(st.integers(0, page_size - 1))
+        flipped.payload[i, byte] ^= np.uint8(1 << data.draw(st.integers(0, 7)))
+        bad = verify(guest, flipped, mode, page_size, compressibility)
+        assert bad.tolist() == [j == i for j in range(len(batch))]
+        # the checksum alone catches it too (content hash of the stored payload)
+        recomputed = checksums(
+            guest_key(guest), flipped.pages, flipped.versions, "full", flipped.payload
+        )
+        assert recomputed[i] != batch.checksums[i]
+
+
+def test_verify_flags_a_record_of_another_guest() -> None:
+    batch = make_batch("web-1", np.arange(4), np.ones(4), "digest", 4096, 0.5)
+    assert verify("web-2", batch, "digest", 4096, 0.5).all()
+
+
+def test_record_widths_and_page_offset() -> None:
+    assert record_len("web-1", "digest", 4096) == 22 + 5
+    assert record_len("web-1", "full", 4096) == 22 + 5 + 5 + 4096
+    assert page_offset("web-1") == 9
+    assert record_len("é", "digest", 64) == 22 + 2  # utf-8 bytes, not characters
+    with pytest.raises(ValueError):
+        record_len("", "digest", 64)
+    with pytest.raises(ValueError):
+        record_len("x" * 256, "digest", 64)
+
+
+def test_payload_compressibility_is_real() -> None:
+    def ratio(c: float) -> float:
+        pages = make_payload(guest_key("g"), np.arange(8), np.arange(8), 4096, c)
+        return 8 * 4096 / sum(len(zlib.compress(p.tobytes(), 6)) for p in pages)
+
+    assert 1.8 < ratio(0.5) < 2.1
+    assert 3.6 < ratio(0.75) < 4.1
+    assert ratio(0.0) < 1.01
+    same = make_payload(guest_key("g"), np.arange(3), np.arange(3), 4096, 1.0)
+    assert not same.any()  # a same-filled (zero) page
+
+
+def test_content_and_checksums_are_deterministic_and_distinct() -> None:
+    pages, versions = np.arange(64), np.full(64, 3)
+    a = make_batch("web-1", pages, versions, "full", 4096, 0.25)
+    b = make_batch("web-1", pages, versions, "full", 4096, 0.25)
+    assert_batches_equal(a, b)
+    assert len(np.unique(a.checksums)) == 64
+    c = make_batch("web-1", pages, versions + 1, "full", 4096, 0.25)
+    assert not (a.payload == c.payload).all(axis=1).any()  # every page differs per version
+    d = make_batch("web-1", pages, versions, "digest", 4096, 0.25)
+    assert len(np.unique(np.concatenate([d.checksums, a.checksums]))) == 128
+    # full-mode checksums are content hashes: equal content, equal checksum
+    zeros = make_batch("web-1", pages, versions, "full", 4096, 1.0)
+    assert len(np.unique(zeros.checksums)) == 1
+    # guest keys: stable values (blake2b), not Python's salted hash()
+    blake = hashlib.blake2b(b"web-1", digest_size=8).digest()
+    assert guest_key("web-1") == int.from_bytes(blake, "big")
+    assert guest_key("web-1") != guest_key("web-2")
+
+
+def test_encode_pages_and_range_checks() -> None:
+    assert encode_pages(np.array([1, 2**32 - 1])) == b"\x00\x00\x00\x01\xff\xff\xff\xff"
+    assert encode_pages(np.zeros(0, np.uint32)) == b""
+    with pytest.raises(ValueError):
+        encode_pages(np.array([-1]))
+    with pytest.raises(ValueError):
+        encode_pages(np.array([2**32]))
+
+
+def test_decode_rejects_foreign_or_truncated_records() -> None:
+    batch = make_batch("web-1", np.arange(3), np.ones(3), "digest", 4096, 0.5)
+    blob = encode("web-1", batch, "digest", 4096)
+    with pytest.raises(ValueError, match="whole number"):
+        decode("web-1", blob[:-1], "digest", 4096)
+    with pytest.raises(ValueError, match="guest 'web-2'"):
+        decode("web-2", blob, "digest", 4096)  # same width, other name
+    corrupt = bytearray(blob)
+    corrupt[record_len("web-1", "digest", 4096) + 13] = 0xCD  # version tag of record 1
+    with pytest.raises(ValueError, match="record 1"):
+        decode("web-1", bytes(corrupt), "digest", 4096)

@@ -116,6 +116,9 @@ MAX_GUESTS = 100_000
 MAX_PROBLEMS = 100
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+#: Names the stores use for themselves (the shared-storage server; the tmem metadata hash).
+RESERVED_HOST_NAME = "shared"
+RESERVED_GUEST_NAME = "meta"
 _CONDITION_NAME = r"[a-z_][a-z0-9_.]*"
 _CONDITION_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _CONDITION_RE = re.compile(
@@ -818,6 +821,8 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
     host_names = scenario.host_names()
     host_set = set(host_names)
     known_hosts = f"(hosts: {_some(host_names)})"
+    if RESERVED_HOST_NAME in host_set:
+        add(f"{RESERVED_HOST_NAME!r} is reserved for the shared-storage store", "hosts", "names")
 
     # Devices referenced by name.
     for device, loc in (
@@ -845,6 +850,14 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
         owner: dict[str, int] = {}
         for index, group in enumerate(scenario.guests):
             for name in _group_guest_names(group):
+                if name == RESERVED_GUEST_NAME:
+                    add(
+                        f"{name!r} is reserved for the tmem pool's metadata",
+                        "guests",
+                        index,
+                        "name",
+                    )
+                    break
                 if name in owner:
                     other = "the same group" if owner[name] == index else f"guests[{owner[name]}]"
                     add(

@@ -814,3 +814,16 @@ def test_fuzz_mutated_scenarios(mutation_list):
         mutate(data, mutation)
     text = yaml.safe_dump(data, sort_keys=False)
     check_outcome(text)
+
+
+def test_store_reserved_names_are_refused():
+    text = """name: x
+duration: 1s
+hosts: {count: 1, names: [shared], ram: 1GiB}
+guests:
+  - {name: meta, memory: 256MiB, workload: {kind: zipf, working_set: 128MiB, access_rate: 1k/s}}
+"""
+    with pytest.raises(ConfigError) as info:
+        load_scenario_text(text, "t.yaml")
+    fields = [(p.line, p.field) for p in info.value.problems]
+    assert fields == [(3, "hosts.names"), (5, "guests[0].name")]

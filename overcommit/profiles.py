@@ -108,21 +108,24 @@ class DeviceQueue:
     previous window), so hosts can run a window independently and still agree exactly.
     """
 
-    def __init__(self, profile: DeviceProfile) -> None:
+    def __init__(self, profile: DeviceProfile, users: int = 1) -> None:
         self.profile = profile
+        self.users = users  # guests sharing the device; each gets an equal share of idle time
         self.util = 0.0  # utilisation of the previous window, 0..1
         self.backlog = 0.0  # busy seconds carried into this window
         self.busy_total = 0.0
 
-    def wait(self, ops: float, nbytes: float) -> float:
-        """Queueing delay added to each synchronous op of this size in the current window."""
-        occ = self.profile.occupancy(max(ops, 1.0), nbytes) / max(ops, 1.0)
+    def wait(self, nbytes: float) -> float:
+        """Queueing delay added to a synchronous op of `nbytes` in the current window."""
+        occ = self.profile.occupancy(1.0, nbytes)
         rho = min(self.util, 0.98)
         return 0.5 * self.backlog + occ * rho / (1.0 - rho)
 
-    def close_window(self, demand_busy: float, window: float) -> None:
-        """Advance to the next window given the busy seconds all users demanded in this one."""
-        total = self.backlog + demand_busy
-        self.busy_total += demand_busy
+    def close_window(self, ops: int, nbytes: int, window: float) -> None:
+        """Advance to the next window given the operations and bytes all users issued in this
+        one (integers, so the sum does not depend on the order users reported in)."""
+        demand = self.profile.occupancy(ops, nbytes)
+        total = self.backlog + demand
+        self.busy_total += demand
         self.util = min(1.0, total / window) if window > 0 else 0.0
         self.backlog = max(0.0, total - window)

@@ -267,8 +267,9 @@ def test_hypothesis_not_met_gives_exit_code_1():
 
 def test_frontswap_beats_none_on_shipped_scenario():
     """Both runs see the same access sequence (common random numbers); frontswap consumes it
-    faster. Compared over the same accesses, per guest: the pages frontswap put into tmem are
-    pages the baseline had to write to disk."""
+    faster. Compared per guest over the same accesses (frontswap's prefix of at most as many
+    touches as the baseline made), the disk pages (read + written) frontswap avoided are at
+    least the pages it put into tmem minus the puts that failed."""
     base = load_scenario("configs/frontswap-vs-none.yaml")
     runs = {
         m: run_scenario(apply_overrides(base, {"mechanism": m, "duration": "30s"}))
@@ -282,17 +283,98 @@ def test_frontswap_beats_none_on_shipped_scenario():
     assert held == tf["frontswap_puts"] - tf["frontswap_flushes"] - tf["frontswap_invalidated"]
     assert held > 0
     gn, gf = runs["none"].guests, runs["frontswap"].guests
-    saved = moved = 0
     for name in none["guests"]:
         a = gn[gn["guest"] == name]
         b = gf[gf["guest"] == name].reset_index(drop=True)
         upto = int(np.searchsorted(b["touches"].cumsum().to_numpy(), a["touches"].sum()))
-        b = b.iloc[: upto + 1]
-        assert b["touches"].sum() >= a["touches"].sum()  # at least the same accesses
-        saved += int(a["disk_writes"].sum() - b["disk_writes"].sum())
-        moved += int(b["tmem_puts"].sum())
-        fails = int(b["tmem_put_failures"].sum())
-        assert a["disk_writes"].sum() - b["disk_writes"].sum() >= b["tmem_puts"].sum() - fails
-    assert moved > 0 and saved >= moved
+        b = b.iloc[:upto]
+        assert 0.99 * a["touches"].sum() <= b["touches"].sum() <= a["touches"].sum()
+        disk_a = a["disk_reads"].sum() + a["disk_writes"].sum()
+        disk_b = b["disk_reads"].sum() + b["disk_writes"].sum()
+        moved = b["tmem_puts"].sum()
+        assert moved > 0
+        assert disk_a - disk_b >= moved - b["tmem_put_failures"].sum()
     assert tf["disk_reads"] < none["totals"]["disk_reads"]
     assert tf["progress"] > none["totals"]["progress"]
+
+
+def test_thrashing_guest_is_not_oom_killed_while_swap_has_room():
+    """An epoch touching more new pages than RAM holds thrashes; it does not OOM."""
+    text = """
+name: thrash
+duration: 3s
+mechanism: none
+hosts: {ram: 256MiB}
+guests:
+  - {name: t, memory: 64MiB, swap: 1GiB,
+     workload: {kind: zipf, working_set: 128MiB, access_rate: 400k/s, skew: 0}}
+"""
+    r = run_scenario(load_scenario_text(text, "thrash.yaml"))
+    t = r.summary["totals"]
+    assert t["guest_oom_kills"] == 0
+    assert t["disk_writes"] > 0 and t["disk_reads"] > 0
+    assert r.summary["guests"]["t"]["pages_end"]["swap"] > 0
+    assert r.valid, r.summary["checks"]
+
+
+def test_slow_disk_makes_reclaim_synchronous():
+    """kswapd writes only as fast as the disk allows; the rest is direct reclaim (stall)."""
+    fast = run_scenario(small(mechanism="none", duration="6s"))
+    slow_text = SMALL.format(
+        mechanism="none", hosts=1, count=2, boot="eager", swap="96MiB", pinned=0.0, extra=""
+    ).replace("device: ssd", "device: hdd")
+    slow = run_scenario(
+        apply_overrides(load_scenario_text(slow_text, "s.yaml"), {"duration": "6s"})
+    )
+    assert slow.valid and fast.valid
+    ts, tf = slow.summary["totals"], fast.summary["totals"]
+    assert ts["direct_reclaims"] > 0
+    assert ts["stall_by_source"]["reclaim_write"] > tf["stall_by_source"]["reclaim_write"]
+    assert ts["progress"] < tf["progress"]
+
+
+def test_external_redis_is_reused_cleanly_and_left_running(tmp_path):
+    from overcommit.stores.launcher import RedisServer
+
+    host = RedisServer.start("ext-host", tmp_path)
+    shared = RedisServer.start("ext-shared", tmp_path, appendonly=True)
+    try:
+        extra = f"""redis: {{hosts: {{host-1: "{host.url}"}}, shared: "{shared.url}"}}
+events:
+  - {{at: 3s, tmem_freeze: host-1}}"""
+        first = run_scenario(small(extra=extra, duration="4s"))
+        assert first.valid and first.summary["run"]["stale_keys_deleted"] == 0
+        assert host.alive() and shared.alive()
+        # the first run left a frozen pool and records behind; the second starts clean
+        assert host.client().dbsize() > 0
+        second = run_scenario(small(extra=extra.split("\nevents")[0], duration="4s"))
+        assert second.valid, second.summary["checks"]
+        assert second.summary["run"]["stale_keys_deleted"] > 0
+        g = second.guests
+        assert g[g["t"] < 1.0]["tmem_put_failures"].sum() == 0 or g["tmem_puts"].sum() > 0
+        assert g["tmem_puts"].sum() > 0  # not frozen by the earlier run
+    finally:
+        host.stop()
+        shared.stop()
+
+
+def test_drain_carries_a_stale_tmem_copy_to_disk_where_it_is_caught():
+    def stale(cluster, fleet):
+        g = cluster.guests[0]
+        pages = _held_in_tmem_only(g)[:1]
+        old = np.array([g.version[pages[0]] + 5], np.uint32)
+        batch = make_batch(g.name, pages.astype(np.uint32), old, "digest", 4096, 0.5)
+        fleet.host(g.host).client().hset(
+            tmem_key("oc", g.name),
+            page_field(int(pages[0])),
+            encode(g.name, batch, "digest", 4096),
+        )
+        return pages
+
+    hook, done = _inject_at(50, stale)
+    extra = """events:
+  - {at: 5.5s, tmem_flush: g-1}"""
+    r = run_scenario(small(extra=extra), on_window=hook)
+    assert done
+    assert not r.valid
+    assert r.summary["checks"]["integrity"]["violations"] > 0

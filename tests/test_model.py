@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from overcommit.cluster.engine import run_scenario
 from overcommit.cluster.placement import HostRoom, PlacementError, place
 from overcommit.config import load_scenario_text
+from overcommit.nodes.frontswap import fill_by_demand
 from overcommit.nodes.host import split_by_demand
 from overcommit.rng import stable_hash, stream
 from overcommit.workloads.generators import Phase, TouchStreams, Workload
@@ -98,7 +99,7 @@ def test_stable_hash_and_streams_are_reproducible():
 
 
 def streams(seed: int = 1) -> TouchStreams:
-    return TouchStreams(*(stream(seed, "w", 0, k) for k in "crw"))
+    return TouchStreams(seed, "w", 0, "workload/0")
 
 
 def test_uniform_and_skewed_touches():
@@ -124,6 +125,21 @@ def test_touch_sequence_is_the_same_whatever_the_pace():
     ps = np.concatenate([p for p, _ in slow])
     k = min(len(pf), len(ps))
     assert k > 30_000 and np.array_equal(pf[:k], ps[:k])
+
+
+def test_each_phase_occurrence_has_its_own_sequence():
+    w = Workload(
+        5_000, [Phase(1.0, 5_000, 1e4, 0.3, 0.9), Phase(1.0, 2_000, 1e4, 0.3, 0.9)], True, 0.5
+    )
+    assert w.phase_at(0.5) == (0, 0) and w.phase_at(1.5) == (1, 0) and w.phase_at(2.2) == (0, 1)
+    a, b = streams(), streams()
+    a_first = w.touches(a, 0.0, 0.02)[0]
+    # a slower guest: fewer touches in phase 0, yet phase 1 starts the same sequence
+    w.touches(b, 0.0, 0.01)
+    pa, pb = w.touches(a, 1.0, 0.05)[0], w.touches(b, 1.0, 0.05)[0]
+    k = min(len(pa), len(pb))
+    assert k > 100 and np.array_equal(pa[:k], pb[:k])
+    assert not np.array_equal(a_first[:k], pa[:k])
 
 
 def test_phases_follow_their_schedule_in_a_run():
@@ -152,3 +168,16 @@ guests:
     first = g[g["t"] < 3.0]
     assert (first["resident_pages"] <= 32 * 256).all()
     assert r.valid
+
+
+@given(
+    st.integers(0, 5_000),
+    st.lists(st.tuples(st.floats(0, 1e4, allow_nan=False), st.integers(0, 3_000)), max_size=8),
+)
+def test_fill_by_demand_respects_caps_and_uses_the_room(total, pairs):
+    demand = [d for d, _ in pairs]
+    cap = [c for _, c in pairs]
+    got = fill_by_demand(total, demand, cap)
+    assert all(0 <= g <= c for g, c in zip(got, cap))
+    assert sum(got) == min(total, sum(cap))  # no room is lost while someone could use it
+    assert got == fill_by_demand(total, demand, cap)

@@ -114,19 +114,32 @@ class InlineRuntime:
         dt: float,
         device: DeviceQueue,
         on_epoch: EpochHook,
-    ) -> float:
-        """Run `host` and its guests through epochs [e0, e1); returns device busy seconds."""
-        busy = 0.0
+    ) -> tuple[int, int]:
+        """Run `host` and its guests through epochs [e0, e1); returns the (ops, bytes) its
+        guests put on the shared storage device."""
+        ops = nbytes = 0
         self.calls += 1
         for e in range(e0, e1):
             stats = []
             for g in host.guests:
                 s = self.run(g.epoch(e, e * dt, dt, device))
-                busy += s.device_busy
+                ops += s.dev_ops
+                nbytes += s.dev_bytes
                 stats.append((g, s))
             host.observe()
             on_epoch(e, host, stats)
-        return busy
+        return ops, nbytes
+
+    def clear_namespace(self, hosts: list[str]) -> int:
+        """Delete every key of this run's prefix from every store (left by an earlier run on
+        external servers); returns how many were deleted."""
+        clients = [self._fleet.host(h).client() for h in hosts] + [self._fleet.shared.client()]
+        deleted = 0
+        for client in clients:
+            keys = list(client.scan_iter(match=f"{self._prefix}:*", count=1000))
+            for i in range(0, len(keys), 1000):
+                deleted += client.delete(*keys[i : i + 1000])
+        return deleted
 
     # -- reads for the checkers -------------------------------------------------------------
     def read_tmem(self, host: str, guest: str) -> RecordBatch:

@@ -28,14 +28,36 @@ class Frontswap(Mechanism):
     guest_uses_tmem = True
 
     def plan_window(self, host: HostModel) -> None:
-        room = host.tmem_room()
         guests = host.guests
-        demand = [g.window_new_puts + 1.0 for g in guests]
-        grants = split_by_demand(room, demand)
+        room = host.tmem_room()
+        # a guest can use at most its billing headroom (maxmem - RAM - what it holds)
+        headroom = [max(0, g.maxmem_pages - g.alloc_pages - g.tmem_pages) for g in guests]
+        demand = [min(g.window_new_puts + 1.0, h) for g, h in zip(guests, headroom)]
+        grants = fill_by_demand(room, demand, headroom)
         for g, grant in zip(guests, grants):
-            billing = g.maxmem_pages - g.alloc_pages
-            g.tmem_quota = max(0, min(billing, g.tmem_pages + grant))
+            g.tmem_quota = g.tmem_pages + grant
             g.window_new_puts = 0
         host.tmem_capacity = host.tmem_pages() + room
         for g in guests:
             g.tmem_capacity = host.tmem_capacity
+
+
+def fill_by_demand(total: int, demand: list[float], cap: list[int]) -> list[int]:
+    """Split `total` by demand without giving anyone more than its cap; what a capped share
+    leaves over is split again among the others (water-filling). Deterministic."""
+    grants = [0] * len(demand)
+    left = total
+    active = [i for i, c in enumerate(cap) if c > 0]
+    while left > 0 and active:
+        shares = split_by_demand(left, [demand[i] or 1.0 for i in active])
+        still = []
+        for i, share in zip(active, shares):
+            give = min(share, cap[i] - grants[i])
+            grants[i] += give
+            left -= give
+            if grants[i] < cap[i]:
+                still.append(i)
+        if len(still) == len(active):  # nobody capped: the split was final
+            break
+        active = still
+    return grants

@@ -31,7 +31,6 @@ import numpy as np
 
 from overcommit.nodes.host import GuestFrames
 from overcommit.profiles import Costs, DeviceQueue
-from overcommit.rng import stream
 from overcommit.stores.codec import RecordBatch, make_batch, verify
 from overcommit.workloads import TouchStreams, make_workload
 
@@ -43,7 +42,15 @@ SWAP_CLUSTER = 32  # pages per write I/O in reclaim (SWAP_CLUSTER_MAX)
 HIST_LO, HIST_PER_DECADE, HIST_DECADES = 1e-7, 20, 9
 HIST_BINS = HIST_PER_DECADE * HIST_DECADES + 2
 
-STALL_SOURCES = ("first_touch", "frontswap_get", "swap_read", "reclaim_put", "reclaim_write")
+STALL_SOURCES = (
+    "first_touch",
+    "host_alloc",
+    "frontswap_get",
+    "frontswap_flush",
+    "swap_read",
+    "reclaim_put",
+    "reclaim_write",
+)
 
 COUNTERS = (
     "touches",
@@ -140,8 +147,9 @@ class EpochStats:
     puts: int = 0
     put_failures: int = 0
     gets: int = 0
-    device_busy: float = 0.0
-    violations: list[str] = field(default_factory=list)
+    dev_ops: int = 0  # operations and bytes this guest put on the shared storage device
+    dev_bytes: int = 0
+    violations: list[tuple[str, str]] = field(default_factory=list)  # (checker, message)
 
 
 class GuestModel:
@@ -209,10 +217,11 @@ class GuestModel:
         return f"{self.name}#{self.incarnation}"
 
     def _reset_memory(self) -> None:
-        """Fresh workload state: nothing touched, every frame free, a new random stream."""
+        """Fresh workload state: nothing touched, every frame free, new random streams."""
         n = self.N
         self.loc = np.zeros(n, np.int8)
         self.slot = np.zeros(n, np.int8)
+        self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
         self.version = np.zeros(n, np.uint32)
         self.frame = np.full(n, -1, np.int32)
         self.last = np.zeros(n, np.int64)  # last touched epoch + 1 (lru)
@@ -221,16 +230,15 @@ class GuestModel:
         self.free_stack = np.arange(self.alloc_pages - 1, -1, -1, dtype=np.int32)
         self.free_top = self.alloc_pages
         self.slots_used = 0
-        self.wl_time = 0.0
+        self.wl_epochs = 0
+        self.pending: tuple[np.ndarray, np.ndarray] | None = None
         self.restarts = getattr(self, "restarts", -1) + 1
-        purpose = f"workload/{self.restarts}"
-        self.rng = TouchStreams(
-            *(stream(self.seed, self.name, self.incarnation, f"{purpose}/{k}") for k in "crw")
-        )
+        self.rng = TouchStreams(self.seed, self.name, self.incarnation, f"workload/{self.restarts}")
         if self.pinned_n:
             pinned = np.arange(self.pinned_n)
             self._map_in(pinned)
             self.loc[pinned] = RAM
+            self.dirty[pinned] = True
             self.ref[pinned] = True
 
     # -- frames -----------------------------------------------------------------------------
@@ -255,39 +263,71 @@ class GuestModel:
         self.frame[pages] = -1
 
     # -- reclaim ----------------------------------------------------------------------------
-    def _select_victims(self, k: int, touched: np.ndarray, epoch: int) -> np.ndarray:
-        """Up to k resident, unpinned, untouched pages, coldest first."""
-        if k <= 0:
-            return np.empty(0, np.int64)
+    def _reclaim_order(self, k: int, exclude: np.ndarray) -> tuple[np.ndarray, Any]:
+        """At least k (if there are) reclaim candidates, coldest first, and a commit function.
+
+        Candidates are resident, unpinned pages not in `exclude`. `commit(victims)` records
+        the scan (clock hand and cleared referenced bits) once the victims are chosen.
+        """
         mask = self.loc == RAM
         mask[: self.pinned_n] = False
-        mask[touched] = False
+        mask[exclude] = False
         cand = np.flatnonzero(mask)
-        if len(cand) == 0:
-            return np.empty(0, np.int64)
+        if k <= 0 or len(cand) == 0:
+            return np.empty(0, np.int64), _no_commit
         if self.spec.lru == "lru":
             key = self.last[cand] * self.N + cand  # unique: ties broken by page index
-            if len(cand) > k:
-                part = np.argpartition(key, k - 1)[:k]
+            if len(cand) > 2 * k:
+                part = np.argpartition(key, 2 * k - 1)[: 2 * k]
                 cand, key = cand[part], key[part]
-            return cand[np.argsort(key)]
+            return cand[np.argsort(key)], _no_commit
         # clock: sweep from the hand; referenced pages get a second chance (bit cleared)
         start = int(np.searchsorted(cand, self.hand))
-        order = np.concatenate([cand[start:], cand[:start]])
-        refd = self.ref[order]
-        unref_pos = np.flatnonzero(~refd)
-        if len(unref_pos) >= k:
-            stop = unref_pos[k - 1]
-            self.ref[order[: stop + 1]] = False
-            victims = order[unref_pos[:k]]
-            self.hand = int(order[stop]) + 1
-            return victims
-        # a full sweep clears every bit; the second pass takes pages in hand order
-        self.ref[order] = False
-        rest = order[refd][: k - len(unref_pos)]
-        victims = np.concatenate([order[unref_pos], rest])
-        self.hand = int(victims[-1]) + 1 if len(victims) else self.hand
-        return victims
+        sweep = np.concatenate([cand[start:], cand[:start]])
+        refd = self.ref[sweep]
+        first = np.flatnonzero(~refd)
+        order = np.concatenate([sweep[first], sweep[refd]])
+        pos = np.concatenate([first, np.flatnonzero(refd)])
+
+        def commit(victims: np.ndarray) -> None:
+            taken = np.flatnonzero(np.isin(order, victims))
+            if len(taken) == 0:
+                return
+            last = int(taken[-1])
+            if last >= len(first):  # a full sweep cleared every bit
+                self.ref[sweep] = False
+                self.hand = int(order[last]) + 1
+                return
+            stop = int(pos[last])
+            self.ref[sweep[: stop + 1]] = False
+            self.hand = int(sweep[stop]) + 1
+
+        return order, commit
+
+    def _fit(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the prefix of this epoch's touches whose new pages RAM can hold at once.
+
+        A workload touching more distinct non-resident pages in one epoch than its RAM has
+        frames thrashes: the rest of its touches wait for the next epoch (`pending`).
+        """
+        room = self.alloc_pages - self.pinned_n - self.wm_min
+        if len(pages) <= room:
+            return pages, writes
+        uniq, first = np.unique(pages, return_index=True)
+        new_first = np.sort(first[self.loc[uniq] != RAM])
+        if len(new_first) <= room:
+            return pages, writes
+        cut = int(new_first[max(room, 1)])
+        self.pending = (pages[cut:], writes[cut:])
+        return pages[:cut], writes[:cut]
+
+    def _async_budget(self, device: DeviceQueue, dt: float) -> int:
+        """Pages kswapd can write to the swap disk this epoch: this guest's share of the
+        device time the previous window left idle."""
+        prof = device.profile
+        per_page = max(1.0 / (SWAP_CLUSTER * prof.iops), self.page_size / prof.bandwidth)
+        spare = max(0.0, 1.0 - device.util) * dt / max(1, device.users)
+        return int(spare / per_page)
 
     # -- one epoch --------------------------------------------------------------------------
     def epoch(
@@ -301,11 +341,17 @@ class GuestModel:
             return EpochStats(alive=False)
         c = self.counters
         ps = self.page_size
+        costs = self.costs
         consumed = min(self.debt, dt)
         self.debt -= consumed
         work = dt - consumed
-        pages, writes = self.workload.touches(self.rng, self.wl_time, work)
-        self.wl_time += dt
+        pages, writes = self.workload.touches(self.rng, self.wl_epochs * dt, work)
+        self.wl_epochs += 1
+        if self.pending is not None:
+            pages = np.concatenate([self.pending[0], pages])
+            writes = np.concatenate([self.pending[1], writes])
+            self.pending = None
+        pages, writes = self._fit(pages, writes)
         c["touches"] += len(pages)
         uniq = np.unique(pages)
         loc_u = self.loc[uniq]
@@ -324,39 +370,10 @@ class GuestModel:
             reads = f_sw
         need = len(f_zero) + len(f_fs) + len(reads)
 
-        # reclaim: kswapd (async) to the high watermark, then direct reclaim (sync) if needed
-        free = self.free_top
-        async_n = self.wm_high - free if free < self.wm_low else 0
-        direct_n = max(0, self.wm_min + need - free - async_n)
-        victims = self._select_victims(async_n + direct_n, uniq, epoch)
-        has_slot = self.slot[victims] != NO_SLOT
-        dirty_idx = np.flatnonzero(~has_slot)
-        room = self.swap_slots - self.slots_used
-        if len(dirty_idx) > room:  # no swap slot for the rest: they cannot leave RAM
-            keep = np.ones(len(victims), bool)
-            keep[dirty_idx[room:]] = False
-            victims, has_slot = victims[keep], has_slot[keep]
-        if free + len(victims) < need:
-            extra = np.setdiff1d(reads, f_sw, assume_unique=True)
-            short = need - free - len(victims)
-            if len(extra) >= short:  # drop readahead pages before giving up
-                reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
-                need = len(f_zero) + len(f_fs) + len(reads)
-            else:
-                return (yield from self._oom_kill(t, dt, work))
-        n_async = min(async_n, len(victims))
-        is_async = np.zeros(len(victims), bool)
-        is_async[:n_async] = True
-        clean = victims[has_slot]
-        dirty = victims[~has_slot]
-        dirty_async = is_async[~has_slot]
-        direct = len(victims) > n_async
-        if direct:
-            c["direct_reclaims"] += 1
-
         # slots freed by this epoch's swap-ins: written pages, or all faults when swap is full
         swap_full = 2 * self.slots_used > self.swap_slots
-        wset = np.unique(pages[writes])
+        wp, wc = np.unique(pages[writes], return_counts=True)
+        wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
             free_slot = np.union1d(free_slot, np.union1d(f_fs, f_sw))
@@ -365,42 +382,86 @@ class GuestModel:
         fs_flush = free_slot[self.slot[free_slot] == FRONTSWAP]
         sw_free = free_slot[self.slot[free_slot] == SWAP]
 
+        # reclaim: kswapd (async) toward the high watermark, as far as the disk lets it write;
+        # then direct reclaim (sync) for whatever the faults still need above the min watermark
+        free = self.free_top
+        async_want = self.wm_high - free if free < self.wm_low else 0
+        want = async_want + max(0, self.wm_min + need - free)
+        order, commit = self._reclaim_order(want, uniq)
+        if free + len(order) < need:  # thrashing: this epoch's own pages are the last choice
+            resident_touched = uniq[(loc_u == RAM) & (uniq >= self.pinned_n)]
+            order = np.concatenate([order, resident_touched])
+        # a page written this epoch (possible only when thrashing) is dirty whatever its slot
+        written = np.isin(order, wset, assume_unique=True)
+        clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
+        new_slot = (self.slot[order] == NO_SLOT) | written
+        room = self.swap_slots - self.slots_used + len(free_slot)
+        ok = ~new_slot | (np.cumsum(new_slot) <= room)  # no slot left: the page cannot leave
+        order, clean = order[ok], clean[ok]
+        if self.uses_tmem:
+            async_pick = np.arange(min(async_want, len(order)))
+        else:
+            budget = self._async_budget(device, dt)
+            fits = clean | (np.cumsum(~clean) <= budget)
+            async_pick = np.flatnonzero(fits)[:async_want]
+        is_async = np.zeros(len(order), bool)
+        is_async[async_pick] = True
+        rest = np.flatnonzero(~is_async)
+        direct_n = max(0, self.wm_min + need - free - len(async_pick))
+        take = np.sort(np.concatenate([async_pick, rest[:direct_n]]))
+        victims, is_async, clean = order[take], is_async[take], clean[take]
+        commit(victims)
+        if free + len(victims) < need:
+            extra = np.setdiff1d(reads, f_sw, assume_unique=True)
+            short = need - free - len(victims)
+            if len(extra) < short:  # neither RAM nor swap has room
+                return (yield from self._oom_kill(t, dt, work, len(pages)))
+            reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
+            need = len(f_zero) + len(f_fs) + len(reads)
+        dirty = victims[~clean]
+        dirty_async = is_async[~clean]
+        n_direct = int(np.count_nonzero(~is_async))
+        if n_direct:
+            c["direct_reclaims"] += 1
+
         # phase 1: tmem gets/flushes/puts and disk reads/frees (and writes without tmem)
-        put_batch = None
-        disk_batch = None
+        batch = None
         if len(dirty):
+            vers = self.version[dirty].copy()
+            if len(wp):
+                hit = np.searchsorted(wp, dirty)
+                was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == dirty)
+                vers[was_written] += wc[hit[was_written]].astype(np.uint32)
             batch = make_batch(
                 self.name,
                 dirty.astype(np.uint32),
-                self.version[dirty],
+                vers,
                 self.payload,
                 ps,
                 self.workload.compressibility,
             )
-            if self.uses_tmem:
-                put_batch = batch
-            else:
-                disk_batch = batch
         req = Request(self.name, self.host, self.disk)
-        if self.uses_tmem and (len(f_fs) or len(fs_flush) or put_batch is not None):
+        if self.uses_tmem and (len(f_fs) or len(fs_flush) or batch is not None):
             req.tmem = TmemOps(
                 gets=f_fs.astype(np.uint32),
                 flushes=fs_flush.astype(np.uint32),
-                puts=put_batch,
+                puts=batch,
                 quota=self.tmem_quota,
                 capacity=self.tmem_capacity,
                 exclusive_gets=self.exclusive_gets,
             )
+        disk_batch = None if self.uses_tmem else batch
         if len(reads) or len(sw_free) or disk_batch is not None:
             req.swap = SwapOps(reads.astype(np.uint32), sw_free.astype(np.uint32), disk_batch)
         reply = (yield req) if (req.tmem or req.swap) else Reply()
-        violations: list[str] = []
+        violations: list[tuple[str, str]] = []
 
         put_ok = np.zeros(len(dirty), bool)
         if req.tmem is not None:
             r = reply.tmem
             self._check_read(f_fs, r.found, r.got, "frontswap", violations)
-            put_ok = np.asarray(r.put_ok, bool) if put_batch is not None else put_ok
+            if batch is not None:
+                put_ok = np.asarray(r.put_ok, bool)
             c["frontswap_gets"] += int(np.count_nonzero(r.found))
             c["frontswap_flushes"] += int(r.flushed)
             c["frontswap_invalidated"] += int(r.invalidated)
@@ -410,50 +471,46 @@ class GuestModel:
             c["disk_frees"] += int(reply.swap.freed)
 
         # phase 2: pages the pool refused go to the swap disk
-        failed = dirty[~put_ok] if self.uses_tmem else np.empty(0, np.int64)
-        if len(failed):
-            fb = make_batch(
-                self.name,
-                failed.astype(np.uint32),
-                self.version[failed],
-                self.payload,
-                ps,
-                self.workload.compressibility,
-            )
-            yield Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, fb))
-
-        # apply: evictions
         to_disk = dirty[~put_ok]
         to_fs = dirty[put_ok]
+        if self.uses_tmem and len(to_disk):
+            fb = batch.take(np.flatnonzero(~put_ok))
+            yield Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, fb))
+
+        # apply: slots freed by writes or a full swap, and exclusive gets
+        self.slot[free_slot] = NO_SLOT
+        self.slots_used -= len(free_slot)
+        if self.exclusive_gets:
+            self.slot[f_fs] = NO_SLOT
+            self.dirty[f_fs] = True
+            self.slots_used -= len(f_fs)
+        # apply: evictions
         self._map_out(victims)
-        self.loc[clean] = self.slot[clean]
+        cl = victims[clean]
+        self.loc[cl] = self.slot[cl]
         self.loc[to_fs] = FRONTSWAP
         self.slot[to_fs] = FRONTSWAP
         self.loc[to_disk] = SWAP
         self.slot[to_disk] = SWAP
+        self.dirty[victims] = False
         self.slots_used += len(dirty)
-        self.ref[victims] = False
         # apply: swap-ins and first touches
         incoming = np.concatenate([f_zero, f_fs, reads])
         newly_backed = self._map_in(incoming)
         self.loc[incoming] = RAM
-        self.slot[f_zero] = NO_SLOT
-        if self.exclusive_gets:
-            self.slot[f_fs] = NO_SLOT
-            self.slots_used -= len(f_fs)
-        self.slot[free_slot] = NO_SLOT
-        self.slots_used -= len(free_slot)
-        # apply: the touches themselves
-        wp, wc = np.unique(pages[writes], return_counts=True)
+        self.dirty[f_zero] = True
+        # apply: the touches themselves (a thrash victim was touched before it left)
         self.version[wp] += wc.astype(np.uint32)
+        self.dirty[wp] = True
+        self.dirty[victims] = False
         self.last[uniq] = epoch + 1
         self.ref[uniq] = True
+        self.ref[victims] = False
 
         # counters
         n_put = len(dirty) if self.uses_tmem else 0
-        n_fail = int(np.count_nonzero(~put_ok)) if self.uses_tmem else 0
-        new_puts = n_put
-        self.window_new_puts += new_puts
+        n_fail = len(to_disk) if self.uses_tmem else 0
+        self.window_new_puts += n_put
         c["frontswap_puts"] += n_put - n_fail
         c["frontswap_put_failures"] += n_fail
         c["evictions"] += len(victims)
@@ -463,55 +520,55 @@ class GuestModel:
         c["readahead_pages"] += len(reads) - len(f_sw)
         c["disk_reads"] += len(reads)
         c["disk_read_ops"] += len(clusters)
-        write_ops = -(-len(to_disk) // SWAP_CLUSTER) if len(to_disk) else 0
+        write_ops = -(-len(to_disk) // SWAP_CLUSTER)
         c["disk_writes"] += len(to_disk)
         c["disk_write_ops"] += write_ops
 
-        # time: synchronous costs on the critical path, device demand for all I/O
-        costs = self.costs
+        # time: synchronous costs on the critical path
         dev = device.profile
-        lat_zero = costs.minor_fault + (costs.host_page_alloc if newly_backed else 0.0)
-        s_zero = len(f_zero) * costs.minor_fault + newly_backed * costs.host_page_alloc
+        s_zero = len(f_zero) * costs.minor_fault
+        s_alloc = newly_backed * costs.host_page_alloc
         lat_fs = costs.minor_fault + costs.get(ps)
         s_fs = len(f_fs) * lat_fs
-        read_bytes = ra * ps
-        lat_sw = costs.major_fault + dev.op_time(False, read_bytes) + device.wait(1, read_bytes)
+        s_flush = len(fs_flush) * costs.flush()
+        lat_sw = 0.0
+        if len(clusters):
+            read_bytes = len(reads) * ps / len(clusters)  # the average cluster actually read
+            lat_sw = costs.major_fault + dev.op_time(False, read_bytes) + device.wait(read_bytes)
         s_sw = len(clusters) * lat_sw + (len(f_sw) - len(clusters)) * costs.minor_fault
-        # direct reclaim: the sync share of puts and of disk writes
+        # direct reclaim: the synchronous share of puts and of disk writes
         sync_dirty = ~dirty_async
         s_put = 0.0
         if self.uses_tmem:
             ok_sync = int(np.count_nonzero(put_ok & sync_dirty))
             fail_sync = int(np.count_nonzero(~put_ok & sync_dirty))
             s_put = ok_sync * costs.put(ps) + fail_sync * costs.failed_put()
-        sync_disk = int(np.count_nonzero(~put_ok & sync_dirty))
+            # refused async puts beyond what the disk absorbs in the background are waited for
+            fail_async = int(np.count_nonzero(~put_ok & dirty_async))
+            sync_disk = fail_sync + max(0, fail_async - self._async_budget(device, dt))
+        else:
+            sync_disk = int(np.count_nonzero(sync_dirty))
         s_write = 0.0
         if sync_disk:
             ops = -(-sync_disk // SWAP_CLUSTER)
-            wbytes = min(sync_disk, SWAP_CLUSTER) * ps
-            s_write = ops * (dev.op_time(True, wbytes) + device.wait(1, wbytes))
-        stall = s_zero + s_fs + s_sw + s_put + s_write
-        for src, v in zip(STALL_SOURCES, (s_zero, s_fs, s_sw, s_put, s_write)):
+            wbytes = sync_disk * ps / ops
+            s_write = ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
+        sources = (s_zero, s_alloc, s_fs, s_flush, s_sw, s_put, s_write)
+        stall = sum(sources)
+        for src, v in zip(STALL_SOURCES, sources):
             self.stall_by_source[src] += v
-        # fault latency histogram
-        if len(f_zero):
-            self.hist[_hist_bins(np.array([lat_zero]))[0]] += len(f_zero)
-        if len(f_fs):
-            self.hist[_hist_bins(np.array([lat_fs]))[0]] += len(f_fs)
-        if len(clusters):
-            self.hist[_hist_bins(np.array([lat_sw]))[0]] += len(clusters)
-            self.hist[_hist_bins(np.array([costs.minor_fault]))[0]] += len(f_sw) - len(clusters)
-        busy = dev.occupancy(len(clusters), len(reads) * ps) + dev.occupancy(
-            write_ops, len(to_disk) * ps
-        )
+        # fault latency histogram (one value per kind of fault this epoch)
+        self._hist_add(costs.minor_fault, len(f_zero))
+        self._hist_add(lat_fs, len(f_fs))
+        self._hist_add(lat_sw, len(clusters))
+        self._hist_add(costs.minor_fault, len(f_sw) - len(clusters))
         self.debt += stall
         self.stall_seconds += stall
         self.alive_seconds += dt
         self.work_seconds += work
-        billed = self.alloc_pages + self.tmem_pages
         self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
-        self.peak_billed_pages = max(self.peak_billed_pages, billed)
-        violations += self.conservation()
+        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_pages)
+        violations += [("conservation", m) for m in self.conservation()]
         return EpochStats(
             alive=True,
             work=work,
@@ -523,12 +580,22 @@ class GuestModel:
             puts=n_put - n_fail,
             put_failures=n_fail,
             gets=len(f_fs),
-            device_busy=busy,
+            dev_ops=len(clusters) + write_ops,
+            dev_bytes=(len(reads) + len(to_disk)) * ps,
             violations=violations,
         )
 
+    def _hist_add(self, latency: float, n: int) -> None:
+        if n > 0:
+            self.hist[_hist_bins(np.array([latency]))[0]] += n
+
     def _check_read(
-        self, pages: np.ndarray, found: np.ndarray, got: RecordBatch, where: str, out: list[str]
+        self,
+        pages: np.ndarray,
+        found: np.ndarray,
+        got: RecordBatch,
+        where: str,
+        out: list[tuple[str, str]],
     ) -> None:
         """Compare records read back from a store with the versions the guest last wrote."""
         found = np.asarray(found, bool)
@@ -536,8 +603,11 @@ class GuestModel:
         if len(missing):
             self.counters["lost_pages"] += len(missing)
             out.append(
-                f"{self.name}: {len(missing)} page(s) missing from {where}, e.g. page "
-                f"{int(missing[0])} version {int(self.version[missing[0]])}"
+                (
+                    "lost_pages_explained",
+                    f"{self.name}: {len(missing)} page(s) missing from {where}, e.g. page "
+                    f"{int(missing[0])} version {int(self.version[missing[0]])}",
+                )
             )
         if len(got):
             expect = self.version[got.pages.astype(np.int64)]
@@ -549,65 +619,85 @@ class GuestModel:
                 i = int(np.flatnonzero(bad)[0])
                 self.counters["stale_reads"] += nbad
                 out.append(
-                    f"{self.name}: {nbad} stale record(s) read from {where}, e.g. page "
-                    f"{int(got.pages[i])} has version {int(got.versions[i])}, "
-                    f"last written {int(expect[i])}"
+                    (
+                        "integrity",
+                        f"{self.name}: {nbad} stale record(s) read from {where}, e.g. page "
+                        f"{int(got.pages[i])} has version {int(got.versions[i])}, "
+                        f"last written {int(expect[i])}",
+                    )
                 )
 
-    def _oom_kill(self, t: float, dt: float, work: float) -> Generator[Request, Reply, EpochStats]:
+    def _oom_kill(
+        self, t: float, dt: float, work: float, touches: int
+    ) -> Generator[Request, Reply, EpochStats]:
         """Neither RAM nor swap has room: the OOM killer ends the workload; it restarts later."""
         self.counters["guest_oom_kills"] += 1
         req = Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, None, drop=True))
         if self.uses_tmem:
             req.tmem = TmemOps(_E, _E, None, 0, 0, self.exclusive_gets, flush_area=True)
-        yield req
+        reply = yield req
+        out = []
+        if self.uses_tmem and reply.area_flushed != self.tmem_pages:
+            out.append(
+                (
+                    "frontswap",
+                    f"{self.name}: flush area removed {reply.area_flushed} pages, "
+                    f"the pool held {self.tmem_pages}",
+                )
+            )
         self.tmem_pages = 0
         self.alive_seconds += dt
         self.work_seconds += work
         self.alive = False
         self.down_until = t + dt + self.spec.oom_restart
+        self.debt = 0.0  # the killed workload's stall dies with it
         self._reset_memory()
-        return EpochStats(alive=True, work=work, violations=self.conservation())
+        out += [("conservation", m) for m in self.conservation()]
+        return EpochStats(alive=True, work=work, touches=touches, violations=out)
 
     # -- host-requested operations ----------------------------------------------------------
-    def drain_tmem(self) -> Generator[Request, Reply, int]:
+    def drain_tmem(self) -> Generator[Request, Reply, tuple[int, EpochStats]]:
         """Move every page this guest holds in tmem to its swap disk, then flush the pool.
 
         A cooperative guest does this when asked (a partial swapoff to disk); an uncooperative
-        one ignores the request. Returns the pages moved. The writes are background I/O.
+        one ignores the request. The records written are the ones read back from tmem, so a
+        corrupt copy stays visible to the checkers. The writes are background I/O: they load
+        the shared device but stall no one.
         """
+        stats = EpochStats(alive=self.alive)
         if not self.spec.cooperative or not self.uses_tmem:
-            return 0
+            return 0, stats
         held = np.flatnonzero(self.slot == FRONTSWAP)
         if len(held) == 0:
-            return 0
+            return 0, stats
         reply = yield Request(
             self.name,
             self.host,
             self.disk,
             tmem=TmemOps(held.astype(np.uint32), _E, None, 0, 0, False),
         )
-        out: list[str] = []
-        self._check_read(held, reply.tmem.found, reply.tmem.got, "frontswap", out)
-        batch = make_batch(
-            self.name,
-            held.astype(np.uint32),
-            self.version[held],
-            self.payload,
-            self.page_size,
-            self.workload.compressibility,
-        )
-        req = Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, batch))
+        self._check_read(held, reply.tmem.found, reply.tmem.got, "frontswap", stats.violations)
+        got = reply.tmem.got
+        req = Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, got))
         req.tmem = TmemOps(_E, _E, None, 0, 0, False, flush_area=True)
         yield req
-        in_fs = held[self.loc[held] == FRONTSWAP]
-        self.loc[in_fs] = SWAP
-        self.slot[held] = SWAP
+        moved = got.pages.astype(np.int64)
+        lost = np.setdiff1d(held, moved)  # missing from tmem: counted lost above
+        for pages in (moved, lost):
+            self.loc[pages[self.loc[pages] == FRONTSWAP]] = SWAP
+        self.slot[moved] = SWAP
+        self.slot[lost] = NO_SLOT
+        self.loc[lost[self.loc[lost] == SWAP]] = UNTOUCHED
+        self.slots_used -= len(lost)
         self.tmem_pages = 0
-        self.counters["disk_writes"] += len(held)
-        self.counters["disk_write_ops"] += -(-len(held) // SWAP_CLUSTER)
+        ops = -(-len(moved) // SWAP_CLUSTER)
+        self.counters["disk_writes"] += len(moved)
+        self.counters["disk_write_ops"] += ops
         self.counters["frontswap_flushes"] += len(held)
-        return len(held)
+        stats.disk_writes = len(moved)
+        stats.dev_ops = ops
+        stats.dev_bytes = len(moved) * self.page_size
+        return len(moved), stats
 
     # -- invariants ------------------------------------------------------------------------
     def location_counts(self) -> dict[str, int]:
@@ -620,29 +710,31 @@ class GuestModel:
         }
 
     def conservation(self) -> list[str]:
-        """Violations of the guest's page and frame conservation (empty when it holds)."""
+        """Violations of the guest's page, frame and slot conservation (empty when it holds)."""
         out = []
-        bc = np.bincount(self.loc, minlength=4)
-        if bc.sum() != self.N or len(bc) != 4:
-            out.append(f"{self.name}: page locations do not partition the footprint")
-        resident = int(bc[RAM])
-        if resident + self.free_top != self.alloc_pages:
-            out.append(
-                f"{self.name}: resident {resident} + free frames {self.free_top} != "
-                f"allocation {self.alloc_pages}"
-            )
+        loc, slot = self.loc, self.slot
+        bc = np.array([np.count_nonzero(loc == k) for k in range(4)], np.int64)
         self.census = bc
-        slots = int(np.count_nonzero(self.slot))
+        if bc.sum() != self.N:
+            out.append(f"{self.name}: {self.N - bc.sum()} page(s) in no known place")
+        resident = int(bc[RAM])
+        mapped = int(np.count_nonzero(self.frame >= 0))
+        if resident + self.free_top != self.alloc_pages or mapped != resident:
+            out.append(
+                f"{self.name}: resident {resident}, pages with a frame {mapped}, free frames "
+                f"{self.free_top}, allocation {self.alloc_pages}"
+            )
+        slots = int(np.count_nonzero(slot))
         if slots != self.slots_used or slots > self.swap_slots:
             out.append(
                 f"{self.name}: swap slots counted {self.slots_used}, held {slots}, "
                 f"device has {self.swap_slots}"
             )
-        if np.any(self.slot[self.loc == FRONTSWAP] != FRONTSWAP) or np.any(
-            self.slot[self.loc == SWAP] != SWAP
-        ):
+        if np.count_nonzero((loc >= FRONTSWAP) & (slot != loc)):
             out.append(f"{self.name}: a swapped page holds no slot of its kind")
-        fs_view = int(np.count_nonzero(self.slot == FRONTSWAP))
+        if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
+            out.append(f"{self.name}: a pinned page left RAM")
+        fs_view = int(np.count_nonzero(slot == FRONTSWAP))
         if self.uses_tmem and fs_view != self.tmem_pages:
             out.append(
                 f"{self.name}: guest holds {fs_view} frontswap pages, host pool reports "
@@ -655,8 +747,23 @@ class GuestModel:
             )
         return out
 
+    def frame_audit(self) -> list[str]:
+        """Frames: every resident page has one, no frame is used twice or also free."""
+        used = self.frame[self.frame >= 0]
+        free = self.free_stack[: self.free_top]
+        both = np.concatenate([used, free])
+        if len(both) != self.alloc_pages or np.any(
+            np.bincount(both, minlength=self.alloc_pages) != 1
+        ):
+            return [f"{self.name}: a frame is used twice, or both used and free"]
+        return []
+
     def progress(self) -> float:
         return self.work_seconds / self.alive_seconds if self.alive_seconds else 0.0
 
 
 _E = np.empty(0, np.uint32)
+
+
+def _no_commit(victims: np.ndarray) -> None:
+    """Exact LRU keeps no scan state."""

@@ -143,7 +143,7 @@ class HostModel:
                 f" + frames {backed} + tmem {self.tmem_pages()} + cache {self.cache_pages}"
                 f" + buffers {self.buffer_pages} (pages)"
             )
-        if self.tmem_capacity and self.tmem_pages() > self.tmem_capacity:
+        if self.tmem_pages() > self.tmem_capacity:
             out.append(
                 f"{self.name}: tmem {self.tmem_pages()} pages above window cap {self.tmem_capacity}"
             )

@@ -17,14 +17,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from overcommit.rng import stream
 
-@dataclass
+
 class TouchStreams:
-    """The three independent random streams a workload draws from."""
+    """The random streams one workload incarnation draws from.
 
-    count: np.random.Generator
-    rank: np.random.Generator
-    write: np.random.Generator
+    The number of touches per epoch comes from one stream; ranks and write flags come from a
+    pair of streams per phase occurrence (phase index and cycle), so within each phase every
+    mechanism sees the same access sequence, however fast it consumes it.
+    """
+
+    def __init__(self, seed: int, name: str, incarnation: int, purpose: str) -> None:
+        self._key = (seed, name, incarnation, purpose)
+        self.count = stream(seed, name, incarnation, f"{purpose}/count")
+        self._pairs: dict[tuple[int, int], tuple[np.random.Generator, np.random.Generator]] = {}
+
+    def pair(self, phase: int, cycle: int) -> tuple[np.random.Generator, np.random.Generator]:
+        key = (phase, cycle)
+        if key not in self._pairs:
+            seed, name, inc, purpose = self._key
+            base = f"{purpose}/{phase}/{cycle}"
+            self._pairs = {
+                key: (
+                    stream(seed, name, inc, f"{base}/rank"),
+                    stream(seed, name, inc, f"{base}/write"),
+                )
+            }  # earlier phase occurrences never come back
+        return self._pairs[key]
 
 
 @dataclass(frozen=True)
@@ -79,18 +99,20 @@ class Workload:
         self._offset = footprint_pages // 3
         self._cycle = sum(p.duration for p in phases)
 
-    def phase_at(self, t: float) -> Phase:
-        """The setting in force `t` seconds after the workload (re)started."""
+    def phase_at(self, t: float) -> tuple[int, int]:
+        """(phase index, cycle) in force `t` seconds after the workload (re)started."""
         if len(self.phases) == 1:
-            return self.phases[0]
+            return 0, 0
+        cycle = 0
         if self.repeat and self._cycle > 0:
-            t = math.fmod(t, self._cycle)
+            cycle = int(t // self._cycle)
+            t -= cycle * self._cycle
         acc = 0.0
-        for ph in self.phases:
+        for i, ph in enumerate(self.phases):
             acc += ph.duration
-            if t < acc:
-                return ph
-        return self.phases[-1]
+            if t < acc - 1e-9:
+                return i, cycle
+        return len(self.phases) - 1, cycle
 
     def rank_to_page(self, ranks: np.ndarray) -> np.ndarray:
         return (ranks * self._mult + self._offset) % self.footprint
@@ -99,14 +121,16 @@ class Workload:
         self, streams: TouchStreams, t: float, work_seconds: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Touches issued during `work_seconds` of work starting at workload time `t`."""
-        ph = self.phase_at(t)
+        index, cycle = self.phase_at(t)
+        ph = self.phases[index]
         lam = ph.rate * work_seconds
         n = int(streams.count.poisson(lam)) if lam > 0 else 0
         if n == 0:
             return np.empty(0, np.int64), np.empty(0, bool)
+        rank_rng, write_rng = streams.pair(index, cycle)
         ws = max(1, min(ph.ws_pages, self.footprint))
-        pages = self.rank_to_page(_draw_ranks(streams.rank, n, ws, ph.skew))
-        writes = streams.write.random(n) < ph.write_fraction
+        pages = self.rank_to_page(_draw_ranks(rank_rng, n, ws, ph.skew))
+        writes = write_rng.random(n) < ph.write_fraction
         return pages, writes
 
 

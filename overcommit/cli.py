@@ -21,6 +21,7 @@ from overcommit.config import ConfigError, Scenario, apply_overrides, load_scena
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Emulate a memory-overcommitted cluster and compare overcommit mechanisms.",
 )
@@ -208,10 +209,23 @@ def print_summary(summary: dict) -> None:
 
 def main() -> None:
     """Console entry point."""
+    import os
+    import traceback
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug in overcommit itself, not bad input
+        if os.environ.get("OVERCOMMIT_DEBUG"):
+            traceback.print_exc()
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (a bug in overcommit; "
+            "set OVERCOMMIT_DEBUG=1 for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

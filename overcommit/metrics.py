@@ -7,11 +7,10 @@ scenario order. The column lists below are the documented schema (docs/output.md
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-
-from overcommit.nodes.guest import FRONTSWAP, RAM, SWAP, UNTOUCHED, EpochStats, GuestModel
-from overcommit.nodes.host import HostModel
 
 GUEST_COLUMNS: dict[str, str] = {
     "alive": "1 if the guest ran this epoch, 0 if it was down (OOM restart)",
@@ -47,51 +46,38 @@ HOST_COLUMNS: dict[str, str] = {
 class Recorder:
     """Collects the time series for a run of `epochs` epochs of `dt` seconds."""
 
-    def __init__(self, guests: list[GuestModel], hosts: list[HostModel], epochs: int, dt: float):
+    def __init__(
+        self,
+        guest_names: list[str],
+        guest_hosts: list[str],
+        host_names: list[str],
+        epochs: int,
+        dt: float,
+    ) -> None:
         self.dt = dt
         self.epochs = epochs
-        self.guest_names = [g.name for g in guests]
-        self.guest_host = [g.host for g in guests]
-        self.host_names = [h.name for h in hosts]
-        self.gidx = {n: i for i, n in enumerate(self.guest_names)}
-        self.hidx = {n: i for i, n in enumerate(self.host_names)}
-        gshape = (epochs, len(guests))
+        self.guest_names = guest_names
+        self.guest_host = guest_hosts
+        self.host_names = host_names
+        self.gidx = {n: i for i, n in enumerate(guest_names)}
+        self.hidx = {n: i for i, n in enumerate(host_names)}
+        gshape = (epochs, len(guest_names))
         self.g = {
             c: np.zeros(gshape, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS
         }
-        self.h = {c: np.zeros((epochs, len(hosts)), np.int64) for c in HOST_COLUMNS}
+        self.h = {c: np.zeros((epochs, len(host_names)), np.int64) for c in HOST_COLUMNS}
 
-    def record(self, e: int, host: HostModel, stats: list[tuple[GuestModel, EpochStats]]) -> None:
-        for g, s in stats:
-            i = self.gidx[g.name]
-            row = self.g
-            row["alive"][e, i] = int(s.alive)
-            row["work_s"][e, i] = s.work
-            row["stall_s"][e, i] = s.stall
-            row["touches"][e, i] = s.touches
-            row["faults"][e, i] = s.faults
-            row["disk_reads"][e, i] = s.disk_reads
-            row["disk_writes"][e, i] = s.disk_writes
-            row["tmem_puts"][e, i] = s.puts
-            row["tmem_put_failures"][e, i] = s.put_failures
-            row["tmem_gets"][e, i] = s.gets
-            bc = g.census
-            row["untouched_pages"][e, i] = bc[UNTOUCHED]
-            row["resident_pages"][e, i] = bc[RAM]
-            row["frontswap_pages"][e, i] = bc[FRONTSWAP]
-            row["swap_pages"][e, i] = bc[SWAP]
-            row["tmem_pages"][e, i] = g.tmem_pages
-            row["free_frames"][e, i] = g.free_top
-        j = self.hidx[host.name]
-        h = self.h
-        h["ram_pages"][e, j] = host.ram_pages
-        h["reserve_pages"][e, j] = host.reserve_pages
-        h["guest_frames"][e, j] = host.backed_pages()
-        h["tmem_pages"][e, j] = host.tmem_pages()
-        h["cache_pages"][e, j] = host.cache_pages
-        h["buffer_pages"][e, j] = host.buffer_pages
-        h["free_pages"][e, j] = host.free_pages()
-        h["tmem_capacity"][e, j] = host.tmem_capacity
+    def record_guest(self, e0: int, e1: int, window: Any) -> None:
+        """Store one guest's rows for epochs [e0, e1)."""
+        i = self.gidx[window.name]
+        for c, arr in self.g.items():
+            arr[e0:e1, i] = window.rows[c]
+
+    def record_host(self, e0: int, e1: int, window: Any) -> None:
+        """Store one host's rows for epochs [e0, e1)."""
+        j = self.hidx[window.name]
+        for c, arr in self.h.items():
+            arr[e0:e1, j] = window.rows[c]
 
     def _frame(
         self,

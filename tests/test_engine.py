@@ -124,9 +124,9 @@ def test_pool_contents_match_put_counters(frontswap_run):
 def _inject_at(epoch_wanted: int, action):
     done = []
 
-    def hook(epoch, cluster, fleet):
+    def hook(epoch, runtime, fleet):
         if epoch >= epoch_wanted and not done:
-            done.append(action(cluster, fleet))
+            done.append(action(runtime, fleet))
 
     return hook, done
 
@@ -136,8 +136,8 @@ def _held_in_tmem_only(g):
 
 
 def test_stale_record_written_into_redis_is_caught():
-    def stale(cluster, fleet):
-        g = cluster.guests[0]
+    def stale(runtime, fleet):
+        g = runtime.models()[0]
         pages = _held_in_tmem_only(g)[:3]
         assert len(pages), "the scenario must have pages in tmem by then"
         old = (g.version[pages] - 1).astype(np.uint32)  # a version the guest overwrote
@@ -159,8 +159,8 @@ def test_stale_record_written_into_redis_is_caught():
 
 
 def test_record_deleted_from_redis_is_a_lost_page():
-    def delete(cluster, fleet):
-        g = cluster.guests[1]
+    def delete(runtime, fleet):
+        g = runtime.models()[1]
         pages = _held_in_tmem_only(g)[:2]
         raw = fleet.host(g.host).client()
         for p in pages:
@@ -359,8 +359,8 @@ events:
 
 
 def test_drain_carries_a_stale_tmem_copy_to_disk_where_it_is_caught():
-    def stale(cluster, fleet):
-        g = cluster.guests[0]
+    def stale(runtime, fleet):
+        g = runtime.models()[0]
         pages = _held_in_tmem_only(g)[:1]
         old = np.array([g.version[pages[0]] + 5], np.uint32)
         batch = make_batch(g.name, pages.astype(np.uint32), old, "digest", 4096, 0.5)

@@ -14,6 +14,8 @@ Outcomes (OOM kills, put failures, progress) are measured elsewhere and never de
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from overcommit.nodes.guest import FRONTSWAP, SWAP, GuestModel
@@ -89,14 +91,12 @@ def integrity(g: GuestModel, tmem: RecordBatch | None, swap: RecordBatch) -> lis
     return out
 
 
-def pool_counters(
-    host: str, used: int, counts: dict[str, int], guests: list[GuestModel]
-) -> list[str]:
-    """Redis pool counters against the guests' own view of what they hold in tmem."""
+def pool_counters(host: str, used: int, counts: dict[str, int], guests: list[Any]) -> list[str]:
+    """Redis pool counters against the guests' own view (`tmem_view`) of what they hold."""
     out = []
     total = 0
     for g in guests:
-        view = int(np.count_nonzero(g.slot == FRONTSWAP))
+        view = g.tmem_view
         n = counts.get(g.name, 0)
         total += n
         if n != view:

@@ -30,17 +30,13 @@ from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
 from overcommit.metrics import Recorder
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import (
-    COUNTERS,
-    FRONTSWAP,
     HIST_BINS,
     STALL_SOURCES,
     EpochStats,
-    GuestModel,
     hist_percentile,
 )
-from overcommit.nodes.host import HostModel
 from overcommit.output import write_run_dir
-from overcommit.profiles import DeviceQueue, costs_from, device_profiles
+from overcommit.profiles import DeviceQueue, device_profiles
 from overcommit.stores.codec import record_len
 from overcommit.stores.launcher import RedisFleet
 
@@ -102,7 +98,7 @@ class RunResult:
 
 
 ProgressFn = Callable[[float, float, dict], None]
-WindowHook = Callable[[int, "Cluster", Any], None]
+WindowHook = Callable[[int, Any, Any], None]
 
 
 def estimate_store_bytes(scenario: Any) -> tuple[int, int]:
@@ -146,54 +142,27 @@ def preflight(scenario: Any) -> None:
         )
 
 
-class Cluster:
-    """The emulated hosts and guests of one scenario, built and placed."""
+class Plan:
+    """What the driver decides before any runtime starts: mechanism, devices, placement."""
 
     def __init__(self, scenario: Any) -> None:
-        self.scenario = scenario
         sc = scenario
+        self.scenario = sc
         self.mechanism = build_mechanism(sc.mechanism)
-        self.costs = costs_from(sc.costs)
         self.devices = device_profiles(sc.devices)
-        self.shared_device = DeviceQueue(self.devices[sc.shared_storage.device])
-        names = sc.host_names()
-        specs = sc.guest_specs()
-        self.shared_device.users = max(1, len(specs))
-        rooms = [HostRoom(n, sc.hosts.ram - sc.hosts.reserve) for n in names]
+        self.host_names = sc.host_names()
+        self.specs = sc.guest_specs()
+        self.guest_names = [g.name for g in self.specs]
+        self.shared_device = DeviceQueue(
+            self.devices[sc.shared_storage.device], users=max(1, len(self.specs))
+        )
+        rooms = [HostRoom(n, sc.hosts.ram - sc.hosts.reserve) for n in self.host_names]
         try:
-            self.placement = place(specs, rooms, sc.placement, sc.ha)
+            self.placement = place(self.specs, rooms, sc.placement, sc.ha)
         except PlacementError as exc:
             raise PreflightError(str(exc)) from exc
-        self.hosts = [
-            HostModel(
-                n,
-                sc.hosts.ram,
-                sc.hosts.reserve,
-                sc.page_size,
-                sc.hosts.boot,
-                sc.hosts.tmem.max,
-                sc.hosts.tmem.exclusive_gets,
-            )
-            for n in names
-        ]
-        self.host_by_name = {h.name: h for h in self.hosts}
-        self.guests: list[GuestModel] = []
-        for spec in specs:
-            host = self.host_by_name[self.placement[spec.name]]
-            g = GuestModel(
-                spec,
-                host=host.name,
-                seed=sc.seed,
-                page_size=sc.page_size,
-                payload=sc.payload,
-                boot=sc.hosts.boot,
-                costs=self.costs,
-                uses_tmem=self.mechanism.guest_uses_tmem,
-                exclusive_gets=sc.hosts.tmem.exclusive_gets,
-            )
-            host.guests.append(g)
-            self.guests.append(g)
-        self.guest_by_name = {g.name: g for g in self.guests}
+        # the order guests are reported in everywhere: hosts in order, guests in scenario order
+        self.guest_hosts = [self.placement[n] for n in self.guest_names]
 
 
 def _check_hypothesis_names(scenario: Any) -> None:
@@ -235,9 +204,9 @@ def run_scenario(
     workdir: Path | None = None,
     on_window: WindowHook | None = None,
 ) -> RunResult:
-    """Run a validated scenario in the inline runtime; write the run directory if asked.
+    """Run a validated scenario; write the run directory if asked.
 
-    `on_window(epoch, cluster, fleet)` is called after each sync window ends (at the first
+    `on_window(epoch, runtime, fleet)` is called after each sync window ends (at the first
     epoch of the next one); tests use it to inject faults where they would happen.
     """
     if scenario.runtime.kind != "inline":
@@ -247,14 +216,14 @@ def run_scenario(
         )
     _check_hypothesis_names(scenario)
     preflight(scenario)
-    cluster = Cluster(scenario)
+    plan = Plan(scenario)
     wall0 = time.perf_counter()
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="overcommit-redis-", dir=workdir) as tmp:
         rc = scenario.redis
         fleet = RedisFleet(
-            [h.name for h in cluster.hosts],
+            plan.host_names,
             Path(tmp),
             socket=rc.socket,
             external_hosts=rc.hosts,
@@ -265,11 +234,14 @@ def run_scenario(
         except Exception as exc:
             fleet.stop_all()
             raise InfrastructureError(f"could not start the Redis stores: {exc}") from exc
+        runtime = None
         try:
-            runtime = InlineRuntime(fleet, rc.prefix, scenario.payload, scenario.page_size)
-            hook = None if on_window is None else (lambda e, c: on_window(e, c, fleet))
-            result = _run(scenario, cluster, runtime, progress, hook)
+            runtime = InlineRuntime(scenario, plan.placement, fleet)
+            hook = None if on_window is None else (lambda e: on_window(e, runtime, fleet))
+            result = _run(scenario, plan, runtime, progress, hook)
         finally:
+            if runtime is not None:
+                runtime.close()
             fleet.stop_all()
     result.summary["run"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
     if out_dir is not None:
@@ -280,10 +252,10 @@ def run_scenario(
 
 def _run(
     scenario: Any,
-    cluster: Cluster,
-    runtime: InlineRuntime,
+    plan: Plan,
+    runtime: Any,
     progress: ProgressFn | None,
-    hook: Callable[[int, Cluster], None] | None,
+    hook: Callable[[int], None] | None,
 ) -> RunResult:
     sc = scenario
     dt = sc.epoch
@@ -296,94 +268,78 @@ def _run(
     cuts = sorted(set(range(0, epochs, per_window)) | {e for e, _, _ in timeline} | {epochs})
     windows = list(zip(cuts[:-1], cuts[1:]))
     checks = checkers.CheckLog()
-    recorder = Recorder(cluster.guests, cluster.hosts, epochs, dt)
-    events: list[dict] = []
-    frozen_hosts: set[str] = set()
+    recorder = Recorder(plan.guest_names, plan.guest_hosts, plan.host_names, epochs, dt)
+    gindex = {n: i for i, n in enumerate(plan.guest_names)}
+    # event log entries carry a sort key: (epoch, phase, order) with timeline events first in
+    # their epoch, then guest events in scenario order; runtimes may report in any order
+    keyed: list[tuple[tuple[int, int, int], dict]] = []
 
-    def log(e: int, kind: str, **fields: Any) -> None:
-        events.append({"t": round(e * dt, 9), "epoch": e, "kind": kind, **fields})
+    def log(e: int, kind: str, key: tuple[int, int], **fields: Any) -> None:
+        keyed.append(((e, *key), {"t": round(e * dt, 9), "epoch": e, "kind": kind, **fields}))
 
-    # every guest starts with an empty pool and disk: clear what an earlier run left
-    stale_keys = runtime.clear_namespace([h.name for h in cluster.hosts])
-    for g in cluster.guests:
-        log(0, "boot", guest=g.name, host=g.host, memory=g.spec.memory, maxmem=g.spec.maxmem)
-
-    oom_seen = {g.name: 0 for g in cluster.guests}
-    alive_seen = {g.name: True for g in cluster.guests}
-
-    def on_epoch(e: int, host: HostModel, stats: list[tuple[GuestModel, EpochStats]]) -> None:
-        recorder.record(e, host, stats)
-        for g, s in stats:
-            for check, message in s.violations:
-                checks.add(check, [message], f"epoch {e}: ")
-            if host.name in frozen_hosts and s.puts:
-                checks.add(
-                    "frontswap",
-                    [f"{g.name}: {s.puts} put(s) succeeded while frozen"],
-                    f"epoch {e}: ",
-                )
-            if g.counters["guest_oom_kills"] != oom_seen[g.name]:
-                oom_seen[g.name] = g.counters["guest_oom_kills"]
-                log(e, "oom_kill", guest=g.name, host=host.name)
-            if g.alive and not alive_seen[g.name]:
-                log(e + 1, "restart", guest=g.name, host=host.name)
-            alive_seen[g.name] = g.alive
-        checks.add("conservation", host.conservation(), f"epoch {e}: ")
-
+    stale_keys = runtime.start()
+    for i, spec in enumerate(plan.specs):
+        log(
+            0,
+            "boot",
+            (-1, i),
+            guest=spec.name,
+            host=plan.placement[spec.name],
+            memory=spec.memory,
+            maxmem=spec.maxmem,
+        )
+    device = plan.shared_device
     ev_iter = 0
     for e0, e1 in windows:
         ops = nbytes = 0
         while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
-            _, _, ev = timeline[ev_iter]
-            extra = _apply_event(ev, e0, cluster, runtime, frozen_hosts, log)
+            _, order, ev = timeline[ev_iter]
+            extra = _apply_event(ev, e0, order, runtime, log)
             if extra is not None:
                 ops += extra.dev_ops
                 nbytes += extra.dev_bytes
                 for check, message in extra.violations:
                     checks.add(check, [message], f"epoch {e0}: ")
             ev_iter += 1
-        for h in cluster.hosts:
-            cluster.mechanism.plan_window(h)
-        for h in cluster.hosts:
-            o, b = runtime.run_host_window(h, e0, e1, dt, cluster.shared_device, on_epoch)
-            ops += o
-            nbytes += b
-        cluster.shared_device.close_window(ops, nbytes, (e1 - e0) * dt)
-        for g in cluster.guests:
-            checks.add("conservation", g.frame_audit(), f"epoch {e1 - 1}: ")
-        if cluster.mechanism.guest_uses_tmem:
-            for h in cluster.hosts:
-                used, counts = runtime.tmem_counts(h.name, [g.name for g in h.guests])
-                checks.add(
-                    "frontswap",
-                    checkers.pool_counters(h.name, used, counts, h.guests),
-                    f"epoch {e1 - 1}: ",
-                )
+        for hw in runtime.run_window(e0, e1, dt, device):
+            recorder.record_host(e0, e1, hw)
+            for gw in hw.guests:
+                recorder.record_guest(e0, e1, gw)
+                for e, kind, fields in gw.events:
+                    log(e, kind, (1, gindex[gw.name]), **fields)
+            for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
+                checks.add(check, [message], f"epoch {e}: ")
+            ops += hw.dev_ops
+            nbytes += hw.dev_bytes
+        device.close_window(ops, nbytes, (e1 - e0) * dt)
+        if plan.mechanism.guest_uses_tmem:
+            for problems in runtime.pool_counts():
+                checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
         if progress is not None:
             progress(e1 * dt, epochs * dt, {"epochs": e1, "windows": len(windows)})
         if hook is not None:
-            hook(e1, cluster)
+            hook(e1)
 
-    # final read-back of every store, from Redis itself
-    for g in cluster.guests:
-        tm = runtime.read_tmem(g.host, g.name) if cluster.mechanism.guest_uses_tmem else None
-        sw = runtime.read_swap(g.disk, g.name)
-        checks.add("integrity", checkers.integrity(g, tm, sw))
-        if g.counters["stale_reads"]:
-            checks.add(
-                "integrity", [f"{g.name}: {g.counters['stale_reads']} stale read(s) during the run"]
-            )
-        if g.counters["lost_pages"]:
-            checks.add(
-                "lost_pages_explained",
-                [f"{g.name}: {g.counters['lost_pages']} page(s) lost, unexplained by any fault"],
-            )
-        if g.peak_billed_pages > g.maxmem_pages and g.peak_tmem_pages:
-            checks.add(
-                "frontswap",
-                [f"{g.name}: billed {g.peak_billed_pages} pages above maxmem {g.maxmem_pages}"],
-            )
-    summary = _summarise(sc, cluster, checks, events, epochs * dt, runtime, len(windows))
+    finals, host_summaries = runtime.finish()
+    by_guest = {name: (summary, violations, hist) for name, summary, violations, hist in finals}
+    for name in plan.guest_names:
+        for check, message in by_guest[name][1]:
+            checks.add(check, [message])
+    events = [ev for _, ev in sorted(keyed, key=lambda kv: kv[0])]
+    guests = {name: by_guest[name][0] for name in plan.guest_names}
+    hist = sum((by_guest[n][2] for n in plan.guest_names), np.zeros(HIST_BINS, np.int64))
+    summary = _summarise(
+        sc,
+        plan,
+        checks,
+        events,
+        epochs * dt,
+        guests,
+        hist,
+        dict(host_summaries),
+        runtime,
+        len(windows),
+    )
     summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
     summary["run"]["stale_keys_deleted"] = stale_keys
     return RunResult(
@@ -396,34 +352,27 @@ def _run(
 
 
 def _apply_event(
-    ev: Any,
-    e: int,
-    cluster: Cluster,
-    runtime: InlineRuntime,
-    frozen: set[str],
-    log: Callable[..., None],
+    ev: Any, e: int, order: int, runtime: Any, log: Callable[..., None]
 ) -> EpochStats | None:
     """Apply one timeline event; returns the device load and violations it caused, if any."""
+    key = (0, order)
     if ev.tmem_freeze is not None:
-        h = cluster.host_by_name[ev.tmem_freeze]
-        runtime.set_frozen(h.name, [g.name for g in h.guests], True)
-        frozen.add(h.name)
-        log(e, "tmem_freeze", host=h.name)
+        runtime.set_frozen(ev.tmem_freeze, True)
+        log(e, "tmem_freeze", key, host=ev.tmem_freeze)
     elif ev.tmem_thaw is not None:
-        h = cluster.host_by_name[ev.tmem_thaw]
-        runtime.set_frozen(h.name, [g.name for g in h.guests], False)
-        frozen.discard(h.name)
-        log(e, "tmem_thaw", host=h.name)
+        runtime.set_frozen(ev.tmem_thaw, False)
+        log(e, "tmem_thaw", key, host=ev.tmem_thaw)
     elif ev.tmem_flush is not None:
-        g = cluster.guest_by_name[ev.tmem_flush]
-        moved, stats = runtime.run(g.drain_tmem())
+        moved, stats = runtime.drain(ev.tmem_flush)
+        spec = next(g for g in runtime.scenario.guest_specs() if g.name == ev.tmem_flush)
         log(
             e,
             "tmem_flush",
-            guest=g.name,
-            host=g.host,
+            key,
+            guest=ev.tmem_flush,
+            host=runtime.host_of(ev.tmem_flush),
             pages_moved=moved,
-            cooperative=g.spec.cooperative,
+            cooperative=spec.cooperative,
         )
         return stats
     return None
@@ -439,51 +388,29 @@ def _latency(hist: np.ndarray) -> dict[str, float]:
 
 def _summarise(
     sc: Any,
-    cluster: Cluster,
+    plan: Plan,
     checks: checkers.CheckLog,
     events: list[dict],
     emulated: float,
-    runtime: InlineRuntime,
+    guests: dict[str, dict],
+    hist: np.ndarray,
+    hosts: dict[str, dict],
+    runtime: Any,
     windows: int,
 ) -> dict:
-    ps = sc.page_size
-    guests = {}
-    hist = np.zeros(HIST_BINS, np.int64)
     totals: dict[str, Any] = {k: 0 for k in TOTAL_COUNTERS}
     alive = work = stall = down = pending = 0.0
     stall_src = {k: 0.0 for k in STALL_SOURCES}
-    for g in cluster.guests:
-        hist += g.hist
-        alive += g.alive_seconds
-        work += g.work_seconds
-        stall += g.stall_seconds
-        down += g.downtime_seconds
-        pending += g.debt
+    for g in guests.values():
+        alive += g["alive_seconds"]
+        work += g["work_seconds"]
+        stall += g["stall_seconds"]
+        down += g["downtime_seconds"]
+        pending += g["stall_pending_seconds"]
         for k in TOTAL_COUNTERS:
-            totals[k] += g.counters[k]
+            totals[k] += g["counters"][k]
         for k in STALL_SOURCES:
-            stall_src[k] += g.stall_by_source[k]
-        guests[g.name] = {
-            "host": g.host,
-            "progress": round(g.progress(), 6),
-            "alive_seconds": round(g.alive_seconds, 6),
-            "work_seconds": round(g.work_seconds, 6),
-            "stall_seconds": round(g.stall_seconds, 9),
-            "stall_pending_seconds": round(g.debt, 9),
-            "downtime_seconds": round(g.downtime_seconds, 6),
-            "stall_by_source": {k: round(v, 9) for k, v in g.stall_by_source.items()},
-            "fault_latency": _latency(g.hist),
-            "counters": {k: int(g.counters[k]) for k in COUNTERS},
-            "memory_bytes": g.spec.memory,
-            "maxmem_bytes": g.spec.maxmem,
-            "footprint_pages": g.N,
-            "pages_end": g.location_counts(),
-            "tmem_pages_end": g.tmem_pages,
-            "tmem_pages_peak": g.peak_tmem_pages,
-            "tmem_clean_copies_end": int(
-                np.count_nonzero((g.slot == FRONTSWAP) & (g.loc != FRONTSWAP))
-            ),
-        }
+            stall_src[k] += g["stall_by_source"][k]
     totals = {
         "progress": round(work / alive, 6) if alive else 0.0,
         "stall_seconds": round(stall, 9),
@@ -497,19 +424,7 @@ def _summarise(
     }
     for q, v in totals["fault_latency"].items():
         totals[f"fault_latency_{q.replace('.', '')}"] = v
-    hosts = {
-        h.name: {
-            "guests": [g.name for g in h.guests],
-            "ram_bytes": h.ram_pages * ps,
-            "reserve_bytes": h.reserve_pages * ps,
-            "guest_frames_end": h.backed_pages(),
-            "tmem_pages_end": h.tmem_pages(),
-            "tmem_pages_peak": h.peak_tmem_pages,
-            "free_pages_end": h.free_pages(),
-            "free_pages_min": h.min_free_pages,
-        }
-        for h in cluster.hosts
-    }
+    hosts = {name: hosts[name] for name in plan.host_names}
     import msgpack
     import numpy
     import redis as redis_mod
@@ -518,7 +433,7 @@ def _summarise(
         "schema": SCHEMA,
         "scenario": sc.to_json(),
         "seed": sc.seed,
-        "mechanism": cluster.mechanism.name,
+        "mechanism": plan.mechanism.name,
         "emulated_seconds": round(emulated, 9),
         "valid": checks.valid,
         "checks": checks.to_json(),
@@ -531,7 +446,7 @@ def _summarise(
             "runtime": runtime.kind,
             "windows": windows,
             "epochs_per_call": round(
-                round(emulated / sc.epoch) * len(cluster.hosts) / max(1, runtime.calls), 3
+                round(emulated / sc.epoch) * len(plan.host_names) / max(1, runtime.calls), 3
             ),
             "wall_seconds": None,
             "versions": {

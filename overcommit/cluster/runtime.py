@@ -1,9 +1,11 @@
-"""The `inline` runtime: every host and guest in this process, stores reached with sync clients.
+"""Runtimes place the runners somewhere and drive them; `inline` keeps everything here.
 
-A runtime executes the store requests a guest's epoch generator yields (`execute`), runs a host
-with its guests through a window of epochs (`run_host_window`), and reads stores back for the
-checkers. The driver (`engine`) owns the timeline and calls only these methods, so another
-runtime (Ray actors) can stand in without the models changing.
+A runtime builds one `HostRunner` per host and one `GuestRunner` per guest from the scenario
+and the placement, and offers the driver (`engine`) a small interface: run a window on every
+host, apply an event, read pool counters, finish (read every store back). Store requests from
+the models are answered by an executor: `SyncExecutor` over redis-py clients here,
+`AsyncExecutor` over redis-py asyncio clients inside Ray actors (`ray_runtime`). Both run the
+same `StoreOps` plan, so the stores see the same commands in either.
 """
 
 from __future__ import annotations
@@ -12,21 +14,32 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import redis
+import redis.asyncio
 
-from overcommit.nodes.guest import EpochStats, GuestModel, Reply, Request
+from overcommit.cluster.runners import (
+    Freeze,
+    GuestRunner,
+    HostRunner,
+    HostWindow,
+    PoolCounts,
+    StoreOps,
+)
+from overcommit.nodes import build_mechanism
+from overcommit.nodes.guest import EpochStats, GuestModel
 from overcommit.nodes.host import HostModel
-from overcommit.profiles import DeviceQueue
-from overcommit.stores.codec import RecordBatch
-from overcommit.stores.swap import SwapStore
-from overcommit.stores.tmem import TmemPool
+from overcommit.profiles import DeviceQueue, costs_from
+from overcommit.stores.swap import AsyncSwapStore, SwapStore
+from overcommit.stores.tmem import AsyncTmemPool, TmemPool
+
+_LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class InfrastructureError(RuntimeError):
     """A failure of the emulator's own infrastructure (a store it did not expect to lose)."""
 
 
-def drive(gen: Generator[Request, Reply, Any], execute: Callable[[Request], Reply]) -> Any:
-    """Run a model generator to completion, answering each request it yields."""
+def drive(gen: Generator[Any, Any, Any], execute: Callable[[Any], Any]) -> Any:
+    """Run a model or runner generator to completion, answering each request it yields."""
     try:
         req = next(gen)
         while True:
@@ -35,124 +48,191 @@ def drive(gen: Generator[Request, Reply, Any], execute: Callable[[Request], Repl
         return stop.value
 
 
-EpochHook = Callable[[int, HostModel, list[tuple[GuestModel, EpochStats]]], None]
+async def drive_async(gen: Generator[Any, Any, Any], execute: Callable[[Any], Any]) -> Any:
+    """`drive` for an executor whose answers are awaited."""
+    try:
+        req = next(gen)
+        while True:
+            req = gen.send(await execute(req))
+    except StopIteration as stop:
+        return stop.value
+
+
+def _lost(req: Any, exc: BaseException) -> InfrastructureError:
+    where = getattr(req, "guest", None)
+    host = getattr(req, "host", "?")
+    who = f"guest {where} on host {host}" if where else f"host {host}"
+    return InfrastructureError(f"lost contact with a Redis store while serving {who}: {exc}")
+
+
+class SyncExecutor:
+    """Answers store requests with synchronous clients (one round trip per store touched)."""
+
+    def __init__(
+        self,
+        host_clients: dict[str, redis.Redis],
+        shared: redis.Redis,
+        prefix: str,
+        payload: str,
+        page_size: int,
+    ) -> None:
+        self.pools = {h: TmemPool(c, prefix) for h, c in host_clients.items()}
+        self.swap = SwapStore(shared, prefix)
+        self.ops = StoreOps(payload, page_size)
+
+    def __call__(self, req: Any) -> Any:
+        plan = self.ops.plan(req, self.pools.get(req.host), self.swap)
+        try:
+            step = next(plan)
+            while True:
+                fn, args, kwargs = step
+                step = plan.send(fn(*args, **kwargs))
+        except StopIteration as stop:
+            return stop.value
+        except _LOST as exc:
+            raise _lost(req, exc) from exc
+
+
+class AsyncExecutor:
+    """Answers store requests with redis-py asyncio clients."""
+
+    def __init__(
+        self,
+        host_clients: dict[str, redis.asyncio.Redis],
+        shared: redis.asyncio.Redis,
+        prefix: str,
+        payload: str,
+        page_size: int,
+    ) -> None:
+        self.pools = {h: AsyncTmemPool(c, prefix) for h, c in host_clients.items()}
+        self.swap = AsyncSwapStore(shared, prefix)
+        self.ops = StoreOps(payload, page_size)
+
+    async def __call__(self, req: Any) -> Any:
+        plan = self.ops.plan(req, self.pools.get(req.host), self.swap)
+        try:
+            step = next(plan)
+            while True:
+                fn, args, kwargs = step
+                step = plan.send(await fn(*args, **kwargs))
+        except StopIteration as stop:
+            return stop.value
+        except _LOST as exc:
+            raise _lost(req, exc) from exc
+
+
+def build_host(scenario: Any, name: str) -> HostModel:
+    sc = scenario
+    return HostModel(
+        name,
+        sc.hosts.ram,
+        sc.hosts.reserve,
+        sc.page_size,
+        sc.hosts.boot,
+        sc.hosts.tmem.max,
+        sc.hosts.tmem.exclusive_gets,
+    )
+
+
+def build_guest(scenario: Any, spec: Any, host: str) -> GuestModel:
+    sc = scenario
+    mech = build_mechanism(sc.mechanism)
+    return GuestModel(
+        spec,
+        host=host,
+        seed=sc.seed,
+        page_size=sc.page_size,
+        payload=sc.payload,
+        boot=sc.hosts.boot,
+        costs=costs_from(sc.costs),
+        uses_tmem=mech.guest_uses_tmem,
+        exclusive_gets=sc.hosts.tmem.exclusive_gets,
+    )
+
+
+def clear_namespace(clients: list[redis.Redis], prefix: str) -> int:
+    """Delete every key of the run's prefix (left by an earlier run on external servers)."""
+    deleted = 0
+    for client in clients:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            deleted += client.delete(*keys[i : i + 1000])
+    return deleted
 
 
 class InlineRuntime:
-    """Runs hosts one after another in this process over synchronous Redis clients."""
+    """Every host and guest in this process; hosts run one after another."""
 
     kind = "inline"
 
-    def __init__(self, fleet: Any, prefix: str, payload: str, page_size: int) -> None:
-        self.payload = payload
-        self.page_size = page_size
-        self.pools: dict[str, TmemPool] = {}
-        self._fleet = fleet
-        self._prefix = prefix
-        self.swap = SwapStore(fleet.shared.client(), prefix)
+    def __init__(self, scenario: Any, placement: dict[str, str], fleet: Any) -> None:
+        sc = scenario
+        self.scenario = sc
+        self.fleet = fleet
+        self.prefix = sc.redis.prefix
+        hosts = sc.host_names()
+        self.hosts = [HostRunner(build_host(sc, h), build_mechanism(sc.mechanism)) for h in hosts]
+        self.guests: dict[str, list[GuestRunner]] = {h: [] for h in hosts}
+        for spec in sc.guest_specs():
+            h = placement[spec.name]
+            self.guests[h].append(GuestRunner(build_guest(sc, spec, h)))
+        self.by_name = {g.name: g for gs in self.guests.values() for g in gs}
+        self.execute = SyncExecutor(
+            {h: fleet.host(h).client() for h in hosts},
+            fleet.shared.client(),
+            self.prefix,
+            sc.payload,
+            sc.page_size,
+        )
         self.calls = 0
 
-    def pool(self, host: str) -> TmemPool:
-        if host not in self.pools:
-            self.pools[host] = TmemPool(self._fleet.host(host).client(), self._prefix)
-        return self.pools[host]
+    def host_of(self, guest: str) -> str:
+        return self.by_name[guest].model.host
 
-    def execute(self, req: Request) -> Reply:
-        """Execute one batched request: at most one round trip per store touched."""
-        try:
-            return self._execute(req)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise InfrastructureError(
-                f"lost contact with a Redis store while serving guest {req.guest} on host "
-                f"{req.host}: {exc}"
-            ) from exc
+    def models(self) -> list[GuestModel]:
+        """The guest models, in scenario order (inline only: tests reach into them)."""
+        order = [g.name for g in self.scenario.guest_specs()]
+        return [self.by_name[n].model for n in order]
 
-    def _execute(self, req: Request) -> Reply:
-        rep = Reply()
-        ps, mode = self.page_size, self.payload
-        if req.tmem is not None:
-            t = req.tmem
-            pool = self.pool(req.host)
-            if t.flush_area:
-                rep.area_flushed = pool.flush_area(req.guest)
-            if len(t.gets) or len(t.flushes) or t.puts is not None:
-                rep.tmem = pool.batch(
-                    req.guest,
-                    gets=t.gets,
-                    flushes=t.flushes,
-                    puts=t.puts,
-                    quota=t.quota,
-                    capacity=t.capacity,
-                    exclusive_gets=t.exclusive_gets,
-                    mode=mode,
-                    page_size=ps,
-                )
-        if req.swap is not None:
-            s = req.swap
-            if s.drop:
-                rep.dropped = self.swap.drop(req.disk)
-            if len(s.reads) or len(s.frees) or s.writes is not None:
-                rep.swap = self.swap.batch(
-                    req.disk,
-                    req.guest,
-                    reads=s.reads,
-                    frees=s.frees,
-                    writes=s.writes,
-                    mode=mode,
-                    page_size=ps,
-                )
-        return rep
+    def start(self) -> int:
+        """Prepare the stores; returns keys deleted from an earlier run."""
+        clients = [self.fleet.host(h.name).client() for h in self.hosts]
+        return clear_namespace([*clients, self.fleet.shared.client()], self.prefix)
 
-    def run(self, gen: Generator[Request, Reply, Any]) -> Any:
-        return drive(gen, self.execute)
+    def run_window(self, e0: int, e1: int, dt: float, device: DeviceQueue) -> list[HostWindow]:
+        out = []
+        for hr in self.hosts:
+            runners = self.guests[hr.name]
+            grants = hr.plan([g.state() for g in runners])
+            reports = [
+                drive(g.window(e0, e1, dt, device, *grants[g.name]), self.execute) for g in runners
+            ]
+            self.calls += 1
+            out.append(hr.combine(e0, e1, reports))
+        return out
 
-    def run_host_window(
-        self,
-        host: HostModel,
-        e0: int,
-        e1: int,
-        dt: float,
-        device: DeviceQueue,
-        on_epoch: EpochHook,
-    ) -> tuple[int, int]:
-        """Run `host` and its guests through epochs [e0, e1); returns the (ops, bytes) its
-        guests put on the shared storage device."""
-        ops = nbytes = 0
-        self.calls += 1
-        for e in range(e0, e1):
-            stats = []
-            for g in host.guests:
-                s = self.run(g.epoch(e, e * dt, dt, device))
-                ops += s.dev_ops
-                nbytes += s.dev_bytes
-                stats.append((g, s))
-            host.observe()
-            on_epoch(e, host, stats)
-        return ops, nbytes
+    def set_frozen(self, host: str, frozen: bool) -> None:
+        hr = next(h for h in self.hosts if h.name == host)
+        hr.host.frozen = frozen
+        self.execute(Freeze(host, [g.name for g in self.guests[host]], frozen))
 
-    def clear_namespace(self, hosts: list[str]) -> int:
-        """Delete every key of this run's prefix from every store (left by an earlier run on
-        external servers); returns how many were deleted."""
-        clients = [self._fleet.host(h).client() for h in hosts] + [self._fleet.shared.client()]
-        deleted = 0
-        for client in clients:
-            keys = list(client.scan_iter(match=f"{self._prefix}:*", count=1000))
-            for i in range(0, len(keys), 1000):
-                deleted += client.delete(*keys[i : i + 1000])
-        return deleted
+    def drain(self, guest: str) -> tuple[int, EpochStats]:
+        return drive(self.by_name[guest].drain(), self.execute)
 
-    # -- reads for the checkers -------------------------------------------------------------
-    def read_tmem(self, host: str, guest: str) -> RecordBatch:
-        return self.pool(host).read_all(guest, self.payload, self.page_size)
+    def pool_counts(self) -> list[list[str]]:
+        out = []
+        for hr in self.hosts:
+            used, counts = self.execute(PoolCounts(hr.name, [g.name for g in self.guests[hr.name]]))
+            out.append(hr.check_counts(used, counts))
+        return out
 
-    def read_swap(self, disk: str, guest: str) -> RecordBatch:
-        return self.swap.read_all(disk, guest, self.payload, self.page_size)
+    def finish(self) -> tuple[list[tuple[str, dict, list, Any]], list[tuple[str, dict]]]:
+        guests = []
+        for hr in self.hosts:
+            for g in self.guests[hr.name]:
+                summary, violations, hist = drive(g.finish(), self.execute)
+                guests.append((g.name, summary, violations, hist))
+        return guests, [(hr.name, hr.summary()) for hr in self.hosts]
 
-    def tmem_counts(self, host: str, guests: list[str]) -> tuple[int, dict[str, int]]:
-        pool = self.pool(host)
-        return pool.used(), {g: pool.guest_count(g) for g in guests}
-
-    def set_frozen(self, host: str, guests: list[str], frozen: bool) -> None:
-        pool = self.pool(host)
-        for g in guests:
-            (pool.freeze if frozen else pool.thaw)(g)
+    def close(self) -> None:
+        """Nothing to release: the fleet is the driver's."""

@@ -724,6 +724,8 @@ class GuestModel:
                 f"{self.name}: resident {resident}, pages with a frame {mapped}, free frames "
                 f"{self.free_top}, allocation {self.alloc_pages}"
             )
+        if self.frames.backed_count != int(np.count_nonzero(self.frames.backed)):
+            out.append(f"{self.name}: host frame counter disagrees with the frames it backs")
         slots = int(np.count_nonzero(slot))
         if slots != self.slots_used or slots > self.swap_slots:
             out.append(

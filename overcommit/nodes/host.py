@@ -10,12 +10,9 @@ and not reserved for any guest's boot allocation. Conservation, checked every ep
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from overcommit.nodes.guest import GuestModel
 
 
 class GuestFrames:
@@ -59,8 +56,25 @@ def split_by_demand(total: int, demand: list[float]) -> list[int]:
     return [int(x) for x in base]
 
 
+@dataclass
+class GuestState:
+    """What a host knows of one of its guests between sync windows (a guest's own state lives
+    with the guest; the host keeps this mirror, refreshed from each window's report)."""
+
+    name: str
+    alloc_pages: int  # boot allocation (the host's reservation for the guest)
+    maxmem_pages: int
+    backed: int = 0  # frames the host backs with RAM
+    tmem_pages: int = 0  # pages the host pool holds for the guest
+    tmem_view: int = 0  # pages the guest believes it holds in tmem
+    window_new_puts: int = 0  # put attempts in the last window (demand)
+    alive: bool = True
+    tmem_quota: int = 0  # set by the mechanism for the next window
+    tmem_capacity: int = 0
+
+
 class HostModel:
-    """One hypervisor host and the guests placed on it, in placement order."""
+    """One hypervisor host and the guests placed on it (as mirrors), in placement order."""
 
     def __init__(
         self,
@@ -79,7 +93,7 @@ class HostModel:
         self.boot = boot
         self.tmem_max_pages = None if tmem_max is None else tmem_max // page_size
         self.exclusive_gets = exclusive_gets
-        self.guests: list[GuestModel] = []
+        self.guests: list[GuestState] = []
         self.tmem_capacity = 0  # host-wide cap passed to the pool for the current window
         self.cache_pages = 0  # disk cache (cached-disk mechanism); 0 here
         self.buffer_pages = 0  # migration buffers; 0 here
@@ -93,18 +107,20 @@ class HostModel:
         return sum(g.alloc_pages for g in self.guests)
 
     def backed_pages(self) -> int:
-        return sum(g.frames.backed_count for g in self.guests)
+        return sum(g.backed for g in self.guests)
 
     def tmem_pages(self) -> int:
         """Persistent tmem pages, as the pool in Redis reported them for each guest."""
         return sum(g.tmem_pages for g in self.guests)
 
-    def free_pages(self) -> int:
+    def free_pages(self, backed: int | None = None, tmem: int | None = None) -> int:
+        backed = self.backed_pages() if backed is None else backed
+        tmem = self.tmem_pages() if tmem is None else tmem
         return (
             self.ram_pages
             - self.reserve_pages
-            - self.backed_pages()
-            - self.tmem_pages()
+            - backed
+            - tmem
             - self.cache_pages
             - self.buffer_pages
         )
@@ -124,27 +140,18 @@ class HostModel:
             room = min(room, max(0, self.tmem_max_pages - self.tmem_pages()))
         return room
 
-    def observe(self) -> None:
-        """Track peaks after an epoch."""
-        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages())
-        self.min_free_pages = min(self.min_free_pages, self.free_pages())
-
-    def conservation(self) -> list[str]:
-        """Violations of host RAM conservation (empty when it holds)."""
+    def epoch_checks(self, backed: int, tmem: int) -> list[str]:
+        """Host RAM conservation for one epoch, given its guests' backed frames and tmem."""
         out = []
-        backed = self.backed_pages()
-        counted = int(sum(int(g.frames.backed.sum()) for g in self.guests))
-        if counted != backed:
-            out.append(f"{self.name}: backed frame counter {backed} != frames marked {counted}")
-        free = self.free_pages()
+        free = self.free_pages(backed, tmem)
+        self.peak_tmem_pages = max(self.peak_tmem_pages, tmem)
+        self.min_free_pages = min(self.min_free_pages, free)
         if free < 0:
             out.append(
                 f"{self.name}: RAM overdrawn: ram {self.ram_pages} < reserve {self.reserve_pages}"
-                f" + frames {backed} + tmem {self.tmem_pages()} + cache {self.cache_pages}"
+                f" + frames {backed} + tmem {tmem} + cache {self.cache_pages}"
                 f" + buffers {self.buffer_pages} (pages)"
             )
-        if self.tmem_pages() > self.tmem_capacity:
-            out.append(
-                f"{self.name}: tmem {self.tmem_pages()} pages above window cap {self.tmem_capacity}"
-            )
+        if tmem > self.tmem_capacity:
+            out.append(f"{self.name}: tmem {tmem} pages above window cap {self.tmem_capacity}")
         return out

@@ -75,9 +75,27 @@ def run(
         None, "--out", help="Run directory (default: runs/<name>-<mechanism>-s<seed>-<time>)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    runtime: str | None = typer.Option(
+        None, help="Override runtime.kind: ray (default) or inline (one process)."
+    ),
+    guests: str | None = typer.Option(
+        None, help="Override runtime.guests on Ray: actors (one per guest) or packed."
+    ),
+    address: str | None = typer.Option(
+        None,
+        help="Join an existing Ray cluster (auto, ray://HOST:PORT or HOST:PORT; also "
+        "RAY_ADDRESS) instead of starting a local one.",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own logs."),
 ) -> None:
     """Run a scenario and write its run directory."""
     overrides: dict[str, Any] = {}
+    if runtime is not None:
+        overrides["runtime.kind"] = runtime
+    if guests is not None:
+        overrides["runtime.guests"] = guests
+    if address is not None:
+        overrides["runtime.address"] = address
     if seed is not None:
         overrides["seed"] = seed
     if mechanism is not None:
@@ -88,14 +106,14 @@ def run(
     if out_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"{sc.name}-{sc.mechanism}-s{sc.seed}-{stamp}"
-    result = _execute(sc, out_dir, quiet)
+    result = _execute(sc, out_dir, quiet, verbose)
     if not quiet:
         print_summary(result.summary)
     out.print(f"run directory: {out_dir}", highlight=False)
     raise typer.Exit(result.exit_code)
 
 
-def _execute(sc: Scenario, out_dir: Path, quiet: bool) -> Any:
+def _execute(sc: Scenario, out_dir: Path, quiet: bool, verbose: bool = False) -> Any:
     from overcommit.cluster.engine import PreflightError, run_scenario
     from overcommit.cluster.runtime import InfrastructureError
     from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
@@ -106,6 +124,7 @@ def _execute(sc: Scenario, out_dir: Path, quiet: bool) -> Any:
         BarColumn(),
         TextColumn("{task.fields[emu]} emulated"),
         TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[slow]}"),
         TimeElapsedColumn(),
         console=err,
         disable=quiet or not err.is_terminal,
@@ -116,20 +135,24 @@ def _execute(sc: Scenario, out_dir: Path, quiet: bool) -> Any:
     t0 = time.perf_counter()
     with progress:
         task = progress.add_task(
-            f"{sc.name} [{sc.mechanism}]", total=sc.duration, emu="0s", rate=""
+            f"{sc.name} [{sc.mechanism}]", total=sc.duration, emu="0s", rate="", slow=""
         )
 
         def on_progress(t: float, total: float, info: dict) -> None:
             wall = max(1e-9, time.perf_counter() - t0)
+            slowest = info.get("slowest_host")
             progress.update(
                 task,
                 completed=t,
                 emu=f"{t:,.1f}s/{total:,.0f}s",
                 rate=f"{info['epochs'] / wall:,.0f} epochs/s",
+                slow=f"slowest host {slowest[0]} ({slowest[1] * 1e3:.0f} ms/window)"
+                if slowest and slowest[0]
+                else "",
             )
 
         try:
-            return run_scenario(sc, out_dir=out_dir, progress=on_progress)
+            return run_scenario(sc, out_dir=out_dir, progress=on_progress, verbose=verbose)
         except PreflightError as exc:
             raise _fail(str(exc)) from None
         except (InfrastructureError, RedisUnavailable) as exc:

@@ -273,11 +273,13 @@ def _default(model: type[_Model]) -> Any:
 
 
 class Runtime(_Model):
-    """Where the emulation runs."""
+    """Where the emulation runs: `ray` (hosts as Ray actors; guests as actors of their own or
+    packed inside their host's actor) or `inline` (one process)."""
 
-    kind: Literal["inline", "ray"] = "inline"
+    kind: Literal["inline", "ray"] = "ray"
     guests: Literal["actors", "packed"] = "actors"
     address: str | None = None
+    pin: Literal["spread", "resource"] = "spread"
 
 
 class HostSwap(_Model):

@@ -173,7 +173,8 @@ def test_minimal_scenario_defaults():
     s = load_scenario_text(BASE)
     assert s.seed == 0 and s.epoch == 0.1 and s.sync_window == 1.0 and s.page_size == 4096
     assert s.payload == "digest" and s.mechanism == "none" and s.mechanism_parts() == ["none"]
-    assert s.runtime.kind == "inline" and s.runtime.guests == "actors" and s.runtime.address is None
+    assert s.runtime.kind == "ray" and s.runtime.guests == "actors" and s.runtime.address is None
+    assert s.runtime.pin == "spread"
     assert s.hosts.swap.device == "ssd" and s.hosts.swap.size == 0 and s.hosts.tmem.max is None
     assert s.shared_storage.device == "san" and s.devices == {}
     assert s.redis.hosts is None and s.redis.socket == "unix" and s.redis.prefix == "oc"
@@ -199,7 +200,7 @@ def test_single_guest_keeps_group_name_and_empty_values_mean_defaults():
     text = replace_once(text, "tmem_freeze: host-1", "tmem_flush: web")
     s = load_scenario_text(text + "runtime:\nha:\nlimits:\n")
     assert [g.name for g in s.guest_specs()] == ["web"]
-    assert s.runtime.kind == "inline" and s.ha.admission == "none"
+    assert s.runtime.kind == "ray" and s.ha.admission == "none"
 
 
 def test_mechanism_is_normalised_and_extensible(monkeypatch):

@@ -48,6 +48,7 @@ def summary() -> dict:
 name: doc
 duration: 2s
 mechanism: frontswap
+runtime: {kind: inline}
 hosts: {ram: 256MiB, reserve: 16MiB}
 guests:
   - {name: g, memory: 64MiB, maxmem: 96MiB,

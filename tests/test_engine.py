@@ -18,6 +18,7 @@ seed: 3
 duration: 8s
 epoch: 100ms
 sync_window: 500ms
+runtime: {{kind: inline}}
 mechanism: {mechanism}
 hosts: {{count: {hosts}, ram: 320MiB, reserve: 32MiB, boot: {boot}}}
 shared_storage: {{device: ssd}}
@@ -272,7 +273,9 @@ def test_frontswap_beats_none_on_shipped_scenario():
     least the pages it put into tmem minus the puts that failed."""
     base = load_scenario("configs/frontswap-vs-none.yaml")
     runs = {
-        m: run_scenario(apply_overrides(base, {"mechanism": m, "duration": "30s"}))
+        m: run_scenario(
+            apply_overrides(base, {"mechanism": m, "duration": "30s", "runtime.kind": "inline"})
+        )
         for m in ("none", "frontswap")
     }
     none, fs = runs["none"].summary, runs["frontswap"].summary
@@ -304,6 +307,7 @@ def test_thrashing_guest_is_not_oom_killed_while_swap_has_room():
 name: thrash
 duration: 3s
 mechanism: none
+runtime: {kind: inline}
 hosts: {ram: 256MiB}
 guests:
   - {name: t, memory: 64MiB, swap: 1GiB,

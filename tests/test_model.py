@@ -147,6 +147,7 @@ def test_phases_follow_their_schedule_in_a_run():
 name: phases
 duration: 12s
 mechanism: none
+runtime: {kind: inline}
 hosts: {ram: 512MiB}
 guests:
   - name: p

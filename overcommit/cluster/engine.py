@@ -203,17 +203,14 @@ def run_scenario(
     progress: ProgressFn | None = None,
     workdir: Path | None = None,
     on_window: WindowHook | None = None,
+    address: str | None = None,
+    verbose: bool = False,
 ) -> RunResult:
     """Run a validated scenario; write the run directory if asked.
 
     `on_window(epoch, runtime, fleet)` is called after each sync window ends (at the first
     epoch of the next one); tests use it to inject faults where they would happen.
     """
-    if scenario.runtime.kind != "inline":
-        raise PreflightError(
-            f"runtime.kind '{scenario.runtime.kind}' is not available in this version; "
-            "use runtime: {kind: inline}"
-        )
     _check_hypothesis_names(scenario)
     preflight(scenario)
     plan = Plan(scenario)
@@ -222,11 +219,12 @@ def run_scenario(
 
     with tempfile.TemporaryDirectory(prefix="overcommit-redis-", dir=workdir) as tmp:
         rc = scenario.redis
+        on_ray = scenario.runtime.kind == "ray"
         fleet = RedisFleet(
-            plan.host_names,
+            [] if on_ray else plan.host_names,  # on Ray, each host actor starts its own
             Path(tmp),
-            socket=rc.socket,
-            external_hosts=rc.hosts,
+            socket="tcp" if on_ray else rc.socket,  # Ray workers may sit on other nodes
+            external_hosts=None if on_ray else rc.hosts,
             external_shared=rc.shared,
         )
         try:
@@ -236,7 +234,14 @@ def run_scenario(
             raise InfrastructureError(f"could not start the Redis stores: {exc}") from exc
         runtime = None
         try:
-            runtime = InlineRuntime(scenario, plan.placement, fleet)
+            if on_ray:
+                from overcommit.cluster.ray_runtime import RayRuntime
+
+                runtime = RayRuntime(
+                    scenario, plan.placement, fleet.shared.url, address=address, verbose=verbose
+                )
+            else:
+                runtime = InlineRuntime(scenario, plan.placement, fleet)
             hook = None if on_window is None else (lambda e: on_window(e, runtime, fleet))
             result = _run(scenario, plan, runtime, progress, hook)
         finally:
@@ -316,7 +321,12 @@ def _run(
             for problems in runtime.pool_counts():
                 checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
         if progress is not None:
-            progress(e1 * dt, epochs * dt, {"epochs": e1, "windows": len(windows)})
+            slowest = getattr(runtime, "slowest", None)
+            progress(
+                e1 * dt,
+                epochs * dt,
+                {"epochs": e1, "windows": len(windows), "slowest_host": slowest},
+            )
         if hook is not None:
             hook(e1)
 
@@ -342,6 +352,7 @@ def _run(
     )
     summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
     summary["run"]["stale_keys_deleted"] = stale_keys
+    summary["run"]["nodes"] = getattr(runtime, "nodes", lambda: {})()
     return RunResult(
         summary,
         recorder.guests_frame(),
@@ -431,7 +442,7 @@ def _summarise(
 
     return {
         "schema": SCHEMA,
-        "scenario": sc.to_json(),
+        "scenario": {k: v for k, v in sc.to_json().items() if k != "runtime"},
         "seed": sc.seed,
         "mechanism": plan.mechanism.name,
         "emulated_seconds": round(emulated, 9),
@@ -443,7 +454,11 @@ def _summarise(
         "hosts": hosts,
         "events": events,
         "run": {
-            "runtime": runtime.kind,
+            "runtime": {
+                "kind": runtime.kind,
+                "guests": sc.runtime.guests if runtime.kind == "ray" else None,
+                "ray_started_here": getattr(runtime, "started_ray", None),
+            },
             "windows": windows,
             "epochs_per_call": round(
                 round(emulated / sc.epoch) * len(plan.host_names) / max(1, runtime.calls), 3

@@ -1,0 +1,413 @@
+"""The `ray` runtime: hosts (and, with `guests: actors`, guests) as Ray actors.
+
+Each host is an async Ray actor that starts its own `redis-server` on the Ray node where it
+runs (bound to die with the actor), so an emulated host's tmem lives on that node and nowhere
+else. With `guests: packed` the host actor also holds its guests' runners; with
+`guests: actors` every guest is an async actor of its own, placed on its host's node, owning
+its memory state (page tables, versions, random streams). The driver calls each host once per
+sync window; a host calls its guests once per window; all of them answer store requests with
+redis-py's asyncio client. Models, runners and store plans are the ones `inline` uses, so the
+results are the same in every placement.
+
+With no address the runtime starts a quiet local Ray and shuts it down at the end; with an
+address (`auto`, `ray://…`, `HOST:PORT`, or `RAY_ADDRESS`) it joins that cluster in a namespace
+of its own and kills only the actors it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from overcommit.cluster.runners import Freeze, GuestRunner, HostRunner, PoolCounts
+from overcommit.cluster.runtime import (
+    AsyncExecutor,
+    InfrastructureError,
+    build_guest,
+    build_host,
+    drive_async,
+)
+from overcommit.nodes import build_mechanism
+
+
+def _ray():
+    import ray
+
+    return ray
+
+
+class _Stores:
+    """A Ray-side holder of async store clients: the host's Redis and shared storage."""
+
+    def __init__(self, host: str, host_url: str, shared_url: str, sc: Any) -> None:
+        import redis.asyncio
+
+        self.host_client = redis.asyncio.Redis.from_url(host_url)
+        self.shared_client = redis.asyncio.Redis.from_url(shared_url)
+        self.execute = AsyncExecutor(
+            {host: self.host_client},
+            self.shared_client,
+            sc.redis.prefix,
+            sc.payload,
+            sc.page_size,
+        )
+
+
+class HostActorImpl:
+    """A host: its Redis server, its bookkeeping, and its guests (inside it, or as actors)."""
+
+    def __init__(
+        self,
+        scenario: Any,
+        host: str,
+        guest_names: list[str],
+        shared_url: str,
+        mode: str,
+        external_url: str | None,
+    ) -> None:
+        from overcommit.stores.launcher import RedisServer
+
+        self.sc = scenario
+        self.name = host
+        self.mode = mode
+        self._dir = tempfile.mkdtemp(prefix=f"overcommit-{host}-")
+        self.server = None
+        if external_url is None:
+            self.server = RedisServer.start(host, Path(self._dir), socket=scenario.redis.socket)
+            self.url = self.server.url
+        else:
+            self.url = external_url
+        self.shared_url = shared_url
+        self.runner = HostRunner(build_host(scenario, host), build_mechanism(scenario.mechanism))
+        self.stores = _Stores(host, self.url, shared_url, scenario)
+        specs = {g.name: g for g in scenario.guest_specs()}
+        self.guest_names = guest_names
+        self.guests: list[GuestRunner] = []  # with guests: actors, the guest actors own them
+        if mode == "packed":
+            self.guests = [GuestRunner(build_guest(scenario, specs[n], host)) for n in guest_names]
+        self.actors: list[Any] = []
+        self.states = [g.state() for g in self.guests]
+        self.calls = 0
+        self.wall = 0.0
+
+    def info(self) -> dict:
+        ray = _ray()
+        return {
+            "host": self.name,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "redis_pid": None if self.server is None else self.server.pid,
+            "redis_url": self.url,
+        }
+
+    async def attach(self, actors: list[Any]) -> None:
+        self.actors = actors
+        self.states = list(await asyncio.gather(*[a.state.remote() for a in actors]))
+
+    async def start(self) -> int:
+        """Clear what an earlier run left under this run's prefix in the host's Redis."""
+        n = 0
+        async for key in self.stores.host_client.scan_iter(match=f"{self.sc.redis.prefix}:*"):
+            n += await self.stores.host_client.delete(key)
+        return n
+
+    async def run_window(self, e0: int, e1: int, dt: float, device: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        if self.mode == "packed":
+            self.states = [g.state() for g in self.guests]
+        grants = self.runner.plan(self.states)
+        if self.mode == "actors":
+            refs = [
+                a.window.remote(e0, e1, dt, device, *grants[n])
+                for a, n in zip(self.actors, self.guest_names)
+            ]
+            reports = list(await asyncio.gather(*refs))
+        else:
+            reports = list(
+                await asyncio.gather(
+                    *[
+                        drive_async(
+                            g.window(e0, e1, dt, device, *grants[g.name]), self.stores.execute
+                        )
+                        for g in self.guests
+                    ]
+                )
+            )
+        out = self.runner.combine(e0, e1, reports)
+        self.states = [r.state for r in reports]
+        self.calls += 1
+        wall = time.perf_counter() - t0
+        self.wall += wall
+        return out, wall
+
+    async def set_frozen(self, frozen: bool) -> None:
+        self.runner.host.frozen = frozen
+        await self.stores.execute(Freeze(self.name, self.guest_names, frozen))
+
+    async def drain(self, guest: str) -> Any:
+        i = self.guest_names.index(guest)
+        if self.mode == "actors":
+            out = await self.actors[i].drain.remote()
+            self.states[i] = await self.actors[i].state.remote()  # the host sees the drain
+            return out
+        return await drive_async(self.guests[i].drain(), self.stores.execute)
+
+    async def pool_counts(self) -> list[str]:
+        used, counts = await self.stores.execute(PoolCounts(self.name, self.guest_names))
+        return self.runner.check_counts(used, counts)
+
+    async def finish(self) -> tuple[list, dict, int]:
+        if self.mode == "actors":
+            finals = list(await asyncio.gather(*[a.finish.remote() for a in self.actors]))
+        else:
+            finals = [
+                (g.name, *(await drive_async(g.finish(), self.stores.execute))) for g in self.guests
+            ]
+        return finals, self.runner.summary(), self.calls
+
+    def has_guest_state(self) -> bool:
+        """Whether this actor holds any guest's memory state (it does only when packed)."""
+        return bool(self.guests)
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+class GuestActorImpl:
+    """One guest: its model lives here and nowhere else."""
+
+    def __init__(
+        self, scenario: Any, spec_name: str, host: str, host_url: str, shared_url: str
+    ) -> None:
+        spec = next(g for g in scenario.guest_specs() if g.name == spec_name)
+        self.runner = GuestRunner(build_guest(scenario, spec, host))
+        self.stores = _Stores(host, host_url, shared_url, scenario)
+        self.calls = 0
+
+    def node_id(self) -> str:
+        return _ray().get_runtime_context().get_node_id()
+
+    def state(self) -> Any:
+        return self.runner.state()
+
+    async def window(
+        self, e0: int, e1: int, dt: float, device: Any, quota: int, capacity: int
+    ) -> Any:
+        self.calls += 1
+        return await drive_async(
+            self.runner.window(e0, e1, dt, device, quota, capacity), self.stores.execute
+        )
+
+    async def drain(self) -> Any:
+        return await drive_async(self.runner.drain(), self.stores.execute)
+
+    async def finish(self) -> tuple:
+        return (self.runner.name, *(await drive_async(self.runner.finish(), self.stores.execute)))
+
+    def page_versions(self) -> Any:
+        return self.runner.model.version.copy()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """Fail fast when a HOST:PORT or ray://HOST:PORT address has nothing listening."""
+    target = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise InfrastructureError(f"cannot reach a Ray cluster at {address}: {exc}") from None
+
+
+class RayRuntime:
+    """Hosts as Ray actors; guests packed inside them or as actors of their own."""
+
+    kind = "ray"
+
+    def __init__(
+        self,
+        scenario: Any,
+        placement: dict[str, str],
+        shared_url: str,
+        *,
+        address: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        ray = _ray()
+        self.scenario = scenario
+        self.mode = scenario.runtime.guests
+        self.placement = placement
+        self.shared_url = shared_url
+        self.address = address or scenario.runtime.address or os.environ.get("RAY_ADDRESS")
+        self.started_ray = False
+        self.actors: list[Any] = []
+        self.namespace = f"overcommit-{uuid.uuid4().hex[:12]}"
+        if not ray.is_initialized():
+            self._connect(verbose)
+        hosts = scenario.host_names()
+        self.host_names = hosts
+        by_host: dict[str, list[str]] = {h: [] for h in hosts}
+        for spec in scenario.guest_specs():
+            by_host[placement[spec.name]].append(spec.name)
+        self.by_host = by_host
+        HostActor = ray.remote(num_cpus=0, max_restarts=0)(HostActorImpl)
+        GuestActor = ray.remote(num_cpus=0, max_restarts=0)(GuestActorImpl)
+        ext = scenario.redis.hosts or {}
+        self.hosts = []
+        for i, h in enumerate(hosts):
+            opts = self._host_options(i, h)
+            actor = HostActor.options(**opts).remote(
+                scenario, h, by_host[h], shared_url, self.mode, ext.get(h)
+            )
+            self.hosts.append(actor)
+            self.actors.append(actor)
+        self.infos = ray.get([a.info.remote() for a in self.hosts])
+        self.guest_actors: dict[str, Any] = {}
+        if self.mode == "actors":
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            for actor, info in zip(self.hosts, self.infos):
+                mine = []
+                for g in by_host[info["host"]]:
+                    ga = GuestActor.options(
+                        name=None,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(
+                            info["node_id"], soft=False
+                        ),
+                    ).remote(scenario, g, info["host"], info["redis_url"], shared_url)
+                    mine.append(ga)
+                    self.guest_actors[g] = ga
+                    self.actors.append(ga)
+                ray.get(actor.attach.remote(mine))
+        self.calls = 0
+        self.slowest: tuple[str, float] = ("", 0.0)
+
+    # -- connection -------------------------------------------------------------------------
+    def _connect(self, verbose: bool) -> None:
+        """Join or start Ray, keeping the caller's SIGTERM handler (ray.init replaces it)."""
+        import signal
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            self._init_ray(verbose)
+        finally:
+            if main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _init_ray(self, verbose: bool) -> None:
+        ray = _ray()
+        quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else _null()
+        if self.address:
+            check_address(self.address)
+            try:
+                with quiet:
+                    ray.init(
+                        address=self.address,
+                        namespace=self.namespace,
+                        log_to_driver=verbose,
+                        logging_level="ERROR" if not verbose else "INFO",
+                    )
+            except Exception as exc:
+                raise InfrastructureError(
+                    f"cannot join the Ray cluster at {self.address}: {exc}"
+                ) from None
+            return
+        with quiet:
+            ray.init(
+                address="local",  # a new instance, even if this machine runs another cluster
+                namespace=self.namespace,
+                include_dashboard=False,
+                log_to_driver=verbose,
+                logging_level="ERROR" if not verbose else "INFO",
+                configure_logging=verbose,
+            )
+        self.started_ray = True
+
+    def _host_options(self, i: int, host: str) -> dict:
+        pin = self.scenario.runtime.pin
+        if pin == "resource":
+            return {"resources": {host: 0.001}}
+        return {"scheduling_strategy": "SPREAD"}
+
+    # -- the runtime interface --------------------------------------------------------------
+    def _get(self, refs: Any) -> Any:
+        ray = _ray()
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as exc:
+            raise InfrastructureError(f"a Ray actor of the run died unexpectedly: {exc}") from None
+
+    def start(self) -> int:
+        import redis
+
+        from overcommit.cluster.runtime import clear_namespace
+
+        shared = redis.Redis.from_url(self.shared_url)
+        try:
+            here = clear_namespace([shared], self.scenario.redis.prefix)
+        finally:
+            shared.close()
+        return here + sum(self._get([a.start.remote() for a in self.hosts]))
+
+    def run_window(self, e0: int, e1: int, dt: float, device: Any) -> list[Any]:
+        results = self._get([a.run_window.remote(e0, e1, dt, device) for a in self.hosts])
+        self.calls += len(results)
+        walls = [w for _, w in results]
+        j = max(range(len(walls)), key=walls.__getitem__)
+        self.slowest = (self.host_names[j], walls[j])
+        return [r for r, _ in results]
+
+    def nodes(self) -> dict[str, str]:
+        """Ray node id of each host actor (where its Redis server runs)."""
+        return {i["host"]: i["node_id"] for i in self.infos}
+
+    def set_frozen(self, host: str, frozen: bool) -> None:
+        self._get(self.hosts[self.host_names.index(host)].set_frozen.remote(frozen))
+
+    def host_of(self, guest: str) -> str:
+        return self.placement[guest]
+
+    def drain(self, guest: str) -> Any:
+        actor = self.hosts[self.host_names.index(self.placement[guest])]
+        return self._get(actor.drain.remote(guest))
+
+    def pool_counts(self) -> list[list[str]]:
+        return self._get([a.pool_counts.remote() for a in self.hosts])
+
+    def finish(self) -> tuple[list, list]:
+        results = self._get([a.finish.remote() for a in self.hosts])
+        finals = [f for fs, _, _ in results for f in fs]
+        hosts = [(h, summary) for h, (_, summary, _) in zip(self.host_names, results)]
+        return finals, hosts
+
+    def close(self) -> None:
+        ray = _ray()
+        with contextlib.suppress(Exception):
+            ray.get([a.shutdown.remote() for a in self.hosts], timeout=10)
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        if self.started_ray or self.address:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _null():
+    yield

@@ -1,0 +1,252 @@
+"""The Ray runtime on a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster):
+placement equality, where state and Redis servers live, joining a cluster, failing fast, and
+cleaning up after SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from overcommit.cluster.engine import run_scenario
+from overcommit.config import apply_overrides, load_scenario_text
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "overcommit"]
+# a CLI started from here must not inherit this process's connection to the test cluster
+LOCAL_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+
+SCENARIO = """
+name: ray-small
+seed: 11
+duration: 6s
+sync_window: 500ms
+mechanism: {mechanism}
+runtime: {{kind: ray, guests: actors, pin: resource}}
+hosts: {{count: 2, ram: 320MiB, reserve: 32MiB}}
+shared_storage: {{device: ssd}}
+guests:
+  - name: g
+    count: 4
+    memory: 64MiB
+    maxmem: 96MiB
+    swap: 96MiB
+    workload: {{kind: zipf, working_set: 96MiB, access_rate: 40k/s, skew: 0.5}}
+"""
+EVENTS = """events:
+  - {at: 2s, tmem_freeze: host-1}
+  - {at: 3s, tmem_thaw: host-1}
+  - {at: 4s, tmem_flush: g-2}
+"""
+
+
+def scenario(mechanism: str = "frontswap", events: bool = False, **overrides: object):
+    text = SCENARIO.format(mechanism=mechanism) + (EVENTS if events else "")
+    sc = load_scenario_text(text, "ray-small.yaml")
+    return apply_overrides(sc, overrides) if overrides else sc
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head with no CPUs and two 1-CPU raylets, each carrying one emulated host's label."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    c.add_node(num_cpus=1, resources={"host-1": 1})
+    c.add_node(num_cpus=1, resources={"host-2": 1})
+    c.wait_for_nodes()
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def comparable(result) -> tuple:
+    s = {k: v for k, v in result.summary.items() if k != "run"}
+    return s, result.guests, result.hosts, result.events
+
+
+@pytest.mark.parametrize("mechanism", ["frontswap", "none"])
+def test_same_results_in_every_placement(cluster, mechanism):
+    runs = {
+        "inline": run_scenario(scenario(mechanism, True, **{"runtime.kind": "inline"})),
+        "packed": run_scenario(scenario(mechanism, True, **{"runtime.guests": "packed"})),
+        "actors": run_scenario(scenario(mechanism, True)),
+    }
+    base = comparable(runs["inline"])
+    assert base[0]["valid"], base[0]["checks"]
+    if mechanism == "frontswap":
+        t = base[0]["totals"]
+        assert t["frontswap_puts"] > 0 and t["frontswap_gets"] > 0 and t["disk_writes"] > 0
+    for name in ("packed", "actors"):
+        other = comparable(runs[name])
+        assert other[0] == base[0], name
+        pd.testing.assert_frame_equal(other[1], base[1])
+        pd.testing.assert_frame_equal(other[2], base[2])
+        assert other[3] == base[3]
+        assert runs[name].summary["run"]["runtime"]["kind"] == "ray"
+        assert runs[name].summary["run"]["epochs_per_call"] == 5.0  # 500 ms windows
+
+
+def test_hosts_on_distinct_nodes_with_their_redis_there(cluster):
+    seen = {}
+
+    def look(epoch, runtime, fleet):
+        if not seen:
+            seen["infos"] = runtime.infos
+            seen["nodes"] = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+            seen["children"] = {
+                i["host"]: [p.pid for p in psutil.Process(i["pid"]).children()]
+                for i in runtime.infos
+            }
+
+    r = run_scenario(scenario(duration="1s"), on_window=look)
+    infos = seen["infos"]
+    assert [i["host"] for i in infos] == ["host-1", "host-2"]
+    assert infos[0]["node_id"] != infos[1]["node_id"]
+    for info in infos:
+        node = seen["nodes"][info["node_id"]]
+        assert node["Resources"].get(info["host"]) == 1  # the node labelled for that host
+        # the host's redis-server is a child of the host actor's worker process, and is gone
+        assert info["redis_pid"] in seen["children"][info["host"]]
+        assert (
+            not psutil.pid_exists(info["redis_pid"])
+            or psutil.Process(info["redis_pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+    assert r.summary["run"]["nodes"] == {i["host"]: i["node_id"] for i in infos}
+
+
+def test_guest_state_lives_only_in_its_actor(cluster):
+    seen = {}
+
+    def look(epoch, runtime, fleet):
+        if epoch == 10 and not seen:
+            ga = runtime.guest_actors["g-1"]
+            seen["versions"] = ray.get(ga.page_versions.remote())
+            seen["guest_pid"] = ray.get(ga.pid.remote())
+            seen["hosts_hold_state"] = ray.get([h.has_guest_state.remote() for h in runtime.hosts])
+            seen["host_pids"] = [i["pid"] for i in runtime.infos]
+            seen["driver_models"] = hasattr(runtime, "models") or hasattr(runtime, "by_name")
+
+    run_scenario(scenario(duration="2s"), on_window=look)
+    assert seen["versions"].sum() > 0  # the guest wrote pages: its versions are there
+    assert seen["hosts_hold_state"] == [False, False]
+    assert seen["guest_pid"] not in seen["host_pids"] and seen["guest_pid"] != os.getpid()
+    assert seen["driver_models"] is False
+
+
+def test_joining_an_existing_cluster_leaves_its_actors_alone(cluster, tmp_path):
+    @ray.remote(num_cpus=0)
+    class Bystander:
+        def ping(self) -> str:
+            return "pong"
+
+    by = Bystander.options(name="bystander", lifetime="detached").remote()
+    assert ray.get(by.ping.remote()) == "pong"
+    f = tmp_path / "s.yaml"
+    f.write_text(SCENARIO.format(mechanism="frontswap"))
+    proc = subprocess.run(
+        [
+            *CLI,
+            "run",
+            str(f),
+            "--duration",
+            "2s",
+            "-q",
+            "--address",
+            cluster.address,
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()
+    assert ray.get(by.ping.remote()) == "pong"
+    ray.kill(by)
+
+
+def test_address_pointing_at_nothing_fails_fast():
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*CLI, "run", "configs/quickstart.yaml", "--address", "127.0.0.1:1", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert time.monotonic() - t0 < 20
+    assert "cannot reach a Ray cluster at 127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_sigint_leaves_no_ray_process_and_no_redis_server(tmp_path):
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "run",
+            "configs/quickstart.yaml",
+            "--duration",
+            "3600s",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 90
+        family: dict[int, psutil.Process] = {}
+        names: dict[int, str] = {}
+        redis_seen = 0
+        while time.time() < deadline:
+            for p in _family(proc.pid):
+                family[p.pid] = p
+                names.setdefault(p.pid, _name(p))
+            redis_seen = sum(1 for n in names.values() if "redis-server" in n)
+            if redis_seen >= 2:  # the shared store and the host's store are up
+                break
+            time.sleep(0.3)
+        assert redis_seen >= 2
+        time.sleep(2.0)
+        for p in _family(proc.pid):
+            family[p.pid] = p
+            names.setdefault(p.pid, _name(p))
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    seen = sorted(set(names.values()))
+    assert any("raylet" in n for n in seen) and any("gcs_server" in n for n in seen), seen
+    _, alive = psutil.wait_procs(list(family.values()), timeout=30)
+    assert [(p.pid, names[p.pid]) for p in alive] == []
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()) or p.name()
+    except psutil.Error:
+        return ""

@@ -135,7 +135,7 @@ def _execute(sc: Scenario, out_dir: Path, quiet: bool, verbose: bool = False) ->
     t0 = time.perf_counter()
     with progress:
         task = progress.add_task(
-            f"{sc.name} [{sc.mechanism}]", total=sc.duration, emu="0s", rate="", slow=""
+            f"{sc.name} · {sc.mechanism}", total=sc.duration, emu="0s", rate="", slow=""
         )
 
         def on_progress(t: float, total: float, info: dict) -> None:

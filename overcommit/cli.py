@@ -26,7 +26,8 @@ app = typer.Typer(
     help="Emulate a memory-overcommitted cluster and compare overcommit mechanisms.",
 )
 err = Console(stderr=True)
-out = Console()
+# wide enough for the summary table when the output is a file or a pipe
+out = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _fail(message: str) -> typer.Exit:

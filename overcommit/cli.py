@@ -1,4 +1,4 @@
-"""Command-line interface: `overcommit run` and `overcommit validate`.
+"""Command-line interface: `overcommit run`, `overcommit validate` and `overcommit compare`.
 
 Exit status: 0 valid (hypothesis met or none), 1 valid but hypothesis not met, 3 invalid
 (an emulator invariant failed), 2 bad input or failed infrastructure. Bad input never shows a
@@ -229,6 +229,124 @@ def print_summary(summary: dict) -> None:
     for k in failed:
         for ev in summary["checks"][k]["evidence"][:3]:
             out.print(f"  {k}: {ev}", markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="Scenario YAML file."),
+    mechanisms: str | None = typer.Option(
+        None,
+        help="Comma-separated mechanisms (combinations with '+'); default: every mechanism "
+        "and the KVM and Xen combinations.",
+    ),
+    seeds: int = typer.Option(1, min=1, help="Seeds per mechanism (scenario seed, +1, ...)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Output directory (default: runs/compare-<name>-<time>)."
+    ),
+    duration: str | None = typer.Option(None, help="Override the emulated duration."),
+    runtime: str | None = typer.Option(None, help="Override runtime.kind (inline or ray)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+) -> None:
+    """Run a scenario once per mechanism and seed (same accesses for each) and compare."""
+    from overcommit.compare import exit_code, parse_mechanisms, plan_runs
+
+    overrides: dict[str, Any] = {}
+    if duration is not None:
+        overrides["duration"] = duration
+    if runtime is not None:
+        overrides["runtime.kind"] = runtime
+    sc = _load(config, overrides)
+    try:
+        runs = plan_runs(sc, parse_mechanisms(mechanisms), seeds)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if out_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path("runs") / f"compare-{sc.name}-{stamp}"
+    report = _execute_compare(runs, out_dir, quiet)
+    if not quiet:
+        print_compare(report)
+    out.print(f"compare directory: {out_dir}", highlight=False)
+    raise typer.Exit(exit_code(report))
+
+
+def _execute_compare(runs: list, out_dir: Path, quiet: bool) -> dict:
+    from overcommit.cluster.engine import PreflightError
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.compare import run_compare
+    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
+
+    install_signal_handlers()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TextColumn("{task.fields[now]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("compare", total=len(runs), now=runs[0][0] if runs else "")
+
+        def on_run(i: int, cr: Any) -> None:
+            nxt = runs[i + 1] if i + 1 < len(runs) else None
+            label = f"next: {nxt[0]} s{nxt[1].seed}" if nxt else ""
+            progress.update(task, completed=i + 1, now=label)
+
+        try:
+            return run_compare(runs, out_dir, on_run=on_run)
+        except PreflightError as exc:
+            raise _fail(str(exc)) from None
+        except (InfrastructureError, RedisUnavailable) as exc:
+            raise _fail(f"infrastructure failure, compare stopped: {exc}") from None
+        except KeyboardInterrupt:
+            err.print("interrupted; stores stopped; finished runs are in their directories")
+            raise typer.Exit(130) from None
+
+
+def print_compare(report: dict) -> None:
+    """One row per mechanism; with several seeds, mean ± 95% confidence half-width."""
+    seeds = report["seeds"]
+    table = Table(
+        title=f"{report['scenario']} · {len(seeds)} seed(s) "
+        + ("(mean ± 95% CI)" if len(seeds) > 1 else f"(seed {seeds[0]})" if seeds else "")
+    )
+    cols = (
+        ("mechanism", None, None),
+        ("progress", "progress", lambda v: f"{v:.3f}"),
+        ("stall", "stall_seconds", _fmt_s),
+        ("p99 fault", "fault_latency_p99", _fmt_s),
+        ("disk pages", "disk_pages", lambda v: f"{v:,.0f}"),
+        ("double swaps", "double_swaps", lambda v: f"{v:,.0f}"),
+        ("put failures", "put_failures", lambda v: f"{v:,.0f}"),
+        ("balloon lag", "balloon_lag_seconds", _fmt_s),
+        ("OOM kills", "oom_kills", lambda v: f"{v:,.1f}" if v % 1 else f"{v:,.0f}"),
+        ("verdict", None, None),
+    )
+    for name, _, _ in cols:
+        table.add_column(
+            name,
+            justify="left" if name in ("mechanism", "verdict") else "right",
+            no_wrap=True,  # names and headers stay whole, readable and greppable
+            min_width=len(name),
+        )
+    for mech, m in report["mechanisms"].items():
+        row = [mech]
+        for _, key, fmt in cols[1:-1]:
+            mean, half = m["mean"][key], m["ci95"][key]
+            cell = fmt(mean)
+            if half is not None:
+                cell += f" ± {fmt(half)}"
+            row.append(cell)
+        color = {"valid": "green", "INVALID": "red"}.get(m["verdict"], "yellow")
+        row.append(f"[{color}]{m['verdict']}[/]")
+        table.add_row(*row)
+    wide = out if out.is_terminal else Console(width=200)  # files and pipes: never cropped
+    wide.print(table)
 
 
 def main() -> None:

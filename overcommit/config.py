@@ -50,13 +50,16 @@ from overcommit.units import (
 )
 
 __all__ = [
+    "BALLOON_DRIVERS",
     "BUILTIN_DEVICES",
     "EVENT_ACTIONS",
     "MAX_GUESTS",
     "MAX_HOSTS",
     "MECHANISMS",
     "WORKLOAD_KINDS",
+    "BalloonSettings",
     "Bandwidth",
+    "CachedDiskSettings",
     "Condition",
     "ConfigError",
     "Costs",
@@ -70,6 +73,7 @@ __all__ = [
     "HostSwap",
     "Hosts",
     "Limits",
+    "PageSharingSettings",
     "Phase",
     "PhasesWorkload",
     "Problem",
@@ -77,12 +81,16 @@ __all__ = [
     "RedisConfig",
     "Runtime",
     "Scenario",
+    "SelfballoonSettings",
     "SharedStorage",
     "Size",
     "Tmem",
     "Watermarks",
     "Workload",
+    "TraceWorkload",
     "ZipfWorkload",
+    "ZramSettings",
+    "ZswapSettings",
     "apply_overrides",
     "footprint",
     "load_scenario",
@@ -92,7 +100,20 @@ __all__ = [
 ]
 
 #: Known mechanism names; a scenario's ``mechanism`` joins one or more of them with ``+``.
-MECHANISMS: tuple[str, ...] = ("none", "frontswap")
+MECHANISMS: tuple[str, ...] = (
+    "none",
+    "frontswap",
+    "host-swap",
+    "balloon",
+    "selfballoon",
+    "cached-disk",
+    "zswap",
+    "zram",
+    "page-sharing",
+)
+
+#: Balloon driver profiles (see overcommit.profiles.BALLOON_DRIVERS).
+BALLOON_DRIVERS: tuple[str, ...] = ("virtio", "virtio-sg", "vmw")
 
 #: Device profiles every scenario may name without defining them under ``devices``.
 BUILTIN_DEVICES: tuple[str, ...] = ("nvme", "ssd", "hdd", "san")
@@ -103,10 +124,12 @@ EVENT_ACTIONS: dict[str, str] = {
     "tmem_freeze": "host",
     "tmem_thaw": "host",
     "tmem_flush": "guest",
+    "host_reclaim": "host",
+    "host_release": "host",
 }
 
 #: Values of ``guests[].workload.kind``.
-WORKLOAD_KINDS: tuple[str, ...] = ("zipf", "phases")
+WORKLOAD_KINDS: tuple[str, ...] = ("zipf", "phases", "trace")
 
 #: Upper bounds that keep a scenario within what one emulator run can hold.
 MAX_HOSTS = 10_000
@@ -287,6 +310,7 @@ class HostSwap(_Model):
 
     device: Name = "ssd"
     size: Size = 0
+    policy: Literal["random", "lru"] = "random"
 
 
 class Tmem(_Model):
@@ -368,6 +392,61 @@ class Costs(_Model):
     major_fault: Duration | None = None
     host_page_alloc: Duration | None = None
     ram_bandwidth: PositiveBandwidth | None = None
+    io_exit: Duration | None = None
+    compress_bandwidth: PositiveBandwidth | None = None
+    decompress_bandwidth: PositiveBandwidth | None = None
+
+
+class BalloonSettings(_Model):
+    """`balloon`: the driver's speed and the host's target policy."""
+
+    driver: Literal["virtio", "virtio-sg", "vmw"] = "virtio-sg"
+    rate: PositiveBandwidth | None = None
+    max_share: Fraction = 0.65
+    idle_tax: Fraction = 0.75
+
+
+class SelfballoonSettings(_Model):
+    """`selfballoon`: Xen's self-ballooning worker and frontswap self-shrinking."""
+
+    interval: PositiveDuration = 5.0
+    down_hysteresis: Int = Field(8, ge=1)
+    up_hysteresis: Int = Field(1, ge=1)
+    reserved: Size = 0
+    min_usable: Size = 0
+    selfshrink: bool = True
+    inertia: Int = Field(3, ge=1)
+    shrink_hysteresis: Int = Field(20, ge=1)
+
+
+class CachedDiskSettings(_Model):
+    """`cached-disk`: the host's write-back cache of guest swap disks."""
+
+    max: Size | None = None
+    writeback_after: Duration = 30.0
+    dirty_ratio: Fraction = 0.5
+
+
+class ZswapSettings(_Model):
+    """`zswap`: the guest's compressed cache in front of its swap disk."""
+
+    max_pool_percent: Fraction = 0.2
+    accept_threshold: Fraction = 0.9
+
+
+class PageSharingSettings(_Model):
+    """`page-sharing`: the host's scanner and its VMware-style free-memory states."""
+
+    scan_rate: PositiveRate = 5000.0
+    min_free: Size | None = None
+
+
+class ZramSettings(_Model):
+    """`zram`: a compressed RAM swap device inside the guest."""
+
+    size: Size | None = None
+    discard: Literal["immediate", "periodic"] = "immediate"
+    discard_interval: PositiveDuration = 10.0
 
 
 class RedisConfig(_Model):
@@ -432,6 +511,7 @@ class ZipfWorkload(_Model):
     write_fraction: Fraction = 0.3
     skew: Float = Field(0.99, ge=0)
     compressibility: Fraction = 0.5
+    duplicates: Fraction = 0.0
 
     @property
     def footprint(self) -> int:
@@ -447,6 +527,7 @@ class Phase(_Model):
     access_rate: Rate
     write_fraction: Fraction = 0.3
     skew: Float = Field(0.99, ge=0)
+    pinned: Fraction = 0.0
 
 
 class PhasesWorkload(_Model):
@@ -456,6 +537,7 @@ class PhasesWorkload(_Model):
     phases: list[Phase] = Field(min_length=1)
     repeat: bool = True
     compressibility: Fraction = 0.5
+    duplicates: Fraction = 0.0
 
     @property
     def footprint(self) -> int:
@@ -463,10 +545,93 @@ class PhasesWorkload(_Model):
         return max(phase.working_set for phase in self.phases)
 
 
-Workload = Annotated[Union[ZipfWorkload, PhasesWorkload], Field(discriminator="kind")]  # noqa: UP007
+class TracePoint(NamedTuple):
+    """One row of a trace: from `time` on, this working set, touch rate and write fraction."""
+
+    time: float
+    working_set: int
+    touch_rate: float
+    write_fraction: float
 
 
-def footprint(workload: ZipfWorkload | PhasesWorkload) -> int:
+TRACE_COLUMNS = ("time", "working_set", "touch_rate", "write_fraction")
+_BASE_DIR = "overcommit.config.base_dir"
+
+
+def read_trace(path: str) -> tuple[TracePoint, ...]:
+    """Rows of a trace CSV (header `time,working_set,touch_rate,write_fraction`; values with
+    units like the scenario's: `30s`, `512MiB`, `20k/s`, `30%`; `#` starts a comment line).
+    Raises ValueError, naming the row, for anything else."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise ValueError(f"cannot read trace {path!r}: {exc.strerror or exc}") from None
+    rows = [r for r in rows if r and not r[0].lstrip().startswith("#")]
+    if not rows or [c.strip() for c in rows[0]] != list(TRACE_COLUMNS):
+        raise ValueError(f"trace {path!r} must start with the header {','.join(TRACE_COLUMNS)}")
+    points: list[TracePoint] = []
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != 4:
+            raise ValueError(f"trace {path!r} row {n}: expected 4 values, got {len(row)}")
+        try:
+            p = TracePoint(
+                parse_duration(row[0].strip()),
+                parse_size(row[1].strip()),
+                parse_rate(row[2].strip()),
+                parse_fraction(row[3].strip()),
+            )
+        except ValueError as exc:
+            raise ValueError(f"trace {path!r} row {n}: {exc}") from None
+        if points and p.time <= points[-1].time:
+            raise ValueError(f"trace {path!r} row {n}: times must increase")
+        if p.working_set <= 0:
+            raise ValueError(f"trace {path!r} row {n}: working_set must be > 0")
+        points.append(p)
+    if not points:
+        raise ValueError(f"trace {path!r} has no rows")
+    if points[0].time != 0:
+        raise ValueError(f"trace {path!r}: the first row must be at time 0")
+    return tuple(points)
+
+
+class TraceWorkload(_Model):
+    """Replay of a CSV trace of (time, working set, touch rate, write fraction)."""
+
+    kind: Literal["trace"]
+    file: str
+    skew: Float = Field(0.99, ge=0)
+    compressibility: Fraction = 0.5
+    duplicates: Fraction = 0.0
+    _points: tuple[TracePoint, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> TraceWorkload:
+        base = (info.context or {}).get(_BASE_DIR) or "."
+        path = self.file if os.path.isabs(self.file) else os.path.join(base, self.file)
+        self._points = read_trace(path)
+        return self
+
+    @property
+    def points(self) -> tuple[TracePoint, ...]:
+        """The trace's rows, read when the scenario was loaded."""
+        return self._points
+
+    @property
+    def footprint(self) -> int:
+        """Bytes the workload can touch (the largest working set of the trace)."""
+        return max(p.working_set for p in self._points)
+
+
+Workload = Annotated[
+    Union[ZipfWorkload, PhasesWorkload, TraceWorkload],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+def footprint(workload: ZipfWorkload | PhasesWorkload | TraceWorkload) -> int:
     """Bytes a workload can touch: its working set, or the largest phase working set."""
     return workload.footprint
 
@@ -480,6 +645,7 @@ class GuestGroup(_Model):
     maxmem: Size | None = None
     swap: Size | None = None
     cooperative: bool = True
+    cooperation: Fraction = 1.0
     host: Name | None = None
     priority: Int = 0
     pinned: Fraction = 0.0
@@ -508,6 +674,8 @@ class Event(_Model):
     tmem_freeze: Name | None = None
     tmem_thaw: Name | None = None
     tmem_flush: Name | None = None
+    host_reclaim: Name | None = None
+    host_release: Name | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> Event:
@@ -596,6 +764,7 @@ class GuestSpec:
     maxmem: int
     swap: int
     cooperative: bool
+    cooperation: float
     host: str | None
     priority: int
     pinned: float
@@ -603,7 +772,7 @@ class GuestSpec:
     lru: str
     watermarks: Watermarks
     oom_restart: float
-    workload: ZipfWorkload | PhasesWorkload
+    workload: ZipfWorkload | PhasesWorkload | TraceWorkload
 
     @property
     def footprint(self) -> int:
@@ -636,6 +805,12 @@ class Scenario(_Model):
         list[Annotated[str, AfterValidator(_check_hypothesis)]], BeforeValidator(_str_to_list)
     ] = Field(default_factory=list)
     limits: Annotated[Limits, _EMPTY_IS_DEFAULT] = _default(Limits)
+    balloon: Annotated[BalloonSettings, _EMPTY_IS_DEFAULT] = _default(BalloonSettings)
+    selfballoon: Annotated[SelfballoonSettings, _EMPTY_IS_DEFAULT] = _default(SelfballoonSettings)
+    cached_disk: Annotated[CachedDiskSettings, _EMPTY_IS_DEFAULT] = _default(CachedDiskSettings)
+    zswap: Annotated[ZswapSettings, _EMPTY_IS_DEFAULT] = _default(ZswapSettings)
+    zram: Annotated[ZramSettings, _EMPTY_IS_DEFAULT] = _default(ZramSettings)
+    page_sharing: Annotated[PageSharingSettings, _EMPTY_IS_DEFAULT] = _default(PageSharingSettings)
 
     # Where the scenario came from, so apply_overrides can re-validate the raw input.
     _source: str = PrivateAttr(default="<scenario>")
@@ -696,6 +871,13 @@ class Scenario(_Model):
         duplicate = _first_duplicate(parts)
         if duplicate is not None:
             raise ValueError(f"mechanism {duplicate!r} is given twice")
+        from overcommit.nodes.mechanism import CONFLICTS
+
+        for i, a in enumerate(parts):
+            for b in parts[i + 1 :]:
+                why = CONFLICTS.get(frozenset({a, b}))
+                if why is not None:
+                    raise ValueError(f"'{a}' and '{b}' cannot be combined: {why}")
         return normalized
 
     @model_validator(mode="after")
@@ -736,6 +918,7 @@ class Scenario(_Model):
                         maxmem=group.memory if group.maxmem is None else group.maxmem,
                         swap=group.memory if group.swap is None else group.swap,
                         cooperative=group.cooperative,
+                        cooperation=group.cooperation,
                         host=group.host,
                         priority=group.priority,
                         pinned=group.pinned,
@@ -753,7 +936,7 @@ class Scenario(_Model):
         return [name for group in self.guests for name in _group_guest_names(group)]
 
     @staticmethod
-    def footprint(workload: ZipfWorkload | PhasesWorkload) -> int:
+    def footprint(workload: ZipfWorkload | PhasesWorkload | TraceWorkload) -> int:
         """Bytes a workload can touch (max working set)."""
         return footprint(workload)
 
@@ -880,6 +1063,17 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
                 f"reserve ({format_size(usable)})",
                 *("guests", index, "memory"),
             )
+        elif (
+            "host-swap" in scenario.mechanism_parts()
+            and group.maxmem is not None
+            and group.maxmem > usable
+        ):
+            add(
+                f"with host-swap a guest sees maxmem of RAM, and maxmem "
+                f"{format_size(group.maxmem)} exceeds every host's RAM above reserve "
+                f"({format_size(usable)}): no guest may be larger than a host",
+                *("guests", index, "maxmem"),
+            )
         size = footprint(group.workload)
         if group.pinned * size > group.memory:
             add(
@@ -888,6 +1082,14 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
                 f"{format_size(group.memory)}",
                 *("guests", index, "pinned"),
             )
+        for pi, phase in enumerate(getattr(group.workload, "phases", None) or []):
+            if phase.pinned * size > group.memory:
+                add(
+                    f"pinned share {phase.pinned:g} of the {format_size(size)} workload "
+                    f"footprint ({format_size(phase.pinned * size)}) does not fit in memory "
+                    f"{format_size(group.memory)}",
+                    *("guests", index, "workload", "phases", pi, "pinned"),
+                )
 
     # Events: inside the run, naming things that exist.
     for index, event in enumerate(scenario.events):
@@ -1285,7 +1487,10 @@ def _build(
         return Problem(source, line, _field(loc), _one_line(message))
 
     try:
-        scenario = Scenario.model_validate(data, context={_DEFER_CROSS_CHECKS: True})
+        base_dir = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else "."
+        scenario = Scenario.model_validate(
+            data, context={_DEFER_CROSS_CHECKS: True, _BASE_DIR: base_dir}
+        )
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             loc = _clean_loc(tuple(error.get("loc", ())))

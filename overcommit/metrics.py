@@ -29,6 +29,21 @@ GUEST_COLUMNS: dict[str, str] = {
     "swap_pages": "footprint pages whose only copy is on the swap disk",
     "tmem_pages": "pages the host pool holds for the guest (clean copies of resident pages too)",
     "free_frames": "guest RAM frames not holding a footprint page",
+    "alloc_pages": "the guest's current allocation: its frames not held by the balloon",
+    "balloon_pages": "frames the balloon holds (handed back to the host)",
+    "balloon_target": "the balloon size the host's target (or the self-balloon worker) asks for",
+    "host_frames": "the guest's frames resident in host RAM",
+    "hswap_frames": "the guest's frames the host has paged out to its swap",
+    "host_swap_ins": "host-swapped frames read back because the guest used them",
+    "double_swaps": "pages the guest swapped out whose frame the host first had to read back",
+    "cache_pages": "pages of the guest's swap disk in the host's write-back cache",
+    "cache_dirty": "cached pages not yet written to the disk",
+    "zpool_pages": "footprint pages whose only copy is in the compressed pool (zswap/zram)",
+    "zpool_held": "pages with data in the compressed pool (clean copies of resident pages too)",
+    "zpool_stale": "freed zram slots whose data the pool still holds (periodic discard)",
+    "zpool_bytes": "compressed bytes the pool holds (live and stale)",
+    "zpool_frames": "guest frames the compressed pool occupies",
+    "merged_frames": "the guest's frames merged onto shared host frames (page sharing)",
 }
 
 HOST_COLUMNS: dict[str, str] = {
@@ -40,6 +55,10 @@ HOST_COLUMNS: dict[str, str] = {
     "buffer_pages": "migration buffer pages",
     "free_pages": "free host RAM",
     "tmem_capacity": "the pool's cap for the current sync window",
+    "hswap_pages": "guest frames in host swap (not in RAM)",
+    "lendable_pages": "free RAM no guest allocation claims, at the window's start",
+    "shared_pages": "host frames holding contents several guest frames share (page sharing)",
+    "mem_state": "VMware-style free-memory state: 0 high, 1 clear, 2 soft, 3 hard, 4 low",
 }
 
 

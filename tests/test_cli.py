@@ -190,7 +190,18 @@ def _wait_gone(procs: list[psutil.Process], timeout: float = 10) -> list[int]:
 def test_signal_mid_run_leaves_no_redis_server(tmp_path, sig, code):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [*CLI, "run", "configs/quickstart.yaml", "--duration", "3600s", "--out", str(out)],
+        # inline: this test is about the Redis servers; test_ray covers Ray's processes
+        [
+            *CLI,
+            "run",
+            "configs/quickstart.yaml",
+            "--duration",
+            "3600s",
+            "--runtime",
+            "inline",
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

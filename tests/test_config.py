@@ -320,7 +320,7 @@ def test_unknown_mechanism():
     text = BASE + "mechanism: foo\n"
     p = one_problem(text)
     assert (p.line, p.field) == (line_of(text, "mechanism"), "mechanism")
-    assert p.message == "unknown mechanism 'foo' (known: none, frontswap)"
+    assert p.message == f"unknown mechanism 'foo' (known: {', '.join(MECHANISMS)})"
 
 
 @pytest.mark.parametrize(
@@ -637,7 +637,7 @@ def test_apply_overrides_located_failure():
         apply_overrides(s, {"mechanism": "foo"})
     assert (
         str(info.value)
-        == "command line: mechanism: unknown mechanism 'foo' (known: none, frontswap)"
+        == f"command line: mechanism: unknown mechanism 'foo' (known: {', '.join(MECHANISMS)})"
     )
 
 

@@ -73,7 +73,7 @@ def comparable(result) -> tuple:
     return s, result.guests, result.hosts, result.events
 
 
-@pytest.mark.parametrize("mechanism", ["frontswap", "none"])
+@pytest.mark.parametrize("mechanism", ["frontswap", "none", "balloon+host-swap"])
 def test_same_results_in_every_placement(cluster, mechanism):
     runs = {
         "inline": run_scenario(scenario(mechanism, True, **{"runtime.kind": "inline"})),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from overcommit.nodes.guest import FRONTSWAP, SWAP, GuestModel
-from overcommit.stores.codec import RecordBatch, verify
+from overcommit.stores.codec import RecordBatch
 
 CHECKS = ("conservation", "integrity", "frontswap", "lost_pages_explained")
 MAX_EVIDENCE = 10
@@ -70,7 +70,7 @@ def _compare(g: GuestModel, held: RecordBatch, expected: np.ndarray, where: str)
         known = np.isin(pages, expected)
         p = pages[known]
         stale = held.versions[known] != g.version[p]
-        bad = verify(g.name, held, g.payload, g.page_size, g.workload.compressibility)[known]
+        bad = g.verify(held)[known]
         wrong = stale | bad
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
@@ -82,12 +82,58 @@ def _compare(g: GuestModel, held: RecordBatch, expected: np.ndarray, where: str)
     return out
 
 
-def integrity(g: GuestModel, tmem: RecordBatch | None, swap: RecordBatch) -> list[str]:
-    """Compare what Redis holds for one guest with what the guest believes it stored."""
+def integrity(
+    g: GuestModel, tmem: RecordBatch | None, swap: RecordBatch, back: Any = None
+) -> list[str]:
+    """Compare what Redis holds for one guest with what the guest believes it stored.
+
+    With a host-cached disk, a page on the swap disk may be in the cache, on the disk or both:
+    a dirty cached page need not have reached the disk yet, but every page must be in one of
+    them with the version last written, and a clean cached page must also be on the disk (the
+    cache never drops a page it has not written). Host swap must hold exactly the frames the
+    host paged out, each with the content it wrote.
+    """
     out = []
     if tmem is not None:
         out += _compare(g, tmem, np.flatnonzero(g.slot == FRONTSWAP), "its tmem pool")
-    out += _compare(g, swap, np.flatnonzero(g.slot == SWAP), f"swap disk {g.disk}")
+    expected = np.flatnonzero(g.slot == SWAP)
+    cache = getattr(back, "cache", None)
+    if cache is None:
+        out += _compare(g, swap, expected, f"swap disk {g.disk}")
+    else:
+        cached, dirty = cache
+        cpages = cached.pages.astype(np.int64)
+        on_disk_expected = np.setdiff1d(expected, dirty)  # everything not dirty in the cache
+        out += _compare(g, swap, on_disk_expected, f"swap disk {g.disk}")
+        out += _compare(g, cached, np.intersect1d(expected, cpages), f"the host cache of {g.disk}")
+        extra = np.setdiff1d(cpages, expected)
+        if len(extra):
+            out.append(
+                f"{g.name}: the host cache of {g.disk} holds {len(extra)} page(s) the guest "
+                f"does not own, e.g. page {int(extra[0])}"
+            )
+        missing_dirty = np.setdiff1d(dirty, cpages)
+        if len(missing_dirty):
+            out.append(f"{g.name}: {len(missing_dirty)} dirty mark(s) without a cached page")
+    hswap = getattr(back, "hswap", None)
+    if hswap is not None:
+        frames, recs = hswap
+        fs = g.frames
+        want = np.flatnonzero(fs.state == 2)
+        if not np.array_equal(np.sort(frames), want):
+            out.append(
+                f"{g.name}: host swap holds {len(frames)} frame(s), the host paged out {len(want)}"
+            )
+        elif len(recs):
+            bad = (recs.pages.astype(np.int64) != fs.rec_page[frames]) | (
+                recs.versions != fs.rec_ver[frames]
+            )
+            bad |= g.verify(recs)
+            if bad.any():
+                out.append(
+                    f"{g.name}: {int(bad.sum())} host swap record(s) differ from what the host "
+                    "wrote"
+                )
     return out
 
 

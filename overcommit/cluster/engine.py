@@ -66,6 +66,25 @@ TOTAL_COUNTERS = (
     "direct_reclaims",
     "disk_frees",
     "host_frames_allocated",
+    "balloon_inflated",
+    "balloon_deflated",
+    "selfshrink_pages",
+    "host_swap_ins",
+    "host_swap_outs",
+    "double_swaps",
+    "host_oom_kills",
+    "cache_hits",
+    "cache_writebacks",
+    "cache_dropped",
+    "cache_write_through",
+    "zpool_stores",
+    "zpool_loads",
+    "zpool_rejects",
+    "zpool_writebacks",
+    "zpool_same_filled",
+    "zpool_discards",
+    "pages_merged",
+    "cow_breaks",
 )
 
 
@@ -104,16 +123,25 @@ WindowHook = Callable[[int, Any, Any], None]
 def estimate_store_bytes(scenario: Any) -> tuple[int, int]:
     """Upper bound of (bytes, pages) the run's Redis stores may hold."""
     ps = scenario.page_size
-    uses_tmem = "frontswap" in scenario.mechanism.split("+")
+    parts = scenario.mechanism.split("+")
+    uses_tmem = "frontswap" in parts
     specs = scenario.guest_specs()
     pages = 0
     nbytes = 0
+    if "host-swap" in parts:  # every host's swap area, full (records of this size)
+        per = record_len(specs[0].name, scenario.payload, ps) + REDIS_ENTRY_OVERHEAD
+        n = scenario.hosts.swap.size // ps * len(scenario.host_names())
+        pages += n
+        nbytes += n * per
     for g in specs:
         footprint = scenario.footprint(g.workload) // ps
         swap_pages = min(g.swap // ps, footprint)
         per = record_len(g.name, scenario.payload, ps) + REDIS_ENTRY_OVERHEAD
         pages += swap_pages
         nbytes += swap_pages * per
+        if "cached-disk" in parts:  # the host cache may hold a copy of every slot
+            pages += swap_pages
+            nbytes += swap_pages * (per + REDIS_ENTRY_OVERHEAD)
         if uses_tmem:
             lend = min(max(0, g.maxmem - g.memory) // ps, swap_pages)
             if scenario.hosts.tmem.max is not None:
@@ -156,7 +184,12 @@ class Plan:
         self.shared_device = DeviceQueue(
             self.devices[sc.shared_storage.device], users=max(1, len(self.specs))
         )
-        rooms = [HostRoom(n, sc.hosts.ram - sc.hosts.reserve) for n in self.host_names]
+        room = sc.hosts.ram - sc.hosts.reserve
+        if "host-swap" in sc.mechanism_parts() and sc.hosts.boot == "lazy":
+            # "keep your commitment below RAM + swap": a lazy host that swaps may promise
+            # its guests its RAM plus its swap area
+            room += sc.hosts.swap.size
+        rooms = [HostRoom(n, room) for n in self.host_names]
         try:
             self.placement = place(self.specs, rooms, sc.placement, sc.ha)
         except PlacementError as exc:
@@ -166,7 +199,13 @@ class Plan:
 
 
 def _check_hypothesis_names(scenario: Any) -> None:
-    known = {"progress", "stall_seconds", "downtime_seconds", *TOTAL_COUNTERS}
+    known = {
+        "progress",
+        "stall_seconds",
+        "downtime_seconds",
+        "balloon_lag_seconds",
+        *TOTAL_COUNTERS,
+    }
     for cond in scenario.conditions():
         if cond.name not in known and not cond.name.startswith("fault_latency_"):
             raise PreflightError(
@@ -351,6 +390,15 @@ def _run(
         len(windows),
     )
     summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
+    for total, table, col in (
+        ("hswap_pages_peak", recorder.h, "hswap_pages"),
+        ("cache_pages_peak", recorder.h, "cache_pages"),
+        ("zpool_bytes_peak", recorder.g, "zpool_bytes"),
+        ("zpool_stale_peak", recorder.g, "zpool_stale"),
+        ("shared_pages_peak", recorder.h, "shared_pages"),
+        ("merged_frames_peak", recorder.g, "merged_frames"),
+    ):
+        summary["totals"][total] = int(table[col].sum(axis=1).max())
     summary["run"]["stale_keys_deleted"] = stale_keys
     summary["run"]["nodes"] = getattr(runtime, "nodes", lambda: {})()
     return RunResult(
@@ -386,6 +434,10 @@ def _apply_event(
             cooperative=spec.cooperative,
         )
         return stats
+    elif ev.host_reclaim is not None:  # the host reads its timeline when it plans
+        log(e, "host_reclaim", key, host=ev.host_reclaim)
+    elif ev.host_release is not None:
+        log(e, "host_release", key, host=ev.host_release)
     return None
 
 
@@ -410,9 +462,10 @@ def _summarise(
     windows: int,
 ) -> dict:
     totals: dict[str, Any] = {k: 0 for k in TOTAL_COUNTERS}
-    alive = work = stall = down = pending = 0.0
+    alive = work = stall = down = pending = lag = 0.0
     stall_src = {k: 0.0 for k in STALL_SOURCES}
     for g in guests.values():
+        lag += g["balloon_lag_seconds"]
         alive += g["alive_seconds"]
         work += g["work_seconds"]
         stall += g["stall_seconds"]
@@ -432,6 +485,13 @@ def _summarise(
         **{k: int(v) for k, v in totals.items()},
         "fault_latency": _latency(hist),
         "tmem_pages_peak": 0,  # peak of the cluster-wide sum, from the time series
+        "balloon_lag_seconds": round(lag, 9),
+        "hswap_pages_peak": 0,
+        "cache_pages_peak": 0,
+        "zpool_bytes_peak": 0,
+        "zpool_stale_peak": 0,
+        "shared_pages_peak": 0,
+        "merged_frames_peak": 0,
     }
     for q, v in totals["fault_latency"].items():
         totals[f"fault_latency_{q.replace('.', '')}"] = v

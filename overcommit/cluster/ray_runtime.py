@@ -126,7 +126,7 @@ class HostActorImpl:
         grants = self.runner.plan(self.states)
         if self.mode == "actors":
             refs = [
-                a.window.remote(e0, e1, dt, device, *grants[n])
+                a.window.remote(e0, e1, dt, device, grants[n])
                 for a, n in zip(self.actors, self.guest_names)
             ]
             reports = list(await asyncio.gather(*refs))
@@ -135,7 +135,7 @@ class HostActorImpl:
                 await asyncio.gather(
                     *[
                         drive_async(
-                            g.window(e0, e1, dt, device, *grants[g.name]), self.stores.execute
+                            g.window(e0, e1, dt, device, grants[g.name]), self.stores.execute
                         )
                         for g in self.guests
                     ]
@@ -199,12 +199,10 @@ class GuestActorImpl:
     def state(self) -> Any:
         return self.runner.state()
 
-    async def window(
-        self, e0: int, e1: int, dt: float, device: Any, quota: int, capacity: int
-    ) -> Any:
+    async def window(self, e0: int, e1: int, dt: float, device: Any, directives: Any) -> Any:
         self.calls += 1
         return await drive_async(
-            self.runner.window(e0, e1, dt, device, quota, capacity), self.stores.execute
+            self.runner.window(e0, e1, dt, device, directives), self.stores.execute
         )
 
     async def drain(self) -> Any:

@@ -11,6 +11,7 @@ get the same numbers either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,26 +26,42 @@ from overcommit.nodes.guest import (
     RAM,
     SWAP,
     UNTOUCHED,
+    ZPOOL,
     EpochStats,
     GuestModel,
     Reply,
     Request,
     hist_percentile,
 )
-from overcommit.nodes.host import GuestState, HostModel
+from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
+from overcommit.stores.diskcache import AsyncDiskCacheStore, DiskCacheStore
+from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore
+from overcommit.stores.tmem import AsyncTmemPool
 
 
 # -- requests beyond one guest's batch --------------------------------------------------------
 @dataclass
 class ReadAll:
-    """Read back every record a guest has in its host's pool and on its swap disk."""
+    """Read back every record a guest has in its host's stores and on its swap disk."""
 
     guest: str
     host: str
     disk: str
     tmem: bool
+    hswap: bool = False
+    cache: bool = False
+
+
+@dataclass
+class StoreReadback:
+    """What `ReadAll` found: each store's records (None for stores the guest does not use)."""
+
+    tmem: Any = None
+    swap: Any = None
+    hswap: Any = None  # (frames, records)
+    cache: Any = None  # (records, dirty pages)
 
 
 @dataclass
@@ -69,11 +86,13 @@ class GuestWindow:
 
     name: str
     rows: dict[str, np.ndarray]  # GUEST_COLUMNS, one value per epoch
-    backed: np.ndarray  # frames the host backs, per epoch
+    backed: np.ndarray  # frames the host backs with RAM, per epoch
     violations: list[tuple[int, str, str]] = field(default_factory=list)  # (epoch, check, msg)
     events: list[tuple[int, str, dict]] = field(default_factory=list)  # (epoch, kind, fields)
     dev_ops: int = 0
     dev_bytes: int = 0
+    hswap_ops: int = 0  # operations and bytes on the host's swap device
+    hswap_bytes: int = 0
     state: GuestState | None = None
 
 
@@ -107,41 +126,60 @@ class GuestRunner:
 
     def state(self) -> GuestState:
         g = self.model
+        cache = g.cache
         return GuestState(
             name=g.name,
             alloc_pages=g.alloc_pages,
             maxmem_pages=g.maxmem_pages,
+            memory_pages=g.memory_pages,
+            nframes=g.nframes,
+            min_alloc=g.min_alloc,
             backed=g.frames.backed_count,
+            hswapped=g.frames.hswapped_count,
             tmem_pages=g.tmem_pages,
             tmem_view=int(np.count_nonzero(g.slot == FRONTSWAP)),
             window_new_puts=g.window_new_puts,
             alive=g.alive,
-            tmem_quota=g.tmem_quota,
-            tmem_capacity=g.tmem_capacity,
+            active_pages=g.active_pages(),
+            cache_pages=cache.count if cache is not None else 0,
+            cache_dirty=cache.dirty if cache is not None else 0,
+            cache_demand=cache.demand if cache is not None else 0,
+            alloc_goal=g.selfballoon.goal_alloc if g.selfballoon is not None else None,
+            swap_pages=g.swap_slots,
+            next_epoch=g.next_epoch,
+            merged=g.frames.merged_count,
+            candidates=_ksm_candidates(g),
+            merged_keys=np.unique(g.frames.mkey[g.frames.mkey != 0]) if g.sharing else None,
         )
 
     def window(
-        self, e0: int, e1: int, dt: float, device: DeviceQueue, quota: int, capacity: int
+        self, e0: int, e1: int, dt: float, device: DeviceQueue, directives: Directives
     ) -> Generator[Any, Any, GuestWindow]:
+        """Run epochs [e0, e1) under the host's directives for this window."""
         g = self.model
-        g.tmem_quota, g.tmem_capacity = quota, capacity
-        g.window_new_puts = 0
+        g.start_window(e0, directives)
         n = e1 - e0
         rows = {c: np.zeros(n, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS}
         backed = np.zeros(n, np.int64)
         out = GuestWindow(g.name, rows, backed)
         for i, e in enumerate(range(e0, e1)):
             ooms, was_alive = g.counters["guest_oom_kills"], g.alive
+            hooms = g.counters["host_oom_kills"]
             s: EpochStats = yield from g.epoch(e, e * dt, dt, device)
             _fill_row(rows, i, g, s)
             backed[i] = g.frames.backed_count
             out.dev_ops += s.dev_ops
             out.dev_bytes += s.dev_bytes
+            out.hswap_ops += s.hswap_ops
+            out.hswap_bytes += s.hswap_bytes
             out.violations += [(e, check, msg) for check, msg in s.violations]
             if g.counters["guest_oom_kills"] != ooms:
                 out.events.append((e, "oom_kill", {"guest": g.name, "host": g.host}))
+            if g.counters["host_oom_kills"] != hooms:
+                out.events.append((e, "host_oom_kill", {"guest": g.name, "host": g.host}))
             if g.alive and not was_alive:
                 out.events.append((e + 1, "restart", {"guest": g.name, "host": g.host}))
+        g.next_epoch = e1
         out.violations += [(e1 - 1, "conservation", m) for m in g.frame_audit()]
         out.state = self.state()
         return out
@@ -152,9 +190,11 @@ class GuestRunner:
     def finish(self) -> Generator[Any, Any, tuple[dict, list[tuple[str, str]], np.ndarray]]:
         """Read the guest's stores back and check them; returns (summary, violations, hist)."""
         g = self.model
-        reply = yield ReadAll(g.name, g.host, g.disk, g.uses_tmem)
-        tmem, swap = reply
-        violations = [("integrity", m) for m in checkers.integrity(g, tmem, swap)]
+        reply = yield ReadAll(
+            g.name, g.host, g.disk, g.uses_tmem, hswap=g.host_swap, cache=g.cache is not None
+        )
+        back = reply if isinstance(reply, StoreReadback) else StoreReadback(*reply)
+        violations = [("integrity", m) for m in checkers.integrity(g, back.tmem, back.swap, back)]
         if g.counters["stale_reads"]:
             violations.append(
                 ("integrity", f"{g.name}: {g.counters['stale_reads']} stale read(s) in the run")
@@ -176,6 +216,14 @@ class GuestRunner:
         return guest_summary(g), violations, g.hist.copy()
 
 
+def _ksm_candidates(g: GuestModel) -> np.ndarray | None:
+    if not g.sharing:
+        return None
+    if not g.ksm_candidates:
+        return np.zeros(0, np.uint64)
+    return np.unique(np.concatenate(g.ksm_candidates))
+
+
 def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats) -> None:
     bc = g.census
     rows["alive"][i] = int(s.alive)
@@ -194,6 +242,22 @@ def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats)
     rows["swap_pages"][i] = bc[SWAP]
     rows["tmem_pages"][i] = g.tmem_pages
     rows["free_frames"][i] = g.free_top
+    rows["alloc_pages"][i] = g.alloc_pages
+    rows["balloon_pages"][i] = g.balloon_n
+    rows["balloon_target"][i] = g.balloon.wanted if g.balloon is not None else 0
+    rows["host_frames"][i] = g.frames.backed_count
+    rows["hswap_frames"][i] = g.frames.hswapped_count
+    rows["host_swap_ins"][i] = s.host_swap_ins
+    rows["double_swaps"][i] = s.double_swaps
+    rows["cache_pages"][i] = g.cache.count if g.cache is not None else 0
+    rows["cache_dirty"][i] = g.cache.dirty if g.cache is not None else 0
+    pool = g.pool
+    rows["zpool_pages"][i] = bc[ZPOOL] if pool is not None else 0
+    rows["zpool_held"][i] = pool.live_pages if pool is not None else 0
+    rows["zpool_stale"][i] = pool.stale_pages if pool is not None else 0
+    rows["zpool_bytes"][i] = pool.stored_bytes() if pool is not None else 0
+    rows["zpool_frames"][i] = pool.frames if pool is not None else 0
+    rows["merged_frames"][i] = g.frames.merged_count
 
 
 def _latency(hist: np.ndarray) -> dict[str, float]:
@@ -226,6 +290,11 @@ def guest_summary(g: GuestModel) -> dict:
         "tmem_clean_copies_end": int(
             np.count_nonzero((g.slot == FRONTSWAP) & (g.loc != FRONTSWAP))
         ),
+        "frames": g.nframes,
+        "alloc_pages_end": g.alloc_pages,
+        "balloon_lag_seconds": round(g.balloon_lag_seconds, 9),
+        "zpool_bytes_end": g.pool.stored_bytes() if g.pool is not None else 0,
+        "zpool_frames_end": g.pool.frames if g.pool is not None else 0,
     }
 
 
@@ -240,30 +309,50 @@ class HostRunner:
     def name(self) -> str:
         return self.host.name
 
-    def plan(self, states: list[GuestState]) -> dict[str, tuple[int, int]]:
-        """Refresh the guest mirrors and let the mechanism set each guest's (quota, cap)."""
-        self.host.guests = states
-        self.mechanism.plan_window(self.host)
-        return {g.name: (g.tmem_quota, g.tmem_capacity) for g in states}
+    def plan(self, states: list[GuestState]) -> dict[str, Directives]:
+        """Refresh the guest mirrors and let the mechanism set each guest's directives for
+        the next window (plain data, sent to wherever the guest runs)."""
+        h = self.host
+        h.guests = states
+        h.refresh()
+        h.granted = 0
+        if states:
+            h.reclaiming = _reclaiming_at(h, min(g.next_epoch for g in states))
+        for g in states:
+            g.plan.hswap_capacity = h.hswap_pages_cap
+        h.lendable_at_plan = h.lendable()
+        self.mechanism.plan_window(h)
+        return {g.name: g.plan for g in states}
 
     def combine(self, e0: int, e1: int, guests: list[GuestWindow]) -> HostWindow:
         h = self.host
         n = e1 - e0
         rows = {c: np.zeros(n, np.int64) for c in HOST_COLUMNS}
-        backed = sum((g.backed for g in guests), np.zeros(n, np.int64))
-        tmem = sum((g.rows["tmem_pages"] for g in guests), np.zeros(n, np.int64))
+
+        def total(col: str) -> np.ndarray:
+            return sum((g.rows[col] for g in guests), np.zeros(n, np.int64))
+
+        # host RAM backing guests: resident frames, less those merged onto shared frames
+        backed = sum((g.backed for g in guests), np.zeros(n, np.int64)) - total("merged_frames")
+        tmem, cache, hswap = total("tmem_pages"), total("cache_pages"), total("hswap_frames")
         violations: list[tuple[int, str, str]] = []
         for i, e in enumerate(range(e0, e1)):
-            b, t = int(backed[i]), int(tmem[i])
-            rows["guest_frames"][i] = b
-            rows["tmem_pages"][i] = t
-            rows["free_pages"][i] = h.free_pages(b, t)
-            violations += [(e, "conservation", m) for m in h.epoch_checks(b, t)]
+            use = HostUse(
+                int(backed[i]), int(tmem[i]), int(cache[i]), 0, h.shared_pages, int(hswap[i])
+            )
+            rows["guest_frames"][i] = use.backed + use.shared  # shared frames count once
+            rows["tmem_pages"][i] = use.tmem
+            rows["cache_pages"][i] = use.cache
+            rows["hswap_pages"][i] = use.hswap
+            rows["shared_pages"][i] = use.shared
+            rows["free_pages"][i] = h.free_pages(use)
+            violations += [(e, "conservation", m) for m in h.epoch_checks(use)]
         rows["ram_pages"][:] = h.ram_pages
         rows["reserve_pages"][:] = h.reserve_pages
-        rows["cache_pages"][:] = h.cache_pages
         rows["buffer_pages"][:] = h.buffer_pages
         rows["tmem_capacity"][:] = h.tmem_capacity
+        rows["lendable_pages"][:] = h.lendable_at_plan
+        rows["mem_state"][:] = STATE_CODES.get(h.state, 0)
         if h.frozen:
             for g in guests:
                 puts = int(g.rows["tmem_puts"].sum())
@@ -271,9 +360,14 @@ class HostRunner:
                     violations.append(
                         (e1 - 1, "frontswap", f"{g.name}: {puts} put(s) succeeded while frozen")
                     )
+        if h.hswap_device is not None:
+            ops = sum(g.hswap_ops for g in guests)
+            nbytes = sum(g.hswap_bytes for g in guests)
+            h.hswap_device.close_window(ops, nbytes, n * h.epoch_seconds)
         for g in guests:
             violations += g.violations
-        self.host.guests = [g.state for g in guests]
+        h.guests = [g.state for g in guests]
+        h.refresh()
         return HostWindow(h.name, guests, rows, violations)
 
     def check_counts(self, used: int, counts: dict[str, int]) -> list[str]:
@@ -289,22 +383,65 @@ class HostRunner:
             "guest_frames_end": h.backed_pages(),
             "tmem_pages_end": h.tmem_pages(),
             "tmem_pages_peak": h.peak_tmem_pages,
+            "hswap_pages_peak": h.peak_hswap_pages,
+            "cache_pages_end": h.cache_pages,
             "free_pages_end": h.free_pages(),
             "free_pages_min": h.min_free_pages,
         }
+
+
+STATE_CODES = {"": 0, "high": 0, "clear": 1, "soft": 2, "hard": 3, "low": 4}
+
+
+def _reclaiming_at(host: HostModel, epoch: int) -> bool:
+    """Whether a `host_reclaim` event (and no later `host_release`) is in force for the host
+    at `epoch`; the host reads its timeline from the scenario, so no runtime call is needed."""
+    sc = host.settings
+    if sc is None or not getattr(sc, "events", None):
+        return host.reclaiming
+    dt = float(sc.epoch)
+    state = False
+    for ev in sc.events:  # in timeline order: the latest event at or before the epoch counts
+        at = min(math.ceil(ev.at / dt - 1e-9), max(0, math.ceil(sc.duration / dt - 1e-9) - 1))
+        if at > epoch:
+            continue
+        if getattr(ev, "host_reclaim", None) == host.name:
+            state = True
+        elif getattr(ev, "host_release", None) == host.name:
+            state = False
+    return state
 
 
 # -- the store side of requests ---------------------------------------------------------------
 class StoreOps:
     """Answers model requests with store adapters; written once for sync and async clients.
 
-    `pool(host)` and `swap` return sync or async adapters; `_call` awaits when needed. Each
-    method is a generator of adapter calls so `SyncExecutor` and `AsyncExecutor` share it.
+    `pool` (the host's tmem pool adapter) and `swap` are sync or async adapters; the other
+    host stores (host swap, disk cache) are built on the pool's client, of the same kind.
+    Each method is a generator of adapter calls so `SyncExecutor` and `AsyncExecutor` share it.
     """
 
     def __init__(self, payload: str, page_size: int) -> None:
         self.payload = payload
         self.page_size = page_size
+        self._host_stores: dict[int, tuple[Any, Any]] = {}
+
+    def host_stores(self, pool: Any) -> tuple[Any, Any]:
+        """(host swap, disk cache) adapters on the same Redis client as `pool`."""
+        key = id(pool)
+        if key not in self._host_stores:
+            if isinstance(pool, AsyncTmemPool):
+                stores = (
+                    AsyncHostSwapStore(pool.client, pool.prefix),
+                    AsyncDiskCacheStore(pool.client, pool.prefix),
+                )
+            else:
+                stores = (
+                    HostSwapStore(pool.client, pool.prefix),
+                    DiskCacheStore(pool.client, pool.prefix),
+                )
+            self._host_stores[key] = stores
+        return self._host_stores[key]
 
     def plan(self, req: Any, pool: Any, swap: Any) -> Generator[tuple[Any, ...], Any, Any]:
         """Yields (callable, args, kwargs) steps; returns the reply."""
@@ -330,6 +467,25 @@ class StoreOps:
                             page_size=ps,
                         ),
                     )
+            if req.cache is not None:
+                k = req.cache
+                cache = self.host_stores(pool)[1]
+                if k.drop:
+                    yield (cache.drop, (req.disk,), {})
+                else:
+                    rep.cache = yield (
+                        cache.batch,
+                        (req.disk, req.guest),
+                        dict(
+                            reads=k.reads,
+                            frees=k.frees,
+                            writeback=k.writeback,
+                            drops=k.drops,
+                            inserts=k.inserts,
+                            mode=mode,
+                            page_size=ps,
+                        ),
+                    )
             if req.swap is not None:
                 s = req.swap
                 if s.drop:
@@ -346,13 +502,38 @@ class StoreOps:
                             page_size=ps,
                         ),
                     )
+            if req.hswap is not None:
+                h = req.hswap
+                hs = self.host_stores(pool)[0]
+                if h.drop:
+                    yield (hs.drop, (req.guest,), {})
+                else:
+                    rep.hswap = yield (
+                        hs.batch,
+                        (req.guest,),
+                        dict(
+                            reads=h.reads,
+                            frees=h.frees,
+                            write_frames=h.write_frames,
+                            writes=h.writes,
+                            quota=h.quota,
+                            capacity=h.capacity,
+                            mode=mode,
+                            page_size=ps,
+                        ),
+                    )
             return rep
         if isinstance(req, ReadAll):
-            tm = None
+            back = StoreReadback()
             if req.tmem:
-                tm = yield (pool.read_all, (req.guest, mode, ps), {})
-            sw = yield (swap.read_all, (req.disk, req.guest, mode, ps), {})
-            return tm, sw
+                back.tmem = yield (pool.read_all, (req.guest, mode, ps), {})
+            back.swap = yield (swap.read_all, (req.disk, req.guest, mode, ps), {})
+            if req.hswap:
+                back.hswap = yield (self.host_stores(pool)[0].read_all, (req.guest, mode, ps), {})
+            if req.cache:
+                cache = self.host_stores(pool)[1]
+                back.cache = yield (cache.read_all, (req.disk, req.guest, mode, ps), {})
+            return back
         if isinstance(req, PoolCounts):
             used = yield (pool.used, (), {})
             counts = {}

@@ -27,7 +27,7 @@ from overcommit.cluster.runners import (
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import EpochStats, GuestModel
 from overcommit.nodes.host import HostModel
-from overcommit.profiles import DeviceQueue, costs_from
+from overcommit.profiles import DeviceQueue, costs_from, device_profiles
 from overcommit.stores.swap import AsyncSwapStore, SwapStore
 from overcommit.stores.tmem import AsyncTmemPool, TmemPool
 
@@ -123,6 +123,7 @@ class AsyncExecutor:
 
 def build_host(scenario: Any, name: str) -> HostModel:
     sc = scenario
+    swap = sc.hosts.swap
     return HostModel(
         name,
         sc.hosts.ram,
@@ -131,6 +132,11 @@ def build_host(scenario: Any, name: str) -> HostModel:
         sc.hosts.boot,
         sc.hosts.tmem.max,
         sc.hosts.tmem.exclusive_gets,
+        swap_size=swap.size,
+        swap_device=DeviceQueue(device_profiles(sc.devices)[swap.device]),
+        swap_policy=swap.policy,
+        settings=sc,
+        epoch_seconds=sc.epoch,
     )
 
 
@@ -147,6 +153,9 @@ def build_guest(scenario: Any, spec: Any, host: str) -> GuestModel:
         costs=costs_from(sc.costs),
         uses_tmem=mech.guest_uses_tmem,
         exclusive_gets=sc.hosts.tmem.exclusive_gets,
+        features=mech.guest_features,
+        settings=sc,
+        epoch_seconds=sc.epoch,
     )
 
 
@@ -205,7 +214,7 @@ class InlineRuntime:
             runners = self.guests[hr.name]
             grants = hr.plan([g.state() for g in runners])
             reports = [
-                drive(g.window(e0, e1, dt, device, *grants[g.name]), self.execute) for g in runners
+                drive(g.window(e0, e1, dt, device, grants[g.name]), self.execute) for g in runners
             ]
             self.calls += 1
             out.append(hr.combine(e0, e1, reports))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from overcommit.nodes.host import split_by_demand
+from overcommit.nodes.host import fill_by_demand
 from overcommit.nodes.mechanism import Mechanism
 
 if TYPE_CHECKING:
@@ -25,39 +25,28 @@ if TYPE_CHECKING:
 
 class Frontswap(Mechanism):
     name = "frontswap"
-    guest_uses_tmem = True
+    guest_features = frozenset({"tmem"})
+    plan_order = 40
 
     def plan_window(self, host: HostModel) -> None:
         guests = host.guests
         room = host.tmem_room()
-        # a guest can use at most its billing headroom (maxmem - RAM - what it holds)
-        headroom = [max(0, g.maxmem_pages - g.alloc_pages - g.tmem_pages) for g in guests]
+        # a guest can use at most its billing headroom (maxmem - RAM - what it holds), where
+        # RAM is its allocation after any growth granted for this window
+        headroom = [
+            max(0, g.maxmem_pages - g.alloc_pages - g.plan.grow_limit - g.tmem_pages)
+            for g in guests
+        ]
         demand = [min(g.window_new_puts + 1.0, h) for g, h in zip(guests, headroom)]
         grants = fill_by_demand(room, demand, headroom)
+        host.lend(sum(grants))
         for g, grant in zip(guests, grants):
-            g.tmem_quota = g.tmem_pages + grant
+            # a reclaiming host refuses every new put (persistent pages it cannot take back)
+            g.plan.tmem_quota = 0 if host.reclaiming else g.tmem_pages + grant
             g.window_new_puts = 0
-        host.tmem_capacity = host.tmem_pages() + room
+        host.tmem_capacity = host.tmem_pages() + sum(grants)
         for g in guests:
-            g.tmem_capacity = host.tmem_capacity
+            g.plan.tmem_capacity = host.tmem_capacity
 
 
-def fill_by_demand(total: int, demand: list[float], cap: list[int]) -> list[int]:
-    """Split `total` by demand without giving anyone more than its cap; what a capped share
-    leaves over is split again among the others (water-filling). Deterministic."""
-    grants = [0] * len(demand)
-    left = total
-    active = [i for i, c in enumerate(cap) if c > 0]
-    while left > 0 and active:
-        shares = split_by_demand(left, [demand[i] or 1.0 for i in active])
-        still = []
-        for i, share in zip(active, shares):
-            give = min(share, cap[i] - grants[i])
-            grants[i] += give
-            left -= give
-            if grants[i] < cap[i]:
-                still.append(i)
-        if len(still) == len(active):  # nobody capped: the split was final
-            break
-        active = still
-    return grants
+__all__ = ["Frontswap", "fill_by_demand"]

@@ -1,23 +1,35 @@
 """A guest kernel's memory: where each page is, reclaim, swap, faults, OOM — vectorised.
 
 Every page of the workload's footprint is, from the guest's point of view, in exactly one place
-(`loc`): untouched, guest RAM, frontswap (host tmem) or the swap disk. A page may also hold a
-swap *slot* (`slot`): pages in frontswap or on disk always do; a resident page keeps the slot
-it was read from while it stays clean (the swap cache), so evicting it again costs no I/O. A
-write frees the slot (frontswap invalidate or a discard on disk), as Linux does when it reuses
-a swap-cache page. Resident pages occupy guest-physical frames taken from a free stack; the host
-backs frames with RAM (`nodes.host.GuestFrames`).
+(`loc`): untouched, guest RAM, frontswap (host tmem), the swap disk, or the compressed pool
+(zswap/zram). A page may also hold a swap *slot* (`slot`): pages in frontswap, on disk or in the
+pool always do; a resident page keeps the slot it was read from while it stays clean (the swap
+cache), so evicting it again costs no I/O. A write frees the slot (frontswap invalidate, a
+discard on disk or in zram), as Linux does when it reuses a swap-cache page. Resident pages
+occupy guest-physical frames taken from a free stack; frames can also be held by the balloon or
+by the compressed pool. The host backs frames with RAM, or has paged them out to its own swap
+(`nodes.host.GuestFrames`); that table travels with the guest, and the host steers it only
+through each window's `Directives`.
 
 Reclaim picks cold pages by a named LRU approximation (`lru`: exact last-touch epoch; `clock`:
 second chance over referenced bits). Below the low watermark kswapd reclaims asynchronously up
 to the high watermark (no stall, device bandwidth used); a fault that would take free memory
-below the min watermark reclaims synchronously (direct reclaim: the guest stalls). Swap-in
-reads ahead an aligned cluster of `readahead` pages from disk. When neither RAM nor swap has
-room the OOM killer ends the workload, which restarts after `oom_restart` seconds.
+below the min watermark reclaims synchronously (direct reclaim: the guest stalls). A balloon
+that wants frames the guest does not have free presses kswapd the same way. Swap-in reads ahead
+an aligned cluster of `readahead` pages from disk. When neither RAM nor swap has room the OOM
+killer ends the workload, which restarts after `oom_restart` seconds; when the host cannot
+place the guest's frames (host swap full) the host's OOM killer ends the whole guest.
+
+Mechanisms switch behaviours on through `features` (see `nodes.mechanism`); their guest-side
+state lives in helper objects from their own modules (`BalloonDriver`, `SelfballoonWorker`,
+`DiskCache`, `CompressedPool`).
 
 An epoch runs as a generator (`GuestModel.epoch`) that yields at most two batched store
 requests and receives their replies, so the model never touches Redis itself: the runtime that
-drives it (inline or Ray) executes the requests with whichever client it has.
+drives it (inline or Ray) executes the requests with whichever client it has. Phase 1 carries
+tmem gets/flushes/puts, swap-disk reads/frees/writes and disk-cache operations; phase 2, after
+the epoch's changes are applied, carries writes that depend on phase 1 (refused puts, cache
+write-backs) and the host's swap-ins and swap-outs of the guest's frames.
 """
 
 from __future__ import annotations
@@ -29,14 +41,18 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.nodes.host import GuestFrames
+from overcommit.nodes.host import F_RAM, NO_PAGE, Directives, GuestFrames
 from overcommit.profiles import Costs, DeviceQueue
-from overcommit.stores.codec import RecordBatch, make_batch, verify
+from overcommit.rng import stream
+from overcommit.stores.codec import RecordBatch, is_common, make_batch, verify
 from overcommit.workloads import TouchStreams, make_workload
 
-UNTOUCHED, RAM, FRONTSWAP, SWAP = 0, 1, 2, 3
+UNTOUCHED, RAM, FRONTSWAP, SWAP, ZPOOL = 0, 1, 2, 3, 4
+NLOC = 5
 NO_SLOT = 0
 SWAP_CLUSTER = 32  # pages per write I/O in reclaim (SWAP_CLUSTER_MAX)
+BALLOONING = frozenset({"balloon", "selfballoon"})
+ZERO_PAGE_KEY = np.uint64(0x2E20)  # page-sharing: the key of the zero page in digest mode
 
 # Fault-latency histogram: log-spaced bins from 100 ns to 100 s, 20 per decade.
 HIST_LO, HIST_PER_DECADE, HIST_DECADES = 1e-7, 20, 9
@@ -50,6 +66,10 @@ STALL_SOURCES = (
     "swap_read",
     "reclaim_put",
     "reclaim_write",
+    "zpool_load",
+    "compress",
+    "host_swap_read",
+    "cow_break",
 )
 
 COUNTERS = (
@@ -74,6 +94,30 @@ COUNTERS = (
     "stale_reads",
     "guest_oom_kills",
     "host_frames_allocated",
+    # balloon / selfballoon
+    "balloon_inflated",
+    "balloon_deflated",
+    "selfshrink_pages",
+    # host-swap
+    "host_swap_ins",
+    "host_swap_outs",
+    "double_swaps",
+    "host_oom_kills",
+    # cached-disk
+    "cache_hits",
+    "cache_writebacks",
+    "cache_dropped",
+    "cache_write_through",
+    # zswap / zram
+    "zpool_stores",
+    "zpool_loads",
+    "zpool_rejects",
+    "zpool_writebacks",
+    "zpool_same_filled",
+    "zpool_discards",
+    # page-sharing
+    "pages_merged",
+    "cow_breaks",
 )
 
 
@@ -115,12 +159,42 @@ class SwapOps:
 
 
 @dataclass
+class HostSwapOps:
+    """The host's swap-ins, discards and swap-outs of one guest's frames (host's Redis)."""
+
+    reads: np.ndarray
+    frees: np.ndarray
+    write_frames: np.ndarray
+    writes: RecordBatch | None
+    quota: int
+    capacity: int
+    drop: bool = False
+
+
+@dataclass
+class CacheOps:
+    """One epoch's operations on the host cache of the guest's virtual disk (host's Redis)."""
+
+    reads: np.ndarray
+    frees: np.ndarray
+    writeback: np.ndarray
+    drops: np.ndarray
+    inserts: RecordBatch | None
+    drop: bool = False
+
+
+@dataclass
 class Request:
     guest: str
     host: str
     disk: str
     tmem: TmemOps | None = None
     swap: SwapOps | None = None
+    hswap: HostSwapOps | None = None
+    cache: CacheOps | None = None
+
+    def empty(self) -> bool:
+        return self.tmem is None and self.swap is None and self.hswap is None and not self.cache
 
 
 @dataclass
@@ -129,6 +203,8 @@ class Reply:
 
     tmem: Any = None  # TmemBatchResult
     swap: Any = None  # SwapBatchResult
+    hswap: Any = None  # HostSwapResult
+    cache: Any = None  # CacheBatchResult
     area_flushed: int = 0
     dropped: int = 0
 
@@ -149,7 +225,15 @@ class EpochStats:
     gets: int = 0
     dev_ops: int = 0  # operations and bytes this guest put on the shared storage device
     dev_bytes: int = 0
+    hswap_ops: int = 0  # operations and bytes on the host's swap device
+    hswap_bytes: int = 0
+    host_swap_ins: int = 0
+    double_swaps: int = 0
     violations: list[tuple[str, str]] = field(default_factory=list)  # (checker, message)
+
+
+_E = np.empty(0, np.uint32)
+_EI = np.empty(0, np.int64)
 
 
 class GuestModel:
@@ -168,7 +252,14 @@ class GuestModel:
         uses_tmem: bool,
         exclusive_gets: bool,
         incarnation: int = 0,
+        features: frozenset[str] | None = None,
+        settings: Any = None,
+        epoch_seconds: float = 0.1,
     ) -> None:
+        if features is None:
+            features = frozenset({"tmem"}) if uses_tmem else frozenset()
+        self.features = features
+        self.settings = settings
         self.spec = spec
         self.name: str = spec.name
         self.host = host
@@ -176,21 +267,29 @@ class GuestModel:
         self.page_size = page_size
         self.payload = payload
         self.costs = costs
-        self.uses_tmem = uses_tmem
+        self.uses_tmem = "tmem" in features
         self.exclusive_gets = exclusive_gets
+        self.boot = boot
+        self.eager = boot == "eager"
         self.workload = make_workload(spec.workload, page_size)
         self.N = self.workload.footprint
-        self.alloc_pages = spec.memory // page_size
+        self.memory_pages = spec.memory // page_size
         self.maxmem_pages = spec.maxmem // page_size
+        # a ballooning or host-swapped guest sees maxmem of guest-physical RAM
+        grows = bool(features & (BALLOONING | {"host_swap"}))
+        self.nframes = max(self.memory_pages, self.maxmem_pages) if grows else self.memory_pages
         self.swap_slots = spec.swap // page_size
-        self.pinned_n = min(int(round(spec.pinned * self.N)), self.alloc_pages)
+        # pages [0, pinned_n) are mlocked: the guest's `pinned` share, or more while a phase
+        # pins more (mlock faults them in; they never leave RAM until unpinned)
+        self.base_pinned = min(int(round(spec.pinned * self.N)), self.memory_pages)
+        self.pinned_n = self.base_pinned
         self.readahead = int(spec.readahead)
         wm = spec.watermarks
-        self.wm_min = max(1, math.ceil(wm.min * self.alloc_pages))
-        self.wm_low = max(self.wm_min + 1, math.ceil(wm.low * self.alloc_pages))
-        self.wm_high = max(self.wm_low + 1, math.ceil(wm.high * self.alloc_pages))
-        self.frames = GuestFrames(self.alloc_pages, eager=(boot == "eager"))
+        self.wm_min = max(1, math.ceil(wm.min * self.memory_pages))
+        self.wm_low = max(self.wm_min + 1, math.ceil(wm.low * self.memory_pages))
+        self.wm_high = max(self.wm_low + 1, math.ceil(wm.high * self.memory_pages))
         self.incarnation = incarnation
+        self.epoch_seconds = epoch_seconds
         self.counters: dict[str, int] = {k: 0 for k in COUNTERS}
         self.stall_by_source: dict[str, float] = {k: 0.0 for k in STALL_SOURCES}
         self.hist = np.zeros(HIST_BINS, np.int64)
@@ -201,14 +300,92 @@ class GuestModel:
         self.debt = 0.0
         self.alive = True
         self.down_until = 0.0
-        self.tmem_quota = 0  # set by the host each sync window
-        self.tmem_capacity = 0
+        self.directives = Directives()
+        self._hs_ceiling = 0
         self.tmem_pages = 0  # the guest's pool size as the host's Redis reported it
         self.window_new_puts = 0
-        self.census = np.zeros(4, np.int64)  # pages per location after the last epoch
+        self.window_start = 0  # first epoch of the current window
+        self.next_epoch = 0  # first epoch of the next window
+        self.grown = 0  # allocation growth used out of this window's grant
+        self.census = np.zeros(NLOC, np.int64)  # pages per location after the last epoch
         self.peak_tmem_pages = 0
         self.peak_billed_pages = 0
-        self._reset_memory()
+        self.unuse_left = 0  # selfshrink: frontswap pages still to bring back
+        self.balloon_lag_seconds = 0.0  # time the balloon spent away from the host's target
+        self._init_mechanisms()
+        self._boot()
+
+    @property
+    def tmem_quota(self) -> int:
+        return self.directives.tmem_quota
+
+    @property
+    def tmem_capacity(self) -> int:
+        return self.directives.tmem_capacity
+
+    # -- mechanisms -------------------------------------------------------------------------
+    def _init_mechanisms(self) -> None:
+        f, sc, ps = self.features, self.settings, self.page_size
+        self.balloon = None
+        self.selfballoon = None
+        # a ballooning guest boots with the balloon holding what lies above its memory
+        self.initial_balloon = self.nframes - self.memory_pages if f & BALLOONING else 0
+        self.min_alloc = self.nframes
+        if f & BALLOONING:
+            from overcommit.nodes.balloon import driver_profile, max_share
+
+            # the largest balloon: a share of the frames (vSphere's 65%), or for a self-
+            # ballooning guest its own floor
+            share = max_share(sc)
+            self.min_alloc = min(self.memory_pages, max(1, math.ceil(self.nframes * (1.0 - share))))
+            if "selfballoon" in f and self.spec.cooperative:
+                from overcommit.config import SelfballoonSettings
+                from overcommit.nodes.selfballoon import SelfballoonWorker
+
+                cfg = getattr(sc, "selfballoon", None) or SelfballoonSettings()
+                self.selfballoon = SelfballoonWorker(
+                    cfg, ps, self.nframes, self.wm_high, shrink=self.uses_tmem
+                )
+                self.min_alloc = min(self.memory_pages, self.selfballoon.floor)
+            self.min_alloc = max(self.min_alloc, self.pinned_n + self.wm_high)
+            coop = float(getattr(self.spec, "cooperation", 1.0))
+            if not self.spec.cooperative:
+                coop = 0.0
+            self._balloon_args = (driver_profile(sc), ps, self.nframes - self.min_alloc, coop)
+        self.cache = None
+        if "cached_disk" in f:
+            from overcommit.config import CachedDiskSettings
+            from overcommit.nodes.cached_disk import DiskCache
+
+            cfg = getattr(sc, "cached_disk", None) or CachedDiskSettings()
+            self.cache = DiskCache(self.N, cfg, self.epoch_seconds)
+        self.pool = None
+        self.zram_slots = 0
+        if f & {"zswap", "zram"}:
+            from overcommit.config import ZramSettings, ZswapSettings
+            from overcommit.nodes.zswap import CompressedPool
+
+            kind = "zswap" if "zswap" in f else "zram"
+            default = ZswapSettings() if kind == "zswap" else ZramSettings()
+            cfg = getattr(sc, kind, None) or default
+            self.pool = CompressedPool(
+                kind,
+                self.N,
+                ps,
+                cfg,
+                self.payload,
+                self.workload.compressibility,
+                self.name,
+                self.memory_pages,
+            )
+            self.zram_slots = self.pool.slots if kind == "zram" else 0
+        self.host_swap = "host_swap" in f
+        self.sharing = "page_sharing" in f
+        self.ksm_hand = 0
+        self.ksm_candidates: list[np.ndarray] = []
+        self.ksm_key = np.zeros(self.nframes, np.uint64)  # key each frame was last reported with
+        self.win_version = np.zeros(self.N, np.uint32)
+        self.hs_rng = stream(self.seed, f"{self.host}/{self.name}", self.incarnation, "hostswap")
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -216,24 +393,65 @@ class GuestModel:
         """The name of this incarnation's swap disk in shared storage."""
         return f"{self.name}#{self.incarnation}"
 
+    @property
+    def alloc_pages(self) -> int:
+        """The guest's current allocation: its frames not held by the balloon."""
+        return self.nframes - self.balloon_n
+
+    @property
+    def zpool_frames(self) -> int:
+        return self.pool.frames if self.pool is not None else 0
+
+    def _boot(self) -> None:
+        """The guest (re)boots: frames backed per `boot`, the balloon at its boot size."""
+        self.frames = GuestFrames(self.nframes, eager=self.eager)
+        self.balloon_stack = np.zeros(self.nframes, np.int32)
+        self.balloon_n = 0
+        if self.initial_balloon:
+            held = np.arange(self.memory_pages, self.nframes, dtype=np.int32)
+            self.balloon_stack[: len(held)] = held
+            self.balloon_n = len(held)
+            self.frames.release(held.astype(np.int64))
+        self.balloon = None
+        if self.features & BALLOONING:
+            from overcommit.nodes.balloon import BalloonDriver
+
+            prof, ps, max_size, coop = self._balloon_args
+            self.balloon = BalloonDriver(prof, ps, self.balloon_n, max_size, coop)
+        self.zp_stack = np.zeros(self.nframes, np.int32)
+        if self.pool is not None:
+            self.pool.reset()
+        if self.cache is not None:
+            self.cache.drop_all()
+        self._reset_memory()
+
     def _reset_memory(self) -> None:
-        """Fresh workload state: nothing touched, every frame free, new random streams."""
+        """Fresh workload state: nothing touched, every unballooned frame free, new streams."""
         n = self.N
         self.loc = np.zeros(n, np.int8)
         self.slot = np.zeros(n, np.int8)
         self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
         self.version = np.zeros(n, np.uint32)
         self.frame = np.full(n, -1, np.int32)
+        self.fpage = np.full(self.nframes, -1, np.int64)  # frame -> page it holds
         self.last = np.zeros(n, np.int64)  # last touched epoch + 1 (lru)
         self.ref = np.zeros(n, bool)  # referenced bit (clock)
         self.hand = 0
-        self.free_stack = np.arange(self.alloc_pages - 1, -1, -1, dtype=np.int32)
-        self.free_top = self.alloc_pages
-        self.slots_used = 0
+        if self.pool is not None:
+            self.pool.reset()
+        inb = np.zeros(self.nframes, bool)
+        inb[self.balloon_stack[: self.balloon_n]] = True
+        free = np.flatnonzero(~inb)[::-1].astype(np.int32)
+        self.free_stack = np.zeros(self.nframes, np.int32)
+        self.free_stack[: len(free)] = free
+        self.free_top = len(free)
+        self.slots_used = 0  # slots on the swap disk (frontswap and zswap pages hold them too)
+        self.zslots_used = 0  # slots on the zram device
         self.wl_epochs = 0
         self.pending: tuple[np.ndarray, np.ndarray] | None = None
         self.restarts = getattr(self, "restarts", -1) + 1
         self.rng = TouchStreams(self.seed, self.name, self.incarnation, f"workload/{self.restarts}")
+        self.pinned_n = self.base_pinned
         if self.pinned_n:
             pinned = np.arange(self.pinned_n)
             self._map_in(pinned)
@@ -243,14 +461,15 @@ class GuestModel:
 
     # -- frames -----------------------------------------------------------------------------
     def _map_in(self, pages: np.ndarray) -> int:
-        """Give resident frames to pages; returns how many frames the host newly backed."""
+        """Give resident frames to pages; returns how many the host newly backed."""
         k = len(pages)
         if k == 0:
             return 0
         frames = self.free_stack[self.free_top - k : self.free_top][::-1].copy()
         self.free_top -= k
         self.frame[pages] = frames
-        new = self.frames.back(frames)
+        self.fpage[frames] = pages
+        new = self.frames.back(frames.astype(np.int64))
         self.counters["host_frames_allocated"] += new
         return new
 
@@ -258,9 +477,29 @@ class GuestModel:
         k = len(pages)
         if k == 0:
             return
-        self.free_stack[self.free_top : self.free_top + k] = self.frame[pages]
+        fr = self.frame[pages]
+        self.free_stack[self.free_top : self.free_top + k] = fr
         self.free_top += k
+        self.fpage[fr] = -1
         self.frame[pages] = -1
+
+    def _incoming_frames(self, extra_free: np.ndarray, k: int) -> np.ndarray:
+        """The frames `_map_in` will hand out after `extra_free` frames are pushed."""
+        if k == 0:
+            return _EI
+        stack = np.concatenate([self.free_stack[: self.free_top], extra_free.astype(np.int32)])
+        return stack[len(stack) - k :][::-1].astype(np.int64)
+
+    def _take_free(self, k: int) -> np.ndarray:
+        """Pop k free frames (for the balloon or the compressed pool)."""
+        fr = self.free_stack[self.free_top - k : self.free_top][::-1].copy()
+        self.free_top -= k
+        return fr.astype(np.int64)
+
+    def _give_free(self, frames: np.ndarray) -> None:
+        k = len(frames)
+        self.free_stack[self.free_top : self.free_top + k] = frames
+        self.free_top += k
 
     # -- reclaim ----------------------------------------------------------------------------
     def _reclaim_order(self, k: int, exclude: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -304,13 +543,22 @@ class GuestModel:
 
         return order, commit
 
+    def _pin_target(self, t: float) -> int:
+        """Pages the workload keeps mlocked at workload time `t` (as many as RAM allows)."""
+        share = self.workload.pinned_at(t)
+        if share <= 0:
+            return self.base_pinned
+        want = min(int(round(share * self.N)), self.memory_pages)
+        cap = self.alloc_pages - self.zpool_frames - self.wm_high
+        return max(self.base_pinned, min(want, max(cap, self.pinned_n)))
+
     def _fit(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keep the prefix of this epoch's touches whose new pages RAM can hold at once.
 
         A workload touching more distinct non-resident pages in one epoch than its RAM has
         frames thrashes: the rest of its touches wait for the next epoch (`pending`).
         """
-        room = self.alloc_pages - self.pinned_n - self.wm_min
+        room = self.alloc_pages - self.zpool_frames - self.pinned_n - self.wm_min
         if len(pages) <= room:
             return pages, writes
         uniq, first = np.unique(pages, return_index=True)
@@ -321,13 +569,40 @@ class GuestModel:
         self.pending = (pages[cut:], writes[cut:])
         return pages[:cut], writes[:cut]
 
-    def _async_budget(self, device: DeviceQueue, dt: float) -> int:
-        """Pages kswapd can write to the swap disk this epoch: this guest's share of the
-        device time the previous window left idle."""
+    def _async_budget(self, device: DeviceQueue, dt: float, fair: bool = False) -> int:
+        """Pages the guest's background writes may put on the swap disk this epoch: its
+        share of the device time the previous window left idle (with `fair`, at least its
+        equal share of the device)."""
         prof = device.profile
         per_page = max(1.0 / (SWAP_CLUSTER * prof.iops), self.page_size / prof.bandwidth)
-        spare = max(0.0, 1.0 - device.util) * dt / max(1, device.users)
-        return int(spare / per_page)
+        idle = max(0.0, 1.0 - device.util)
+        if fair:
+            idle = max(idle, 1.0)
+        return int(idle * dt / max(1, device.users) / per_page)
+
+    # -- window boundaries ------------------------------------------------------------------
+    def start_window(self, e0: int, directives: Directives) -> None:
+        """Take the host's directives for the window starting at epoch `e0`."""
+        self.directives = directives
+        self._hs_ceiling = max(self.frames.private_count, directives.frame_budget or 0)
+        self.window_start = e0
+        self.window_new_puts = 0
+        self.grown = 0
+        if self.balloon is not None and self.selfballoon is None:
+            self.balloon.request(self.nframes, directives.alloc_target)
+        if self.cache is not None:
+            self.cache.budget = directives.cache_budget
+            self.cache.demand = 0
+        if self.host_swap and directives.hswap_scan:
+            self.frames.scan()
+        if self.sharing:
+            self._ksm_merge_reported(directives)
+            self.ksm_candidates = []
+            self.win_version = self.version.copy()
+
+    def active_pages(self) -> int:
+        """Distinct pages the workload touched since the current window started."""
+        return int(np.count_nonzero(self.last > self.window_start))
 
     # -- one epoch --------------------------------------------------------------------------
     def epoch(
@@ -342,21 +617,33 @@ class GuestModel:
         c = self.counters
         ps = self.page_size
         costs = self.costs
+        d = self.directives
+        pool = self.pool
+        cache = self.cache
         consumed = min(self.debt, dt)
         self.debt -= consumed
         work = dt - consumed
-        pages, writes = self.workload.touches(self.rng, self.wl_epochs * dt, work)
+        wl_t = self.wl_epochs * dt
+        pages, writes = self.workload.touches(self.rng, wl_t, work)
         self.wl_epochs += 1
         if self.pending is not None:
             pages = np.concatenate([self.pending[0], pages])
             writes = np.concatenate([self.pending[1], writes])
             self.pending = None
+        pin_to = self._pin_target(wl_t)
+        if pin_to > self.pinned_n:  # mlock faults the newly pinned pages in
+            newpin = np.arange(self.pinned_n, pin_to)
+            pages = np.concatenate([newpin, pages])
+            writes = np.concatenate([np.zeros(len(newpin), bool), writes])
+        elif pin_to < self.pinned_n:  # munlock: the pages become ordinary
+            self.pinned_n = pin_to
         pages, writes = self._fit(pages, writes)
         c["touches"] += len(pages)
         uniq = np.unique(pages)
         loc_u = self.loc[uniq]
         f_zero = uniq[loc_u == UNTOUCHED]
         f_fs = uniq[loc_u == FRONTSWAP]
+        f_z = uniq[loc_u == ZPOOL]
         f_sw = uniq[loc_u == SWAP]
         # swap-in reads an aligned cluster around each disk fault
         ra = self.readahead
@@ -368,40 +655,82 @@ class GuestModel:
         else:
             clusters = np.empty(0, np.int64)
             reads = f_sw
-        need = len(f_zero) + len(f_fs) + len(reads)
 
-        # slots freed by this epoch's swap-ins: written pages, or all faults when swap is full
-        swap_full = 2 * self.slots_used > self.swap_slots
+        # self-ballooning worker (and frontswap self-shrink) at its interval
+        if self.selfballoon is not None and self.selfballoon.ticks(t, dt):
+            sb = self.selfballoon
+            committed = self.N - int(np.count_nonzero(self.loc == UNTOUCHED))
+            target = sb.target(self.alloc_pages, committed, self.tmem_pages)
+            self.balloon.set_own_goal(self.nframes - target)
+            keep = sb.selfshrink(self.tmem_pages)
+            if keep is not None:
+                self.unuse_left = max(0, self.tmem_pages - keep)
+        unuse_in, unuse_fl = _EI, _EI
+        need0 = len(f_zero) + len(f_fs) + len(f_z) + len(reads)
+        if self.unuse_left > 0:
+            unuse_in, unuse_fl = self._unuse_pick(uniq, need0)
+        need = need0 + len(unuse_in)
+
+        # slots freed this epoch: written pages, faulted ones when swap is full, selfshrink
+        swap_full = 2 * (self.slots_used + self.zslots_used) > self.swap_slots + self.zram_slots
         wp, wc = np.unique(pages[writes], return_counts=True)
         wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
-            free_slot = np.union1d(free_slot, np.union1d(f_fs, f_sw))
+            free_slot = np.union1d(free_slot, np.union1d(np.union1d(f_fs, f_sw), f_z))
+        if pool is not None and pool.kind == "zswap" and len(f_z):  # exclusive loads
+            free_slot = np.union1d(free_slot, f_z)
+        if len(unuse_in) or len(unuse_fl):
+            free_slot = np.union1d(free_slot, np.union1d(unuse_in, unuse_fl))
+        excl_got = f_fs if not self.exclusive_gets else np.union1d(f_fs, unuse_in)
         if self.exclusive_gets:  # an exclusive get already removed the copy
-            free_slot = np.setdiff1d(free_slot, f_fs, assume_unique=True)
+            free_slot = np.setdiff1d(free_slot, excl_got, assume_unique=True)
         fs_flush = free_slot[self.slot[free_slot] == FRONTSWAP]
         sw_free = free_slot[self.slot[free_slot] == SWAP]
+        z_free = free_slot[self.slot[free_slot] == ZPOOL]
+
+        # the balloon's wish for frames this epoch presses kswapd when free frames run short
+        free = self.free_top
+        pressure = free < self.wm_high
+        bal_want = 0
+        if self.balloon is not None and self.balloon.goal > self.balloon.size:
+            bal_want = min(
+                self.balloon.goal - self.balloon.size, self.balloon.allowance(t, dt, pressure)
+            )
 
         # reclaim: kswapd (async) toward the high watermark, as far as the disk lets it write;
         # then direct reclaim (sync) for whatever the faults still need above the min watermark
-        free = self.free_top
         async_want = self.wm_high - free if free < self.wm_low else 0
+        if bal_want:
+            async_want = max(async_want, self.wm_high + bal_want - free)
         want = async_want + max(0, self.wm_min + need - free)
-        order, commit = self._reclaim_order(want, uniq)
+        if pool is not None and d.compress:
+            ratio = pool.frames_per_page()
+            want = int(math.ceil(want / max(0.05, 1.0 - ratio)))
+        order, commit = self._reclaim_order(want, np.union1d(uniq, unuse_in))
         if free + len(order) < need:  # thrashing: this epoch's own pages are the last choice
-            resident_touched = uniq[(loc_u == RAM) & (uniq >= self.pinned_n)]
+            resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
         written = np.isin(order, wset, assume_unique=True)
         clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
         new_slot = (self.slot[order] == NO_SLOT) | written
-        room = self.swap_slots - self.slots_used + len(free_slot)
+        freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0
+        if not self.zram_slots:
+            room = self.swap_slots - self.slots_used + len(free_slot)
+        else:
+            freed_z = len(free_slot) - freed_disk
+            room = (self.swap_slots - self.slots_used + freed_disk) + (
+                self.zram_slots - self.zslots_used + freed_z
+            )
         ok = ~new_slot | (np.cumsum(new_slot) <= room)  # no slot left: the page cannot leave
         order, clean = order[ok], clean[ok]
-        if self.uses_tmem:
+        if self.uses_tmem or (pool is not None and d.compress):
             async_pick = np.arange(min(async_want, len(order)))
         else:
             budget = self._async_budget(device, dt)
+            if cache is not None:
+                budget += max(0, cache.budget - cache.count)
             fits = clean | (np.cumsum(~clean) <= budget)
             async_pick = np.flatnonzero(fits)[:async_want]
         is_async = np.zeros(len(order), bool)
@@ -411,94 +740,214 @@ class GuestModel:
         take = np.sort(np.concatenate([async_pick, rest[:direct_n]]))
         victims, is_async, clean = order[take], is_async[take], clean[take]
         commit(victims)
-        if free + len(victims) < need:
-            extra = np.setdiff1d(reads, f_sw, assume_unique=True)
-            short = need - free - len(victims)
-            if len(extra) < short:  # neither RAM nor swap has room
-                return (yield from self._oom_kill(t, dt, work, len(pages)))
-            reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
-            need = len(f_zero) + len(f_fs) + len(reads)
         dirty = victims[~clean]
         dirty_async = is_async[~clean]
-        n_direct = int(np.count_nonzero(~is_async))
-        if n_direct:
-            c["direct_reclaims"] += 1
 
-        # phase 1: tmem gets/flushes/puts and disk reads/frees (and writes without tmem)
+        # versions the dirty victims leave with (a thrash victim was written this epoch)
         batch = None
+        vers = self.version[dirty].copy()
         if len(dirty):
-            vers = self.version[dirty].copy()
             if len(wp):
                 hit = np.searchsorted(wp, dirty)
                 was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == dirty)
                 vers[was_written] += wc[hit[was_written]].astype(np.uint32)
-            batch = make_batch(
-                self.name,
-                dirty.astype(np.uint32),
-                vers,
-                self.payload,
-                ps,
-                self.workload.compressibility,
+            batch = self._batch(dirty, vers)
+
+        # the compressed pool takes what it can; zram keeps what it cannot take resident
+        to_pool = np.zeros(len(dirty), bool)
+        pool_sizes = _EI
+        pool_growth = 0
+        zswap_wb = _EI
+        if pool is not None and d.compress and len(dirty):
+            disk_room = self.swap_slots - self.slots_used
+            disk_room += freed_disk if self.zram_slots else len(free_slot)
+            to_pool, pool_sizes, kept, pool_growth = self._pool_decide(
+                dirty, vers, batch, free + len(victims) - need, disk_room, z_free
             )
+            if kept.any():  # zram could not take them: the writes failed, pages stay
+                keep_pages = dirty[kept]
+                mask = ~np.isin(victims, keep_pages)
+                victims, is_async, clean = victims[mask], is_async[mask], clean[mask]
+                sel = ~kept
+                dirty, dirty_async, vers = dirty[sel], dirty_async[sel], vers[sel]
+                to_pool, pool_sizes = to_pool[sel], pool_sizes[sel]
+                batch = batch.take(np.flatnonzero(sel)) if batch is not None else None
+        if pool is not None and pool.kind == "zswap" and pool.limit_hit:
+            zswap_wb = self._zswap_writeback_pick(device, dt, np.union1d(uniq, z_free))
+        if free + len(victims) - pool_growth < need:
+            extra = np.setdiff1d(reads, f_sw, assume_unique=True)
+            short = need - free - len(victims) + pool_growth
+            if len(extra) < short:  # neither RAM nor swap has room
+                return (yield from self._oom_kill(t, dt, work, len(pages)))
+            reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
+            need = len(f_zero) + len(f_fs) + len(f_z) + len(reads) + len(unuse_in)
+        n_direct = int(np.count_nonzero(~is_async))
+        if n_direct:
+            c["direct_reclaims"] += 1
+
+        # where the dirty victims go: tmem puts, the pool, or the disk (maybe host-cached)
+        disk_mask = ~to_pool
+        disk_batch = None
+        wb_batch = None
+        if len(zswap_wb):
+            wb_batch = self._batch(zswap_wb, self.version[zswap_wb])
+        if not self.uses_tmem and batch is not None and disk_mask.any():
+            disk_batch = batch if disk_mask.all() else batch.take(np.flatnonzero(disk_mask))
+        disk_pages = dirty[disk_mask] if not self.uses_tmem else _EI
+        disk_sync = ~dirty_async[disk_mask] if not self.uses_tmem else np.zeros(0, bool)
+
+        # phase 1: tmem gets/flushes/puts, disk reads/frees/writes, disk-cache operations
         req = Request(self.name, self.host, self.disk)
-        if self.uses_tmem and (len(f_fs) or len(fs_flush) or batch is not None):
+        gets = np.union1d(f_fs, unuse_in) if len(unuse_in) else f_fs
+        if self.uses_tmem and (len(gets) or len(fs_flush) or batch is not None):
             req.tmem = TmemOps(
-                gets=f_fs.astype(np.uint32),
+                gets=gets.astype(np.uint32),
                 flushes=fs_flush.astype(np.uint32),
                 puts=batch,
-                quota=self.tmem_quota,
-                capacity=self.tmem_capacity,
+                quota=d.tmem_quota,
+                capacity=d.tmem_capacity,
                 exclusive_gets=self.exclusive_gets,
             )
-        disk_batch = None if self.uses_tmem else batch
-        if len(reads) or len(sw_free) or disk_batch is not None:
-            req.swap = SwapOps(reads.astype(np.uint32), sw_free.astype(np.uint32), disk_batch)
-        reply = (yield req) if (req.tmem or req.swap) else Reply()
+        step = None
+        through_batch = disk_batch
+        disk_reads_dev = reads
+        if cache is not None:
+            cwrites = disk_pages if disk_batch is not None else _EI
+            wb_limit = self._async_budget(device, dt, fair=cache.count > cache.budget)
+            step = cache.plan(epoch, sw_free, reads, cwrites, wb_limit)
+            ins = disk_batch.take(np.flatnonzero(step.cached)) if disk_batch is not None else None
+            through_batch = (
+                disk_batch.take(np.flatnonzero(~step.cached)) if disk_batch is not None else None
+            )
+            if through_batch is not None and len(through_batch) == 0:
+                through_batch = None
+            if ins is not None and len(ins) == 0:
+                ins = None
+            disk_reads_dev = reads[~step.hits]
+            req.cache = CacheOps(
+                reads[step.hits].astype(np.uint32),
+                step.frees.astype(np.uint32),
+                step.writeback.astype(np.uint32),
+                step.drops.astype(np.uint32),
+                ins,
+            )
+        phase1_writes = _concat_batches(through_batch, wb_batch)
+        if len(disk_reads_dev) or len(sw_free) or phase1_writes is not None:
+            req.swap = SwapOps(
+                disk_reads_dev.astype(np.uint32), sw_free.astype(np.uint32), phase1_writes
+            )
+        reply = (yield req) if not req.empty() else Reply()
         violations: list[tuple[str, str]] = []
 
         put_ok = np.zeros(len(dirty), bool)
         if req.tmem is not None:
             r = reply.tmem
-            self._check_read(f_fs, r.found, r.got, "frontswap", violations)
+            self._check_read(gets, r.found, r.got, "frontswap", violations)
             if batch is not None:
                 put_ok = np.asarray(r.put_ok, bool)
-            c["frontswap_gets"] += int(np.count_nonzero(r.found))
+            c["frontswap_gets"] += int(np.count_nonzero(r.found[np.isin(gets, f_fs)]))
             c["frontswap_flushes"] += int(r.flushed)
             c["frontswap_invalidated"] += int(r.invalidated)
             self.tmem_pages = int(r.guest_pages)
         if req.swap is not None:
-            self._check_read(reads, reply.swap.found, reply.swap.got, "swap", violations)
+            self._check_read(disk_reads_dev, reply.swap.found, reply.swap.got, "swap", violations)
             c["disk_frees"] += int(reply.swap.freed)
+        cache_wb = None
+        if req.cache is not None:
+            rc = reply.cache
+            hits = reads[step.hits]
+            self._check_read(hits, rc.found, rc.got, "the disk cache", violations)
+            if rc.refused:
+                violations.append(
+                    (
+                        "integrity",
+                        f"{self.name}: the cache refused to drop {rc.refused} dirty page(s)",
+                    )
+                )
+            cache_wb = rc.written_back if len(rc.written_back) else None
+            if len(rc.written_back) != len(step.writeback):
+                violations.append(
+                    (
+                        "conservation",
+                        f"{self.name}: cache wrote back {len(rc.written_back)} pages, "
+                        f"{len(step.writeback)} were dirty",
+                    )
+                )
 
-        # phase 2: pages the pool refused go to the swap disk
-        to_disk = dirty[~put_ok]
-        to_fs = dirty[put_ok]
-        if self.uses_tmem and len(to_disk):
-            fb = batch.take(np.flatnonzero(~put_ok))
-            yield Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, fb))
+        # apply: the cache's decisions
+        if step is not None:
+            cache.commit(epoch, step, reads, disk_pages if disk_batch is not None else _EI)
+            c["cache_hits"] += int(np.count_nonzero(step.hits))
+            c["cache_writebacks"] += len(step.writeback)
+            c["cache_dropped"] += len(step.drops)
+            c["cache_write_through"] += int(np.count_nonzero(~step.cached))
 
-        # apply: slots freed by writes or a full swap, and exclusive gets
+        # the frames the host must have resident for this epoch, before anything moves: the
+        # frames of touched pages and of pages the guest writes out (double swapping)
+        hs_need = _EI
+        hs_dirty = _EI
+        backed0 = self.frames.private_count
+        if self.host_swap:
+            hs_touch = self.frame[uniq[loc_u == RAM]].astype(np.int64)
+            hs_dirty = self.frame[dirty].astype(np.int64)
+            hs_need = np.concatenate([hs_touch, hs_dirty])
+            violations += self._check_hswap_map(self.frames.hswapped(np.unique(hs_need)))
+
+        # apply: slots freed by writes, a full swap, loads and selfshrink; exclusive gets
+        to_disk = dirty[~put_ok] if self.uses_tmem else dirty[disk_mask]
+        to_fs = dirty[put_ok] if self.uses_tmem else _EI
+        nz = int(np.count_nonzero(self.slot[free_slot] == ZPOOL))
+        if self.zram_slots:
+            self.zslots_used -= nz
+            self.slots_used -= len(free_slot) - nz
+        else:
+            self.slots_used -= len(free_slot)
         self.slot[free_slot] = NO_SLOT
-        self.slots_used -= len(free_slot)
         if self.exclusive_gets:
-            self.slot[f_fs] = NO_SLOT
-            self.dirty[f_fs] = True
-            self.slots_used -= len(f_fs)
+            got_ex = excl_got
+            self.slot[got_ex] = NO_SLOT
+            self.dirty[got_ex] = True
+            self.slots_used -= len(got_ex)
+        if pool is not None:
+            if pool.kind == "zswap":
+                pool.drop(z_free)
+            else:
+                c["zpool_discards"] += pool.free_slots(z_free)
+            if pool.discard_due(t, dt):
+                c["zpool_discards"] += pool.discard_scan()
         # apply: evictions
         self._map_out(victims)
         cl = victims[clean]
         self.loc[cl] = self.slot[cl]
         self.loc[to_fs] = FRONTSWAP
         self.slot[to_fs] = FRONTSWAP
+        stored = dirty[to_pool]
+        if len(stored):
+            pool.store(stored, pool_sizes[to_pool], epoch)
+            self.loc[stored] = ZPOOL
+            self.slot[stored] = ZPOOL
         self.loc[to_disk] = SWAP
         self.slot[to_disk] = SWAP
+        if len(zswap_wb):
+            pool.drop(zswap_wb)
+            self.loc[zswap_wb] = SWAP
+            self.slot[zswap_wb] = SWAP
+            if pool.frames_needed() <= pool.accept * pool.limit_frames(self.alloc_pages):
+                pool.limit_hit = False
         self.dirty[victims] = False
-        self.slots_used += len(dirty)
+        if self.zram_slots:
+            self.zslots_used += len(stored)
+            self.slots_used += len(dirty) - len(stored)
+        else:
+            self.slots_used += len(dirty)
         # apply: swap-ins and first touches
-        incoming = np.concatenate([f_zero, f_fs, reads])
+        incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in])
+        in_frames = self._incoming_frames(_EI, len(incoming))
         newly_backed = self._map_in(incoming)
         self.loc[incoming] = RAM
         self.dirty[f_zero] = True
+        self.dirty[unuse_in] = True
+        self.slot[unuse_in] = NO_SLOT
         # apply: the touches themselves (a thrash victim was touched before it left)
         self.version[wp] += wc.astype(np.uint32)
         self.dirty[wp] = True
@@ -506,6 +955,76 @@ class GuestModel:
         self.last[uniq] = epoch + 1
         self.ref[uniq] = True
         self.ref[victims] = False
+
+        self.pinned_n = max(self.pinned_n, pin_to)
+
+        # the pool's frames follow its contents; the balloon moves
+        pool_new = _EI
+        if pool is not None:
+            pool_new = self._pool_frames()
+        discard = _EI
+        if self.balloon is not None:
+            discard = self._balloon_step(t, dt, pressure)
+
+        # page sharing: copy-on-write breaks, then the host's scanner merges what it can
+        n_cow = 0
+        if self.sharing:
+            n_cow = self._ksm_step(epoch, d, wp, in_frames)
+
+        # the host: frames used this epoch come back into RAM (swap-ins); frames above the
+        # budget are paged out, chosen as the host can
+        swap_in = _EI
+        exp_page = exp_ver = _EI
+        hs_out = _EI
+        hs_recs = None
+        if self.host_swap:
+            hs_need = np.unique(np.concatenate([hs_need, in_frames, pool_new]))
+            swap_in = self.frames.hswapped(hs_need)
+            exp_page = self.frames.rec_page[swap_in].copy()
+            exp_ver = self.frames.rec_ver[swap_in].copy()
+            self.frames.swap_in(swap_in)
+            self.frames.touch(hs_need, epoch)
+            budget = d.frame_budget
+            over = 0 if budget is None else self.frames.private_count - budget
+            if over > 0:  # at the device's pace, but never letting an over-budget guest grow
+                grew = max(0, self.frames.private_count - backed0)
+                over = min(over, max(d.hswap_step, grew)) if d.hswap_step else over
+                pool_frames = self.zp_stack[: self.zpool_frames].astype(np.int64)
+                hs_out = self.frames.pick_victims(
+                    over, epoch, d.hswap_policy, self.hs_rng, pool_frames
+                )
+                room = d.hswap_quota - self.frames.hswapped_count
+                if len(hs_out) > room:  # the host's swap cannot take them: host OOM
+                    return (yield from self._oom_kill(t, dt, work, len(pages), host=True))
+                pg = self.fpage[hs_out]
+                rp = np.where(pg >= 0, pg, NO_PAGE).astype(np.int64)
+                rv = np.where(pg >= 0, self.version[np.maximum(pg, 0)], 0).astype(np.uint32)
+                self.frames.swap_out(hs_out, rp, rv)
+                hs_recs = self._batch(rp, rv)
+
+        # phase 2: refused puts and cache write-backs to the disk; the host's frame I/O
+        req2 = Request(self.name, self.host, self.disk)
+        refused = None
+        if self.uses_tmem and len(to_disk):
+            refused = batch.take(np.flatnonzero(~put_ok))
+        p2_writes = _concat_batches(refused, cache_wb)
+        if p2_writes is not None:
+            req2.swap = SwapOps(_E, _E, p2_writes)
+        if len(swap_in) or len(discard) or len(hs_out):
+            req2.hswap = HostSwapOps(
+                swap_in.astype(np.uint32),
+                discard.astype(np.uint32),
+                hs_out.astype(np.uint32),
+                hs_recs,
+                d.hswap_quota,
+                d.hswap_capacity,
+            )
+        if not req2.empty():
+            reply2 = yield req2
+            if req2.hswap is not None:
+                violations += self._check_hswap_reply(
+                    swap_in, exp_page, exp_ver, reply2.hswap, len(hs_out)
+                )
 
         # counters
         n_put = len(dirty) if self.uses_tmem else 0
@@ -515,14 +1034,33 @@ class GuestModel:
         c["frontswap_put_failures"] += n_fail
         c["evictions"] += len(victims)
         c["first_touches"] += len(f_zero)
-        c["faults"] += len(f_zero) + len(f_fs) + len(f_sw)
+        c["faults"] += len(f_zero) + len(f_fs) + len(f_z) + len(f_sw)
         c["major_faults"] += len(clusters)
         c["readahead_pages"] += len(reads) - len(f_sw)
-        c["disk_reads"] += len(reads)
-        c["disk_read_ops"] += len(clusters)
-        write_ops = -(-len(to_disk) // SWAP_CLUSTER)
-        c["disk_writes"] += len(to_disk)
+        c["zpool_loads"] += len(f_z)
+        c["selfshrink_pages"] += len(unuse_in) + len(unuse_fl)
+        n_dev_reads = len(disk_reads_dev)
+        dev_clusters = len(clusters)
+        if step is not None:  # a cluster all of whose pages were cached never reached the disk
+            missed = np.unique(disk_reads_dev // ra) if len(disk_reads_dev) else _EI
+            dev_clusters = len(missed)
+        c["disk_reads"] += n_dev_reads
+        c["disk_read_ops"] += dev_clusters
+        n_through = len(through_batch) if through_batch is not None else 0
+        if self.uses_tmem:
+            n_through = len(to_disk)
+        n_wb = (len(cache_wb) if cache_wb is not None else 0) + len(zswap_wb)
+        disk_pages_written = n_through + n_wb
+        write_ops = -(-n_through // SWAP_CLUSTER) + -(-n_wb // SWAP_CLUSTER)
+        c["disk_writes"] += disk_pages_written
         c["disk_write_ops"] += write_ops
+        c["zpool_writebacks"] += len(zswap_wb)
+        n_hs_in, n_double = len(swap_in), 0
+        if self.host_swap:
+            n_double = int(np.count_nonzero(np.isin(hs_dirty, swap_in)))
+            c["host_swap_ins"] += n_hs_in
+            c["host_swap_outs"] += len(hs_out)
+            c["double_swaps"] += n_double
 
         # time: synchronous costs on the critical path
         dev = device.profile
@@ -532,13 +1070,24 @@ class GuestModel:
         s_fs = len(f_fs) * lat_fs
         s_flush = len(fs_flush) * costs.flush()
         lat_sw = 0.0
+        lat_hit = 0.0
+        s_sw = 0.0
         if len(clusters):
             read_bytes = len(reads) * ps / len(clusters)  # the average cluster actually read
             lat_sw = costs.major_fault + dev.op_time(False, read_bytes) + device.wait(read_bytes)
-        s_sw = len(clusters) * lat_sw + (len(f_sw) - len(clusters)) * costs.minor_fault
-        # direct reclaim: the synchronous share of puts and of disk writes
+            lat_hit = costs.major_fault + costs.io_exit + costs.copy(read_bytes)
+            s_sw = dev_clusters * lat_sw + (len(clusters) - dev_clusters) * lat_hit
+            s_sw += (len(f_sw) - len(clusters)) * costs.minor_fault
+        # zswap/zram loads: decompression (same-filled pages are a memset)
+        s_z = 0.0
+        if len(f_z):
+            s_z = len(f_z) * (costs.minor_fault + costs.decompress(ps))
+        # direct reclaim: the synchronous share of puts, compression and disk writes
         sync_dirty = ~dirty_async
         s_put = 0.0
+        s_comp = 0.0
+        if pool is not None and len(stored):
+            s_comp = int(np.count_nonzero(to_pool & sync_dirty)) * costs.compress(ps)
         if self.uses_tmem:
             ok_sync = int(np.count_nonzero(put_ok & sync_dirty))
             fail_sync = int(np.count_nonzero(~put_ok & sync_dirty))
@@ -546,22 +1095,46 @@ class GuestModel:
             # refused async puts beyond what the disk absorbs in the background are waited for
             fail_async = int(np.count_nonzero(~put_ok & dirty_async))
             sync_disk = fail_sync + max(0, fail_async - self._async_budget(device, dt))
+            sync_cached = 0
+        elif step is not None:
+            through = ~step.cached
+            sync_disk = int(np.count_nonzero(through & disk_sync))
+            sync_cached = int(np.count_nonzero(step.cached & disk_sync))
         else:
-            sync_disk = int(np.count_nonzero(sync_dirty))
+            sync_disk = int(np.count_nonzero(disk_sync))
+            if pool is not None:  # kswapd's refused stores beyond the disk budget are waited for
+                async_disk = len(disk_sync) - sync_disk
+                sync_disk += max(0, async_disk - self._async_budget(device, dt))
+            sync_cached = 0
         s_write = 0.0
         if sync_disk:
             ops = -(-sync_disk // SWAP_CLUSTER)
             wbytes = sync_disk * ps / ops
             s_write = ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
-        sources = (s_zero, s_alloc, s_fs, s_flush, s_sw, s_put, s_write)
+        if sync_cached:
+            ops = -(-sync_cached // SWAP_CLUSTER)
+            s_write += ops * costs.io_exit + costs.copy(sync_cached * ps)
+        # host swap reads: the vCPU waits while the host faults the frame back in
+        s_hs = 0.0
+        lat_hs = 0.0
+        hs_dev = d.hswap_device
+        if n_hs_in and hs_dev is not None:
+            lat_hs = hs_dev.profile.op_time(False, ps) + hs_dev.wait(ps)
+            s_hs = n_hs_in * lat_hs
+        s_cow = n_cow * (costs.minor_fault + costs.copy(ps) + costs.host_page_alloc)
+        sources = (s_zero, s_alloc, s_fs, s_flush, s_sw, s_put, s_write, s_z, s_comp, s_hs, s_cow)
         stall = sum(sources)
         for src, v in zip(STALL_SOURCES, sources):
             self.stall_by_source[src] += v
         # fault latency histogram (one value per kind of fault this epoch)
         self._hist_add(costs.minor_fault, len(f_zero))
         self._hist_add(lat_fs, len(f_fs))
-        self._hist_add(lat_sw, len(clusters))
+        self._hist_add(lat_sw, dev_clusters)
+        self._hist_add(lat_hit, len(clusters) - dev_clusters)
         self._hist_add(costs.minor_fault, len(f_sw) - len(clusters))
+        self._hist_add(costs.minor_fault + costs.decompress(ps), len(f_z))
+        if n_hs_in:
+            self._hist_add(lat_hs, n_hs_in)
         self.debt += stall
         self.stall_seconds += stall
         self.alive_seconds += dt
@@ -569,20 +1142,323 @@ class GuestModel:
         self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
         self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_pages)
         violations += [("conservation", m) for m in self.conservation()]
+        n_hs_ops = n_hs_in + -(-len(hs_out) // SWAP_CLUSTER)
+        n_hs_pages = n_hs_in + len(hs_out)
         return EpochStats(
             alive=True,
             work=work,
             stall=stall,
             touches=len(pages),
-            faults=len(f_zero) + len(f_fs) + len(f_sw),
-            disk_reads=len(reads),
-            disk_writes=len(to_disk),
+            faults=len(f_zero) + len(f_fs) + len(f_z) + len(f_sw),
+            disk_reads=n_dev_reads,
+            disk_writes=disk_pages_written,
             puts=n_put - n_fail,
             put_failures=n_fail,
             gets=len(f_fs),
-            dev_ops=len(clusters) + write_ops,
-            dev_bytes=(len(reads) + len(to_disk)) * ps,
+            dev_ops=dev_clusters + write_ops,
+            dev_bytes=(n_dev_reads + disk_pages_written) * ps,
+            hswap_ops=n_hs_ops,
+            hswap_bytes=n_hs_pages * ps,
+            host_swap_ins=n_hs_in,
+            double_swaps=n_double,
             violations=violations,
+        )
+
+    # -- mechanism steps inside an epoch ----------------------------------------------------
+    def _unuse_pick(self, uniq: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+        """Selfshrink: the next frontswap slots to release, in slot order. Returns (pages to
+        bring back into RAM, resident pages whose clean tmem copy is just flushed)."""
+        cand = np.flatnonzero(self.slot == FRONTSWAP)
+        cand = cand[~np.isin(cand, uniq)][: self.unuse_left]
+        resident = cand[self.loc[cand] == RAM]
+        away = cand[self.loc[cand] == FRONTSWAP]
+        room = max(0, self.free_top - self.wm_high - need)
+        away = away[:room]
+        # pages that found no free frame stay in frontswap; the next epochs try again
+        self.unuse_left -= len(resident) + len(away)
+        return away, resident
+
+    def _pool_decide(
+        self,
+        dirty: np.ndarray,
+        vers: np.ndarray,
+        batch: RecordBatch | None,
+        after_free: int,
+        disk_room: int,
+        z_free: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Which dirty victims the compressed pool takes, given `after_free` frames free once
+        this epoch's pages are in. Returns (stored mask, sizes, kept-resident mask, growth of
+        the pool in frames). zswap sends what it refuses to the disk (the page holds a disk
+        slot); a zram write that finds no memory fails and the page stays in RAM, unless the
+        disk swap behind zram has a slot for it."""
+        pool = self.pool
+        c = self.counters
+        k = len(dirty)
+        sizes, same = pool.sizes(dirty, vers, batch.payload if batch is not None else None)
+        cand = pool.fits(sizes)  # zbud cannot hold a page that does not compress enough
+        beyond = np.zeros(k, bool)
+        if pool.kind == "zram":  # dirty victims hold no slot: zram's free slots first
+            zroom = self.zram_slots - self.zslots_used + len(z_free)
+            beyond = np.arange(k) >= zroom
+            cand &= ~beyond
+        ss = np.where(cand, pool.stored_size(sizes), 0)
+        drop = z_free if (pool.kind == "zswap" or pool.discard == "immediate") else _EI
+        _, cum = pool.frames_after(drop, ss)
+        limit = pool.limit_frames(self.alloc_pages) if pool.kind == "zswap" else None
+        under = np.ones(k, bool) if limit is None else cum <= limit
+        if limit is not None and (cand & ~under).any():
+            pool.limit_hit = True
+        avail = after_free
+        kept = np.zeros(k, bool)
+        for _ in range(4):
+            ok = cand & under & (cum - pool.frames <= avail)
+            if pool.kind == "zram":
+                failed = cand & ~ok
+                left = max(0, disk_room - int(np.count_nonzero(beyond)))
+                kept = failed & (np.cumsum(failed) > left)
+            if after_free - int(np.count_nonzero(kept)) == avail:
+                break
+            avail = after_free - int(np.count_nonzero(kept))
+        c["zpool_rejects"] += int(np.count_nonzero(~ok & ~beyond))
+        c["zpool_stores"] += int(np.count_nonzero(ok))
+        c["zpool_same_filled"] += int(np.count_nonzero(ok & same))
+        base, cum_ok = pool.frames_after(drop, np.where(ok, ss, 0))
+        growth = (int(cum_ok[-1]) if k else base) - pool.frames
+        return ok, sizes, kept, max(0, growth)
+
+    def _zswap_writeback_pick(self, device: DeviceQueue, dt: float, busy: np.ndarray) -> np.ndarray:
+        """zswap at its limit writes its oldest entries back to disk until it is under the
+        acceptance threshold, at the disk's background pace."""
+        pool = self.pool
+        limit = pool.limit_frames(self.alloc_pages)
+        excess = pool.frames - int(pool.accept * limit)
+        if excess <= 0:
+            pool.limit_hit = False
+            return _EI
+        per_frame = max(1.0, pool.live_pages / max(1, pool.frames))
+        k = min(int(math.ceil(excess * per_frame)), self._async_budget(device, dt))
+        pages = pool.oldest(k + len(busy))
+        pages = pages[(self.loc[pages] == ZPOOL) & ~np.isin(pages, busy)]
+        return pages[:k]
+
+    def _pool_frames(self) -> np.ndarray:
+        """Give the pool the frames its contents need (or take back those it no longer
+        does); returns the frames newly taken (the host backs them)."""
+        pool = self.pool
+        delta = pool.frames_needed() - pool.frames
+        if delta > 0:
+            fr = self._take_free(min(delta, self.free_top))
+            self.zp_stack[pool.frames : pool.frames + len(fr)] = fr
+            pool.frames += len(fr)
+            self.counters["host_frames_allocated"] += self.frames.back(fr)
+            return fr
+        if delta < 0:
+            k = -delta
+            fr = self.zp_stack[pool.frames - k : pool.frames].astype(np.int64)
+            pool.frames -= k
+            self._give_free(fr)
+        return _EI
+
+    def _content_keys(self, pages: np.ndarray) -> np.ndarray:
+        """Content keys of these pages (0: content no other page can have). `full` payload:
+        a hash of the generated bytes; `digest`: the same rule without the bytes."""
+        v = self.version[pages]
+        if self.payload == "full":
+            return self._batch(pages, v).checksums.astype(np.uint64)
+        keys = np.zeros(len(pages), np.uint64)
+        if self.workload.compressibility >= 1.0:  # every page is the zero page
+            keys[:] = ZERO_PAGE_KEY
+            return keys
+        common = (v == 0) & is_common(pages, self.workload.duplicates)
+        keys[common] = (pages[common].astype(np.uint64) << np.uint64(1)) | np.uint64(1)
+        return keys
+
+    def _ksm_step(
+        self, epoch: int, d: Directives, written: np.ndarray, in_frames: np.ndarray
+    ) -> int:
+        """Copy-on-write breaks and this epoch's scan; returns the breaks the guest waited for."""
+        fs = self.frames
+        wf = self.frame[written]
+        wf = wf[wf >= 0].astype(np.int64)
+        breaks = np.union1d(wf[fs.mkey[wf] != 0], in_frames[fs.mkey[in_frames] != 0])
+        n = fs.unmerge(breaks)
+        self.counters["cow_breaks"] += n
+        k = min(d.scan_pages, self.nframes)
+        if k and d.stable is not None:
+            idx = (self.ksm_hand + np.arange(k)) % self.nframes
+            self.ksm_hand = int((self.ksm_hand + k) % self.nframes)
+            pg = self.fpage[idx]
+            ok = (pg >= 0) & (fs.mkey[idx] == 0) & (fs.state[idx] == F_RAM)
+            pgs = pg[ok]
+            ok_p = self.version[pgs] == self.win_version[pgs]  # not written this window
+            frames, pgs = idx[ok][ok_p], pgs[ok_p]
+            keys = self._content_keys(pgs)
+            nz = keys != 0
+            frames, keys = frames[nz], keys[nz]
+            hit = np.isin(keys, d.stable)
+            fs.merge(frames[hit], keys[hit])
+            self.counters["pages_merged"] += int(np.count_nonzero(hit))
+            if (~hit).any():
+                self.ksm_candidates.append(keys[~hit])
+                self.ksm_key[frames[~hit]] = keys[~hit]
+        return n
+
+    def _ksm_merge_reported(self, d: Directives) -> None:
+        """The pages the scanner reported whose content has just become shared merge now
+        (KSM merges the pair it finds), if they still hold that content."""
+        if d.stable is None:
+            return
+        fs = self.frames
+        frames = np.flatnonzero(self.ksm_key)
+        if len(frames) == 0:
+            return
+        keys = self.ksm_key[frames]
+        promoted = np.isin(keys, d.stable)
+        frames, keys = frames[promoted], keys[promoted]
+        self.ksm_key[frames] = 0
+        pg = self.fpage[frames]
+        ok = (pg >= 0) & (fs.mkey[frames] == 0) & (fs.state[frames] == F_RAM)
+        frames, keys, pg = frames[ok], keys[ok], pg[ok]
+        if len(frames):
+            same = self._content_keys(pg) == keys  # unchanged since it was scanned
+            fs.merge(frames[same], keys[same])
+            self.counters["pages_merged"] += int(np.count_nonzero(same))
+
+    def _balloon_step(self, t: float, dt: float, pressure: bool) -> np.ndarray:
+        """Move the balloon for this epoch; returns host-swapped frames it gave back (their
+        host swap copies are discarded unread)."""
+        b = self.balloon
+        goal = b.goal
+        allow = b.allowance(t, dt, pressure)
+        discard = _EI
+        moved = 0
+        limited = False
+        if goal > b.size:
+            want = min(goal - b.size, allow)
+            avail = max(0, self.free_top - self.wm_high)
+            k = min(want, avail)
+            limited = k < want
+            if k:
+                fr = self._take_free(k)
+                self.balloon_stack[self.balloon_n : self.balloon_n + k] = fr
+                self.balloon_n += k
+                discard = self.frames.release(fr)
+                moved = k
+        elif goal < b.size:
+            want = min(b.size - goal, allow)
+            grow_room = max(0, self.directives.grow_limit - self.grown)
+            bill_room = max(0, self.maxmem_pages - self.tmem_pages - self.alloc_pages)
+            if not self.uses_tmem:
+                bill_room = want
+            k = min(want, grow_room, bill_room)
+            limited = k < want
+            if k:
+                fr = self.balloon_stack[self.balloon_n - k : self.balloon_n].astype(np.int64)
+                self.balloon_n -= k
+                self._give_free(fr)
+                if self.eager:
+                    self.counters["host_frames_allocated"] += self.frames.back(fr)
+                self.grown += k
+                moved = -k
+        lag0 = b.lag
+        inflated, deflated = b.commit(moved, limited, t, dt, pressure)
+        self.balloon_lag_seconds += b.lag - lag0
+        self.counters["balloon_inflated"] += inflated
+        self.counters["balloon_deflated"] += deflated
+        return discard
+
+    # -- checks ------------------------------------------------------------------------------
+    def _check_hswap_map(self, swap_in: np.ndarray) -> list[tuple[str, str]]:
+        """A host-swapped frame still holding a guest page must hold the version the host
+        wrote: the guest never changes a frame the host has taken away."""
+        if len(swap_in) == 0:
+            return []
+        pg = self.fpage[swap_in]
+        m = pg >= 0
+        bad = m & (
+            (self.frames.rec_page[swap_in] != pg)
+            | (self.frames.rec_ver[swap_in] != self.version[np.maximum(pg, 0)])
+        )
+        if bad.any():
+            f = int(swap_in[np.flatnonzero(bad)[0]])
+            return [("integrity", f"{self.name}: host-swapped frame {f} changed while paged out")]
+        return []
+
+    def _check_hswap_reply(
+        self,
+        swap_in: np.ndarray,
+        exp_page: np.ndarray,
+        exp_ver: np.ndarray,
+        r: Any,
+        n_out: int,
+    ) -> list[tuple[str, str]]:
+        out = []
+        found = np.asarray(r.found, bool)
+        if len(swap_in) and not found.all():
+            n = int(np.count_nonzero(~found))
+            self.counters["lost_pages"] += n
+            out.append(
+                (
+                    "lost_pages_explained",
+                    f"{self.name}: {n} frame(s) missing from host swap, e.g. frame "
+                    f"{int(swap_in[~found][0])}",
+                )
+            )
+        got = r.got
+        if len(got):
+            ep, ev = exp_page[found], exp_ver[found]
+            bad = (got.pages.astype(np.int64) != ep) | (got.versions != ev)
+            bad |= self.verify(got)
+            if bad.any():
+                n = int(np.count_nonzero(bad))
+                self.counters["stale_reads"] += n
+                out.append(
+                    (
+                        "integrity",
+                        f"{self.name}: {n} stale or corrupt record(s) read from host swap",
+                    )
+                )
+        ok = np.asarray(r.write_ok, bool)
+        if n_out and not ok.all():
+            out.append(
+                (
+                    "conservation",
+                    f"{self.name}: host swap refused {int(np.count_nonzero(~ok))} swap-out(s) "
+                    "its quota allowed",
+                )
+            )
+        if r.guest_frames != self.frames.hswapped_count:
+            out.append(
+                (
+                    "conservation",
+                    f"{self.name}: host swap holds {r.guest_frames} frames, "
+                    f"the host counts {self.frames.hswapped_count}",
+                )
+            )
+        return out
+
+    def _batch(self, pages: np.ndarray, versions: np.ndarray) -> RecordBatch:
+        """Records of these pages at these versions, with the content they imply."""
+        return make_batch(
+            self.name,
+            np.asarray(pages).astype(np.uint32),
+            np.asarray(versions).astype(np.uint32),
+            self.payload,
+            self.page_size,
+            self.workload.compressibility,
+            self.workload.duplicates,
+        )
+
+    def verify(self, batch: RecordBatch) -> np.ndarray:
+        """Mask of records whose checksum or content is not what their version implies."""
+        return verify(
+            self.name,
+            batch,
+            self.payload,
+            self.page_size,
+            self.workload.compressibility,
+            self.workload.duplicates,
         )
 
     def _hist_add(self, latency: float, n: int) -> None:
@@ -611,9 +1487,7 @@ class GuestModel:
             )
         if len(got):
             expect = self.version[got.pages.astype(np.int64)]
-            bad = (got.versions != expect) | verify(
-                self.name, got, self.payload, self.page_size, self.workload.compressibility
-            )
+            bad = (got.versions != expect) | self.verify(got)
             nbad = int(np.count_nonzero(bad))
             if nbad:
                 i = int(np.flatnonzero(bad)[0])
@@ -628,13 +1502,20 @@ class GuestModel:
                 )
 
     def _oom_kill(
-        self, t: float, dt: float, work: float, touches: int
+        self, t: float, dt: float, work: float, touches: int, host: bool = False
     ) -> Generator[Request, Reply, EpochStats]:
-        """Neither RAM nor swap has room: the OOM killer ends the workload; it restarts later."""
-        self.counters["guest_oom_kills"] += 1
+        """Neither RAM nor swap has room: the OOM killer ends the workload; it restarts later.
+
+        With `host`, the host's OOM killer ends the whole guest (its frames could not be
+        placed): the guest reboots, its frames and host swap released."""
+        self.counters["host_oom_kills" if host else "guest_oom_kills"] += 1
         req = Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, None, drop=True))
         if self.uses_tmem:
             req.tmem = TmemOps(_E, _E, None, 0, 0, self.exclusive_gets, flush_area=True)
+        if self.cache is not None:
+            req.cache = CacheOps(_E, _E, _E, _E, None, drop=True)
+        if host and self.host_swap:
+            req.hswap = HostSwapOps(_E, _E, _E, None, 0, 0, drop=True)
         reply = yield req
         out = []
         if self.uses_tmem and reply.area_flushed != self.tmem_pages:
@@ -646,12 +1527,18 @@ class GuestModel:
                 )
             )
         self.tmem_pages = 0
+        self.unuse_left = 0
         self.alive_seconds += dt
         self.work_seconds += work
         self.alive = False
         self.down_until = t + dt + self.spec.oom_restart
         self.debt = 0.0  # the killed workload's stall dies with it
-        self._reset_memory()
+        if self.cache is not None:
+            self.cache.drop_all()
+        if host:
+            self._boot()
+        else:
+            self._reset_memory()
         out += [("conservation", m) for m in self.conservation()]
         return EpochStats(alive=True, work=work, touches=touches, violations=out)
 
@@ -701,42 +1588,65 @@ class GuestModel:
 
     # -- invariants ------------------------------------------------------------------------
     def location_counts(self) -> dict[str, int]:
-        bc = np.bincount(self.loc, minlength=4)
+        bc = np.bincount(self.loc, minlength=NLOC)
         return {
-            "untouched": int(bc[0]),
-            "ram": int(bc[1]),
-            "frontswap": int(bc[2]),
-            "swap": int(bc[3]),
+            "untouched": int(bc[UNTOUCHED]),
+            "ram": int(bc[RAM]),
+            "frontswap": int(bc[FRONTSWAP]),
+            "swap": int(bc[SWAP]),
+            "zpool": int(bc[ZPOOL]),
         }
 
     def conservation(self) -> list[str]:
         """Violations of the guest's page, frame and slot conservation (empty when it holds)."""
         out = []
         loc, slot = self.loc, self.slot
-        bc = np.array([np.count_nonzero(loc == k) for k in range(4)], np.int64)
+        bc = np.bincount(loc, minlength=NLOC).astype(np.int64)
         self.census = bc
         if bc.sum() != self.N:
             out.append(f"{self.name}: {self.N - bc.sum()} page(s) in no known place")
         resident = int(bc[RAM])
         mapped = int(np.count_nonzero(self.frame >= 0))
-        if resident + self.free_top != self.alloc_pages or mapped != resident:
+        held = self.free_top + self.balloon_n + self.zpool_frames
+        if resident + held != self.nframes or mapped != resident:
             out.append(
                 f"{self.name}: resident {resident}, pages with a frame {mapped}, free frames "
-                f"{self.free_top}, allocation {self.alloc_pages}"
+                f"{self.free_top}, balloon {self.balloon_n}, pool {self.zpool_frames}, "
+                f"frames {self.nframes}"
             )
-        if self.frames.backed_count != int(np.count_nonzero(self.frames.backed)):
-            out.append(f"{self.name}: host frame counter disagrees with the frames it backs")
-        slots = int(np.count_nonzero(slot))
-        if slots != self.slots_used or slots > self.swap_slots:
+        fs = self.frames
+        if fs.merged_count != int(np.count_nonzero(fs.mkey)):
+            out.append(f"{self.name}: merged frame counter disagrees with the frames")
+        elif fs.merged_count and np.any(fs.state[fs.mkey != 0] != F_RAM):
+            out.append(f"{self.name}: a merged frame is not resident")
+        st = np.bincount(fs.state, minlength=3)
+        if fs.backed_count != int(st[1]) or fs.hswapped_count != int(st[2]):
+            out.append(f"{self.name}: host frame counters disagree with the frames' states")
+        budget = self.directives.frame_budget
+        over_budget = budget is not None and fs.private_count > budget
+        if self.host_swap and over_budget and fs.private_count > self._hs_ceiling:
             out.append(
-                f"{self.name}: swap slots counted {self.slots_used}, held {slots}, "
-                f"device has {self.swap_slots}"
+                f"{self.name}: {fs.private_count} frames resident, above both the host's "
+                f"budget {budget} and what it held when the window began"
+            )
+        sc = np.bincount(slot, minlength=NLOC)
+        zslots = int(sc[ZPOOL]) if self.zram_slots else 0
+        dslots = int(sc[FRONTSWAP] + sc[SWAP]) + (0 if self.zram_slots else int(sc[ZPOOL]))
+        if (
+            dslots != self.slots_used
+            or dslots > self.swap_slots
+            or zslots != self.zslots_used
+            or zslots > max(self.zram_slots, 0)
+        ):
+            out.append(
+                f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
+                f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
             )
         if np.count_nonzero((loc >= FRONTSWAP) & (slot != loc)):
             out.append(f"{self.name}: a swapped page holds no slot of its kind")
         if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
             out.append(f"{self.name}: a pinned page left RAM")
-        fs_view = int(np.count_nonzero(slot == FRONTSWAP))
+        fs_view = int(sc[FRONTSWAP])
         if self.uses_tmem and fs_view != self.tmem_pages:
             out.append(
                 f"{self.name}: guest holds {fs_view} frontswap pages, host pool reports "
@@ -747,24 +1657,57 @@ class GuestModel:
                 f"{self.name}: RAM {self.alloc_pages} + tmem {self.tmem_pages} pages above "
                 f"maxmem {self.maxmem_pages}"
             )
+        if self.pool is not None:
+            p = self.pool
+            if int(np.count_nonzero(p.held)) != int(sc[ZPOOL]):
+                out.append(
+                    f"{self.name}: the compressed pool holds {int(np.count_nonzero(p.held))} "
+                    f"pages, {int(sc[ZPOOL])} slots point at it"
+                )
+            if p.frames != p.frames_needed():
+                out.append(
+                    f"{self.name}: the pool has {p.frames} frames, its contents need "
+                    f"{p.frames_needed()}"
+                )
+        if self.cache is not None:
+            out += [f"{self.name}: {m}" for m in self.cache.audit()]
         return out
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
         used = self.frame[self.frame >= 0]
         free = self.free_stack[: self.free_top]
-        both = np.concatenate([used, free])
-        if len(both) != self.alloc_pages or np.any(
-            np.bincount(both, minlength=self.alloc_pages) != 1
-        ):
+        parts = [
+            used,
+            free,
+            self.balloon_stack[: self.balloon_n],
+            self.zp_stack[: self.zpool_frames],
+        ]
+        both = np.concatenate(parts)
+        if len(both) != self.nframes or np.any(np.bincount(both, minlength=self.nframes) != 1):
             return [f"{self.name}: a frame is used twice, or both used and free"]
+        if np.any(self.fpage[used] != np.flatnonzero(self.frame >= 0)):
+            return [f"{self.name}: the frame-to-page map disagrees with the page table"]
         return []
 
     def progress(self) -> float:
         return self.work_seconds / self.alive_seconds if self.alive_seconds else 0.0
 
 
-_E = np.empty(0, np.uint32)
+def _concat_batches(a: RecordBatch | None, b: RecordBatch | None) -> RecordBatch | None:
+    if a is None or len(a) == 0:
+        return b if b is not None and len(b) else None
+    if b is None or len(b) == 0:
+        return a
+    payload = None
+    if a.payload is not None and b.payload is not None:
+        payload = np.concatenate([a.payload, b.payload])
+    return RecordBatch(
+        np.concatenate([a.pages, b.pages]),
+        np.concatenate([a.versions, b.versions]),
+        np.concatenate([a.checksums, b.checksums]),
+        payload,
+    )
 
 
 def _no_commit(victims: np.ndarray) -> None:

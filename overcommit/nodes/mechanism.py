@@ -1,9 +1,23 @@
 """The interface every overcommit mechanism implements, and the registry of mechanisms.
 
-A mechanism decides two things: on the guest side, whether a page the guest swaps out is first
-offered to host tmem (`guest_uses_tmem`); on the host side, how the host splits what it can
-lend among its guests for each sync window (`plan_window`). Combinations (`a+b`) apply each
-part in order. Counters a mechanism owns are always present in the summary, 0 when unused.
+A mechanism has two sides:
+
+- **guest side** — `guest_features`: the names of the guest-kernel behaviours it switches on
+  (`tmem`: swap-outs are offered to host tmem first; `balloon`: a balloon driver follows host
+  targets; `selfballoon`/`selfshrink`: Xen's self-ballooning worker; `host_swap`: the host pages
+  the guest's frames out; `cached_disk`: the swap disk is write-back cached in host RAM;
+  `zswap`/`zram`: compressed swap inside the guest; `cleancache`: clean page-cache pages go to
+  ephemeral tmem; `page_sharing`: the host merges identical frames). The guest model
+  (`nodes.guest.GuestModel`) reads these and the per-window `Directives`; it never asks a
+  mechanism anything inside a window.
+- **host side** — `plan_window(host)`: at each sync window's start, turn the guests' reports
+  (`host.guests`, `GuestState` mirrors) into each guest's `Directives` (`g.plan`). Lenders book
+  what they lend with `host.lend`, so two mechanisms never promise the same free page.
+
+`plan_order` fixes the order in which the parts of a combination plan (guest allocations first,
+then the host's own frames, then what it lends out of the rest), whatever order the name lists
+them in. Settings come from `host.settings` (the scenario). Counters a mechanism owns are always
+present in the summary, 0 when unused.
 """
 
 from __future__ import annotations
@@ -18,37 +32,95 @@ class Mechanism:
     """Base class: the `none` behaviour (guests swap to their own disks, host lends nothing)."""
 
     name: ClassVar[str] = "none"
-    guest_uses_tmem: ClassVar[bool] = False
+    guest_features: ClassVar[frozenset[str]] = frozenset()
+    plan_order: ClassVar[int] = 100
+
+    @property
+    def guest_uses_tmem(self) -> bool:
+        """Whether guests offer swapped-out pages to host tmem (frontswap)."""
+        return "tmem" in self.guest_features
+
+    @property
+    def parts(self) -> list[Mechanism]:
+        return [self]
+
+    def has(self, name: str) -> bool:
+        """Whether this mechanism is, or combines, the one called `name`."""
+        return any(p.name == name for p in self.parts)
 
     def plan_window(self, host: HostModel) -> None:
-        """Set each guest's limits for the next sync window (host-side policy)."""
+        """Set each guest's directives for the next sync window (host-side policy)."""
 
 
 class Combined(Mechanism):
-    """Several mechanisms applied together, in the order named."""
+    """Several mechanisms applied together; they plan in `plan_order`."""
 
     def __init__(self, parts: list[Mechanism]) -> None:
-        self.parts = parts
+        self._parts = parts
         self.name = "+".join(p.name for p in parts)  # type: ignore[misc]
-        self.guest_uses_tmem = any(p.guest_uses_tmem for p in parts)  # type: ignore[misc]
+        self.guest_features = frozenset().union(*(p.guest_features for p in parts))  # type: ignore[misc]
+
+    @property
+    def parts(self) -> list[Mechanism]:
+        return list(self._parts)
 
     def plan_window(self, host: HostModel) -> None:
-        for p in self.parts:
+        for p in sorted(self._parts, key=lambda m: m.plan_order):
             p.plan_window(host)
 
 
 def _registry() -> dict[str, type[Mechanism]]:
+    from overcommit.nodes.balloon import Balloon
+    from overcommit.nodes.cached_disk import CachedDisk
     from overcommit.nodes.frontswap import Frontswap
+    from overcommit.nodes.host_swap import HostSwap
     from overcommit.nodes.none import NoOvercommit
+    from overcommit.nodes.page_sharing import PageSharing
+    from overcommit.nodes.selfballoon import Selfballoon
+    from overcommit.nodes.zswap import Zram, Zswap
 
-    return {"none": NoOvercommit, "frontswap": Frontswap}
+    classes = [
+        NoOvercommit,
+        Frontswap,
+        HostSwap,
+        Balloon,
+        Selfballoon,
+        CachedDisk,
+        Zswap,
+        Zram,
+        PageSharing,
+    ]
+    return {c.name: c for c in classes}
 
 
-MECHANISMS: tuple[str, ...] = ("none", "frontswap")
+MECHANISMS: tuple[str, ...] = (
+    "none",
+    "frontswap",
+    "host-swap",
+    "balloon",
+    "selfballoon",
+    "cached-disk",
+    "zswap",
+    "zram",
+    "page-sharing",
+)
+
+#: Pairs that cannot run together, with the reason (checked when a scenario loads).
+CONFLICTS: dict[frozenset[str], str] = {
+    frozenset({"zswap", "zram"}): "zswap in front of a zram device compresses twice",
+    frozenset({"frontswap", "zswap"}): "zswap is itself a frontswap backend inside the guest; "
+    "use one of them",
+    frozenset({"frontswap", "zram"}): "a zram device takes the swap-outs frontswap would put",
+    frozenset({"frontswap", "cached-disk"}): "frontswap and a host-cached swap disk both lend "
+    "the host's free RAM as fast swap; compare them instead",
+    frozenset({"balloon", "selfballoon"}): "a self-ballooning guest sets its own balloon target",
+}
 
 
 def build_mechanism(name: str) -> Mechanism:
-    """The mechanism for a (possibly `+`-joined) name from a validated scenario."""
+    """The mechanism for a (possibly `+`-joined) name from a validated scenario. Mechanisms
+    read their settings (the scenario's `balloon:`, `selfballoon:`, ... sections) from
+    `host.settings` when they plan."""
     reg = _registry()
     parts = [reg[p.strip()]() for p in name.split("+")]
     return parts[0] if len(parts) == 1 else Combined(parts)

@@ -10,4 +10,4 @@ from overcommit.nodes.mechanism import Mechanism
 
 class NoOvercommit(Mechanism):
     name = "none"
-    guest_uses_tmem = False
+    guest_features = frozenset()

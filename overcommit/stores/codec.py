@@ -102,21 +102,37 @@ def _random_words(page_size: int, compressibility: float) -> int:
     return int(round((1.0 - compressibility) * words))
 
 
+def is_common(pages: np.ndarray, duplicates: float) -> np.ndarray:
+    """Mask of pages whose never-written content (version 0) is the same in every guest: a
+    `duplicates` share of the page numbers, chosen by a fixed hash (the shared image)."""
+    if duplicates <= 0:
+        return np.zeros(np.shape(pages), bool)
+    h = _splitmix64(np.asarray(pages).astype(_U64) ^ _U64(0xC0DE5EED))
+    return (h >> _U64(11)).astype(np.float64) / float(1 << 53) < duplicates
+
+
 def make_payload(
     gkey: int,
     pages: np.ndarray,
     versions: np.ndarray,
     page_size: int,
     compressibility: float,
+    duplicates: float = 0.0,
 ) -> np.ndarray:
     """Deterministic page content, (k, page_size) uint8.
 
     The first ``round((1 - compressibility) * words)`` 64-bit words are pseudo-random
     (splitmix64 of guest key, page, version and word index), the rest zero, so a real
     compressor finds about the configured ratio; compressibility 1.0 gives a zero-filled page.
+    With `duplicates`, version-0 pages of that shared share are generated without the guest key,
+    so identical across guests (what page sharing finds by content hash).
     """
     nrand = _random_words(page_size, compressibility)
     seeds = _seeds(gkey, pages, versions)
+    if duplicates > 0:  # image pages never written: the same bytes whatever guest holds them
+        shared = (np.asarray(versions) == 0) & is_common(pages, duplicates)
+        if shared.any():
+            seeds[shared] = _seeds(0, np.asarray(pages)[shared], np.asarray(versions)[shared])
     out = np.zeros((seeds.shape[0], page_size), np.uint8)
     if nrand:
         with np.errstate(over="ignore"):
@@ -165,6 +181,7 @@ def make_batch(
     mode: PayloadMode,
     page_size: int,
     compressibility: float,
+    duplicates: float = 0.0,
 ) -> RecordBatch:
     """Records for (pages, versions) of ``guest`` with content and checksums as they imply."""
     pages = _as_u32(pages, "pages")
@@ -174,7 +191,7 @@ def make_batch(
     gkey = guest_key(guest)
     payload = None
     if mode == "full":
-        payload = make_payload(gkey, pages, versions, page_size, compressibility)
+        payload = make_payload(gkey, pages, versions, page_size, compressibility, duplicates)
     return RecordBatch(pages, versions, checksums(gkey, pages, versions, mode, payload), payload)
 
 
@@ -184,6 +201,7 @@ def verify(
     mode: PayloadMode,
     page_size: int,
     compressibility: float,
+    duplicates: float = 0.0,
 ) -> np.ndarray:
     """Mask of records that are NOT what (guest, page, version) implies.
 
@@ -202,7 +220,7 @@ def verify(
         sl = slice(lo, lo + _VERIFY_CHUNK)
         stored = batch.payload[sl]
         expected = make_payload(
-            gkey, batch.pages[sl], batch.versions[sl], page_size, compressibility
+            gkey, batch.pages[sl], batch.versions[sl], page_size, compressibility, duplicates
         )
         bad[sl] = (
             checksums(gkey, batch.pages[sl], batch.versions[sl], "full", stored)

@@ -269,6 +269,7 @@ class TmemPool:
         self._ops = _TmemOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
+        self.client = client  # the host's Redis (other host stores share it)
 
     def batch(
         self,
@@ -325,6 +326,7 @@ class AsyncTmemPool:
         self._ops = _TmemOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
+        self.client = client
 
     async def batch(
         self,

@@ -1,4 +1,4 @@
-"""Page-touch generators: zipf (bounded power law) and phases.
+"""Page-touch generators: zipf (bounded power law), phases, and trace replay (phases from a CSV).
 
 A touch is (page index, is-write). The touch *sequence* comes from two streams of its own
 (ranks and write flags) and the number of touches per epoch from a third, so a guest that
@@ -56,6 +56,7 @@ class Phase:
     rate: float  # page touches per second of work
     write_fraction: float
     skew: float
+    pinned: float = 0.0  # share of the footprint mlocked during the phase
 
 
 def _draw_ranks(rng: np.random.Generator, n: int, ws: int, skew: float) -> np.ndarray:
@@ -87,7 +88,12 @@ class Workload:
     """Generates the page touches of one guest's workload, epoch by epoch."""
 
     def __init__(
-        self, footprint_pages: int, phases: list[Phase], repeat: bool, compressibility: float
+        self,
+        footprint_pages: int,
+        phases: list[Phase],
+        repeat: bool,
+        compressibility: float,
+        duplicates: float = 0.0,
     ):
         if footprint_pages <= 0:
             raise ValueError("workload footprint must be at least one page")
@@ -95,6 +101,7 @@ class Workload:
         self.phases = phases
         self.repeat = repeat
         self.compressibility = compressibility
+        self.duplicates = duplicates  # share of pages whose unwritten content is the image's
         self._mult = _unit_multiplier(footprint_pages)
         self._offset = footprint_pages // 3
         self._cycle = sum(p.duration for p in phases)
@@ -113,6 +120,10 @@ class Workload:
             if t < acc - 1e-9:
                 return i, cycle
         return len(self.phases) - 1, cycle
+
+    def pinned_at(self, t: float) -> float:
+        """Share of the footprint the phase in force at `t` keeps mlocked."""
+        return self.phases[self.phase_at(t)[0]].pinned
 
     def rank_to_page(self, ranks: np.ndarray) -> np.ndarray:
         return (ranks * self._mult + self._offset) % self.footprint
@@ -135,16 +146,38 @@ class Workload:
 
 
 def make_workload(spec, page_size: int) -> Workload:
-    """Build a generator from a scenario workload (`zipf` or `phases`)."""
+    """Build a generator from a scenario workload (`zipf`, `phases` or `trace`).
+
+    A trace is a phased workload: each row holds from its time until the next row's, the last
+    one until the end of the run."""
+    if spec.kind == "trace":
+        pts = spec.points
+        phases = [
+            Phase(
+                (pts[i + 1].time - p.time) if i + 1 < len(pts) else math.inf,
+                max(1, p.working_set // page_size),
+                p.touch_rate,
+                p.write_fraction,
+                spec.skew,
+            )
+            for i, p in enumerate(pts)
+        ]
+        footprint = max(p.ws_pages for p in phases)
+        return Workload(footprint, phases, False, spec.compressibility, spec.duplicates)
     if spec.kind == "zipf":
         ws = max(1, spec.working_set // page_size)
         ph = Phase(math.inf, ws, spec.access_rate, spec.write_fraction, spec.skew)
-        return Workload(ws, [ph], False, spec.compressibility)
+        return Workload(ws, [ph], False, spec.compressibility, spec.duplicates)
     phases = [
         Phase(
-            p.duration, max(1, p.working_set // page_size), p.access_rate, p.write_fraction, p.skew
+            p.duration,
+            max(1, p.working_set // page_size),
+            p.access_rate,
+            p.write_fraction,
+            p.skew,
+            p.pinned,
         )
         for p in spec.phases
     ]
     footprint = max(p.ws_pages for p in phases)
-    return Workload(footprint, phases, spec.repeat, spec.compressibility)
+    return Workload(footprint, phases, spec.repeat, spec.compressibility, spec.duplicates)

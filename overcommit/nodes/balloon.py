@@ -1,0 +1,195 @@
+"""`balloon`: the host sets each guest's allocation target; the guest's balloon driver follows.
+
+Guest side (`BalloonDriver`): the balloon holds guest frames the guest has handed back to the
+host. A guest booted under a ballooning mechanism has `maxmem` of guest-physical frames with the
+balloon holding `maxmem - memory` of them (Xen's model; KVM boots with the balloon inflated the
+same way), so deflating can grow the guest up to `maxmem`. Each epoch the driver moves toward
+its goal at its profile's rate (`profiles.BALLOON_DRIVERS`: virtio legacy ~1.7 GB/s,
+virtio scatter-gather ~14 GB/s, vmw_balloon's 1 s worker with 512-16384 pages per cycle), timed
+inside the epoch: a goal reached mid-epoch stops the lag clock at that exact time. Inflating
+takes free frames above the high watermark; when there are too few, the driver's allocations
+wake kswapd, so the guest reclaims to its own swap as fast as its disk allows and the balloon
+follows. Deflating needs the host's grant (`Directives.grow_limit`). A guest that does not
+cooperate never inflates its balloon (`cooperative: false`; it still takes memory it is given
+back); a `cooperation` fraction lets the balloon grow to that share of the largest balloon
+(`balloon.max_share` of the guest's frames, default 65% as in vSphere). `balloon_lag_seconds`
+is the time the balloon spent away from the host's target.
+
+Host side (`Balloon.plan_window`): every window the host estimates each guest's working set
+(pages touched in the last window, decaying slowly: quick to grow, slow to forget, as VMware's
+estimator) and splits the RAM guests may use by demand = working set + (1 - idle tax) x idle
+allocation (idle-memory tax, default 75%), each guest between its floor (the largest balloon
+leaves) and its frames. Shrinking targets apply at once; growth only from RAM that is free and
+unpromised now (the host cannot hand out memory another guest has yet to give back). During a
+`host_reclaim` the host asks every guest back down to its boot memory.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from overcommit.nodes.host import fill_by_demand
+from overcommit.nodes.mechanism import Mechanism
+from overcommit.profiles import BALLOON_DRIVERS, BalloonProfile
+
+if TYPE_CHECKING:
+    from overcommit.nodes.host import HostModel
+
+DRIVER_PAGE = 4096  # balloon drivers count 4 KiB pages
+WS_DECAY = 0.9  # per window: how slowly the working-set estimate forgets
+
+
+def driver_profile(settings: Any) -> BalloonProfile:
+    """The balloon driver profile of a scenario (with its `rate` override)."""
+    from dataclasses import replace
+
+    cfg = getattr(settings, "balloon", None)
+    name = cfg.driver if cfg is not None else "virtio-sg"
+    prof = BALLOON_DRIVERS[name]
+    if cfg is not None and cfg.rate is not None:
+        prof = replace(prof, rate=float(cfg.rate), interval=0.0)
+    return prof
+
+
+def max_share(settings: Any) -> float:
+    cfg = getattr(settings, "balloon", None)
+    return 0.65 if cfg is None else float(cfg.max_share)
+
+
+class BalloonDriver:
+    """A guest's balloon driver: how many frames it holds, where it is going, how late it is."""
+
+    def __init__(
+        self,
+        profile: BalloonProfile,
+        page_size: int,
+        size: int,
+        max_size: int,
+        cooperation: float,
+    ) -> None:
+        self.profile = profile
+        self.page_size = page_size
+        self.size = size  # frames the balloon holds
+        self.max_size = max(size, max_size)
+        # the most the guest lets the balloon hold: its share of the largest balloon; a guest
+        # that does not cooperate never inflates at all
+        self.inflates = cooperation > 0
+        self.cap = int(math.floor(cooperation * self.max_size))
+        self.wanted = size  # the balloon size the host's target implies
+        self.own_goal: int | None = None  # a goal the guest sets itself (selfballoon)
+        self.scale = DRIVER_PAGE / page_size  # emulated pages per driver page
+        self.cycle = profile.pressure_pages
+        self.lag = 0.0
+        self.inflated = 0
+        self.deflated = 0
+
+    # -- goals ------------------------------------------------------------------------------
+    def request(self, nframes: int, alloc_target: int | None) -> None:
+        """The host asks for an allocation of `alloc_target` pages (None: no request)."""
+        if alloc_target is not None:
+            self.wanted = min(self.max_size, max(0, nframes - alloc_target))
+
+    def set_own_goal(self, size: int | None) -> None:
+        """A guest-side goal (self-ballooning); it replaces the host's request."""
+        self.own_goal = None if size is None else min(self.max_size, max(0, size))
+        if self.own_goal is not None:
+            self.wanted = self.own_goal
+
+    @property
+    def goal(self) -> int:
+        """Where the driver is going: the wanted size, but never above what the guest lets
+        the balloon hold (cooperation)."""
+        if self.wanted > self.size:
+            if not self.inflates:
+                return self.size
+            return max(self.size, min(self.wanted, self.cap))
+        return self.wanted
+
+    # -- one epoch --------------------------------------------------------------------------
+    def allowance(self, t: float, dt: float, pressure: bool) -> int:
+        """Frames the driver could move in [t, t + dt) at its rate (before other limits)."""
+        p = self.profile
+        if p.interval <= 0:
+            return int(p.rate * dt / self.page_size)
+        ticks = math.floor((t + dt) / p.interval - 1e-9) - math.floor(t / p.interval - 1e-9)
+        if ticks <= 0:
+            return 0
+        per = p.idle_pages if not pressure else self.cycle
+        return int(ticks * per * self.scale)
+
+    def commit(
+        self, moved: int, limited: bool, t: float, dt: float, pressure: bool
+    ) -> tuple[int, int]:
+        """Apply a move of `moved` frames (signed: + inflates) and account the lag.
+
+        `limited` says the move was cut short by memory (no free frames, no host grant).
+        Returns (inflated, deflated)."""
+        was_off = self.size != self.wanted
+        self.size += moved
+        if moved > 0:
+            self.inflated += moved
+        elif moved < 0:
+            self.deflated += -moved
+        p = self.profile
+        if p.interval > 0 and moved != 0:  # vmw: adapt the batch to pressure and failures
+            if limited:
+                self.cycle = max(p.min_pages, self.cycle // 2)
+            elif pressure:
+                self.cycle = min(p.pressure_pages, self.cycle * 2)
+        if not was_off:
+            return max(moved, 0), max(-moved, 0)
+        if self.size != self.wanted:
+            self.lag += dt
+        elif p.interval <= 0 and p.rate > 0:
+            self.lag += min(dt, abs(moved) * self.page_size / p.rate)
+        else:  # reached at the first tick of this epoch that sufficed
+            per = max(1.0, (p.idle_pages if not pressure else self.cycle) * self.scale)
+            first = (math.floor(t / p.interval - 1e-9) + 1) * p.interval
+            k = max(1, math.ceil(abs(moved) / per))
+            self.lag += min(dt, first + (k - 1) * p.interval - t)
+        return max(moved, 0), max(-moved, 0)
+
+
+class Balloon(Mechanism):
+    """Host policy: allocation targets by demand with an idle-memory tax."""
+
+    name = "balloon"
+    guest_features = frozenset({"balloon"})
+    plan_order = 10
+
+    def plan_window(self, host: HostModel) -> None:
+        guests = [g for g in host.guests if g.alive and g.nframes]
+        if not guests:
+            return
+        cfg = getattr(host.settings, "balloon", None)
+        tax = 0.75 if cfg is None else float(cfg.idle_tax)
+        # VMware: while memory is plenty ("high", "clear") the balloon only gives memory back;
+        # it reclaims from guests from the "soft" state down
+        grow_only = host.state in ("high", "clear")
+        if host.reclaiming:  # the host wants back what it lent: every guest to its boot size
+            for g in guests:
+                g.plan.alloc_target = min(g.alloc_pages, max(g.min_alloc, g.memory_pages))
+            return
+        room = host.guest_room()
+        ws = []
+        for g in guests:
+            memo = host.memo.setdefault(g.name, {})
+            est = max(float(g.active_pages), WS_DECAY * memo.get("ws", 0.0))
+            memo["ws"] = est
+            ws.append(est)
+        demand = [w + (1.0 - tax) * max(0.0, g.alloc_pages - w) + 1.0 for g, w in zip(guests, ws)]
+        floors = [min(g.min_alloc, g.alloc_pages) for g in guests]
+        rest = max(0, room - sum(floors))
+        extra = fill_by_demand(rest, demand, [g.nframes - f for g, f in zip(guests, floors)])
+        targets = [f + x for f, x in zip(floors, extra)]
+        grow = [max(0, t - g.alloc_pages) for g, t in zip(guests, targets)]
+        grants = grow
+        if sum(grow) > 0:
+            grants = fill_by_demand(host.lendable(), [float(x) for x in grow], grow)
+            host.lend(sum(grants))
+        for g, t, gr in zip(guests, targets, grants):
+            g.plan.alloc_target = min(t, g.alloc_pages + gr) if t > g.alloc_pages else t
+            if grow_only:
+                g.plan.alloc_target = max(g.plan.alloc_target, g.alloc_pages)
+            g.plan.grow_limit = max(g.plan.grow_limit, gr)

@@ -1,0 +1,106 @@
+"""Host swap and host disk-cache stores (Lua in a real redis-server), sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import redis
+
+from overcommit.stores.codec import make_batch, verify
+from overcommit.stores.diskcache import (
+    AsyncDiskCacheStore,
+    DiskCacheStore,
+    dcache_dirty_key,
+    dcache_key,
+)
+from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore, hswap_key
+from overcommit.stores.launcher import RedisFleet
+
+PS = 4096
+C = 0.5
+
+
+@pytest.fixture
+def client(redis_fleet: RedisFleet) -> redis.Redis:
+    return redis_fleet.host("host-a").client()
+
+
+def recs(guest: str, pages, version, mode: str = "digest"):
+    pages = np.asarray(pages)
+    return make_batch(guest, pages, np.broadcast_to(version, pages.shape), mode, PS, C)
+
+
+@pytest.mark.parametrize("mode", ["digest", "full"])
+def test_host_swap_round_trip_quota_and_drop(client, redis_prefix, mode):
+    hs = HostSwapStore(client, redis_prefix)
+    # frames 10, 11, 12 hold guest pages 5, 6 and nothing (0xFFFFFFFF)
+    out = recs("vm", [5, 6, 0xFFFFFFFF], [3, 1, 0], mode)
+    r = hs.batch(
+        "vm", write_frames=[10, 11, 12], writes=out, quota=2, capacity=100, mode=mode, page_size=PS
+    )
+    assert r.write_ok.tolist() == [True, True, False]  # the quota holds 2 frames
+    assert r.guest_frames == 2 == hs.guest_count("vm") == hs.used()
+    r = hs.batch("vm", reads=[11, 99], frees=[10], quota=2, capacity=100, mode=mode, page_size=PS)
+    assert r.found.tolist() == [True, False]
+    assert r.got.pages.tolist() == [6] and r.got.versions.tolist() == [1]
+    assert not verify("vm", r.got, mode, PS, C).any()
+    assert r.freed == 1 and r.guest_frames == 0  # a swap-in frees the slot
+    hs.batch("vm", write_frames=[12], writes=out.take([2]), quota=2, capacity=100, mode=mode,
+             page_size=PS)  # fmt: skip
+    frames, got = hs.read_all("vm", mode, PS)
+    assert frames.tolist() == [12] and got.pages.tolist() == [0xFFFFFFFF]
+    assert (
+        hs.drop("vm") == 1 and hs.used() == 0 and not client.exists(hswap_key(redis_prefix, "vm"))
+    )
+
+
+def test_host_swap_capacity_is_host_wide(client, redis_prefix):
+    hs = HostSwapStore(client, redis_prefix)
+    a = hs.batch("a", write_frames=[1, 2], writes=recs("a", [1, 2], 1), quota=10, capacity=3,
+                 mode="digest", page_size=PS)  # fmt: skip
+    b = hs.batch("b", write_frames=[1, 2], writes=recs("b", [1, 2], 1), quota=10, capacity=3,
+                 mode="digest", page_size=PS)  # fmt: skip
+    assert a.write_ok.all() and b.write_ok.tolist() == [True, False]
+    assert hs.used() == 3
+
+
+def test_disk_cache_never_drops_a_dirty_page(client, redis_prefix):
+    dc = DiskCacheStore(client, redis_prefix)
+    disk = "vm#0"
+    r = dc.batch(disk, "vm", inserts=recs("vm", [1, 2, 3], 2), mode="digest", page_size=PS)
+    assert (r.pages, r.dirty) == (3, 3)
+    r = dc.batch(disk, "vm", drops=[1, 2], mode="digest", page_size=PS)
+    assert r.dropped == 0 and r.refused == 2 and r.pages == 3  # dirty: refused
+    r = dc.batch(disk, "vm", writeback=[1, 2], mode="digest", page_size=PS)
+    assert sorted(r.written_back.pages.tolist()) == [1, 2] and r.dirty == 1
+    assert r.written_back.versions.tolist() == [2, 2]
+    r = dc.batch(disk, "vm", reads=[2, 9], drops=[1, 2, 3], mode="digest", page_size=PS)
+    assert r.found.tolist() == [True, False] and r.got.pages.tolist() == [2]
+    assert r.dropped == 2 and r.refused == 1 and (r.pages, r.dirty) == (1, 1)
+    r = dc.batch(disk, "vm", frees=[3], mode="digest", page_size=PS)  # a discard drops dirty
+    assert r.freed == 1 and (r.pages, r.dirty) == (0, 0)
+    assert dc.host_pages() == (0, 0)
+    assert not client.exists(dcache_key(redis_prefix, disk), dcache_dirty_key(redis_prefix, disk))
+
+
+def test_async_variants_share_the_logic(redis_fleet, redis_prefix):
+    import redis.asyncio
+
+    async def go():
+        c = redis.asyncio.Redis.from_url(redis_fleet.host("host-b").url)
+        try:
+            hs = AsyncHostSwapStore(c, redis_prefix)
+            r = await hs.batch("g", write_frames=[4], writes=recs("g", [7], 2), quota=5,
+                               capacity=5, mode="digest", page_size=PS)  # fmt: skip
+            assert r.write_ok.tolist() == [True]
+            frames, got = await hs.read_all("g", "digest", PS)
+            dc = AsyncDiskCacheStore(c, redis_prefix)
+            await dc.batch("g#0", "g", inserts=recs("g", [1], 1), mode="digest", page_size=PS)
+            cached, dirty = await dc.read_all("g#0", "g", "digest", PS)
+            return frames.tolist(), got.pages.tolist(), cached.pages.tolist(), dirty.tolist()
+        finally:
+            await c.aclose()
+
+    assert asyncio.run(go()) == ([4], [7], [1], [1])

@@ -430,6 +430,10 @@ class GuestModel:
         n = self.N
         self.loc = np.zeros(n, np.int8)
         self.slot = np.zeros(n, np.int8)
+        self.census = np.zeros(NLOC, np.int64)  # ledger: pages per location
+        self.census[UNTOUCHED] = n
+        self.slot_census = np.zeros(NLOC, np.int64)  # ledger: pages per slot kind
+        self.slot_census[NO_SLOT] = n
         self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
         self.version = np.zeros(n, np.uint32)
         self.frame = np.full(n, -1, np.int32)
@@ -455,7 +459,7 @@ class GuestModel:
         if self.pinned_n:
             pinned = np.arange(self.pinned_n)
             self._map_in(pinned)
-            self.loc[pinned] = RAM
+            self._set_loc(pinned, RAM)
             self.dirty[pinned] = True
             self.ref[pinned] = True
 
@@ -473,6 +477,29 @@ class GuestModel:
         self.counters["host_frames_allocated"] += new
         return new
 
+    def _set_loc(self, pages: np.ndarray, value: Any) -> None:
+        """Move pages (distinct indices) to `value` (one location or one per page), keeping
+        the per-location ledger (`census`) that the per-epoch checks use."""
+        if len(pages) == 0:
+            return
+        self.census -= np.bincount(self.loc[pages], minlength=NLOC)
+        if np.ndim(value) == 0:
+            self.census[int(value)] += len(pages)
+        else:
+            self.census += np.bincount(value, minlength=NLOC)
+        self.loc[pages] = value
+
+    def _set_slot(self, pages: np.ndarray, value: Any) -> None:
+        """Give pages (distinct indices) the slot kind `value`, keeping `slot_census`."""
+        if len(pages) == 0:
+            return
+        self.slot_census -= np.bincount(self.slot[pages], minlength=NLOC)
+        if np.ndim(value) == 0:
+            self.slot_census[int(value)] += len(pages)
+        else:
+            self.slot_census += np.bincount(value, minlength=NLOC)
+        self.slot[pages] = value
+
     def _map_out(self, pages: np.ndarray) -> None:
         k = len(pages)
         if k == 0:
@@ -487,8 +514,12 @@ class GuestModel:
         """The frames `_map_in` will hand out after `extra_free` frames are pushed."""
         if k == 0:
             return _EI
-        stack = np.concatenate([self.free_stack[: self.free_top], extra_free.astype(np.int32)])
-        return stack[len(stack) - k :][::-1].astype(np.int64)
+        extra = extra_free.astype(np.int32)
+        if k <= len(extra):  # only the top of the stack is handed out
+            return extra[len(extra) - k :][::-1].astype(np.int64)
+        rest = k - len(extra)
+        top = self.free_stack[self.free_top - rest : self.free_top]
+        return np.concatenate([top, extra])[::-1].astype(np.int64)
 
     def _take_free(self, k: int) -> np.ndarray:
         """Pop k free frames (for the balloon or the compressed pool)."""
@@ -508,11 +539,13 @@ class GuestModel:
         Candidates are resident, unpinned pages not in `exclude`. `commit(victims)` records
         the scan (clock hand and cleared referenced bits) once the victims are chosen.
         """
+        if k <= 0:
+            return np.empty(0, np.int64), _no_commit
         mask = self.loc == RAM
         mask[: self.pinned_n] = False
         mask[exclude] = False
         cand = np.flatnonzero(mask)
-        if k <= 0 or len(cand) == 0:
+        if len(cand) == 0:
             return np.empty(0, np.int64), _no_commit
         if self.spec.lru == "lru":
             key = self.last[cand] * self.N + cand  # unique: ties broken by page index
@@ -639,7 +672,7 @@ class GuestModel:
             self.pinned_n = pin_to
         pages, writes = self._fit(pages, writes)
         c["touches"] += len(pages)
-        uniq = np.unique(pages)
+        uniq = _unique(pages)
         loc_u = self.loc[uniq]
         f_zero = uniq[loc_u == UNTOUCHED]
         f_fs = uniq[loc_u == FRONTSWAP]
@@ -648,7 +681,7 @@ class GuestModel:
         # swap-in reads an aligned cluster around each disk fault
         ra = self.readahead
         if len(f_sw):
-            clusters = np.unique(f_sw // ra)
+            clusters = _unique(f_sw // ra)
             reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
             reads = reads[reads < self.N]
             reads = reads[self.loc[reads] == SWAP]
@@ -673,7 +706,7 @@ class GuestModel:
 
         # slots freed this epoch: written pages, faulted ones when swap is full, selfshrink
         swap_full = 2 * (self.slots_used + self.zslots_used) > self.swap_slots + self.zram_slots
-        wp, wc = np.unique(pages[writes], return_counts=True)
+        wp, wc = _unique_counts(pages[writes])
         wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
@@ -902,10 +935,10 @@ class GuestModel:
             self.slots_used -= len(free_slot) - nz
         else:
             self.slots_used -= len(free_slot)
-        self.slot[free_slot] = NO_SLOT
+        self._set_slot(free_slot, NO_SLOT)
         if self.exclusive_gets:
             got_ex = excl_got
-            self.slot[got_ex] = NO_SLOT
+            self._set_slot(got_ex, NO_SLOT)
             self.dirty[got_ex] = True
             self.slots_used -= len(got_ex)
         if pool is not None:
@@ -918,20 +951,20 @@ class GuestModel:
         # apply: evictions
         self._map_out(victims)
         cl = victims[clean]
-        self.loc[cl] = self.slot[cl]
-        self.loc[to_fs] = FRONTSWAP
-        self.slot[to_fs] = FRONTSWAP
+        self._set_loc(cl, self.slot[cl])
+        self._set_loc(to_fs, FRONTSWAP)
+        self._set_slot(to_fs, FRONTSWAP)
         stored = dirty[to_pool]
         if len(stored):
             pool.store(stored, pool_sizes[to_pool], epoch)
-            self.loc[stored] = ZPOOL
-            self.slot[stored] = ZPOOL
-        self.loc[to_disk] = SWAP
-        self.slot[to_disk] = SWAP
+            self._set_loc(stored, ZPOOL)
+            self._set_slot(stored, ZPOOL)
+        self._set_loc(to_disk, SWAP)
+        self._set_slot(to_disk, SWAP)
         if len(zswap_wb):
             pool.drop(zswap_wb)
-            self.loc[zswap_wb] = SWAP
-            self.slot[zswap_wb] = SWAP
+            self._set_loc(zswap_wb, SWAP)
+            self._set_slot(zswap_wb, SWAP)
             if pool.frames_needed() <= pool.accept * pool.limit_frames(self.alloc_pages):
                 pool.limit_hit = False
         self.dirty[victims] = False
@@ -944,10 +977,10 @@ class GuestModel:
         incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in])
         in_frames = self._incoming_frames(_EI, len(incoming))
         newly_backed = self._map_in(incoming)
-        self.loc[incoming] = RAM
+        self._set_loc(incoming, RAM)
         self.dirty[f_zero] = True
         self.dirty[unuse_in] = True
-        self.slot[unuse_in] = NO_SLOT
+        self._set_slot(unuse_in, NO_SLOT)
         # apply: the touches themselves (a thrash victim was touched before it left)
         self.version[wp] += wc.astype(np.uint32)
         self.dirty[wp] = True
@@ -1571,10 +1604,10 @@ class GuestModel:
         moved = got.pages.astype(np.int64)
         lost = np.setdiff1d(held, moved)  # missing from tmem: counted lost above
         for pages in (moved, lost):
-            self.loc[pages[self.loc[pages] == FRONTSWAP]] = SWAP
-        self.slot[moved] = SWAP
-        self.slot[lost] = NO_SLOT
-        self.loc[lost[self.loc[lost] == SWAP]] = UNTOUCHED
+            self._set_loc(pages[self.loc[pages] == FRONTSWAP], SWAP)
+        self._set_slot(moved, SWAP)
+        self._set_slot(lost, NO_SLOT)
+        self._set_loc(lost[self.loc[lost] == SWAP], UNTOUCHED)
         self.slots_used -= len(lost)
         self.tmem_pages = 0
         ops = -(-len(moved) // SWAP_CLUSTER)
@@ -1597,31 +1630,25 @@ class GuestModel:
             "zpool": int(bc[ZPOOL]),
         }
 
-    def conservation(self) -> list[str]:
-        """Violations of the guest's page, frame and slot conservation (empty when it holds)."""
+    def conservation(self, full: bool = False) -> list[str]:
+        """Violations of the guest's page, frame and slot conservation (empty when it holds).
+
+        Every epoch the check runs on the ledgers (`census`, `slot_census`, frame and slot
+        counters), which every move of a page updates; `full` also recounts everything from
+        the page and frame tables and compares the ledgers with them (each audit interval).
+        """
         out = []
-        loc, slot = self.loc, self.slot
-        bc = np.bincount(loc, minlength=NLOC).astype(np.int64)
-        self.census = bc
-        if bc.sum() != self.N:
-            out.append(f"{self.name}: {self.N - bc.sum()} page(s) in no known place")
+        bc = self.census
+        if bc.sum() != self.N or np.any(bc < 0):
+            out.append(f"{self.name}: the page ledger does not partition the footprint: {bc}")
         resident = int(bc[RAM])
-        mapped = int(np.count_nonzero(self.frame >= 0))
         held = self.free_top + self.balloon_n + self.zpool_frames
-        if resident + held != self.nframes or mapped != resident:
+        if resident + held != self.nframes:
             out.append(
-                f"{self.name}: resident {resident}, pages with a frame {mapped}, free frames "
-                f"{self.free_top}, balloon {self.balloon_n}, pool {self.zpool_frames}, "
-                f"frames {self.nframes}"
+                f"{self.name}: resident {resident}, free frames {self.free_top}, balloon "
+                f"{self.balloon_n}, pool {self.zpool_frames}, frames {self.nframes}"
             )
         fs = self.frames
-        if fs.merged_count != int(np.count_nonzero(fs.mkey)):
-            out.append(f"{self.name}: merged frame counter disagrees with the frames")
-        elif fs.merged_count and np.any(fs.state[fs.mkey != 0] != F_RAM):
-            out.append(f"{self.name}: a merged frame is not resident")
-        st = np.bincount(fs.state, minlength=3)
-        if fs.backed_count != int(st[1]) or fs.hswapped_count != int(st[2]):
-            out.append(f"{self.name}: host frame counters disagree with the frames' states")
         budget = self.directives.frame_budget
         over_budget = budget is not None and fs.private_count > budget
         if self.host_swap and over_budget and fs.private_count > self._hs_ceiling:
@@ -1629,7 +1656,7 @@ class GuestModel:
                 f"{self.name}: {fs.private_count} frames resident, above both the host's "
                 f"budget {budget} and what it held when the window began"
             )
-        sc = np.bincount(slot, minlength=NLOC)
+        sc = self.slot_census
         zslots = int(sc[ZPOOL]) if self.zram_slots else 0
         dslots = int(sc[FRONTSWAP] + sc[SWAP]) + (0 if self.zram_slots else int(sc[ZPOOL]))
         if (
@@ -1642,10 +1669,6 @@ class GuestModel:
                 f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
                 f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
             )
-        if np.count_nonzero((loc >= FRONTSWAP) & (slot != loc)):
-            out.append(f"{self.name}: a swapped page holds no slot of its kind")
-        if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
-            out.append(f"{self.name}: a pinned page left RAM")
         fs_view = int(sc[FRONTSWAP])
         if self.uses_tmem and fs_view != self.tmem_pages:
             out.append(
@@ -1657,12 +1680,42 @@ class GuestModel:
                 f"{self.name}: RAM {self.alloc_pages} + tmem {self.tmem_pages} pages above "
                 f"maxmem {self.maxmem_pages}"
             )
+        if full:
+            out += self._recount()
+        return out
+
+    def _recount(self) -> list[str]:
+        """The O(footprint) part of the conservation check: ledgers against the tables."""
+        out = []
+        loc, slot = self.loc, self.slot
+        real = np.array([np.count_nonzero(loc == k) for k in range(NLOC)], np.int64)
+        if np.any(real != self.census):
+            out.append(f"{self.name}: page ledger {self.census} != page table {real}")
+        real_slots = np.array([np.count_nonzero(slot == k) for k in range(NLOC)], np.int64)
+        if np.any(real_slots != self.slot_census):
+            out.append(f"{self.name}: slot ledger {self.slot_census} != slot table {real_slots}")
+        mapped = int(np.count_nonzero(self.frame >= 0))
+        if mapped != int(real[RAM]):
+            out.append(f"{self.name}: {mapped} pages have a frame, {int(real[RAM])} are resident")
+        fs = self.frames
+        if fs.merged_count != int(np.count_nonzero(fs.mkey)):
+            out.append(f"{self.name}: merged frame counter disagrees with the frames")
+        elif fs.merged_count and np.any(fs.state[fs.mkey != 0] != F_RAM):
+            out.append(f"{self.name}: a merged frame is not resident")
+        backed = int(np.count_nonzero(fs.state == 1))
+        hswapped = int(np.count_nonzero(fs.state == 2))
+        if fs.backed_count != backed or fs.hswapped_count != hswapped:
+            out.append(f"{self.name}: host frame counters disagree with the frames' states")
+        if np.count_nonzero((loc >= FRONTSWAP) & (slot != loc)):
+            out.append(f"{self.name}: a swapped page holds no slot of its kind")
+        if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
+            out.append(f"{self.name}: a pinned page left RAM")
         if self.pool is not None:
             p = self.pool
-            if int(np.count_nonzero(p.held)) != int(sc[ZPOOL]):
+            if int(np.count_nonzero(p.held)) != int(real_slots[ZPOOL]):
                 out.append(
                     f"{self.name}: the compressed pool holds {int(np.count_nonzero(p.held))} "
-                    f"pages, {int(sc[ZPOOL])} slots point at it"
+                    f"pages, {int(real_slots[ZPOOL])} slots point at it"
                 )
             if p.frames != p.frames_needed():
                 out.append(
@@ -1671,7 +1724,7 @@ class GuestModel:
                 )
         if self.cache is not None:
             out += [f"{self.name}: {m}" for m in self.cache.audit()]
-        return out
+        return out + self.frame_audit()
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
@@ -1684,7 +1737,9 @@ class GuestModel:
             self.zp_stack[: self.zpool_frames],
         ]
         both = np.concatenate(parts)
-        if len(both) != self.nframes or np.any(np.bincount(both, minlength=self.nframes) != 1):
+        seen = np.zeros(self.nframes, bool)
+        seen[both] = True
+        if len(both) != self.nframes or not seen.all():  # n frames, all seen: no repeats
             return [f"{self.name}: a frame is used twice, or both used and free"]
         if np.any(self.fpage[used] != np.flatnonzero(self.frame >= 0)):
             return [f"{self.name}: the frame-to-page map disagrees with the page table"]
@@ -1708,6 +1763,26 @@ def _concat_batches(a: RecordBatch | None, b: RecordBatch | None) -> RecordBatch
         np.concatenate([a.checksums, b.checksums]),
         payload,
     )
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values: np.unique, by sorting (several times faster on small arrays)."""
+    s = np.sort(a)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and how often each occurs."""
+    s = np.sort(a)
+    if len(s) == 0:
+        return s, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    return s[starts], np.diff(np.append(starts, len(s)))
 
 
 def _no_commit(victims: np.ndarray) -> None:

@@ -41,8 +41,9 @@ from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore
 from overcommit.stores.tmem import AsyncTmemPool
 
 # Every guest recounts its ledgers from its page and frame tables when a window crosses a
-# multiple of this many epochs (and at the end); every epoch it checks the ledgers.
-AUDIT_EPOCHS = 100
+# multiple of this many epochs (30 s at the default epoch, and at the end); every epoch it
+# checks the ledgers.
+AUDIT_EPOCHS = 300
 
 
 # -- requests beyond one guest's batch --------------------------------------------------------

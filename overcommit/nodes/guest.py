@@ -745,7 +745,7 @@ class GuestModel:
             resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
-        written = np.isin(order, wset, assume_unique=True)
+        written = np.isin(order, wset, assume_unique=True) if len(order) else np.zeros(0, bool)
         clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
         new_slot = (self.slot[order] == NO_SLOT) | written
         freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0

@@ -30,6 +30,7 @@ from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
 from overcommit.metrics import Recorder
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import (
+    COUNTERS,
     HIST_BINS,
     STALL_SOURCES,
     EpochStats,
@@ -43,49 +44,8 @@ from overcommit.stores.launcher import RedisFleet
 SCHEMA = "overcommit.summary/1"
 REDIS_ENTRY_OVERHEAD = 96  # bytes per hash field beyond the record (dict entry, SDS headers)
 
-# Figures in summary["totals"]; every one is present, 0 when unused.
-TOTAL_COUNTERS = (
-    "disk_reads",
-    "disk_writes",
-    "disk_read_ops",
-    "disk_write_ops",
-    "frontswap_puts",
-    "frontswap_put_failures",
-    "frontswap_gets",
-    "frontswap_flushes",
-    "frontswap_invalidated",
-    "lost_pages",
-    "stale_reads",
-    "guest_oom_kills",
-    "touches",
-    "faults",
-    "major_faults",
-    "first_touches",
-    "readahead_pages",
-    "evictions",
-    "direct_reclaims",
-    "disk_frees",
-    "host_frames_allocated",
-    "balloon_inflated",
-    "balloon_deflated",
-    "selfshrink_pages",
-    "host_swap_ins",
-    "host_swap_outs",
-    "double_swaps",
-    "host_oom_kills",
-    "cache_hits",
-    "cache_writebacks",
-    "cache_dropped",
-    "cache_write_through",
-    "zpool_stores",
-    "zpool_loads",
-    "zpool_rejects",
-    "zpool_writebacks",
-    "zpool_same_filled",
-    "zpool_discards",
-    "pages_merged",
-    "cow_breaks",
-)
+# Counters in summary["totals"]: every guest counter, summed; each present, 0 when unused.
+TOTAL_COUNTERS = COUNTERS
 
 
 class PreflightError(ValueError):

@@ -58,6 +58,7 @@ __all__ = [
     "MECHANISMS",
     "WORKLOAD_KINDS",
     "BalloonSettings",
+    "CleancacheSettings",
     "Bandwidth",
     "CachedDiskSettings",
     "Condition",
@@ -110,6 +111,7 @@ MECHANISMS: tuple[str, ...] = (
     "zswap",
     "zram",
     "page-sharing",
+    "cleancache",
 )
 
 #: Balloon driver profiles (see overcommit.profiles.BALLOON_DRIVERS).
@@ -318,6 +320,8 @@ class Tmem(_Model):
 
     max: Size | None = None
     exclusive_gets: bool = False
+    compress: bool = False
+    dedup: bool = False
 
 
 class Hosts(_Model):
@@ -395,6 +399,7 @@ class Costs(_Model):
     io_exit: Duration | None = None
     compress_bandwidth: PositiveBandwidth | None = None
     decompress_bandwidth: PositiveBandwidth | None = None
+    tmem_compress_factor: Float | None = Field(None, ge=1)
 
 
 class BalloonSettings(_Model):
@@ -432,6 +437,12 @@ class ZswapSettings(_Model):
 
     max_pool_percent: Fraction = 0.2
     accept_threshold: Fraction = 0.9
+
+
+class CleancacheSettings(_Model):
+    """`cleancache`: the host's ephemeral tmem pool for clean page-cache pages."""
+
+    max: Size | None = None
 
 
 class PageSharingSettings(_Model):
@@ -512,6 +523,7 @@ class ZipfWorkload(_Model):
     skew: Float = Field(0.99, ge=0)
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
+    file_cache: Fraction = 0.0
 
     @property
     def footprint(self) -> int:
@@ -538,6 +550,7 @@ class PhasesWorkload(_Model):
     repeat: bool = True
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
+    file_cache: Fraction = 0.0
 
     @property
     def footprint(self) -> int:
@@ -605,6 +618,7 @@ class TraceWorkload(_Model):
     skew: Float = Field(0.99, ge=0)
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
+    file_cache: Fraction = 0.0
     _points: tuple[TracePoint, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
@@ -811,6 +825,7 @@ class Scenario(_Model):
     zswap: Annotated[ZswapSettings, _EMPTY_IS_DEFAULT] = _default(ZswapSettings)
     zram: Annotated[ZramSettings, _EMPTY_IS_DEFAULT] = _default(ZramSettings)
     page_sharing: Annotated[PageSharingSettings, _EMPTY_IS_DEFAULT] = _default(PageSharingSettings)
+    cleancache: Annotated[CleancacheSettings, _EMPTY_IS_DEFAULT] = _default(CleancacheSettings)
 
     # Where the scenario came from, so apply_overrides can re-validate the raw input.
     _source: str = PrivateAttr(default="<scenario>")

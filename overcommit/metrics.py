@@ -44,13 +44,18 @@ GUEST_COLUMNS: dict[str, str] = {
     "zpool_bytes": "compressed bytes the pool holds (live and stale)",
     "zpool_frames": "guest frames the compressed pool occupies",
     "merged_frames": "the guest's frames merged onto shared host frames (page sharing)",
+    "file_pages": "file-backed pages dropped from the page cache (content on the guest's disk)",
+    "file_reads": "page-cache pages read from the guest's file disk (first reads and misses)",
+    "ephemeral_pages": "the guest's clean page-cache pages in the host's ephemeral pool",
+    "cleancache_hits": "page-cache misses served from the host's ephemeral pool",
+    "tmem_billed": "host RAM pages its pool pages are billed (compressed, deduplicated)",
 }
 
 HOST_COLUMNS: dict[str, str] = {
     "ram_pages": "host physical RAM",
     "reserve_pages": "hypervisor reserve",
     "guest_frames": "guest frames backed by host RAM",
-    "tmem_pages": "persistent tmem pages stored",
+    "tmem_pages": "host RAM the persistent pool takes (its pages, unless compressed/deduplicated)",
     "cache_pages": "disk cache pages",
     "buffer_pages": "migration buffer pages",
     "free_pages": "free host RAM",
@@ -59,6 +64,10 @@ HOST_COLUMNS: dict[str, str] = {
     "lendable_pages": "free RAM no guest allocation claims, at the window's start",
     "shared_pages": "host frames holding contents several guest frames share (page sharing)",
     "mem_state": "VMware-style free-memory state: 0 high, 1 clear, 2 soft, 3 hard, 4 low",
+    "ephemeral_pages": "ephemeral tmem pages stored (cleancache)",
+    "ephemeral_capacity": "the sum of the guests' ephemeral quotas for the current sync window",
+    "tmem_stored": "persistent tmem pages stored (the guests' pool pages)",
+    "tmem_shared_pages": "host RAM the deduplicating pool's shared store takes this window",
 }
 
 

@@ -61,6 +61,9 @@ class Costs:
     # in-guest compression (zswap/zram; lzo-rle/lz4 class): bytes of page per second
     compress_bandwidth: float = 800e6
     decompress_bandwidth: float = 2.5e9
+    # a compressing tmem pool (hosts.tmem.compress): puts and gets cost this many times their
+    # plain cost (Xen: ~10x CPU for ~2x pages stored)
+    tmem_compress_factor: float = 10.0
 
     def copy(self, nbytes: float) -> float:
         return nbytes / self.ram_bandwidth

@@ -1,4 +1,5 @@
-"""Host swap and host disk-cache stores (Lua in a real redis-server), sync and async."""
+"""Host swap, host disk-cache and ephemeral-pool stores (Lua in a real redis-server), sync and
+async."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from overcommit.stores.diskcache import (
     dcache_dirty_key,
     dcache_key,
 )
+from overcommit.stores.ephemeral import AsyncEphemeralPool, EphemeralPool, eph_key, eph_lru_key
 from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore, hswap_key
 from overcommit.stores.launcher import RedisFleet
 
@@ -85,6 +87,37 @@ def test_disk_cache_never_drops_a_dirty_page(client, redis_prefix):
     assert not client.exists(dcache_key(redis_prefix, disk), dcache_dirty_key(redis_prefix, disk))
 
 
+@pytest.mark.parametrize("mode", ["digest", "full"])
+def test_ephemeral_pool_drops_lru_beyond_quota_and_gets_exclusively(client, redis_prefix, mode):
+    from overcommit.stores.tmem import TmemPool
+
+    ep = EphemeralPool(client, redis_prefix)
+    kw = dict(mode=mode, page_size=PS)
+    r = ep.batch("vm", puts=recs("vm", [1, 2, 3, 4], 1, mode), quota=3, **kw)
+    assert r.put_ok.all() and r.dropped == 1 and r.guest_pages == 3  # page 1, put first, went
+    r = ep.batch("vm", gets=[1, 2, 3], quota=3, **kw)
+    assert r.found.tolist() == [False, True, True] and r.got.pages.tolist() == [2, 3]
+    assert not verify("vm", r.got, mode, PS, C).any()
+    assert r.guest_pages == 1 == ep.guest_count("vm")  # a get removes the page
+    assert ep.batch("vm", gets=[2], quota=3, **kw).found.tolist() == [False]
+    # the host's budget shrinks to 1: the older page goes at once, before anything else
+    ep.batch("vm", puts=recs("vm", [5], 2, mode), quota=3, **kw)
+    r = ep.batch("vm", gets=[9], quota=1, **kw)
+    assert r.dropped == 1 and ep.read_all("vm", mode, PS).pages.tolist() == [5]
+    # a second guest's pool is its own; the host-wide count covers both
+    ep.batch("w", puts=recs("w", [5, 6], 7, mode), quota=0, **kw)
+    assert ep.guest_count("w") == 0 and ep.used() == 1
+    ep.batch("w", puts=recs("w", [5, 6], 7, mode), quota=8, **kw)
+    assert ep.used() == 3
+    # frozen, or no quota: a put is refused and an old copy of the page removed (never stale)
+    TmemPool(client, redis_prefix).freeze("vm")
+    r = ep.batch("vm", puts=recs("vm", [5], 3, mode), quota=5, **kw)
+    assert r.put_ok.tolist() == [False] and r.guest_pages == 0 and r.host_used == 2
+    assert client.zcard(eph_lru_key(redis_prefix, "vm")) == 0
+    assert ep.flush_area("w") == 2 and ep.used() == 0
+    assert not client.exists(eph_key(redis_prefix, "w"), eph_lru_key(redis_prefix, "w"))
+
+
 def test_async_variants_share_the_logic(redis_fleet, redis_prefix):
     import redis.asyncio
 
@@ -99,8 +132,19 @@ def test_async_variants_share_the_logic(redis_fleet, redis_prefix):
             dc = AsyncDiskCacheStore(c, redis_prefix)
             await dc.batch("g#0", "g", inserts=recs("g", [1], 1), mode="digest", page_size=PS)
             cached, dirty = await dc.read_all("g#0", "g", "digest", PS)
-            return frames.tolist(), got.pages.tolist(), cached.pages.tolist(), dirty.tolist()
+            ep = AsyncEphemeralPool(c, redis_prefix)
+            await ep.batch("g", puts=recs("g", [3, 4], 1), quota=1, mode="digest", page_size=PS)
+            held = await ep.read_all("g", "digest", PS)
+            n = (await ep.used(), await ep.guest_count("g"), await ep.flush_area("g"))
+            return (
+                frames.tolist(),
+                got.pages.tolist(),
+                cached.pages.tolist(),
+                dirty.tolist(),
+                held.pages.tolist(),
+                n,
+            )
         finally:
             await c.aclose()
 
-    assert asyncio.run(go()) == ([4], [7], [1], [1])
+    assert asyncio.run(go()) == ([4], [7], [1], [1], [4], (1, 1, 1))

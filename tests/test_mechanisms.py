@@ -7,6 +7,7 @@ host can always take back, compression ratios, stale zram slots) and that every 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -619,6 +620,8 @@ selfballoon: {interval: 10s, min_usable: 128MiB}
 cached_disk: {max: 64MiB}
 zswap: {max_pool_percent: 25%}
 zram: {discard: periodic, size: 64MiB}
+cleancache: {max: 32MiB}
+costs: {tmem_compress_factor: 8}
 events:
   - {at: 1s, host_reclaim: host-1}
   - {at: 1.5s, host_release: host-1}
@@ -631,6 +634,9 @@ events:
     )
     assert sc.selfballoon.interval == 10.0 and sc.selfballoon.down_hysteresis == 8
     assert sc.zram.discard == "periodic" and sc.zswap.max_pool_percent == 0.25
+    assert sc.cleancache.max == 32 * MiB and sc.costs.tmem_compress_factor == 8.0
+    assert not sc.hosts.tmem.compress and not sc.hosts.tmem.dedup
+    assert sc.guests[0].workload.file_cache == 0.0
     assert [e.action for e in sc.events] == ["host_reclaim", "host_release"]
     assert sc.guest_specs()[0].cooperation == 1.0
 
@@ -644,6 +650,8 @@ events:
         ("zram: {discard: sometimes}\n", "zram.discard", "expected"),
         ("selfballoon: {down_hysteresis: 0}\n", "selfballoon.down_hysteresis", "at least 1"),
         ("balloon: {idle_tax: 2}\n", "balloon.idle_tax", "fraction"),
+        ("costs: {tmem_compress_factor: 0.5}\n", "costs.tmem_compress_factor", "1"),
+        ("cleancache: {max: -1}\n", "cleancache.max", "negative"),
     ],
 )
 def test_bad_mechanism_settings_are_located(extra, field, message):
@@ -846,3 +854,284 @@ def test_vmware_min_free_and_states():
     assert vmware_min_free(128 * GB) == 899 * 10**6 + 100 * GB // 100
     states = [memory_state(f, 1000) for f in (1000, 640, 639, 320, 319, 160, 159, 0)]
     assert states == ["high", "clear", "soft", "soft", "hard", "hard", "low", "low"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the page cache (workload.file_cache) and cleancache
+
+PAGE_CACHE = """
+name: pc
+seed: 3
+duration: 8s
+epoch: 100ms
+sync_window: 1s
+runtime: {kind: inline}
+mechanism: cleancache
+hosts: {ram: 200MiB, reserve: 16MiB}
+shared_storage: {device: ssd}
+guests:
+  - name: g
+    count: 2
+    memory: 64MiB
+    swap: 96MiB
+    workload: {kind: zipf, working_set: 120MiB, access_rate: 30k/s, write_fraction: 0.2,
+               skew: 0.5, file_cache: 60%}
+events:
+  - {at: 5s, host_reclaim: host-1}
+  - {at: 6s, host_release: host-1}
+"""
+
+
+@pytest.fixture(scope="module")
+def page_cache_runs():
+    sc = load_scenario_text(PAGE_CACHE, "pc.yaml")
+    return {m: run_scenario(apply_overrides(sc, {"mechanism": m})) for m in ("none", "cleancache")}
+
+
+def test_page_cache_pages_are_dropped_or_written_back_never_swapped(page_cache_runs):
+    r = page_cache_runs["none"]
+    assert r.valid, invalid(r)
+    t = r.summary["totals"]
+    assert t["file_drops"] > 0 and t["file_writes"] > 0 and t["file_write_ops"] > 0
+    assert t["cleancache_puts"] == t["cleancache_hits"] == 0
+    # file pages (the last 60% of each 30720-page footprint) never hold a swap slot: only the
+    # 12288 anonymous pages can be swapped, and they are swapped
+    g = r.guests
+    assert g["swap_pages"].max() <= 12288 < g["file_pages"].max() + g["swap_pages"].max()
+    assert (g["file_pages"] > 0).any() and g["swap_pages"].max() > 0
+    # a dropped page is read again from the guest's disk: more reads than file pages exist
+    assert t["file_reads"] > 2 * 18432
+    assert t["stall_by_source"]["file_read"] > 0 and t["major_faults"] > t["disk_read_ops"]
+    assert r.summary["guests"]["g-1"]["pages_end"]["file"] == g["file_pages"].iloc[-2]
+
+
+def test_cleancache_puts_every_reclaimed_file_page_and_serves_misses_from_the_host(
+    page_cache_runs,
+):
+    base, r = page_cache_runs["none"], page_cache_runs["cleancache"]
+    assert r.valid, invalid(r)
+    t, b = r.summary["totals"], base.summary["totals"]
+    # each page-cache page reclaimed is offered to the pool once, clean or just written back
+    assert t["cleancache_puts"] + t["cleancache_put_failures"] == t["file_drops"] + t["file_writes"]
+    assert t["cleancache_hits"] > 0 and t["cleancache_misses"] > 0
+    assert t["stall_by_source"]["cleancache_get"] > 0
+    # hits are served by the host, so fewer pages come from the disk per page-cache fault
+    assert t["file_reads"] / t["touches"] < 0.9 * b["file_reads"] / b["touches"]
+    assert t["progress"] > b["progress"]
+    g, h = r.guests, r.hosts
+    assert g["cleancache_hits"].sum() == t["cleancache_hits"]
+    assert (g.groupby("epoch")["ephemeral_pages"].sum().to_numpy() == h["ephemeral_pages"]).all()
+    # the pool is host RAM: conservation with its own column, never above the window's quotas
+    total = (
+        h["reserve_pages"]
+        + h["guest_frames"]
+        + h["tmem_pages"]
+        + h["ephemeral_pages"]
+        + h["cache_pages"]
+        + h["buffer_pages"]
+        + h["free_pages"]
+    )
+    assert (total == h["ram_pages"]).all() and (h["free_pages"] >= 0).all()
+    assert (h["ephemeral_pages"] <= h["ephemeral_capacity"]).all()
+    assert t["ephemeral_pages_peak"] == h["ephemeral_pages"].max() > 0
+
+
+def test_the_host_drops_ephemeral_pages_by_lru_and_all_at_once_when_it_reclaims(
+    page_cache_runs,
+):
+    r = page_cache_runs["cleancache"]
+    t = r.summary["totals"]
+    h = r.hosts.set_index("epoch")
+    lendable = (200 - 16 - 128) * 256  # the pool's room: RAM no guest allocation claims
+    assert h["ephemeral_capacity"].loc[:49].max() == lendable
+    assert h["ephemeral_pages"].loc[:49].max() == lendable  # full: the oldest pages go
+    assert t["cleancache_evictions"] > 0 and t["cleancache_misses"] > 0
+    # host_reclaim at 5 s: in its first epoch the pool is empty, no guest asked; puts fail
+    assert h["ephemeral_pages"].loc[49] > 0 and (h["ephemeral_pages"].loc[50:59] == 0).all()
+    assert (h["ephemeral_capacity"].loc[50:59] == 0).all() and t["cleancache_put_failures"] > 0
+    assert h["ephemeral_pages"].iloc[-1] > 0  # released at 6 s: the pool fills again
+
+
+def test_a_stale_record_in_the_ephemeral_pool_is_caught():
+    from overcommit.stores.codec import encode, make_batch
+    from overcommit.stores.ephemeral import eph_key
+
+    done = []
+
+    def tamper(epoch, runtime, fleet):
+        if done or epoch < 30:
+            return
+        g = runtime.models()[0]
+        client = fleet.host(g.host).client()
+        fields = client.hkeys(eph_key("oc", g.name))
+        if not fields:
+            return
+        page = int.from_bytes(fields[0], "big")
+        old = make_batch(g.name, [page], [int(g.version[page]) + 1], g.payload, g.page_size, 0.5)
+        rec = encode(g.name, old, g.payload, g.page_size)
+        client.hset(eph_key("oc", g.name), fields[0], rec)
+        done.append(page)
+
+    over = {"duration": "4s", "events": "[]"}
+    r = run_scenario(
+        apply_overrides(load_scenario_text(PAGE_CACHE, "pc.yaml"), over), on_window=tamper
+    )
+    assert done and not r.valid
+    assert r.summary["checks"]["integrity"]["violations"] > 0
+
+
+@pytest.mark.parametrize("mechanism", ["cleancache", "frontswap+cleancache"])
+def test_cleancache_is_deterministic_and_valid(mechanism):
+    # maxmem 56 MiB: frontswap (which plans first) may take 16 MiB, cleancache the rest
+    over = {
+        "mechanism": mechanism,
+        "guests.0.workload.file_cache": "50%",
+        "guests.0.maxmem": "56MiB",
+    }
+    sc = apply_overrides(load_scenario_text(DET, "det.yaml"), over)
+    a, b = run_scenario(sc), run_scenario(sc)
+    assert a.valid, invalid(a)
+    t = a.summary["totals"]
+    assert t["cleancache_puts"] > 0 and t["cleancache_hits"] > 0
+    assert (t["frontswap_puts"] > 0) == ("frontswap" in mechanism)
+    assert {k: v for k, v in a.summary.items() if k != "run"} == {
+        k: v for k, v in b.summary.items() if k != "run"
+    }
+    pd.testing.assert_frame_equal(a.guests, b.guests)
+    pd.testing.assert_frame_equal(a.hosts, b.hosts)
+    base = run_scenario(apply_overrides(sc, {"mechanism": "none", "duration": "100ms"}))
+    assert a.guests["touches"].iloc[0] == base.guests["touches"].iloc[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# tmem pool compression and deduplication (hosts.tmem.compress, hosts.tmem.dedup)
+
+TMEM_RAM = """
+name: tz
+seed: 2
+duration: 2s
+epoch: 100ms
+sync_window: 1s
+runtime: {{kind: inline}}
+payload: {payload}
+mechanism: frontswap
+hosts: {{ram: 256MiB, reserve: 16MiB, tmem: {{max: 8MiB, compress: {compress}}}}}
+shared_storage: {{device: ssd}}
+guests:
+  - name: g
+    memory: 16MiB
+    maxmem: 128MiB
+    swap: 64MiB
+    workload: {{kind: zipf, working_set: 48MiB, access_rate: 20k/s, write_fraction: 0.3,
+               skew: 0.3, compressibility: {c}}}
+"""
+
+
+@functools.cache
+def tmem_run(compress: bool, c: float, payload: str = "full"):
+    text = TMEM_RAM.format(compress=str(compress).lower(), c=c, payload=payload)
+    r = run_scenario(load_scenario_text(text, "tz.yaml"))
+    assert r.valid, invalid(r)
+    return r
+
+
+def test_a_compressing_pool_stores_about_twice_the_pages_in_the_same_ram():
+    """Xen: compression stores ~2x the pages. The pool is capped at 8 MiB (2048 pages) of host
+    RAM; half of each page compresses away (zlib on the real content, payload: full)."""
+    plain, packed = tmem_run(False, 0.5).hosts, tmem_run(True, 0.5).hosts
+    assert plain["tmem_stored"].max() == plain["tmem_pages"].max() == 2048
+    assert packed["tmem_pages"].max() <= 2048  # the cap is on host RAM
+    ratio = packed["tmem_stored"].iloc[-1] / packed["tmem_pages"].iloc[-1]
+    assert 1.7 < ratio < 2.1, ratio
+    # random content does not compress: a page is stored whole, no more pages fit
+    rnd = tmem_run(True, 0.0).hosts
+    assert (rnd["tmem_stored"] == rnd["tmem_pages"]).all() and rnd["tmem_pages"].max() == 2048
+    # host RAM balances with the pool billed by size
+    total = packed["reserve_pages"] + packed["guest_frames"] + packed["tmem_pages"]
+    assert (total + packed["free_pages"] == packed["ram_pages"]).all()
+
+
+def test_compression_costs_ten_times_the_cpu_of_a_put_and_a_get():
+    from overcommit.profiles import Costs
+
+    k = Costs()
+    for compress, factor in ((False, 1), (True, 10)):
+        t = tmem_run(compress, 0.5).summary["totals"]
+        per_get = k.minor_fault + factor * k.get(4096)
+        assert t["stall_by_source"]["frontswap_get"] == pytest.approx(
+            t["frontswap_gets"] * per_get, rel=1e-6
+        )
+
+
+def test_digest_mode_bills_from_the_compressibility():
+    full, digest = tmem_run(True, 0.5).hosts, tmem_run(True, 0.5, "digest").hosts
+    f = full["tmem_stored"].iloc[-1] / full["tmem_pages"].iloc[-1]
+    d = digest["tmem_stored"].iloc[-1] / digest["tmem_pages"].iloc[-1]
+    assert abs(f - d) < 0.05 * f
+
+
+DEDUP = """
+name: dd
+seed: 4
+duration: 6s
+epoch: 100ms
+sync_window: 1s
+runtime: {{kind: inline}}
+payload: {payload}
+mechanism: frontswap
+hosts: {{ram: 256MiB, reserve: 16MiB, tmem: {{dedup: {dedup}, compress: {compress}}}}}
+shared_storage: {{device: ssd}}
+guests:
+  - name: g
+    count: 3
+    memory: 32MiB
+    maxmem: 64MiB
+    swap: 96MiB
+    workload: {{kind: zipf, working_set: 80MiB, access_rate: 20k/s, write_fraction: 0.05,
+               skew: 0.3, duplicates: 50%, compressibility: 0.7}}
+"""
+
+
+def dedup_run(dedup: bool, compress: bool = False, payload: str = "digest", duration: str = "6s"):
+    text = DEDUP.format(dedup=str(dedup).lower(), compress=str(compress).lower(), payload=payload)
+    r = run_scenario(apply_overrides(load_scenario_text(text, "dd.yaml"), {"duration": duration}))
+    assert r.valid, invalid(r)
+    return r
+
+
+def test_a_deduplicating_pool_stores_identical_pages_once():
+    """Half of each guest's pages hold the shared image until written: the three guests put the
+    same content, which the host stores once from the next window on (puts of content already
+    stored cost nothing at once)."""
+    base, r = dedup_run(False), dedup_run(True)
+    h, g, t = r.hosts, r.guests, r.summary["totals"]
+    assert base.hosts["tmem_shared_pages"].max() == 0
+    assert (base.hosts["tmem_stored"] == base.hosts["tmem_pages"]).all()
+    assert t["frontswap_dedup_puts"] > 0 and h["tmem_shared_pages"].max() > 0
+    late = h["epoch"] >= 30
+    assert (h["tmem_pages"][late] < 0.95 * h["tmem_stored"][late]).all()
+    # host RAM for the pool: what each guest is billed, plus the shared store once
+    billed = g.groupby("epoch")["tmem_billed"].sum().to_numpy()
+    assert (h["tmem_pages"].to_numpy() == billed + h["tmem_shared_pages"].to_numpy()).all()
+    assert (g["tmem_billed"] <= g["tmem_pages"]).all()
+    # the guests' billing (RAM + billed tmem) stays within maxmem while they hold more pages
+    assert (g["alloc_pages"] + g["tmem_billed"] <= 64 * 256).all()
+    assert g["tmem_pages"].max() > base.guests["tmem_pages"].max()
+
+
+def test_dedup_finds_the_same_content_by_hash_in_full_mode():
+    d, f = dedup_run(True, duration="2s"), dedup_run(True, False, "full", "2s")
+    td, tf = d.summary["totals"], f.summary["totals"]
+    assert tf["frontswap_dedup_puts"] == td["frontswap_dedup_puts"] > 0
+    assert f.hosts["tmem_shared_pages"].max() > 0
+
+
+def test_compressing_deduplicating_pool_is_deterministic():
+    text = DEDUP.format(dedup="true", compress="true", payload="digest")
+    sc = load_scenario_text(text, "dd.yaml")
+    a, b = run_scenario(sc), run_scenario(sc)
+    assert {k: v for k, v in a.summary.items() if k != "run"} == {
+        k: v for k, v in b.summary.items() if k != "run"
+    }
+    pd.testing.assert_frame_equal(a.guests, b.guests)
+    pd.testing.assert_frame_equal(a.hosts, b.hosts)

@@ -73,18 +73,35 @@ def comparable(result) -> tuple:
     return s, result.guests, result.hosts, result.events
 
 
-@pytest.mark.parametrize("mechanism", ["frontswap", "none", "balloon+host-swap"])
+XEN_TMEM = {  # frontswap+cleancache: page cache, image pages, a compressing, deduplicating pool
+    "guests.0.workload.file_cache": "40%",
+    "guests.0.workload.duplicates": "30%",
+    "hosts.tmem.compress": True,
+    "hosts.tmem.dedup": True,
+    "hosts.ram": "400MiB",  # the four guests share host-1: RAM left for both pools
+    "guests.0.maxmem": "72MiB",
+}
+
+
+@pytest.mark.parametrize(
+    "mechanism", ["frontswap", "none", "balloon+host-swap", "frontswap+cleancache"]
+)
 def test_same_results_in_every_placement(cluster, mechanism):
+    extra = XEN_TMEM if mechanism == "frontswap+cleancache" else {}
     runs = {
-        "inline": run_scenario(scenario(mechanism, True, **{"runtime.kind": "inline"})),
-        "packed": run_scenario(scenario(mechanism, True, **{"runtime.guests": "packed"})),
-        "actors": run_scenario(scenario(mechanism, True)),
+        "inline": run_scenario(scenario(mechanism, True, **{"runtime.kind": "inline"}, **extra)),
+        "packed": run_scenario(scenario(mechanism, True, **{"runtime.guests": "packed"}, **extra)),
+        "actors": run_scenario(scenario(mechanism, True, **extra)),
     }
     base = comparable(runs["inline"])
     assert base[0]["valid"], base[0]["checks"]
+    t = base[0]["totals"]
     if mechanism == "frontswap":
-        t = base[0]["totals"]
         assert t["frontswap_puts"] > 0 and t["frontswap_gets"] > 0 and t["disk_writes"] > 0
+    if mechanism == "frontswap+cleancache":
+        assert t["cleancache_puts"] > 0 and t["cleancache_hits"] > 0 and t["file_writes"] > 0
+        assert t["frontswap_dedup_puts"] > 0 and base[2]["tmem_shared_pages"].max() > 0
+        assert (base[2]["tmem_pages"] < base[2]["tmem_stored"]).any()  # compressed
     for name in ("packed", "actors"):
         other = comparable(runs[name])
         assert other[0] == base[0], name

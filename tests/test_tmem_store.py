@@ -179,6 +179,25 @@ def test_puts_fail_when_frozen_and_succeed_after_thaw(pool, client, redis_prefix
     assert assert_counts_consistent(client, redis_prefix) == {"g": 2}
 
 
+def test_a_pool_billing_bytes_decides_puts_by_their_cost_not_the_counts(
+    pool, client, redis_prefix
+) -> None:
+    """hosts.tmem.compress/dedup: each put costs the bytes the caller bills it (its compressed
+    size, 0 for content the host already stores once); it succeeds while the costs fit in the
+    room, whatever the page quota and capacity say; frozen, it fails and invalidates."""
+    costs = np.array([1500, 0, 2000, 1500, 700])
+    r = pool.batch("g", puts=recs("g", range(5), 1), quota=1, capacity=1, mode="digest",
+                   page_size=PS, costs=costs, room=4200)  # fmt: skip
+    assert r.put_ok.tolist() == [True, True, True, False, True]  # 1500 + 0 + 2000, then 700
+    assert (r.guest_pages, r.host_used) == (4, 4)  # pages stored, above the page quota of 1
+    pool.freeze("g")
+    r = pool.batch("g", puts=recs("g", [0], 2), quota=BIG, capacity=BIG, mode="digest",
+                   page_size=PS, costs=np.array([10]), room=10**6)  # fmt: skip
+    assert r.put_ok.tolist() == [False] and r.invalidated == 1  # the old copy is gone
+    assert get(pool, "g", [0]).found.tolist() == [False]
+    assert assert_counts_consistent(client, redis_prefix) == {"g": 3}
+
+
 def test_flush_page(pool, client, redis_prefix) -> None:
     put(pool, "g", range(6), 1)
     r = pool.batch("g", flushes=[1, 3, 50], quota=BIG, capacity=BIG, mode="digest", page_size=PS)

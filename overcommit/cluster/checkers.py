@@ -3,7 +3,10 @@
 - `conservation`: host RAM and guest pages/frames/slots balance every epoch.
 - `integrity`: every record read back from Redis (tmem pools and swap disks) carries the version
   the guest last wrote, with a matching checksum; nothing the guest owns is missing, nothing is
-  held that the guest does not own. Reads during the run (gets, swap-ins) are checked too.
+  held that the guest does not own. Reads during the run (gets, swap-ins) are checked too. The
+  guest's file disk holds every file page that has left RAM at its current version (a dirty
+  page in RAM may be newer); the ephemeral pool (cleancache) may have dropped any page but holds
+  none the guest has in RAM, and none at an old version.
 - `frontswap`: pool counters in Redis equal what the guests hold; billing (RAM + tmem <= maxmem)
   never exceeded; no put succeeded while the client was frozen.
 - `lost_pages_explained`: every page lost was destroyed by a fault event (this version models
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.nodes.guest import FRONTSWAP, SWAP, GuestModel
+from overcommit.nodes.guest import FILE, FRONTSWAP, RAM, SWAP, GuestModel
 from overcommit.stores.codec import RecordBatch
 
 CHECKS = ("conservation", "integrity", "frontswap", "lost_pages_explained")
@@ -96,6 +99,8 @@ def integrity(
     out = []
     if tmem is not None:
         out += _compare(g, tmem, np.flatnonzero(g.slot == FRONTSWAP), "its tmem pool")
+        if getattr(g, "billing", None) is not None:
+            out += _billing(g, tmem)
     expected = np.flatnonzero(g.slot == SWAP)
     cache = getattr(back, "cache", None)
     if cache is None:
@@ -134,6 +139,99 @@ def integrity(
                     f"{g.name}: {int(bad.sum())} host swap record(s) differ from what the host "
                     "wrote"
                 )
+    files = getattr(back, "files", None)
+    if files is not None:
+        out += _file_disk(g, files)
+    eph = getattr(back, "eph", None)
+    if eph is not None:
+        out += _ephemeral_pool(g, *eph)
+    return out
+
+
+def _billing(g: GuestModel, held: RecordBatch) -> list[str]:
+    """A compressing or deduplicating pool bills each page what its content takes: in `full`
+    payload mode the sizes and content keys are measured again on the records read back."""
+    bl = g.billing
+    if g.payload != "full" or not len(held):
+        return []
+    pages = held.pages.astype(np.int64)
+    ok = pages < g.N
+    pages, held = pages[ok], held.take(np.flatnonzero(ok))
+    bad = bl.stored_sizes(held.payload, len(held)) != bl.size[pages]
+    if bl.dedup:
+        bad |= held.checksums.astype(np.uint64) != bl.key[pages]
+    if bad.any():
+        return [
+            f"{g.name}: {int(bad.sum())} pool page(s) billed for other content than they hold, "
+            f"e.g. page {int(pages[np.flatnonzero(bad)[0]])}"
+        ]
+    return []
+
+
+def _file_disk(g: GuestModel, held: RecordBatch) -> list[str]:
+    """The guest's file disk against its page cache: a file page out of RAM, or clean in RAM,
+    is on the disk at its current version once it has ever been written (a never-written page
+    is its file's original content, stored nowhere); a dirty page in RAM may be newer."""
+    out = []
+    where = f"the file disk {g.disk}/files"
+    pages = held.pages.astype(np.int64)
+    foreign = (pages < g.file_lo) | (pages >= g.N)
+    if foreign.any():
+        out.append(f"{g.name}: {where} holds {int(foreign.sum())} record(s) of no file page")
+        held, pages = held.take(np.flatnonzero(~foreign)), pages[~foreign]
+    f = np.arange(g.file_lo, g.N)
+    must = f[((g.loc[f] == FILE) | ((g.loc[f] == RAM) & ~g.dirty[f])) & (g.version[f] > 0)]
+    missing = np.setdiff1d(must, pages)
+    if len(missing):
+        out.append(
+            f"{g.name}: {len(missing)} written file page(s) out of RAM or clean are not on "
+            f"{where}, e.g. page {int(missing[0])}"
+        )
+    if len(held):
+        cur = g.version[pages]
+        may_lag = (g.loc[pages] == RAM) & g.dirty[pages]
+        wrong = ((held.versions != cur) & ~may_lag) | (held.versions > cur) | g.verify(held)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            out.append(
+                f"{g.name}: {int(wrong.sum())} stale or corrupt record(s) on {where}, e.g. page "
+                f"{int(pages[i])} holds version {int(held.versions[i])}, last written "
+                f"{int(cur[i])}"
+            )
+    return out
+
+
+def _ephemeral_pool(g: GuestModel, held: RecordBatch, counted: int) -> list[str]:
+    """The ephemeral pool may have dropped anything, but what it holds is a page the guest
+    dropped from its page cache, at the version it last wrote; its counter is its size."""
+    out = []
+    where = "its ephemeral pool"
+    if not len(held) == counted == g.eph_pages:
+        out.append(
+            f"{g.name}: {where} holds {len(held)} page(s), its counter says {counted}, the "
+            f"guest was last told {g.eph_pages}"
+        )
+    if len(held):
+        pages = held.pages.astype(np.int64)
+        ok = pages < g.N
+        dropped = np.zeros(len(pages), bool)
+        dropped[ok] = g.loc[pages[ok]] == FILE
+        if not dropped.all():
+            i = int(np.flatnonzero(~dropped)[0])
+            out.append(
+                f"{g.name}: {where} holds {int((~dropped).sum())} page(s) not dropped from the "
+                f"page cache, e.g. page {int(pages[i])}"
+            )
+        p = pages[dropped]
+        sub = held.take(np.flatnonzero(dropped))
+        wrong = (sub.versions != g.version[p]) | g.verify(sub)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            out.append(
+                f"{g.name}: {int(wrong.sum())} stale or corrupt record(s) in {where}, e.g. page "
+                f"{int(p[i])} holds version {int(sub.versions[i])}, last written "
+                f"{int(g.version[p[i]])}"
+            )
     return out
 
 

@@ -102,6 +102,10 @@ def estimate_store_bytes(scenario: Any) -> tuple[int, int]:
         if "cached-disk" in parts:  # the host cache may hold a copy of every slot
             pages += swap_pages
             nbytes += swap_pages * (per + REDIS_ENTRY_OVERHEAD)
+        files = int(round(g.workload.file_cache * footprint))
+        copies = 2 if "cleancache" in parts else 1  # the file disk, and the ephemeral pool
+        pages += files * copies
+        nbytes += files * copies * (per + REDIS_ENTRY_OVERHEAD)
         if uses_tmem:
             lend = min(max(0, g.maxmem - g.memory) // ps, swap_pages)
             if scenario.hosts.tmem.max is not None:
@@ -357,6 +361,8 @@ def _run(
         ("zpool_stale_peak", recorder.g, "zpool_stale"),
         ("shared_pages_peak", recorder.h, "shared_pages"),
         ("merged_frames_peak", recorder.g, "merged_frames"),
+        ("ephemeral_pages_peak", recorder.h, "ephemeral_pages"),
+        ("tmem_stored_peak", recorder.h, "tmem_stored"),
     ):
         summary["totals"][total] = int(table[col].sum(axis=1).max())
     summary["run"]["stale_keys_deleted"] = stale_keys
@@ -452,6 +458,8 @@ def _summarise(
         "zpool_stale_peak": 0,
         "shared_pages_peak": 0,
         "merged_frames_peak": 0,
+        "ephemeral_pages_peak": 0,
+        "tmem_stored_peak": 0,
     }
     for q, v in totals["fault_latency"].items():
         totals[f"fault_latency_{q.replace('.', '')}"] = v

@@ -20,8 +20,10 @@ import numpy as np
 
 from overcommit.cluster import checkers
 from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS
+from overcommit.nodes.frontswap import share_identical
 from overcommit.nodes.guest import (
     COUNTERS,
+    FILE,
     FRONTSWAP,
     RAM,
     SWAP,
@@ -37,6 +39,7 @@ from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
 from overcommit.stores.diskcache import AsyncDiskCacheStore, DiskCacheStore
+from overcommit.stores.ephemeral import AsyncEphemeralPool, EphemeralPool
 from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore
 from overcommit.stores.tmem import AsyncTmemPool
 
@@ -57,6 +60,12 @@ class ReadAll:
     tmem: bool
     hswap: bool = False
     cache: bool = False
+    files: bool = False
+    eph: bool = False
+
+    @property
+    def files_disk(self) -> str:
+        return f"{self.disk}/files"
 
 
 @dataclass
@@ -67,6 +76,8 @@ class StoreReadback:
     swap: Any = None
     hswap: Any = None  # (frames, records)
     cache: Any = None  # (records, dirty pages)
+    files: Any = None  # records on the guest's file disk
+    eph: Any = None  # (records, the pool's count in its meta hash)
 
 
 @dataclass
@@ -132,6 +143,10 @@ class GuestRunner:
     def state(self) -> GuestState:
         g = self.model
         cache = g.cache
+        keys = counts = sizes = None
+        unkeyed = 0
+        if g.billing is not None and g.billing.dedup:
+            keys, counts, sizes, unkeyed = g.billing.report(np.flatnonzero(g.slot == FRONTSWAP))
         return GuestState(
             name=g.name,
             alloc_pages=g.alloc_pages,
@@ -143,12 +158,20 @@ class GuestRunner:
             hswapped=g.frames.hswapped_count,
             tmem_pages=g.tmem_pages,
             tmem_view=int(np.count_nonzero(g.slot == FRONTSWAP)),
+            tmem_billed=g.tmem_billed,
+            tmem_keys=keys,
+            tmem_key_counts=counts,
+            tmem_key_sizes=sizes,
+            tmem_unkeyed_bytes=unkeyed,
             window_new_puts=g.window_new_puts,
             alive=g.alive,
             active_pages=g.active_pages(),
             cache_pages=cache.count if cache is not None else 0,
             cache_dirty=cache.dirty if cache is not None else 0,
             cache_demand=cache.demand if cache is not None else 0,
+            ephemeral_pages=g.eph_pages,
+            ephemeral_demand=g.eph_demand,
+            file_pages=g.workload.file_pages if g.cleancache else 0,
             alloc_goal=g.selfballoon.goal_alloc if g.selfballoon is not None else None,
             swap_pages=g.swap_slots,
             next_epoch=g.next_epoch,
@@ -197,7 +220,14 @@ class GuestRunner:
         """Read the guest's stores back and check them; returns (summary, violations, hist)."""
         g = self.model
         reply = yield ReadAll(
-            g.name, g.host, g.disk, g.uses_tmem, hswap=g.host_swap, cache=g.cache is not None
+            g.name,
+            g.host,
+            g.disk,
+            g.uses_tmem,
+            hswap=g.host_swap,
+            cache=g.cache is not None,
+            files=g.has_files,
+            eph=g.cleancache,
         )
         back = reply if isinstance(reply, StoreReadback) else StoreReadback(*reply)
         violations = [("integrity", m) for m in checkers.integrity(g, back.tmem, back.swap, back)]
@@ -248,6 +278,7 @@ def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats)
     rows["frontswap_pages"][i] = bc[FRONTSWAP]
     rows["swap_pages"][i] = bc[SWAP]
     rows["tmem_pages"][i] = g.tmem_pages
+    rows["tmem_billed"][i] = g.tmem_billed
     rows["free_frames"][i] = g.free_top
     rows["alloc_pages"][i] = g.alloc_pages
     rows["balloon_pages"][i] = g.balloon_n
@@ -265,6 +296,10 @@ def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats)
     rows["zpool_bytes"][i] = pool.stored_bytes() if pool is not None else 0
     rows["zpool_frames"][i] = pool.frames if pool is not None else 0
     rows["merged_frames"][i] = g.frames.merged_count
+    rows["file_pages"][i] = bc[FILE]
+    rows["file_reads"][i] = s.file_reads
+    rows["ephemeral_pages"][i] = g.eph_pages
+    rows["cleancache_hits"][i] = s.cleancache_hits
 
 
 def _latency(hist: np.ndarray) -> dict[str, float]:
@@ -293,6 +328,7 @@ def guest_summary(g: GuestModel) -> dict:
         "footprint_pages": g.N,
         "pages_end": g.location_counts(),
         "tmem_pages_end": g.tmem_pages,
+        "tmem_billed_end": g.tmem_billed,
         "tmem_pages_peak": g.peak_tmem_pages,
         "tmem_clean_copies_end": int(
             np.count_nonzero((g.slot == FRONTSWAP) & (g.loc != FRONTSWAP))
@@ -327,6 +363,8 @@ class HostRunner:
             h.reclaiming = _reclaiming_at(h, min(g.next_epoch for g in states))
         for g in states:
             g.plan.hswap_capacity = h.hswap_pages_cap
+        if h.tmem_dedup and self.mechanism.guest_uses_tmem:
+            share_identical(h)  # content several pool pages hold: stored once from now on
         h.lendable_at_plan = h.lendable()
         self.mechanism.plan_window(h)
         return {g.name: g.plan for g in states}
@@ -341,14 +379,23 @@ class HostRunner:
 
         # host RAM backing guests: resident frames, less those merged onto shared frames
         backed = sum((g.backed for g in guests), np.zeros(n, np.int64)) - total("merged_frames")
-        tmem, cache, hswap = total("tmem_pages"), total("cache_pages"), total("hswap_frames")
+        # the persistent pool's RAM: what each guest is billed, and the host's shared store
+        tmem = total("tmem_billed") + h.tmem_shared_pages
+        cache, hswap = total("cache_pages"), total("hswap_frames")
+        eph = total("ephemeral_pages")
         violations: list[tuple[int, str, str]] = []
         for i, e in enumerate(range(e0, e1)):
             use = HostUse(
-                int(backed[i]), int(tmem[i]), int(cache[i]), 0, h.shared_pages, int(hswap[i])
+                int(backed[i]),
+                int(tmem[i]),
+                int(cache[i]),
+                int(eph[i]),
+                h.shared_pages,
+                int(hswap[i]),
             )
             rows["guest_frames"][i] = use.backed + use.shared  # shared frames count once
             rows["tmem_pages"][i] = use.tmem
+            rows["ephemeral_pages"][i] = use.ephemeral
             rows["cache_pages"][i] = use.cache
             rows["hswap_pages"][i] = use.hswap
             rows["shared_pages"][i] = use.shared
@@ -358,6 +405,9 @@ class HostRunner:
         rows["reserve_pages"][:] = h.reserve_pages
         rows["buffer_pages"][:] = h.buffer_pages
         rows["tmem_capacity"][:] = h.tmem_capacity
+        rows["ephemeral_capacity"][:] = h.ephemeral_capacity
+        rows["tmem_stored"][:] = total("tmem_pages")
+        rows["tmem_shared_pages"][:] = h.tmem_shared_pages
         rows["lendable_pages"][:] = h.lendable_at_plan
         rows["mem_state"][:] = STATE_CODES.get(h.state, 0)
         if h.frozen:
@@ -389,9 +439,12 @@ class HostRunner:
             "reserve_bytes": h.reserve_pages * ps,
             "guest_frames_end": h.backed_pages(),
             "tmem_pages_end": h.tmem_pages(),
+            "tmem_stored_end": sum(g.tmem_pages for g in h.guests),
+            "tmem_shared_pages_end": h.tmem_shared_pages,
             "tmem_pages_peak": h.peak_tmem_pages,
             "hswap_pages_peak": h.peak_hswap_pages,
             "cache_pages_end": h.cache_pages,
+            "ephemeral_pages_end": h.ephemeral_pages,
             "free_pages_end": h.free_pages(),
             "free_pages_min": h.min_free_pages,
         }
@@ -431,21 +484,24 @@ class StoreOps:
     def __init__(self, payload: str, page_size: int) -> None:
         self.payload = payload
         self.page_size = page_size
-        self._host_stores: dict[int, tuple[Any, Any]] = {}
+        self._host_stores: dict[int, tuple[Any, Any, Any]] = {}
 
-    def host_stores(self, pool: Any) -> tuple[Any, Any]:
-        """(host swap, disk cache) adapters on the same Redis client as `pool`."""
+    def host_stores(self, pool: Any) -> tuple[Any, Any, Any]:
+        """(host swap, disk cache, ephemeral pool) adapters on the same Redis client as
+        `pool`."""
         key = id(pool)
         if key not in self._host_stores:
             if isinstance(pool, AsyncTmemPool):
                 stores = (
                     AsyncHostSwapStore(pool.client, pool.prefix),
                     AsyncDiskCacheStore(pool.client, pool.prefix),
+                    AsyncEphemeralPool(pool.client, pool.prefix),
                 )
             else:
                 stores = (
                     HostSwapStore(pool.client, pool.prefix),
                     DiskCacheStore(pool.client, pool.prefix),
+                    EphemeralPool(pool.client, pool.prefix),
                 )
             self._host_stores[key] = stores
         return self._host_stores[key]
@@ -472,6 +528,8 @@ class StoreOps:
                             exclusive_gets=t.exclusive_gets,
                             mode=mode,
                             page_size=ps,
+                            costs=t.costs,
+                            room=t.room,
                         ),
                     )
             if req.cache is not None:
@@ -509,6 +567,29 @@ class StoreOps:
                             page_size=ps,
                         ),
                     )
+            if req.eph is not None:
+                k = req.eph
+                eph = self.host_stores(pool)[2]
+                if k.flush_area:
+                    rep.eph_flushed = yield (eph.flush_area, (req.guest,), {})
+                else:
+                    rep.eph = yield (
+                        eph.batch,
+                        (req.guest,),
+                        dict(gets=k.gets, puts=k.puts, quota=k.quota, mode=mode, page_size=ps),
+                    )
+            if req.files is not None:
+                f = req.files
+                if f.drop:
+                    yield (swap.drop, (req.files_disk,), {})
+                elif len(f.reads) or len(f.frees) or f.writes is not None:
+                    rep.files = yield (
+                        swap.batch,
+                        (req.files_disk, req.guest),
+                        dict(
+                            reads=f.reads, frees=f.frees, writes=f.writes, mode=mode, page_size=ps
+                        ),
+                    )
             if req.hswap is not None:
                 h = req.hswap
                 hs = self.host_stores(pool)[0]
@@ -540,6 +621,12 @@ class StoreOps:
             if req.cache:
                 cache = self.host_stores(pool)[1]
                 back.cache = yield (cache.read_all, (req.disk, req.guest, mode, ps), {})
+            if req.files:
+                back.files = yield (swap.read_all, (req.files_disk, req.guest, mode, ps), {})
+            if req.eph:
+                eph = self.host_stores(pool)[2]
+                recs = yield (eph.read_all, (req.guest, mode, ps), {})
+                back.eph = (recs, (yield (eph.guest_count, (req.guest,), {})))
             return back
         if isinstance(req, PoolCounts):
             used = yield (pool.used, (), {})

@@ -1,8 +1,13 @@
 """A guest kernel's memory: where each page is, reclaim, swap, faults, OOM — vectorised.
 
 Every page of the workload's footprint is, from the guest's point of view, in exactly one place
-(`loc`): untouched, guest RAM, frontswap (host tmem), the swap disk, or the compressed pool
-(zswap/zram). A page may also hold a swap *slot* (`slot`): pages in frontswap, on disk or in the
+(`loc`): untouched, guest RAM, frontswap (host tmem), the swap disk, the compressed pool
+(zswap/zram), or, for the workload's file-backed page cache (its `file_cache` share, the last
+pages of the footprint), `FILE`: dropped from RAM, its content on the guest's file disk. A file
+page is read from that disk on first use and on a miss (or got back from the host's ephemeral
+pool under cleancache), is clean until written, and on reclaim is dropped, or written back to
+its file first when dirty; it never takes a swap slot. A page may also hold a swap *slot*
+(`slot`): pages in frontswap, on disk or in the
 pool always do; a resident page keeps the slot it was read from while it stays clean (the swap
 cache), so evicting it again costs no I/O. A write frees the slot (frontswap invalidate, a
 discard on disk or in zram), as Linux does when it reuses a swap-cache page. Resident pages
@@ -27,9 +32,10 @@ state lives in helper objects from their own modules (`BalloonDriver`, `Selfball
 An epoch runs as a generator (`GuestModel.epoch`) that yields at most two batched store
 requests and receives their replies, so the model never touches Redis itself: the runtime that
 drives it (inline or Ray) executes the requests with whichever client it has. Phase 1 carries
-tmem gets/flushes/puts, swap-disk reads/frees/writes and disk-cache operations; phase 2, after
-the epoch's changes are applied, carries writes that depend on phase 1 (refused puts, cache
-write-backs) and the host's swap-ins and swap-outs of the guest's frames.
+tmem gets/flushes/puts, swap-disk reads/frees/writes, disk-cache operations, ephemeral-pool
+gets/puts and file-disk reads/write-backs; phase 2, after the epoch's changes are applied,
+carries what depends on phase 1 (refused puts, cache write-backs, file reads of cleancache
+misses) and the host's swap-ins and swap-outs of the guest's frames.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ from overcommit.rng import stream
 from overcommit.stores.codec import RecordBatch, is_common, make_batch, verify
 from overcommit.workloads import TouchStreams, make_workload
 
-UNTOUCHED, RAM, FRONTSWAP, SWAP, ZPOOL = 0, 1, 2, 3, 4
-NLOC = 5
+UNTOUCHED, RAM, FRONTSWAP, SWAP, ZPOOL, FILE = 0, 1, 2, 3, 4, 5
+NLOC = 6
 NO_SLOT = 0
 SWAP_CLUSTER = 32  # pages per write I/O in reclaim (SWAP_CLUSTER_MAX)
 BALLOONING = frozenset({"balloon", "selfballoon"})
@@ -70,6 +76,8 @@ STALL_SOURCES = (
     "compress",
     "host_swap_read",
     "cow_break",
+    "file_read",
+    "cleancache_get",
 )
 
 COUNTERS = (
@@ -87,6 +95,7 @@ COUNTERS = (
     "frontswap_gets",
     "frontswap_flushes",
     "frontswap_invalidated",
+    "frontswap_dedup_puts",
     "readahead_pages",
     "evictions",
     "direct_reclaims",
@@ -118,6 +127,17 @@ COUNTERS = (
     # page-sharing
     "pages_merged",
     "cow_breaks",
+    # file-backed page cache (workload.file_cache) and cleancache
+    "file_reads",
+    "file_read_ops",
+    "file_writes",
+    "file_write_ops",
+    "file_drops",
+    "cleancache_puts",
+    "cleancache_put_failures",
+    "cleancache_hits",
+    "cleancache_misses",
+    "cleancache_evictions",
 )
 
 
@@ -146,6 +166,8 @@ class TmemOps:
     capacity: int
     exclusive_gets: bool
     flush_area: bool = False
+    costs: np.ndarray | None = None  # bytes billed per put (compressing/deduplicating pool)
+    room: int = 0  # bytes the guest may still add, with `costs`
 
 
 @dataclass
@@ -184,6 +206,17 @@ class CacheOps:
 
 
 @dataclass
+class EphOps:
+    """One guest's batch against its host's ephemeral pool (cleancache): exclusive gets, then
+    puts; the pool first drops what lies beyond `quota`."""
+
+    gets: np.ndarray
+    puts: RecordBatch | None
+    quota: int
+    flush_area: bool = False
+
+
+@dataclass
 class Request:
     guest: str
     host: str
@@ -192,9 +225,23 @@ class Request:
     swap: SwapOps | None = None
     hswap: HostSwapOps | None = None
     cache: CacheOps | None = None
+    eph: EphOps | None = None
+    files: SwapOps | None = None  # the guest's file disk (shared storage), see `files_disk`
+
+    @property
+    def files_disk(self) -> str:
+        """The disk holding the guest's files (page cache written back), next to its swap."""
+        return f"{self.disk}/files"
 
     def empty(self) -> bool:
-        return self.tmem is None and self.swap is None and self.hswap is None and not self.cache
+        return (
+            self.tmem is None
+            and self.swap is None
+            and self.hswap is None
+            and not self.cache
+            and self.eph is None
+            and self.files is None
+        )
 
 
 @dataclass
@@ -205,7 +252,10 @@ class Reply:
     swap: Any = None  # SwapBatchResult
     hswap: Any = None  # HostSwapResult
     cache: Any = None  # CacheBatchResult
+    eph: Any = None  # EphBatchResult
+    files: Any = None  # SwapBatchResult of the file disk
     area_flushed: int = 0
+    eph_flushed: int = 0
     dropped: int = 0
 
 
@@ -229,6 +279,8 @@ class EpochStats:
     hswap_bytes: int = 0
     host_swap_ins: int = 0
     double_swaps: int = 0
+    file_reads: int = 0  # page-cache pages read from the guest's file disk
+    cleancache_hits: int = 0
     violations: list[tuple[str, str]] = field(default_factory=list)  # (checker, message)
 
 
@@ -273,6 +325,9 @@ class GuestModel:
         self.eager = boot == "eager"
         self.workload = make_workload(spec.workload, page_size)
         self.N = self.workload.footprint
+        # pages [file_lo, N) are file-backed page cache (the workload's file_cache share)
+        self.file_lo = self.N - self.workload.file_pages
+        self.has_files = self.workload.file_pages > 0
         self.memory_pages = spec.memory // page_size
         self.maxmem_pages = spec.maxmem // page_size
         # a ballooning or host-swapped guest sees maxmem of guest-physical RAM
@@ -322,6 +377,12 @@ class GuestModel:
     @property
     def tmem_capacity(self) -> int:
         return self.directives.tmem_capacity
+
+    @property
+    def tmem_billed(self) -> int:
+        """Pages of host RAM billed to the guest for its pool pages (its pool pages, unless
+        the pool compresses or deduplicates)."""
+        return self.billing.billed_pages if self.billing is not None else self.tmem_pages
 
     # -- mechanisms -------------------------------------------------------------------------
     def _init_mechanisms(self) -> None:
@@ -381,11 +442,31 @@ class GuestModel:
             self.zram_slots = self.pool.slots if kind == "zram" else 0
         self.host_swap = "host_swap" in f
         self.sharing = "page_sharing" in f
+        self.cleancache = "cleancache" in f
+        self.eph_pages = 0  # the guest's ephemeral pool size as the host's Redis reported it
+        self.eph_demand = 0  # cleancache puts in the current window
         self.ksm_hand = 0
         self.ksm_candidates: list[np.ndarray] = []
         self.ksm_key = np.zeros(self.nframes, np.uint64)  # key each frame was last reported with
         self.win_version = np.zeros(self.N, np.uint32)
         self.hs_rng = stream(self.seed, f"{self.host}/{self.name}", self.incarnation, "hostswap")
+        self.billing = None  # a compressing or deduplicating persistent pool's bill
+        tm = getattr(getattr(sc, "hosts", None), "tmem", None)
+        if self.uses_tmem and tm is not None and (tm.compress or tm.dedup):
+            from overcommit.nodes.frontswap import PoolBilling
+
+            self.billing = PoolBilling(
+                self.N,
+                ps,
+                tm.compress,
+                tm.dedup,
+                self.payload,
+                self.workload.compressibility,
+                self.name,
+            )
+        # a compressing pool's puts and gets cost this many times theirs (Xen: ~10x CPU)
+        compressing = self.billing is not None and self.billing.compress
+        self.tm_factor = self.costs.tmem_compress_factor if compressing else 1.0
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -620,7 +701,10 @@ class GuestModel:
         self._hs_ceiling = max(self.frames.private_count, directives.frame_budget or 0)
         self.window_start = e0
         self.window_new_puts = 0
+        self.eph_demand = 0
         self.grown = 0
+        if self.billing is not None:  # what the host's shared store now holds costs nothing
+            self.billing.rebase(directives.tmem_shared, np.flatnonzero(self.slot == FRONTSWAP))
         if self.balloon is not None and self.selfballoon is None:
             self.balloon.request(self.nframes, directives.alloc_target)
         if self.cache is not None:
@@ -674,7 +758,14 @@ class GuestModel:
         c["touches"] += len(pages)
         uniq = _unique(pages)
         loc_u = self.loc[uniq]
-        f_zero = uniq[loc_u == UNTOUCHED]
+        untouched = loc_u == UNTOUCHED
+        f_fnew = f_file = _EI
+        if self.has_files:  # page cache: first reads and misses come from the guest's disk
+            isf_u = uniq >= self.file_lo
+            f_fnew = uniq[untouched & isf_u]
+            f_file = uniq[loc_u == FILE]
+            untouched &= ~isf_u
+        f_zero = uniq[untouched]
         f_fs = uniq[loc_u == FRONTSWAP]
         f_z = uniq[loc_u == ZPOOL]
         f_sw = uniq[loc_u == SWAP]
@@ -699,7 +790,7 @@ class GuestModel:
             if keep is not None:
                 self.unuse_left = max(0, self.tmem_pages - keep)
         unuse_in, unuse_fl = _EI, _EI
-        need0 = len(f_zero) + len(f_fs) + len(f_z) + len(reads)
+        need0 = len(f_zero) + len(f_fs) + len(f_z) + len(reads) + len(f_fnew) + len(f_file)
         if self.unuse_left > 0:
             unuse_in, unuse_fl = self._unuse_pick(uniq, need0)
         need = need0 + len(unuse_in)
@@ -746,8 +837,13 @@ class GuestModel:
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
         written = np.isin(order, wset, assume_unique=True) if len(order) else np.zeros(0, bool)
-        clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
-        new_slot = (self.slot[order] == NO_SLOT) | written
+        if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
+            isf_o = order >= self.file_lo
+            clean = ((self.slot[order] != NO_SLOT) | isf_o) & ~self.dirty[order] & ~written
+            new_slot = ((self.slot[order] == NO_SLOT) | written) & ~isf_o
+        else:
+            clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
+            new_slot = (self.slot[order] == NO_SLOT) | written
         freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0
         if not self.zram_slots:
             room = self.swap_slots - self.slots_used + len(free_slot)
@@ -773,8 +869,19 @@ class GuestModel:
         take = np.sort(np.concatenate([async_pick, rest[:direct_n]]))
         victims, is_async, clean = order[take], is_async[take], clean[take]
         commit(victims)
-        dirty = victims[~clean]
-        dirty_async = is_async[~clean]
+        fvict = f_wb = _EI
+        f_wb_async = np.zeros(0, bool)
+        if self.has_files:  # page-cache victims: dropped if clean, else written to their file
+            isf_v = victims >= self.file_lo
+            fvict = victims[isf_v]
+            f_wb = victims[isf_v & ~clean]
+            f_wb_async = is_async[isf_v & ~clean]
+            anon = ~clean & ~isf_v
+            dirty = victims[anon]
+            dirty_async = is_async[anon]
+        else:
+            dirty = victims[~clean]
+            dirty_async = is_async[~clean]
 
         # versions the dirty victims leave with (a thrash victim was written this epoch)
         batch = None
@@ -814,9 +921,23 @@ class GuestModel:
                 return (yield from self._oom_kill(t, dt, work, len(pages)))
             reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
             need = len(f_zero) + len(f_fs) + len(f_z) + len(reads) + len(unuse_in)
+            need += len(f_fnew) + len(f_file)
         n_direct = int(np.count_nonzero(~is_async))
         if n_direct:
             c["direct_reclaims"] += 1
+
+        # page-cache victims: dirty ones are written back to their file; with cleancache every
+        # one (clean by then) is put into the host's ephemeral pool
+        fwb_batch = cc_puts = None
+        if len(fvict):
+            f_vers = self._leave_versions(fvict, wp, wc)
+            if self.cleancache:
+                cc_puts = self._batch(fvict, f_vers)
+                if len(f_wb):
+                    fwb_batch = cc_puts.take(np.flatnonzero(np.isin(fvict, f_wb)))
+            elif len(f_wb):
+                wbm = np.isin(fvict, f_wb)
+                fwb_batch = self._batch(fvict[wbm], f_vers[wbm])
 
         # where the dirty victims go: tmem puts, the pool, or the disk (maybe host-cached)
         disk_mask = ~to_pool
@@ -841,6 +962,14 @@ class GuestModel:
                 capacity=d.tmem_capacity,
                 exclusive_gets=self.exclusive_gets,
             )
+        bl = self.billing
+        if bl is not None and req.tmem is not None:  # the pool bills what pages take
+            leaving = np.union1d(fs_flush, excl_got) if self.exclusive_gets else fs_flush
+            if batch is not None:
+                put_sizes = bl.stored_sizes(batch.payload, len(batch))
+                put_keys = self._put_keys(dirty, vers, batch)
+                req.tmem.costs = bl.costs(put_sizes, put_keys)
+                req.tmem.room = d.tmem_quota * ps - (bl.bill - bl.removal(leaving))
         step = None
         through_batch = disk_batch
         disk_reads_dev = reads
@@ -869,8 +998,46 @@ class GuestModel:
             req.swap = SwapOps(
                 disk_reads_dev.astype(np.uint32), sw_free.astype(np.uint32), phase1_writes
             )
+        # the page cache: gets from the ephemeral pool (cleancache), else reads from the file
+        # disk; write-backs to the file disk. A page never written since the workload began
+        # holds its file's original content (version 0): nothing is stored for it to read.
+        cc_gets = f_file if self.cleancache else _EI
+        if self.cleancache and (
+            len(cc_gets) or cc_puts is not None or self.eph_pages > d.ephemeral_quota
+        ):
+            req.eph = EphOps(cc_gets.astype(np.uint32), cc_puts, d.ephemeral_quota)
+        f_rd1 = _EI if self.cleancache else f_file[self.version[f_file] > 0]
+        if len(f_rd1) or fwb_batch is not None:
+            req.files = SwapOps(f_rd1.astype(np.uint32), _E, fwb_batch)
         reply = (yield req) if not req.empty() else Reply()
         violations: list[tuple[str, str]] = []
+        f_miss = f_file  # page-cache misses the guest's disk serves
+        cc_ok = np.zeros(len(fvict) if cc_puts is not None else 0, bool)
+        if req.eph is not None:
+            r = reply.eph
+            hit = np.asarray(r.found, bool)
+            got = r.got
+            found = np.ones(len(got), bool)
+            where = "the ephemeral pool"
+            self._check_read(got.pages.astype(np.int64), found, got, where, violations)
+            f_miss = cc_gets[~hit]
+            if cc_puts is not None:
+                cc_ok = np.asarray(r.put_ok, bool)
+                self.eph_demand += len(cc_puts)
+            c["cleancache_hits"] += len(cc_gets) - len(f_miss)
+            c["cleancache_misses"] += len(f_miss)
+            c["cleancache_puts"] += int(np.count_nonzero(cc_ok))
+            c["cleancache_put_failures"] += len(cc_ok) - int(np.count_nonzero(cc_ok))
+            c["cleancache_evictions"] += int(r.dropped)
+            self.eph_pages = int(r.guest_pages)
+        if req.files is not None and len(f_rd1):
+            rf = reply.files
+            self._check_read(f_rd1, rf.found, rf.got, "the file disk", violations)
+        # misses are read in phase 2, after this epoch's writes: keep the versions they expect
+        f_rd2, f_rd2_ver = _EI, None
+        if self.cleancache and len(f_miss):
+            v = self.version[f_miss]
+            f_rd2, f_rd2_ver = f_miss[v > 0], v[v > 0]
 
         put_ok = np.zeros(len(dirty), bool)
         if req.tmem is not None:
@@ -882,6 +1049,13 @@ class GuestModel:
             c["frontswap_flushes"] += int(r.flushed)
             c["frontswap_invalidated"] += int(r.invalidated)
             self.tmem_pages = int(r.guest_pages)
+            if bl is not None:
+                bl.remove(leaving)
+                if batch is not None:
+                    ok = put_ok
+                    bl.add(dirty[ok], put_sizes[ok], put_keys[ok])
+                    deduped = ok & bl.shared_hits(put_keys)
+                    c["frontswap_dedup_puts"] += int(np.count_nonzero(deduped))
         if req.swap is not None:
             self._check_read(disk_reads_dev, reply.swap.found, reply.swap.got, "swap", violations)
             c["disk_frees"] += int(reply.swap.freed)
@@ -922,7 +1096,10 @@ class GuestModel:
         backed0 = self.frames.private_count
         if self.host_swap:
             hs_touch = self.frame[uniq[loc_u == RAM]].astype(np.int64)
-            hs_dirty = self.frame[dirty].astype(np.int64)
+            out = dirty
+            if len(fvict):  # the guest reads these out too: write-backs and cleancache puts
+                out = np.concatenate([dirty, fvict if self.cleancache else f_wb])
+            hs_dirty = self.frame[out].astype(np.int64)
             hs_need = np.concatenate([hs_touch, hs_dirty])
             violations += self._check_hswap_map(self.frames.hswapped(np.unique(hs_need)))
 
@@ -950,7 +1127,12 @@ class GuestModel:
                 c["zpool_discards"] += pool.discard_scan()
         # apply: evictions
         self._map_out(victims)
-        cl = victims[clean]
+        if self.has_files:  # page-cache pages leave for their file on the guest's disk
+            isf_v = victims >= self.file_lo
+            cl = victims[clean & ~isf_v]
+            self._set_loc(victims[isf_v], FILE)
+        else:
+            cl = victims[clean]
         self._set_loc(cl, self.slot[cl])
         self._set_loc(to_fs, FRONTSWAP)
         self._set_slot(to_fs, FRONTSWAP)
@@ -974,7 +1156,7 @@ class GuestModel:
         else:
             self.slots_used += len(dirty)
         # apply: swap-ins and first touches
-        incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in])
+        incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in, f_fnew, f_file])
         in_frames = self._incoming_frames(_EI, len(incoming))
         newly_backed = self._map_in(incoming)
         self._set_loc(incoming, RAM)
@@ -1043,6 +1225,8 @@ class GuestModel:
         p2_writes = _concat_batches(refused, cache_wb)
         if p2_writes is not None:
             req2.swap = SwapOps(_E, _E, p2_writes)
+        if len(f_rd2):  # cleancache misses: what the ephemeral pool no longer held
+            req2.files = SwapOps(f_rd2.astype(np.uint32), _E, None)
         if len(swap_in) or len(discard) or len(hs_out):
             req2.hswap = HostSwapOps(
                 swap_in.astype(np.uint32),
@@ -1058,6 +1242,10 @@ class GuestModel:
                 violations += self._check_hswap_reply(
                     swap_in, exp_page, exp_ver, reply2.hswap, len(hs_out)
                 )
+            if req2.files is not None:
+                rf = reply2.files
+                where = "the file disk"
+                self._check_read(f_rd2, rf.found, rf.got, where, violations, f_rd2_ver)
 
         # counters
         n_put = len(dirty) if self.uses_tmem else 0
@@ -1094,12 +1282,29 @@ class GuestModel:
             c["host_swap_ins"] += n_hs_in
             c["host_swap_outs"] += len(hs_out)
             c["double_swaps"] += n_double
+        # the page cache's disk I/O: first reads and misses (pages of one readahead cluster
+        # read in one epoch share an operation), write-backs in batches
+        f_rd = np.concatenate([f_fnew, f_miss]) if len(f_fnew) else f_miss
+        n_fread = len(f_rd)
+        n_fops = len(_unique(f_rd // ra)) if n_fread else 0
+        n_fwb = len(f_wb)
+        fw_ops = -(-n_fwb // SWAP_CLUSTER)
+        if self.has_files:
+            c["file_reads"] += n_fread
+            c["file_read_ops"] += n_fops
+            c["file_writes"] += n_fwb
+            c["file_write_ops"] += fw_ops
+            c["file_drops"] += len(fvict) - n_fwb
+            c["faults"] += len(f_fnew) + len(f_file)
+            c["major_faults"] += n_fops
 
         # time: synchronous costs on the critical path
         dev = device.profile
         s_zero = len(f_zero) * costs.minor_fault
         s_alloc = newly_backed * costs.host_page_alloc
         lat_fs = costs.minor_fault + costs.get(ps)
+        if bl is not None:  # decompressing gets
+            lat_fs = costs.minor_fault + costs.get(ps) * self.tm_factor
         s_fs = len(f_fs) * lat_fs
         s_flush = len(fs_flush) * costs.flush()
         lat_sw = 0.0
@@ -1125,6 +1330,11 @@ class GuestModel:
             ok_sync = int(np.count_nonzero(put_ok & sync_dirty))
             fail_sync = int(np.count_nonzero(~put_ok & sync_dirty))
             s_put = ok_sync * costs.put(ps) + fail_sync * costs.failed_put()
+            if bl is not None:  # compression before the pool decides; dedup hashes the page
+                f = self.tm_factor
+                s_put = ok_sync * costs.put(ps) * f + fail_sync * costs.failed_put() * f
+                if bl.dedup:
+                    s_put += (ok_sync + fail_sync) * costs.copy(ps)
             # refused async puts beyond what the disk absorbs in the background are waited for
             fail_async = int(np.count_nonzero(~put_ok & dirty_async))
             sync_disk = fail_sync + max(0, fail_async - self._async_budget(device, dt))
@@ -1155,7 +1365,43 @@ class GuestModel:
             lat_hs = hs_dev.profile.op_time(False, ps) + hs_dev.wait(ps)
             s_hs = n_hs_in * lat_hs
         s_cow = n_cow * (costs.minor_fault + costs.copy(ps) + costs.host_page_alloc)
-        sources = (s_zero, s_alloc, s_fs, s_flush, s_sw, s_put, s_write, s_z, s_comp, s_hs, s_cow)
+        # the page cache: reads from the guest's disk, cleancache gets (a miss spends the
+        # hypercall), puts and write-backs in direct reclaim
+        s_file = s_cc = lat_f = 0.0
+        lat_cc = costs.minor_fault + costs.get(ps)
+        if n_fread:
+            fbytes = n_fread * ps / n_fops
+            lat_f = costs.major_fault + dev.op_time(False, fbytes) + device.wait(fbytes)
+            s_file = n_fops * lat_f + (n_fread - n_fops) * costs.minor_fault
+        if self.has_files:
+            n_hit = len(f_file) - len(f_miss) if self.cleancache else 0
+            n_missed = len(f_miss) if self.cleancache else 0
+            s_cc = n_hit * lat_cc + n_missed * (costs.hypercall + costs.tmem_get)
+            if len(cc_ok):
+                sync_v = ~is_async[victims >= self.file_lo]  # aligned with fvict
+                s_put += int(np.count_nonzero(cc_ok & sync_v)) * costs.put(ps)
+                s_put += int(np.count_nonzero(~cc_ok & sync_v)) * costs.failed_put()
+            sync_fw = int(np.count_nonzero(~f_wb_async))
+            sync_fw += max(0, n_fwb - sync_fw - self._async_budget(device, dt))
+            if sync_fw:
+                ops = -(-sync_fw // SWAP_CLUSTER)
+                wbytes = sync_fw * ps / ops
+                s_write += ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
+        sources = (
+            s_zero,
+            s_alloc,
+            s_fs,
+            s_flush,
+            s_sw,
+            s_put,
+            s_write,
+            s_z,
+            s_comp,
+            s_hs,
+            s_cow,
+            s_file,
+            s_cc,
+        )
         stall = sum(sources)
         for src, v in zip(STALL_SOURCES, sources):
             self.stall_by_source[src] += v
@@ -1168,12 +1414,16 @@ class GuestModel:
         self._hist_add(costs.minor_fault + costs.decompress(ps), len(f_z))
         if n_hs_in:
             self._hist_add(lat_hs, n_hs_in)
+        if self.has_files:
+            self._hist_add(lat_f, n_fops)
+            self._hist_add(costs.minor_fault, n_fread - n_fops)
+            self._hist_add(lat_cc, len(f_file) - len(f_miss) if self.cleancache else 0)
         self.debt += stall
         self.stall_seconds += stall
         self.alive_seconds += dt
         self.work_seconds += work
         self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
-        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_pages)
+        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
         violations += [("conservation", m) for m in self.conservation()]
         n_hs_ops = n_hs_in + -(-len(hs_out) // SWAP_CLUSTER)
         n_hs_pages = n_hs_in + len(hs_out)
@@ -1182,22 +1432,34 @@ class GuestModel:
             work=work,
             stall=stall,
             touches=len(pages),
-            faults=len(f_zero) + len(f_fs) + len(f_z) + len(f_sw),
+            faults=len(f_zero) + len(f_fs) + len(f_z) + len(f_sw) + len(f_fnew) + len(f_file),
             disk_reads=n_dev_reads,
             disk_writes=disk_pages_written,
             puts=n_put - n_fail,
             put_failures=n_fail,
             gets=len(f_fs),
-            dev_ops=dev_clusters + write_ops,
-            dev_bytes=(n_dev_reads + disk_pages_written) * ps,
+            dev_ops=dev_clusters + write_ops + n_fops + fw_ops,
+            dev_bytes=(n_dev_reads + disk_pages_written + n_fread + n_fwb) * ps,
             hswap_ops=n_hs_ops,
             hswap_bytes=n_hs_pages * ps,
             host_swap_ins=n_hs_in,
             double_swaps=n_double,
+            file_reads=n_fread,
+            cleancache_hits=len(f_file) - len(f_miss),
             violations=violations,
         )
 
     # -- mechanism steps inside an epoch ----------------------------------------------------
+    def _leave_versions(self, pages: np.ndarray, wp: np.ndarray, wc: np.ndarray) -> np.ndarray:
+        """Versions pages leave RAM with: their own, plus this epoch's writes to them (a
+        thrashing guest reclaims pages it has just written); `wp` sorted, `wc` its counts."""
+        vers = self.version[pages].copy()
+        if len(pages) and len(wp):
+            hit = np.searchsorted(wp, pages)
+            was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == pages)
+            vers[was_written] += wc[hit[was_written]].astype(np.uint32)
+        return vers
+
     def _unuse_pick(self, uniq: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
         """Selfshrink: the next frontswap slots to release, in slot order. Returns (pages to
         bring back into RAM, resident pages whose clean tmem copy is just flushed)."""
@@ -1292,6 +1554,22 @@ class GuestModel:
             pool.frames -= k
             self._give_free(fr)
         return _EI
+
+    def _put_keys(self, pages: np.ndarray, versions: np.ndarray, batch: RecordBatch) -> np.ndarray:
+        """Content keys of pages put to a deduplicating pool at these versions (0: content no
+        other page can have): a hash of the bytes in `full` mode, the content rule in
+        `digest` mode (the zero page; a never-written page of the shared image)."""
+        keys = np.zeros(len(pages), np.uint64)
+        if self.billing is None or not self.billing.dedup:
+            return keys
+        if self.payload == "full":
+            return batch.checksums.astype(np.uint64)
+        if self.workload.compressibility >= 1.0:
+            keys[:] = ZERO_PAGE_KEY
+            return keys
+        common = (versions == 0) & is_common(pages, self.workload.duplicates)
+        keys[common] = (pages[common].astype(np.uint64) << np.uint64(1)) | np.uint64(1)
+        return keys
 
     def _content_keys(self, pages: np.ndarray) -> np.ndarray:
         """Content keys of these pages (0: content no other page can have). `full` payload:
@@ -1505,8 +1783,10 @@ class GuestModel:
         got: RecordBatch,
         where: str,
         out: list[tuple[str, str]],
+        expect_versions: np.ndarray | None = None,
     ) -> None:
-        """Compare records read back from a store with the versions the guest last wrote."""
+        """Compare records read back from a store with the versions the guest last wrote (or
+        with `expect_versions`, aligned with `pages`, for a read after this epoch's writes)."""
         found = np.asarray(found, bool)
         missing = pages[~found]
         if len(missing):
@@ -1519,7 +1799,10 @@ class GuestModel:
                 )
             )
         if len(got):
-            expect = self.version[got.pages.astype(np.int64)]
+            if expect_versions is None:
+                expect = self.version[got.pages.astype(np.int64)]
+            else:
+                expect = np.asarray(expect_versions)[found]
             bad = (got.versions != expect) | self.verify(got)
             nbad = int(np.count_nonzero(bad))
             if nbad:
@@ -1549,6 +1832,10 @@ class GuestModel:
             req.cache = CacheOps(_E, _E, _E, _E, None, drop=True)
         if host and self.host_swap:
             req.hswap = HostSwapOps(_E, _E, _E, None, 0, 0, drop=True)
+        if self.has_files:  # the restarted workload starts from its files' original content
+            req.files = SwapOps(_E, _E, None, drop=True)
+        if self.cleancache:
+            req.eph = EphOps(_E, None, 0, flush_area=True)
         reply = yield req
         out = []
         if self.uses_tmem and reply.area_flushed != self.tmem_pages:
@@ -1559,7 +1846,18 @@ class GuestModel:
                     f"the pool held {self.tmem_pages}",
                 )
             )
+        if self.cleancache and reply.eph_flushed != self.eph_pages:
+            out.append(
+                (
+                    "conservation",
+                    f"{self.name}: flushing the ephemeral pool removed {reply.eph_flushed} "
+                    f"pages, the pool held {self.eph_pages}",
+                )
+            )
         self.tmem_pages = 0
+        self.eph_pages = 0
+        if self.billing is not None:
+            self.billing.reset()
         self.unuse_left = 0
         self.alive_seconds += dt
         self.work_seconds += work
@@ -1610,6 +1908,8 @@ class GuestModel:
         self._set_loc(lost[self.loc[lost] == SWAP], UNTOUCHED)
         self.slots_used -= len(lost)
         self.tmem_pages = 0
+        if self.billing is not None:
+            self.billing.reset()
         ops = -(-len(moved) // SWAP_CLUSTER)
         self.counters["disk_writes"] += len(moved)
         self.counters["disk_write_ops"] += ops
@@ -1628,6 +1928,7 @@ class GuestModel:
             "frontswap": int(bc[FRONTSWAP]),
             "swap": int(bc[SWAP]),
             "zpool": int(bc[ZPOOL]),
+            "file": int(bc[FILE]),
         }
 
     def conservation(self, full: bool = False) -> list[str]:
@@ -1675,9 +1976,9 @@ class GuestModel:
                 f"{self.name}: guest holds {fs_view} frontswap pages, host pool reports "
                 f"{self.tmem_pages}"
             )
-        if self.alloc_pages + self.tmem_pages > self.maxmem_pages and self.tmem_pages:
+        if self.alloc_pages + self.tmem_billed > self.maxmem_pages and self.tmem_pages:
             out.append(
-                f"{self.name}: RAM {self.alloc_pages} + tmem {self.tmem_pages} pages above "
+                f"{self.name}: RAM {self.alloc_pages} + tmem {self.tmem_billed} pages above "
                 f"maxmem {self.maxmem_pages}"
             )
         if full:
@@ -1706,8 +2007,12 @@ class GuestModel:
         hswapped = int(np.count_nonzero(fs.state == 2))
         if fs.backed_count != backed or fs.hswapped_count != hswapped:
             out.append(f"{self.name}: host frame counters disagree with the frames' states")
-        if np.count_nonzero((loc >= FRONTSWAP) & (slot != loc)):
+        if np.count_nonzero((loc >= FRONTSWAP) & (loc <= ZPOOL) & (slot != loc)):
             out.append(f"{self.name}: a swapped page holds no slot of its kind")
+        if np.count_nonzero(loc[: self.file_lo] == FILE) or np.count_nonzero(
+            slot[self.file_lo :] != NO_SLOT
+        ):
+            out.append(f"{self.name}: an anonymous page was dropped, or a file page swapped")
         if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
             out.append(f"{self.name}: a pinned page left RAM")
         if self.pool is not None:
@@ -1724,6 +2029,13 @@ class GuestModel:
                 )
         if self.cache is not None:
             out += [f"{self.name}: {m}" for m in self.cache.audit()]
+        if self.billing is not None:
+            held = np.flatnonzero(slot == FRONTSWAP)
+            again = self.billing.recount(held)
+            if again != self.billing.bill or np.count_nonzero(self.billing.cost) > len(held):
+                out.append(
+                    f"{self.name}: the pool bills {self.billing.bill} bytes, its pages cost {again}"
+                )
         return out + self.frame_audit()
 
     def frame_audit(self) -> list[str]:

@@ -211,6 +211,7 @@ class Directives:
 
     tmem_quota: int = 0  # frontswap: pages the guest's pool may hold
     tmem_capacity: int = 0  # frontswap: pages the host's whole pool may hold
+    tmem_shared: np.ndarray | None = None  # tmem dedup: content the host's shared store holds
     alloc_target: int | None = None  # balloon: the allocation (pages) the host asks for
     grow_limit: int = 0  # pages the allocation may grow above its size at the window's start
     frame_budget: int | None = None  # host-swap: frames the host keeps resident
@@ -243,6 +244,12 @@ class GuestState:
     hswapped: int = 0  # frames in host swap
     tmem_pages: int = 0  # pages the host pool holds for the guest
     tmem_view: int = 0  # pages the guest believes it holds in tmem
+    tmem_billed: int = 0  # pages of host RAM billed to the guest for them (= tmem_pages unless
+    # the pool compresses or deduplicates)
+    tmem_keys: np.ndarray | None = None  # tmem dedup: content keys of its pool pages
+    tmem_key_counts: np.ndarray | None = None  # pool pages holding each
+    tmem_key_sizes: np.ndarray | None = None  # bytes each is stored in
+    tmem_unkeyed_bytes: int = 0  # tmem dedup: bytes of pool pages no other page can match
     window_new_puts: int = 0  # put attempts in the last window (demand)
     alive: bool = True
     active_pages: int = 0  # distinct pages the workload touched in the last window
@@ -252,6 +259,7 @@ class GuestState:
     cache_demand: int = 0  # cached-disk: swap writes and reads in the last window
     ephemeral_pages: int = 0  # cleancache pages the host holds for the guest
     ephemeral_demand: int = 0  # cleancache puts in the last window
+    file_pages: int = 0  # cleancache: file-backed pages of the footprint (the most it can put)
     alloc_goal: int | None = None  # selfballoon: the allocation the guest's worker set
     swap_pages: int = 0  # the guest's swap disk size (pages)
     next_epoch: int = 0  # the first epoch of the guest's next window
@@ -320,6 +328,10 @@ class HostModel:
         self.boot = boot
         self.tmem_max_pages = None if tmem_max is None else tmem_max // page_size
         self.exclusive_gets = exclusive_gets
+        tm = getattr(getattr(settings, "hosts", None), "tmem", None)
+        self.tmem_dedup = bool(getattr(tm, "dedup", False))
+        self.tmem_shared = np.zeros(0, np.uint64)  # tmem dedup: the shared store's contents
+        self.tmem_shared_pages = 0  # host RAM the shared store takes this window
         self.hswap_pages_cap = swap_size // page_size
         self.hswap_device = swap_device
         self.hswap_policy = swap_policy
@@ -327,6 +339,7 @@ class HostModel:
         self.tmem_capacity = 0  # host-wide cap passed to the pool for the current window
         self.cache_pages = 0  # disk cache held now (cached-disk), from the guests' reports
         self.ephemeral_pages = 0  # cleancache pool, from the guests' reports
+        self.ephemeral_capacity = 0  # cleancache: the guests' quotas for the current window
         self.shared_pages = 0  # page-sharing: host frames holding shared content
         self.buffer_pages = 0  # migration buffers; 0 here
         self.granted = 0  # pages lent in the window being planned (see lend)
@@ -347,8 +360,9 @@ class HostModel:
         return sum(g.backed for g in self.guests)
 
     def tmem_pages(self) -> int:
-        """Persistent tmem pages, as the pool in Redis reported them for each guest."""
-        return sum(g.tmem_pages for g in self.guests)
+        """Host RAM the persistent pool takes: the pages billed to each guest (the pages the
+        pool in Redis reported, unless it compresses or deduplicates) and the shared store."""
+        return sum(g.tmem_billed for g in self.guests) + self.tmem_shared_pages
 
     def refresh(self) -> None:
         """Take the pools' sizes from the guests' latest reports."""
@@ -380,8 +394,11 @@ class HostModel:
         )
 
     def guest_room(self) -> int:
-        """RAM guest allocations may use: all but the reserve and what the pools hold now."""
-        return self.ram_pages - self.reserve_pages - self.pools_pages() - self.shared_pages
+        """RAM guest allocations may use: all but the reserve and what the pools hold now,
+        except the ephemeral pool, which the host drops at will (cleancache plans last and
+        the pool shrinks to its new quotas in the window's first epoch)."""
+        held = self.pools_pages() - self.ephemeral_pages
+        return self.ram_pages - self.reserve_pages - held - self.shared_pages
 
     def lendable(self) -> int:
         """Pages the host may still lend this window: free RAM not promised to any guest's
@@ -417,6 +434,11 @@ class HostModel:
             )
         if use.tmem > self.tmem_capacity:
             out.append(f"{self.name}: tmem {use.tmem} pages above window cap {self.tmem_capacity}")
+        if use.ephemeral > self.ephemeral_capacity:
+            out.append(
+                f"{self.name}: ephemeral pool {use.ephemeral} pages above the window's quotas "
+                f"{self.ephemeral_capacity}"
+            )
         if use.hswap > self.hswap_pages_cap:
             out.append(
                 f"{self.name}: {use.hswap} frames in host swap, which holds "

@@ -72,6 +72,7 @@ class Combined(Mechanism):
 def _registry() -> dict[str, type[Mechanism]]:
     from overcommit.nodes.balloon import Balloon
     from overcommit.nodes.cached_disk import CachedDisk
+    from overcommit.nodes.cleancache import Cleancache
     from overcommit.nodes.frontswap import Frontswap
     from overcommit.nodes.host_swap import HostSwap
     from overcommit.nodes.none import NoOvercommit
@@ -89,6 +90,7 @@ def _registry() -> dict[str, type[Mechanism]]:
         Zswap,
         Zram,
         PageSharing,
+        Cleancache,
     ]
     return {c.name: c for c in classes}
 
@@ -103,6 +105,7 @@ MECHANISMS: tuple[str, ...] = (
     "zswap",
     "zram",
     "page-sharing",
+    "cleancache",
 )
 
 #: Pairs that cannot run together, with the reason (checked when a scenario loads).

@@ -200,9 +200,11 @@ class _TmemOps:
         exclusive_gets: bool,
         mode: PayloadMode,
         page_size: int,
+        costs: np.ndarray | None = None,
+        room: int = 0,
     ) -> Op[TmemBatchResult]:
         puts_blob, reclen, pageoff = records_args(guest, puts, mode, page_size)
-        args = (
+        args: tuple[bytes | str | int, ...] = (
             "batch",
             guest,
             pages_blob(gets),
@@ -214,6 +216,8 @@ class _TmemOps:
             int(capacity),
             1 if exclusive_gets else 0,
         )
+        if costs is not None and len(costs):  # a pool billing by compressed size
+            args += (np.asarray(costs).astype(">u4").tobytes(), int(room))
         reply = yield Eval("tmem_batch", (tmem_key(self.prefix, guest), self.meta), args)
         flags, recs, put_flags, flushed, invalidated, guest_pages, host_used = reply
         return TmemBatchResult(
@@ -283,10 +287,23 @@ class TmemPool:
         exclusive_gets: bool = False,
         mode: PayloadMode,
         page_size: int,
+        costs: np.ndarray | None = None,
+        room: int = 0,
     ) -> TmemBatchResult:
-        """Gets, then flushes, then puts of one guest: atomic, one round trip."""
+        """Gets, then flushes, then puts of one guest: atomic, one round trip. With `costs`
+        (bytes per put) the puts are decided against `room` bytes instead of the counts."""
         op = self._ops.batch(
-            guest, gets, flushes, puts, quota, capacity, exclusive_gets, mode, page_size
+            guest,
+            gets,
+            flushes,
+            puts,
+            quota,
+            capacity,
+            exclusive_gets,
+            mode,
+            page_size,
+            costs,
+            room,
         )
         return run_sync(self._runner, op)
 
@@ -340,9 +357,21 @@ class AsyncTmemPool:
         exclusive_gets: bool = False,
         mode: PayloadMode,
         page_size: int,
+        costs: np.ndarray | None = None,
+        room: int = 0,
     ) -> TmemBatchResult:
         op = self._ops.batch(
-            guest, gets, flushes, puts, quota, capacity, exclusive_gets, mode, page_size
+            guest,
+            gets,
+            flushes,
+            puts,
+            quota,
+            capacity,
+            exclusive_gets,
+            mode,
+            page_size,
+            costs,
+            room,
         )
         return await run_async(self._runner, op)
 

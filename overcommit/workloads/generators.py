@@ -94,6 +94,7 @@ class Workload:
         repeat: bool,
         compressibility: float,
         duplicates: float = 0.0,
+        file_cache: float = 0.0,
     ):
         if footprint_pages <= 0:
             raise ValueError("workload footprint must be at least one page")
@@ -102,6 +103,9 @@ class Workload:
         self.repeat = repeat
         self.compressibility = compressibility
         self.duplicates = duplicates  # share of pages whose unwritten content is the image's
+        # file-backed page cache: the last `file_pages` pages of the footprint (popularity
+        # ranks map onto pages by a scattering bijection, so they are spread over the ranks)
+        self.file_pages = min(footprint_pages, int(round(file_cache * footprint_pages)))
         self._mult = _unit_multiplier(footprint_pages)
         self._offset = footprint_pages // 3
         self._cycle = sum(p.duration for p in phases)
@@ -163,11 +167,13 @@ def make_workload(spec, page_size: int) -> Workload:
             for i, p in enumerate(pts)
         ]
         footprint = max(p.ws_pages for p in phases)
-        return Workload(footprint, phases, False, spec.compressibility, spec.duplicates)
+        return Workload(
+            footprint, phases, False, spec.compressibility, spec.duplicates, spec.file_cache
+        )
     if spec.kind == "zipf":
         ws = max(1, spec.working_set // page_size)
         ph = Phase(math.inf, ws, spec.access_rate, spec.write_fraction, spec.skew)
-        return Workload(ws, [ph], False, spec.compressibility, spec.duplicates)
+        return Workload(ws, [ph], False, spec.compressibility, spec.duplicates, spec.file_cache)
     phases = [
         Phase(
             p.duration,
@@ -180,4 +186,6 @@ def make_workload(spec, page_size: int) -> Workload:
         for p in spec.phases
     ]
     footprint = max(p.ws_pages for p in phases)
-    return Workload(footprint, phases, spec.repeat, spec.compressibility, spec.duplicates)
+    return Workload(
+        footprint, phases, spec.repeat, spec.compressibility, spec.duplicates, spec.file_cache
+    )

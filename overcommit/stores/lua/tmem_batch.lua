@@ -11,6 +11,11 @@
 -- is not frozen and, after it, the guest's count <= quota and host used <= capacity (so a
 -- duplicate put needs no room, a new page needs one). A failing put of an existing page
 -- removes the old copy (it is "invalidated"): stale data is never left readable.
+-- Optional ARGV[11] costs blob (one 4-byte big-endian number per put) and ARGV[12] room: a pool
+-- that bills by compressed size and deduplicates (hosts.tmem.compress/dedup) passes each put's
+-- cost to the guest in bytes and the bytes the guest may still add; a put then succeeds when
+-- the guest is not frozen and its cost fits in what is left of the room (the quota and
+-- capacity counts do not apply: the caller bills in bytes).
 -- Returns {found flags "01..", found records, put flags "01..", flushed, invalidated,
 --          guest count after, host used after}.
 --
@@ -39,6 +44,9 @@ local gets, flushes, puts = ARGV[3], ARGV[4], ARGV[5]
 local reclen, pageoff = tonumber(ARGV[6]), tonumber(ARGV[7])
 local quota, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
 local exclusive = ARGV[10] == '1'
+local costs = ARGV[11] or ''
+local bybytes = #costs > 0
+local room = tonumber(ARGV[12] or 0)
 
 local count0 = tonumber(redis.call('HGET', meta, nfield) or 0)
 local used0 = tonumber(redis.call('HGET', meta, 'used') or 0)
@@ -71,14 +79,25 @@ delta = delta - flushed
 
 -- 3. puts
 local putok, invalidated = {}, 0
+local i = 0
 for s = 1, #puts, reclen do
   local rec = string.sub(puts, s, s + reclen - 1)
   local field = string.sub(puts, s + pageoff, s + pageoff + 3)
   local count, used = count0 + delta, used0 + delta
-  if not frozen and count < quota and used < capacity then
+  local cost = 0
+  if bybytes then
+    local b1, b2, b3, b4 = string.byte(costs, 4 * i + 1, 4 * i + 4)
+    cost = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  end
+  i = i + 1
+  if bybytes and not frozen and cost <= room then
+    room = room - cost
     delta = delta + redis.call('HSET', pool, field, rec)
     putok[#putok + 1] = '1'
-  elseif not frozen and count <= quota and used <= capacity
+  elseif not bybytes and not frozen and count < quota and used < capacity then
+    delta = delta + redis.call('HSET', pool, field, rec)
+    putok[#putok + 1] = '1'
+  elseif not bybytes and not frozen and count <= quota and used <= capacity
       and redis.call('HEXISTS', pool, field) == 1 then
     redis.call('HSET', pool, field, rec)
     putok[#putok + 1] = '1'

@@ -639,7 +639,3 @@ class StoreOps:
                 yield ((pool.freeze if req.frozen else pool.thaw), (g,), {})
             return None
         raise TypeError(f"unknown store request {type(req).__name__}")
-
-
-def host_of(req: Any) -> str:
-    return req.host

@@ -117,16 +117,6 @@ class GuestFrames:
         self.rec_page[discard] = NO_PAGE
         return discard
 
-    def release_all(self) -> int:
-        n = self.backed_count
-        self.state[:] = F_NONE
-        self.backed_count = 0
-        self.hswapped_count = 0
-        self.rec_page[:] = NO_PAGE
-        self.mkey[:] = 0
-        self.merged_count = 0
-        return n
-
     def touch(self, frames: np.ndarray, epoch: int) -> None:
         self.access[frames] = epoch + 1
 

@@ -10,6 +10,8 @@ mean and (with several seeds) a 95% confidence interval (Student's t).
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,3 +200,16 @@ def exit_code(report: dict) -> int:
     if "hypothesis not met" in verdicts:
         return 1
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """`overcommit.compare(config, ...)` runs the notebook API's compare (overcommit/api.py);
+    the module's names (`figures`, `run_compare`, ...) stay importable as usual."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict:
+        from overcommit.api import compare as api_compare
+
+        return api_compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

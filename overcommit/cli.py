@@ -1,4 +1,4 @@
-"""Command-line interface: `overcommit run`, `overcommit validate` and `overcommit compare`.
+"""Command-line interface: `overcommit run`, `validate`, `compare`, `drill`, `sweep`, `report`.
 
 Exit status: 0 valid (hypothesis met or none), 1 valid but hypothesis not met, 3 invalid
 (an emulator invariant failed), 2 bad input or failed infrastructure. Bad input never shows a
@@ -47,6 +47,20 @@ def _load(config: Path, overrides: dict[str, Any]) -> Scenario:
     return sc
 
 
+def _sets(values: list[str] | None) -> dict[str, Any]:
+    """`--set PATH=VALUE` options as overrides (VALUE read as YAML: 10s, false, 2GiB)."""
+    out_: dict[str, Any] = {}
+    for item in values or []:
+        path, eq, value = item.partition("=")
+        if not eq or not path.strip():
+            raise _fail(f"--set {item!r}: expected PATH=VALUE, like guests.0.cooperative=false")
+        out_[path.strip()] = value.strip()
+    return out_
+
+
+_SET_HELP = "Override a config value: PATH=VALUE (e.g. guests.0.cooperative=false); repeatable."
+
+
 @app.command()
 def validate(config: Path = typer.Argument(..., help="Scenario YAML file.")) -> None:
     """Check a scenario file without running it."""
@@ -88,9 +102,16 @@ def run(
         "RAY_ADDRESS) instead of starting a local one.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own logs."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    replay: Path | None = typer.Option(
+        None,
+        help="An events.jsonl of an earlier run: its faults (chaos-drawn or detected) replace "
+        "the scenario's events and chaos, reproducing that run.",
+    ),
 ) -> None:
-    """Run a scenario and write its run directory."""
-    overrides: dict[str, Any] = {}
+    """Run a scenario and write its run directory (with report.html)."""
+    overrides: dict[str, Any] = _sets(set_)
     if runtime is not None:
         overrides["runtime.kind"] = runtime
     if guests is not None:
@@ -104,14 +125,35 @@ def run(
     if duration is not None:
         overrides["duration"] = duration
     sc = _load(config, overrides)
+    if replay is not None:
+        sc = _replayed(sc, replay)
     if out_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"{sc.name}-{sc.mechanism}-s{sc.seed}-{stamp}"
     result = _execute(sc, out_dir, quiet, verbose)
     if not quiet:
         print_summary(result.summary)
+    if not no_report:
+        _write_report(out_dir)
     out.print(f"run directory: {out_dir}", highlight=False)
     raise typer.Exit(result.exit_code)
+
+
+def _replayed(sc: Scenario, events_path: Path) -> Scenario:
+    import json
+
+    from overcommit.drill import with_replay
+
+    try:
+        lines = events_path.read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+        return with_replay(sc, events)
+    except OSError as exc:
+        raise _fail(f"--replay {events_path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _fail(f"--replay {events_path}: not an overcommit event log ({exc})") from None
+    except ConfigError as exc:
+        raise _fail(f"--replay {events_path}: {exc}") from None
 
 
 def _execute(sc: Scenario, out_dir: Path, quiet: bool, verbose: bool = False) -> Any:
@@ -246,6 +288,7 @@ def compare(
     duration: str | None = typer.Option(None, help="Override the emulated duration."),
     runtime: str | None = typer.Option(None, help="Override runtime.kind (inline or ray)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
 ) -> None:
     """Run a scenario once per mechanism and seed (same accesses for each) and compare."""
     from overcommit.compare import exit_code, parse_mechanisms, plan_runs
@@ -268,6 +311,8 @@ def compare(
     report = _execute_compare(runs, out_dir, quiet)
     if not quiet:
         print_compare(report)
+    if not no_report:
+        _write_report(out_dir)
     out.print(f"compare directory: {out_dir}", highlight=False)
     raise typer.Exit(exit_code(report))
 
@@ -347,6 +392,304 @@ def print_compare(report: dict) -> None:
         table.add_row(*row)
     wide = out if out.is_terminal else Console(width=200)  # files and pipes: never cropped
     wide.print(table)
+
+
+def _write_report(directory: Path) -> Path | None:
+    """Write report.html; a failure is a warning, never the run's exit status."""
+    from overcommit.report import write_report
+
+    try:
+        return write_report(directory)
+    except Exception as exc:  # the run's results are written; the report is a view of them
+        err.print(
+            f"warning: report.html not written: {type(exc).__name__}: {exc}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return None
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="Scenario YAML file."),
+    grid: list[str] | None = typer.Option(
+        None,
+        "--grid",
+        help="PATH=V1,V2,... or PATH=FROM:TO:STEP (inclusive); PATH a config path (hosts.count, "
+        "guests.0.count, ha.tolerate) or overcommit. Repeat for more axes.",
+    ),
+    mechanisms: str | None = typer.Option(
+        None, help="Comma-separated mechanisms (combinations with '+'); default: the scenario's."
+    ),
+    seeds: int = typer.Option(1, min=1, help="Seeds per point and mechanism (seed, +1, ...)."),
+    parallel: int | None = typer.Option(
+        None, min=1, help="Runs at a time, as Ray tasks (default: the number of CPUs)."
+    ),
+    goal: str | None = typer.Option(
+        None, help="Conditions on the totals, e.g. 'restart_failures == 0 and progress >= 0.8'."
+    ),
+    goal_direction: str | None = typer.Option(
+        None,
+        "--goal-direction",
+        help="max: the largest axis value meeting the goal; min: the smallest (default min "
+        "for hosts.count and hosts.ram, else max).",
+    ),
+    duration: str | None = typer.Option(None, help="Override the emulated duration."),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Sweep directory (default: runs/sweep-<name>-<config hash>); finished runs found "
+        "there are skipped.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+) -> None:
+    """Run a grid of scenario values x mechanisms x seeds in parallel; resumable; answers a goal."""
+    from overcommit.capacity import SweepError, parse_grid, plan_sweep
+    from overcommit.compare import parse_mechanisms
+
+    overrides: dict[str, Any] = {}
+    if duration is not None:
+        overrides["duration"] = duration
+    sc = _load(config, overrides)
+    if not grid:
+        raise _fail("a sweep needs at least one --grid PATH=V1,V2,... (or PATH=A:B:STEP)")
+    axes: dict[str, list[Any]] = {}
+    try:
+        for spec in grid:
+            path, values = parse_grid(spec)
+            if path in axes:
+                raise SweepError(f"--grid {path} is given twice; give each path once")
+            axes[path] = values
+        names = parse_mechanisms(mechanisms) if mechanisms is not None else None
+        plan = plan_sweep(sc, axes, names, seeds, goal, goal_direction)
+    except SweepError as exc:
+        raise _fail(str(exc)) from None
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if out_dir is None:
+        out_dir = Path("runs") / f"sweep-{sc.name}-{plan.config_hash[:8]}"
+    outcome = _execute_sweep(plan, out_dir, parallel, quiet)
+    print_sweep(outcome.report)
+    if not no_report:
+        _write_report(out_dir)
+    out.print(f"sweep directory: {out_dir}", highlight=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _execute_sweep(plan: Any, out_dir: Path, parallel: int | None, quiet: bool) -> Any:
+    from overcommit.capacity import SweepError, SweepInterrupted, run_sweep
+    from overcommit.stores.launcher import install_signal_handlers
+
+    install_signal_handlers()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TextColumn("{task.fields[now]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(f"sweep {plan.base.name}", total=len(plan.runs), now="")
+
+        def on_row(row: dict, done: int, total: int) -> None:
+            progress.update(task, completed=done, now=f"last: {row['dir'].split('/')[-1]}")
+
+        try:
+            return run_sweep(plan, out_dir, parallel=parallel, on_row=on_row)
+        except SweepError as exc:
+            raise _fail(str(exc)) from None
+        except SweepInterrupted as exc:
+            o = exc.outcome
+            err.print(
+                f"interrupted: {o.executed} executed, {o.skipped} skipped, "
+                f"{len(o.plan.runs) - o.executed - o.skipped} left; finished runs are stored in "
+                f"{out_dir / 'results.parquet'}; run the same command again to resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+
+
+def print_sweep(report: dict) -> None:
+    """Run counts, failures and the goal's answers, one line each."""
+    from overcommit.capacity import answer_lines
+
+    r = report["runs"]
+    out.print(
+        f"runs: {r['planned']} planned, {r['executed']} executed, {r['skipped']} skipped, "
+        f"{r['failed']} failed",
+        highlight=False,
+    )
+    for line in report["failed"][:5]:
+        err.print(f"failed: {line}", markup=False, highlight=False, soft_wrap=True)
+    if report.get("goal"):
+        out.print(f"goal: {report['goal']}", markup=False, highlight=False)
+    for line in answer_lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="A run, compare or sweep directory."),
+) -> None:
+    """Write report.html (plots and tables, self-contained) for a run, compare or sweep."""
+    from overcommit.report import ReportError, write_report
+
+    try:
+        path = write_report(directory)
+    except ReportError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+def drill(
+    config: Path = typer.Argument(..., help="Scenario YAML file (with fault events or chaos)."),
+    mechanisms: str | None = typer.Option(
+        None,
+        help="Comma-separated mechanisms (combinations with '+'); default: none, frontswap, "
+        "host-swap, balloon.",
+    ),
+    seeds: int = typer.Option(1, min=1, help="Seeds per mechanism (scenario seed, +1, ...)."),
+    real_faults: bool = typer.Option(
+        False,
+        "--real-faults",
+        help="Run each on a local multi-node Ray cluster and remove a host's real Ray node "
+        "at its fail_host event; the emulator detects the death.",
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Output directory (default: runs/drill-<name>-<time>)."
+    ),
+    duration: str | None = typer.Option(None, help="Override the emulated duration."),
+    runtime: str | None = typer.Option(None, help="Override runtime.kind (inline or ray)."),
+    set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+) -> None:
+    """Failover drill: the scenario's faults under each mechanism, recovery side by side."""
+    from overcommit.compare import exit_code
+    from overcommit.drill import DEFAULT_MECHANISMS, plan_drill
+
+    overrides: dict[str, Any] = _sets(set_)
+    if duration is not None:
+        overrides["duration"] = duration
+    if runtime is not None:
+        overrides["runtime.kind"] = runtime
+    sc = _load(config, overrides)
+    if real_faults and runtime == "inline":
+        raise _fail("--real-faults kills Ray nodes: it needs the ray runtime, not inline")
+    names = DEFAULT_MECHANISMS if mechanisms is None else None
+    try:
+        from overcommit.compare import parse_mechanisms
+
+        runs = plan_drill(sc, list(names or parse_mechanisms(mechanisms)), seeds, real_faults)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if out_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path("runs") / f"drill-{sc.name}-{stamp}"
+    report = _execute_drill(runs, out_dir, quiet, real_faults)
+    if not quiet:
+        print_drill(report)
+    if not no_report:
+        _write_report(out_dir)
+    out.print(f"drill directory: {out_dir}", highlight=False)
+    raise typer.Exit(exit_code(report))
+
+
+def _execute_drill(runs: list, out_dir: Path, quiet: bool, real: bool) -> dict:
+    from overcommit.cluster.engine import PreflightError
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.drill import run_drill
+    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
+
+    install_signal_handlers()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TextColumn("{task.fields[now]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    with progress:
+        first = f"{runs[0][0]} s{runs[0][1].seed}" if runs else ""
+        task = progress.add_task("drill", total=len(runs), now=first)
+
+        def on_run(i: int, dr: Any) -> None:
+            nxt = runs[i + 1] if i + 1 < len(runs) else None
+            progress.update(task, completed=i + 1, now=f"{nxt[0]} s{nxt[1].seed}" if nxt else "")
+
+        try:
+            return run_drill(runs, out_dir, real=real, on_run=on_run)
+        except PreflightError as exc:
+            raise _fail(str(exc)) from None
+        except (InfrastructureError, RedisUnavailable) as exc:
+            raise _fail(f"infrastructure failure, drill stopped: {exc}") from None
+        except KeyboardInterrupt:
+            err.print("interrupted; stores stopped; finished runs are in their directories")
+            raise typer.Exit(130) from None
+
+
+def print_drill(report: dict) -> None:
+    """One row per mechanism (means over seeds), then every failed restart's reason."""
+    table = Table(
+        title=f"drill {report['scenario']} · seeds {', '.join(map(str, report['seeds']))}"
+        + (" · real faults" if report["real_faults"] else "")
+    )
+
+    def num(v: Any, fmt: str) -> str:
+        return "never" if v is None else format(v, fmt)
+
+    cols = (
+        ("mechanism", None),
+        (
+            "recovery",
+            lambda m: (
+                num(m["recovery_seconds"], ".1f")
+                + ("s" if m["recovery_seconds"] is not None else "")
+            ),
+        ),
+        ("restart failures", lambda m: num(m["restart_failures"], ",.0f")),
+        ("reclaimed", lambda m: f"{m['reclaimed_bytes'] / 2**20:,.0f} MiB"),
+        ("reclaim time", lambda m: f"{m['reclaim_seconds']:.1f}s"),
+        ("survivors' progress", lambda m: num(m["survivor_progress"], ".3f")),
+        ("double swaps", lambda m: f"{m['double_swaps']:,.0f}"),
+        ("verdict", None),
+        ("hypothesis", None),
+    )
+    for name, _ in cols:
+        table.add_column(
+            name,
+            justify="left" if name in ("mechanism", "verdict", "hypothesis") else "right",
+            no_wrap=True,
+            min_width=len(name),
+        )
+    reasons = []
+    for mech, m in report["mechanisms"].items():
+        row = [mech] + [fmt(m["mean"]) for _, fmt in cols[1:-2]]
+        color = {"valid": "green", "INVALID": "red"}.get(m["verdict"], "yellow")
+        row.append(f"[{color}]{'INVALID' if m['verdict'] == 'INVALID' else 'valid'}[/]")
+        hyps = {r["hypothesis"] for r in m["runs"]}
+        row.append("not met" if "not met" in hyps else "met" if "met" in hyps else "-")
+        table.add_row(*row)
+        for r in m["runs"]:
+            reasons += [f"{mech} s{r['seed']}: {x}" for x in r["restart_failure_reasons"]]
+    wide = out if out.is_terminal else Console(width=200)
+    wide.print(table)
+    for line in reasons:
+        out.print(f"restart failed: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

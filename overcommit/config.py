@@ -71,6 +71,9 @@ __all__ = [
     "GuestGroup",
     "GuestSpec",
     "HA",
+    "CHAOS_FAULTS",
+    "Chaos",
+    "SlowStorage",
     "HostSwap",
     "Hosts",
     "Limits",
@@ -128,7 +131,15 @@ EVENT_ACTIONS: dict[str, str] = {
     "tmem_flush": "guest",
     "host_reclaim": "host",
     "host_release": "host",
+    "fail_host": "host",
+    "recover_host": "host",
+    "tmem_backend_failure": "host",
+    "stop_cooperating": "guest",
+    "slow_storage": "storage",
 }
+
+#: Fault kinds a chaos schedule may draw (``chaos.faults``).
+CHAOS_FAULTS: tuple[str, ...] = ("fail_host", "tmem_backend_failure", "slow_storage")
 
 #: Values of ``guests[].workload.kind``.
 WORKLOAD_KINDS: tuple[str, ...] = ("zipf", "phases", "trace")
@@ -147,7 +158,8 @@ RESERVED_GUEST_NAME = "meta"
 _CONDITION_NAME = r"[a-z_][a-z0-9_.]*"
 _CONDITION_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _CONDITION_RE = re.compile(
-    rf"^\s*(?P<name>{_CONDITION_NAME})\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>{_CONDITION_NUMBER})\s*$"
+    rf"^\s*(?P<name>{_CONDITION_NAME})\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>{_CONDITION_NUMBER})"
+    r"(?:\s+within\s+(?P<within>\S+)\s+of\s+each\s+failure)?\s*$"
 )
 _AND_RE = re.compile(r"\s+and\s+")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -479,12 +491,37 @@ class RedisConfig(_Model):
 
 
 class HA(_Model):
-    """High-availability admission control."""
+    """High-availability admission control and the restart controller."""
 
     admission: Literal["none", "host-failures", "percentage"] = "none"
     tolerate: Int = Field(1, ge=0)
     percentage: Fraction = 0.25
     count_tmem: bool = False
+    detection: Duration = 5.0
+    restart_deadline: PositiveDuration = 120.0
+    boot_time: Duration = 0.0
+
+
+class SlowStorage(_Model):
+    """A `slow_storage` event: shared storage runs at `factor` of its IOPS and bandwidth."""
+
+    factor: Annotated[float, Field(gt=0.0, le=1.0)]
+    duration: PositiveDuration
+
+
+class Chaos(_Model):
+    """Seeded random faults: per target host, failures every `mtbf` on average (exponential),
+    each repaired after `mttr` on average."""
+
+    mtbf: PositiveDuration
+    mttr: PositiveDuration = 300.0
+    targets: list[Name] | None = None
+    faults: list[Literal["fail_host", "tmem_backend_failure", "slow_storage"]] = Field(
+        default_factory=lambda: ["fail_host"], min_length=1
+    )
+    start: Duration = 0.0
+    slow_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    seed: Int | None = Field(None, ge=0)
 
 
 class Watermarks(_Model):
@@ -690,6 +727,12 @@ class Event(_Model):
     tmem_flush: Name | None = None
     host_reclaim: Name | None = None
     host_release: Name | None = None
+    fail_host: Name | None = None
+    recover_host: Name | None = None
+    tmem_backend_failure: Name | None = None
+    stop_cooperating: Name | None = None
+    slow_storage: SlowStorage | None = None
+    _chaos: bool = PrivateAttr(default=False)  # drawn by the scenario's chaos schedule
 
     @model_validator(mode="after")
     def _one_action(self) -> Event:
@@ -708,9 +751,16 @@ class Event(_Model):
         return next(name for name in EVENT_ACTIONS if getattr(self, name) is not None)
 
     @property
-    def target(self) -> str:
-        """The host or guest name the action applies to."""
+    def target(self) -> Any:
+        """The host or guest name the action applies to (a `SlowStorage` for slow_storage)."""
         return getattr(self, self.action)
+
+    def file_form(self) -> dict[str, Any]:
+        """The event as written in a scenario file (``{"at": 12.0, "fail_host": "host-1"}``)."""
+        target = self.target
+        if isinstance(target, BaseModel):
+            target = target.model_dump(mode="json")
+        return {"at": self.at, self.action: target}
 
 
 if set(EVENT_ACTIONS) != set(Event.model_fields) - {"at"}:  # pragma: no cover - import guard
@@ -724,11 +774,13 @@ class Limits(_Model):
 
 
 class Condition(NamedTuple):
-    """One steady-state hypothesis clause: ``name op value``."""
+    """One steady-state hypothesis clause: ``name op value``, optionally ``within D of each
+    failure`` (the figure measured over the 10 s from D after each host failure)."""
 
     name: str
     op: str
     value: float
+    within: float | None = None
 
     def holds(self, actual: float) -> bool:
         """Whether ``actual`` satisfies this condition."""
@@ -742,7 +794,10 @@ class Condition(NamedTuple):
         }[self.op]
 
     def __str__(self) -> str:
-        return f"{self.name} {self.op} {self.value:g}"
+        text = f"{self.name} {self.op} {self.value:g}"
+        if self.within is not None:
+            text += f" within {format_duration(self.within)} of each failure"
+        return text
 
 
 def parse_conditions(text: str) -> list[Condition]:
@@ -756,10 +811,17 @@ def parse_conditions(text: str) -> list[Condition]:
         if match is None or not math.isfinite(value):
             raise ValueError(
                 "expected NAME OP NUMBER like 'restart_failures == 0' or "
-                f"'progress >= 0.8 and oom_kills == 0' (OP one of == != >= <= > <), "
+                f"'progress >= 0.8 and oom_kills == 0' (OP one of == != >= <= > <; optionally "
+                "'within DURATION of each failure'), "
                 f"got {show(clause)}"
             )
-        conditions.append(Condition(match.group("name"), match.group("op"), value))
+        within = None
+        if match.group("within") is not None:
+            try:
+                within = parse_duration(match.group("within"))
+            except ValueError as exc:
+                raise ValueError(f"in {show(clause)}: {exc}") from None
+        conditions.append(Condition(match.group("name"), match.group("op"), value, within))
     return conditions
 
 
@@ -815,6 +877,7 @@ class Scenario(_Model):
     ha: Annotated[HA, _EMPTY_IS_DEFAULT] = _default(HA)
     guests: list[GuestGroup] = Field(min_length=1)
     events: Annotated[list[Event], _EMPTY_LIST] = Field(default_factory=list)
+    chaos: Chaos | None = None
     hypothesis: Annotated[
         list[Annotated[str, AfterValidator(_check_hypothesis)]], BeforeValidator(_str_to_list)
     ] = Field(default_factory=list)
@@ -974,7 +1037,7 @@ class Scenario(_Model):
         for group, raw in zip(self.guests, data["guests"], strict=True):
             raw["maxmem"] = group.memory if group.maxmem is None else group.maxmem
             raw["swap"] = group.memory if group.swap is None else group.swap
-        data["events"] = [{"at": event.at, event.action: event.target} for event in self.events]
+        data["events"] = [event.file_form() for event in self.events]
         return data
 
 
@@ -1120,6 +1183,17 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
         elif EVENT_ACTIONS[action] == "guest" and guest_names and target not in guest_names:
             known = _some(scenario.guest_names())
             add(f"unknown guest {target!r} (guests: {known})", "events", index, action)
+    if scenario.chaos is not None:
+        for index, name in enumerate(scenario.chaos.targets or []):
+            if name not in host_set:
+                add(f"unknown host {name!r} {known_hosts}", "chaos", "targets", index)
+        if scenario.chaos.start >= scenario.duration:
+            add(
+                f"chaos starts at {format_duration(scenario.chaos.start)}, not before the end "
+                f"of the run (duration {format_duration(scenario.duration)})",
+                "chaos",
+                "start",
+            )
 
     # External Redis: exactly one URL per host.
     if scenario.redis.hosts is not None:

@@ -52,6 +52,7 @@ GUEST_COLUMNS: dict[str, str] = {
 }
 
 HOST_COLUMNS: dict[str, str] = {
+    "up": "1 while the host runs, 0 while it is down (failed, not yet recovered)",
     "ram_pages": "host physical RAM",
     "reserve_pages": "hypervisor reserve",
     "guest_frames": "guest frames backed by host RAM",
@@ -94,12 +95,15 @@ class Recorder:
             c: np.zeros(gshape, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS
         }
         self.h = {c: np.zeros((epochs, len(host_names)), np.int64) for c in HOST_COLUMNS}
+        self.ghost = np.full(gshape, -1, np.int32)  # the host each guest ran on, per epoch
 
-    def record_guest(self, e0: int, e1: int, window: Any) -> None:
-        """Store one guest's rows for epochs [e0, e1)."""
+    def record_guest(self, e0: int, e1: int, window: Any, host: str | None = None) -> None:
+        """Store one guest's rows for epochs [e0, e1), run on `host`."""
         i = self.gidx[window.name]
         for c, arr in self.g.items():
             arr[e0:e1, i] = window.rows[c]
+        host = self.guest_host[i] if host is None else host
+        self.ghost[e0:e1, i] = self.hidx[host]
 
     def record_host(self, e0: int, e1: int, window: Any) -> None:
         """Store one host's rows for epochs [e0, e1)."""
@@ -127,7 +131,10 @@ class Recorder:
         return pd.DataFrame(data)
 
     def guests_frame(self) -> pd.DataFrame:
-        return self._frame(self.g, self.guest_names, "guest", {"host": self.guest_host})
+        names = np.array([*self.host_names, ""], dtype=object)  # "": no host (down)
+        df = self._frame(self.g, self.guest_names, "guest")
+        df.insert(3, "host", names[self.ghost.reshape(-1)])
+        return df
 
     def hosts_frame(self) -> pd.DataFrame:
         return self._frame(self.h, self.host_names, "host")

@@ -244,7 +244,7 @@ def test_direct_construction_runs_cross_checks():
 
 def test_event_actions_match_event_fields():
     assert set(EVENT_ACTIONS) == set(Event.model_fields) - {"at"}
-    assert set(EVENT_ACTIONS.values()) <= {"host", "guest"}
+    assert set(EVENT_ACTIONS.values()) <= {"host", "guest", "storage"}
 
 
 def test_parse_conditions():
@@ -356,7 +356,19 @@ def test_event_naming_missing_guest_uses_expanded_names():
     [
         ("{at: 10s}", "events[0]", "event needs one action key"),
         ("{at: 10s, tmem_freeze: host-1, tmem_thaw: host-1}", "events[0]", "2 actions"),
-        ("{at: 10s, fail_host: host-1}", "events[0].fail_host", "unknown key 'fail_host'"),
+        ("{at: 10s, kill_host: host-1}", "events[0].kill_host", "unknown key 'kill_host'"),
+        ("{at: 10s, fail_host: host-9}", "events[0].fail_host", "unknown host 'host-9'"),
+        ("{at: 10s, stop_cooperating: nobody}", "events[0].stop_cooperating", "unknown guest"),
+        (
+            "{at: 10s, slow_storage: {factor: 0, duration: 1s}}",
+            "events[0].slow_storage.factor",
+            "must be greater than 0.0",
+        ),
+        (
+            "{at: 10s, slow_storage: {factor: 2, duration: 1s}}",
+            "events[0].slow_storage.factor",
+            "must be at most 1.0",
+        ),
         ("{tmem_freeze: host-1}", "events[0].at", "required key is missing"),
         ("{at: 60s, tmem_freeze: host-1}", "events[0].at", "not before the end of the run"),
     ],

@@ -117,11 +117,11 @@ def test_hosts_on_distinct_nodes_with_their_redis_there(cluster):
 
     def look(epoch, runtime, fleet):
         if not seen:
-            seen["infos"] = runtime.infos
+            seen["infos"] = list(runtime.infos.values())
             seen["nodes"] = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
             seen["children"] = {
                 i["host"]: [p.pid for p in psutil.Process(i["pid"]).children()]
-                for i in runtime.infos
+                for i in runtime.infos.values()
             }
 
     r = run_scenario(scenario(duration="1s"), on_window=look)
@@ -148,8 +148,10 @@ def test_guest_state_lives_only_in_its_actor(cluster):
             ga = runtime.guest_actors["g-1"]
             seen["versions"] = ray.get(ga.page_versions.remote())
             seen["guest_pid"] = ray.get(ga.pid.remote())
-            seen["hosts_hold_state"] = ray.get([h.has_guest_state.remote() for h in runtime.hosts])
-            seen["host_pids"] = [i["pid"] for i in runtime.infos]
+            seen["hosts_hold_state"] = ray.get(
+                [h.has_guest_state.remote() for h in runtime.hosts.values()]
+            )
+            seen["host_pids"] = [i["pid"] for i in runtime.infos.values()]
             seen["driver_models"] = hasattr(runtime, "models") or hasattr(runtime, "by_name")
 
     run_scenario(scenario(duration="2s"), on_window=look)
@@ -267,3 +269,36 @@ def _name(p: psutil.Process) -> str:
         return " ".join(p.cmdline()) or p.name()
     except psutil.Error:
         return ""
+
+
+def test_failover_same_results_in_every_placement(cluster):
+    """A host death with HA restarts and reclaim, a recovery, a tmem backend failure, a guest
+    that stops cooperating and slow storage: identical in inline, packed and actors."""
+    from test_failover import failover
+
+    events = [
+        {"at": 1.0, "stop_cooperating": "g-3"},
+        {"at": 2.0, "fail_host": "host-1"},
+        {"at": 2.5, "slow_storage": {"factor": 0.5, "duration": 1.0}},
+        {"at": 3.0, "tmem_backend_failure": "host-2"},
+        {"at": 6.0, "recover_host": "host-1"},
+    ]
+    base = failover(duration="8s", deadline="3s")
+    base = apply_overrides(base, {"events": events, "runtime.kind": "ray", "runtime.pin": "spread"})
+    runs = {
+        "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
+        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "actors": run_scenario(base),
+    }
+    ref = comparable(runs["inline"])
+    s = ref[0]
+    assert s["valid"], s["checks"]
+    t = s["totals"]
+    assert t["host_failures"] == 1 and t["backend_failures"] == 1 and t["host_recoveries"] == 1
+    assert t["ha_restarts"] >= 1 and t["guests_crashed"] >= 3
+    for name in ("packed", "actors"):
+        other = comparable(runs[name])
+        assert other[0] == ref[0], name
+        pd.testing.assert_frame_equal(other[1], ref[1])
+        pd.testing.assert_frame_equal(other[2], ref[2])
+        assert other[3] == ref[3]

@@ -11,6 +11,7 @@ which hosts answer, so the same config and seed give the same summary, series an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import platform
@@ -25,8 +26,19 @@ import pandas as pd
 
 from overcommit import __version__
 from overcommit.cluster import checkers
+from overcommit.cluster.chaos import chaos_events
+from overcommit.cluster.failover import (
+    FAILOVER_COUNTERS,
+    Controller,
+    HostStatus,
+    down_summary,
+    empty_status,
+    fresh_carry,
+)
 from overcommit.cluster.placement import HostRoom, PlacementError, place
+from overcommit.cluster.runners import Boot
 from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
+from overcommit.config import EVENT_ACTIONS
 from overcommit.metrics import Recorder
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import (
@@ -162,15 +174,27 @@ class Plan:
         self.guest_hosts = [self.placement[n] for n in self.guest_names]
 
 
+#: Figures a `within D of each failure` clause may name (measured from the time series).
+WITHIN_FIGURES = ("progress", "alive")
+WITHIN_SPAN = 10.0  # seconds over which a `within` clause measures its figure
+
+
 def _check_hypothesis_names(scenario: Any) -> None:
     known = {
         "progress",
         "stall_seconds",
         "downtime_seconds",
         "balloon_lag_seconds",
+        "recovery_seconds",
         *TOTAL_COUNTERS,
+        *FAILOVER_COUNTERS,
     }
     for cond in scenario.conditions():
+        if cond.within is not None and cond.name not in WITHIN_FIGURES:
+            raise PreflightError(
+                f"hypothesis: '{cond}': a 'within' clause measures one of "
+                f"{', '.join(WITHIN_FIGURES)}, not '{cond.name}'"
+            )
         if cond.name not in known and not cond.name.startswith("fault_latency_"):
             raise PreflightError(
                 f"hypothesis: unknown figure '{cond.name}' (known: {', '.join(sorted(known))})"
@@ -187,15 +211,43 @@ _OPS = {
 }
 
 
-def evaluate_hypothesis(scenario: Any, totals: dict) -> dict | None:
+def _within_value(c: Any, recorder: Recorder | None, fail_epoch: int) -> float | None:
+    """The figure over [failure + D, failure + D + 10 s): `progress` is work over the time every
+    guest of the scenario could have run (a guest down counts as no progress); `alive` the share
+    of guest-epochs alive. None when the interval lies past the run's end."""
+    if recorder is None:
+        return None
+    dt = recorder.dt
+    lo = fail_epoch + math.ceil(c.within / dt - 1e-9)
+    hi = min(recorder.epochs, lo + max(1, round(WITHIN_SPAN / dt)))
+    if lo >= recorder.epochs:
+        return None
+    span = (hi - lo) * len(recorder.guest_names)
+    if c.name == "alive":
+        return round(float(recorder.g["alive"][lo:hi].sum() / span), 6)
+    return round(float(recorder.g["work_s"][lo:hi].sum() / (span * dt)), 6)
+
+
+def evaluate_hypothesis(
+    scenario: Any,
+    totals: dict,
+    recorder: Recorder | None = None,
+    failures: list[int] | None = None,
+) -> dict | None:
     conds = scenario.conditions()
     if not conds:
         return None
     details = []
     for c in conds:
-        value = totals.get(c.name)
-        ok = bool(value is not None and _OPS[c.op](value, c.value))
-        details.append({"condition": f"{c.name} {c.op} {c.value:g}", "value": value, "ok": ok})
+        if c.within is None:
+            value = totals.get(c.name)
+            ok = bool(value is not None and _OPS[c.op](value, c.value))
+            details.append({"condition": str(c), "value": value, "ok": ok})
+            continue
+        values = [_within_value(c, recorder, e) for e in failures or []]
+        # a failure too close to the run's end to measure does not count against it
+        ok = all(v is None or _OPS[c.op](v, c.value) for v in values)
+        details.append({"condition": str(c), "value": values, "ok": ok})
     return {"status": "met" if all(d["ok"] for d in details) else "not met", "details": details}
 
 
@@ -208,11 +260,14 @@ def run_scenario(
     on_window: WindowHook | None = None,
     address: str | None = None,
     verbose: bool = False,
+    real_faults: Any = None,
 ) -> RunResult:
     """Run a validated scenario; write the run directory if asked.
 
     `on_window(epoch, runtime, fleet)` is called after each sync window ends (at the first
     epoch of the next one); tests use it to inject faults where they would happen.
+    `real_faults` (Ray only; see `overcommit.drill.RealFaults`) turns `fail_host` and
+    `recover_host` events into removed and added Ray nodes: the driver detects the deaths.
     """
     _check_hypothesis_names(scenario)
     preflight(scenario)
@@ -246,7 +301,11 @@ def run_scenario(
             else:
                 runtime = InlineRuntime(scenario, plan.placement, fleet)
             hook = None if on_window is None else (lambda e: on_window(e, runtime, fleet))
-            result = _run(scenario, plan, runtime, progress, hook)
+            if real_faults is not None:
+                if not on_ray:
+                    raise InfrastructureError("real faults need the ray runtime")
+                runtime.detect_deaths = True
+            result = _run(scenario, plan, runtime, progress, hook, real_faults)
         finally:
             if runtime is not None:
                 runtime.close()
@@ -258,23 +317,57 @@ def run_scenario(
     return result
 
 
+def _timeline(sc: Any, epochs: int) -> list[tuple[int, int, Any]]:
+    """(epoch, order, event) of the scenario's events and its chaos schedule's, in order."""
+    dt = sc.epoch
+    events = [*sc.events, *chaos_events(sc)]
+    return sorted(
+        ((min(epochs - 1, math.ceil(ev.at / dt - 1e-9)), i, ev) for i, ev in enumerate(events)),
+        key=lambda x: (x[0], x[1]),
+    )
+
+
+class _Faults:
+    """The driver's state of modeled faults: slowed storage, hosts asked to reclaim."""
+
+    def __init__(self, device: DeviceQueue) -> None:
+        self.device = device
+        self.base = device.profile
+        self.slow: list[tuple[int, float]] = []  # (end epoch, factor)
+        self.needs: dict[str, int] = {}
+
+    def slow_storage(self, end: int, factor: float) -> None:
+        self.slow.append((end, factor))
+
+    def apply(self, e: int) -> None:
+        """Shared storage runs at the smallest factor of the slowdowns in force at `e`."""
+        self.slow = [(end, f) for end, f in self.slow if end > e]
+        factor = min((f for _, f in self.slow), default=1.0)
+        p = self.base
+        self.device.profile = (
+            p
+            if factor >= 1.0
+            else dataclasses.replace(p, iops=p.iops * factor, bandwidth=p.bandwidth * factor)
+        )
+
+    def cuts(self) -> set[int]:
+        return {end for end, _ in self.slow}
+
+
 def _run(
     scenario: Any,
     plan: Plan,
     runtime: Any,
     progress: ProgressFn | None,
     hook: Callable[[int], None] | None,
+    real_faults: Any = None,
 ) -> RunResult:
     sc = scenario
     dt = sc.epoch
     epochs = max(1, math.ceil(sc.duration / dt - 1e-9))
     per_window = max(1, round(sc.sync_window / dt))
-    timeline = sorted(
-        ((min(epochs - 1, math.ceil(ev.at / dt - 1e-9)), i, ev) for i, ev in enumerate(sc.events)),
-        key=lambda x: (x[0], x[1]),
-    )
-    cuts = sorted(set(range(0, epochs, per_window)) | {e for e, _, _ in timeline} | {epochs})
-    windows = list(zip(cuts[:-1], cuts[1:]))
+    timeline = _timeline(sc, epochs)
+    event_epochs = {e for e, _, _ in timeline}
     checks = checkers.CheckLog()
     recorder = Recorder(plan.guest_names, plan.guest_hosts, plan.host_names, epochs, dt)
     gindex = {n: i for i, n in enumerate(plan.guest_names)}
@@ -297,28 +390,78 @@ def _run(
             maxmem=spec.maxmem,
         )
     device = plan.shared_device
+    faults = _Faults(device)
+    ctl = Controller(sc, plan, min_detection=per_window)
+    carries = {s.name: fresh_carry(s) for s in plan.specs}
+    status: dict[str, HostStatus] = {}
+    fo = dict.fromkeys(FAILOVER_COUNTERS, 0)
     ev_iter = 0
-    for e0, e1 in windows:
+    windows = 0
+    e0 = 0
+    while e0 < epochs:
         ops = nbytes = 0
         while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
             _, order, ev = timeline[ev_iter]
-            extra = _apply_event(ev, e0, order, runtime, log)
+            ctx = _EventContext(
+                sc, runtime, ctl, faults, carries, status, fo, log, e0, order, real_faults
+            )
+            extra = _apply_event(ev, ctx)
             if extra is not None:
                 ops += extra.dev_ops
                 nbytes += extra.dev_bytes
                 for check, message in extra.violations:
                     checks.add(check, [message], f"epoch {e0}: ")
             ev_iter += 1
-        for hw in runtime.run_window(e0, e1, dt, device):
+        faults.apply(e0)
+        restarts, needs, failed = ctl.step(e0, {h: status[h] for h in status if ctl.alive[h]})
+        for k, (guest, host, carry, downtime) in enumerate(restarts):
+            boot = Boot(e0, e0 * dt, downtime, sc.ha.boot_time)
+            runtime.restart_guest(guest, host, carry, boot)
+            fo["ha_restarts"] += 1
+            log(
+                e0,
+                "ha_restart",
+                (0, 10_000 + k),
+                guest=guest,
+                host=host,
+                incarnation=carry["incarnation"] + 1,
+                downtime_seconds=round(downtime, 9),
+            )
+        for k, (guest, reason) in enumerate(failed):
+            fo["restart_failures"] += 1
+            log(e0, "restart_failed", (0, 20_000 + k), guest=guest, reason=reason)
+        for k, (host, pages) in enumerate(sorted(needs.items())):
+            if faults.needs.get(host, 0) == 0:
+                log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
+        faults.needs = needs
+        later = [
+            c
+            for c in (
+                (e0 // per_window + 1) * per_window,
+                *(x for x in event_epochs if x > e0),
+                *(x for x in ctl.wake_epochs() if x > e0),
+                *(x for x in faults.cuts() if x > e0),
+            )
+        ]
+        e1 = min([epochs, *later])
+        windows += 1
+        for hw in runtime.run_window(e0, e1, dt, device, needs):
             recorder.record_host(e0, e1, hw)
+            status[hw.name] = hw.status
             for gw in hw.guests:
-                recorder.record_guest(e0, e1, gw)
+                recorder.record_guest(e0, e1, gw, hw.name)
+                carries[gw.name] = gw.carry
                 for e, kind, fields in gw.events:
                     log(e, kind, (1, gindex[gw.name]), **fields)
             for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
                 checks.add(check, [message], f"epoch {e}: ")
             ops += hw.dev_ops
             nbytes += hw.dev_bytes
+        for k, host in enumerate(runtime.take_lost() if real_faults is not None else ()):
+            # a real fault: the host's actor died in this window; it failed at the window's
+            # start (its guests ran nothing since), logged so that a replay is exact
+            ctx = _EventContext(sc, runtime, ctl, faults, carries, status, fo, log, e0, 50_000 + k)
+            _fail_host(host, ctx, {"detected": "the host's Ray actor died"})
         device.close_window(ops, nbytes, (e1 - e0) * dt)
         if plan.mechanism.guest_uses_tmem:
             for problems in runtime.pool_counts():
@@ -328,19 +471,29 @@ def _run(
             progress(
                 e1 * dt,
                 epochs * dt,
-                {"epochs": e1, "windows": len(windows), "slowest_host": slowest},
+                {"epochs": e1, "windows": windows, "slowest_host": slowest},
             )
         if hook is not None:
             hook(e1)
+        e0 = e1
 
     finals, host_summaries = runtime.finish()
     by_guest = {name: (summary, violations, hist) for name, summary, violations, hist in finals}
     for name in plan.guest_names:
+        if name not in by_guest:  # down at the end: its last incarnation's accounting
+            down = epochs - ctl.down_since(name, epochs)
+            spec = next(s for s in plan.specs if s.name == name)
+            by_guest[name] = (
+                down_summary(spec, carries[name], down * dt),
+                [],
+                carries[name]["hist"],
+            )
         for check, message in by_guest[name][1]:
             checks.add(check, [message])
     events = [ev for _, ev in sorted(keyed, key=lambda kv: kv[0])]
     guests = {name: by_guest[name][0] for name in plan.guest_names}
     hist = sum((by_guest[n][2] for n in plan.guest_names), np.zeros(HIST_BINS, np.int64))
+    failover = ctl.summary([_survivor_progress(recorder, ctl, ep, epochs) for ep in ctl.episodes])
     summary = _summarise(
         sc,
         plan,
@@ -349,9 +502,12 @@ def _run(
         epochs * dt,
         guests,
         hist,
-        dict(host_summaries),
+        {h: dict(host_summaries).get(h) for h in plan.host_names},
         runtime,
-        len(windows),
+        windows,
+        fo,
+        failover,
+        recorder,
     )
     summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
     for total, table, col in (
@@ -376,35 +532,177 @@ def _run(
     )
 
 
-def _apply_event(
-    ev: Any, e: int, order: int, runtime: Any, log: Callable[..., None]
-) -> EpochStats | None:
+def _survivor_progress(recorder: Recorder, ctl: Controller, ep: Any, epochs: int) -> float | None:
+    """Progress of the guests the failure did not hit, from the failure until every guest of
+    the failed host was back (or the run's end)."""
+    end = epochs
+    if len(ep.restarted) == len(ep.guests):
+        end = max((e for e, _ in ep.restarted.values()), default=ep.epoch)
+    end = min(epochs, max(end, ep.epoch + 1))
+    cols = [i for i, n in enumerate(recorder.guest_names) if n not in set(ep.guests)]
+    if not cols:
+        return None
+    alive = recorder.g["alive"][ep.epoch : end, cols].sum() * recorder.dt
+    work = recorder.g["work_s"][ep.epoch : end, cols].sum()
+    return round(float(work / alive), 6) if alive > 0 else 0.0
+
+
+@dataclass
+class _EventContext:
+    sc: Any
+    runtime: Any
+    ctl: Controller
+    faults: _Faults
+    carries: dict[str, dict]
+    status: dict[str, HostStatus]
+    fo: dict[str, int]
+    log: Callable[..., None]
+    e: int
+    order: int
+    real: Any = None  # RealFaults of a drill that removes Ray nodes
+
+    def emit(self, kind: str, sub: int = 0, **fields: Any) -> None:
+        self.log(self.e, kind, (0, self.order * 100 + sub), **fields)
+
+
+def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
     """Apply one timeline event; returns the device load and violations it caused, if any."""
-    key = (0, order)
-    if ev.tmem_freeze is not None:
-        runtime.set_frozen(ev.tmem_freeze, True)
-        log(e, "tmem_freeze", key, host=ev.tmem_freeze)
-    elif ev.tmem_thaw is not None:
-        runtime.set_frozen(ev.tmem_thaw, False)
-        log(e, "tmem_thaw", key, host=ev.tmem_thaw)
-    elif ev.tmem_flush is not None:
-        moved, stats = runtime.drain(ev.tmem_flush)
-        spec = next(g for g in runtime.scenario.guest_specs() if g.name == ev.tmem_flush)
-        log(
-            e,
-            "tmem_flush",
-            key,
-            guest=ev.tmem_flush,
-            host=runtime.host_of(ev.tmem_flush),
+    runtime, ctl, e = ctx.runtime, ctx.ctl, ctx.e
+    action, target = ev.action, ev.target
+    tag = {"chaos": True} if ev._chaos else {}
+    kind = EVENT_ACTIONS[action]
+    if kind == "host" and not ctl.alive[target] and action != "recover_host":
+        ctx.emit(action, host=target, skipped="the host is down", **tag)
+        return None
+    if action == "tmem_flush" and ctl.where.get(target) is None:
+        ctx.emit(action, guest=target, skipped="the guest is down", **tag)
+        return None
+    if action == "tmem_freeze":
+        runtime.set_frozen(target, True)
+        ctx.emit(action, host=target)
+    elif action == "tmem_thaw":
+        runtime.set_frozen(target, False)
+        ctx.emit(action, host=target)
+    elif action == "tmem_flush":
+        moved, stats = runtime.drain(target)
+        spec = ctl.specs[target]
+        ctx.emit(
+            action,
+            guest=target,
+            host=ctl.where[target],
             pages_moved=moved,
             cooperative=spec.cooperative,
         )
         return stats
-    elif ev.host_reclaim is not None:  # the host reads its timeline when it plans
-        log(e, "host_reclaim", key, host=ev.host_reclaim)
-    elif ev.host_release is not None:
-        log(e, "host_release", key, host=ev.host_release)
+    elif action in ("host_reclaim", "host_release"):  # the host reads its timeline
+        ctx.emit(action, host=target)
+    elif action == "stop_cooperating":  # the guest reads its timeline
+        ctx.emit(action, guest=target, host=ctl.where.get(target))
+    elif action == "slow_storage":
+        end = e + max(1, math.ceil(target.duration / ctx.sc.epoch - 1e-9))
+        ctx.faults.slow_storage(end, target.factor)
+        ctx.emit(action, factor=target.factor, duration=target.duration, **tag)
+    elif action == "fail_host":
+        if ctx.real is not None:  # a drill with real faults: remove the host's Ray node; the
+            ctx.real.kill(target)  # driver detects the death when it next calls the host
+            runtime.await_death(target)
+            return None
+        _fail_host(target, ctx, tag)
+    elif action == "recover_host":
+        if ctl.alive[target]:
+            ctx.emit(action, host=target, skipped="the host is up", **tag)
+            return None
+        if ctx.real is not None:
+            ctx.real.revive(target)
+        runtime.recover_host(target)
+        ctl.host_recovered(target, e)
+        ctx.status[target] = empty_status(ctx.sc)  # back empty: all its RAM is free
+        ctx.fo["host_recoveries"] += 1
+        ctx.emit(action, host=target, **tag)
+    elif action == "tmem_backend_failure":
+        _backend_failure(target, ctx, tag)
     return None
+
+
+def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
+    """The host dies now: its guests crash, with what only it held; HA takes over."""
+    runtime, ctl, e, action = ctx.runtime, ctx.ctl, ctx.e, "fail_host"
+    guests = list(ctl.members[target])
+    runtime.fail_host(target)
+    ctx.status.pop(target, None)
+    ctl.host_failed(target, e, {g: ctx.carries[g] for g in guests})
+    lost_t = sum(ctx.carries[g]["lost_tmem"] for g in guests)
+    lost_h = sum(ctx.carries[g]["lost_hswap"] for g in guests)
+    ctx.fo["host_failures"] += 1
+    ctx.fo["guests_crashed"] += len(guests)
+    ctx.fo["tmem_pages_lost"] += lost_t
+    ctx.fo["hswap_pages_lost"] += lost_h
+    ctx.emit(
+        action,
+        host=target,
+        guests=guests,
+        tmem_pages_lost=lost_t,
+        hswap_pages_lost=lost_h,
+        **tag,
+    )
+    for k, g in enumerate(guests):
+        c = ctx.carries[g]
+        ctx.emit(
+            "guest_crash",
+            1 + k,
+            guest=g,
+            host=target,
+            reason="host failed",
+            tmem_pages_lost=c["lost_tmem"],
+            hswap_pages_lost=c["lost_hswap"],
+        )
+
+
+def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
+    """The host's Redis dies and comes back empty; guests with pages only there crash."""
+    runtime, ctl, action = ctx.runtime, ctx.ctl, "tmem_backend_failure"
+    lost = runtime.backend_failure(target, ctx.e * ctx.sc.epoch, ctx.sc.ha.boot_time)
+    crashed = [g for g in ctl.members[target] if lost[g]["crashed"]]
+    ctx.fo["backend_failures"] += 1
+    ctx.fo["guests_crashed"] += len(crashed)
+    for g in ctl.members[target]:
+        ctx.fo["tmem_pages_lost"] += lost[g]["tmem"] if lost[g]["crashed"] else 0
+        ctx.fo["hswap_pages_lost"] += lost[g]["hswap"] if lost[g]["crashed"] else 0
+        ctx.fo["cache_pages_lost"] += lost[g]["cache"] if lost[g]["crashed"] else 0
+    ctx.emit(action, host=target, guests_crashed=crashed, **tag)
+    for k, g in enumerate(crashed):
+        ctx.emit(
+            "guest_crash",
+            1 + k,
+            guest=g,
+            host=target,
+            reason="tmem backend failed",
+            tmem_pages_lost=lost[g]["tmem"],
+            hswap_pages_lost=lost[g]["hswap"],
+            cache_pages_lost=lost[g]["cache"],
+        )
+
+
+def _down_host(sc: Any, recorder: Recorder, name: str) -> dict:
+    """The summary of a host that is down at the run's end (peaks from its time series)."""
+    j = recorder.hidx[name]
+    ps = sc.page_size
+    return {
+        "alive": False,
+        "guests": [],
+        "ram_bytes": sc.hosts.ram,
+        "reserve_bytes": sc.hosts.reserve,
+        "guest_frames_end": 0,
+        "tmem_pages_end": 0,
+        "tmem_stored_end": 0,
+        "tmem_shared_pages_end": 0,
+        "tmem_pages_peak": int(recorder.h["tmem_pages"][:, j].max()),
+        "hswap_pages_peak": int(recorder.h["hswap_pages"][:, j].max()),
+        "cache_pages_end": 0,
+        "ephemeral_pages_end": 0,
+        "free_pages_end": 0,
+        "free_pages_min": int(recorder.h["free_pages"][:, j].min()) if ps else 0,
+    }
 
 
 def _latency(hist: np.ndarray) -> dict[str, float]:
@@ -423,9 +721,12 @@ def _summarise(
     emulated: float,
     guests: dict[str, dict],
     hist: np.ndarray,
-    hosts: dict[str, dict],
+    hosts: dict[str, dict | None],
     runtime: Any,
     windows: int,
+    fo: dict[str, int],
+    failover: dict,
+    recorder: Recorder,
 ) -> dict:
     totals: dict[str, Any] = {k: 0 for k in TOTAL_COUNTERS}
     alive = work = stall = down = pending = lag = 0.0
@@ -460,10 +761,15 @@ def _summarise(
         "merged_frames_peak": 0,
         "ephemeral_pages_peak": 0,
         "tmem_stored_peak": 0,
+        **{k: int(v) for k, v in fo.items()},
+        "recovery_seconds": failover["recovery_seconds"],
     }
     for q, v in totals["fault_latency"].items():
         totals[f"fault_latency_{q.replace('.', '')}"] = v
-    hosts = {name: hosts[name] for name in plan.host_names}
+    hosts = {
+        name: hosts[name] if hosts[name] is not None else _down_host(sc, recorder, name)
+        for name in plan.host_names
+    }
     import msgpack
     import numpy
     import redis as redis_mod
@@ -476,7 +782,10 @@ def _summarise(
         "emulated_seconds": round(emulated, 9),
         "valid": checks.valid,
         "checks": checks.to_json(),
-        "hypothesis": evaluate_hypothesis(sc, totals),
+        "hypothesis": evaluate_hypothesis(
+            sc, totals, recorder, [round(ep["t"] / sc.epoch) for ep in failover["episodes"]]
+        ),
+        "failover": failover,
         "totals": totals,
         "guests": guests,
         "hosts": hosts,

@@ -119,8 +119,11 @@ class HostActorImpl:
             n += await self.stores.host_client.delete(key)
         return n
 
-    async def run_window(self, e0: int, e1: int, dt: float, device: Any) -> tuple[Any, float]:
+    async def run_window(
+        self, e0: int, e1: int, dt: float, device: Any, need: int = 0
+    ) -> tuple[Any, float]:
         t0 = time.perf_counter()
+        self.runner.host.reclaim_need = need
         if self.mode == "packed":
             self.states = [g.state() for g in self.guests]
         grants = self.runner.plan(self.states)
@@ -173,6 +176,48 @@ class HostActorImpl:
             ]
         return finals, self.runner.summary(), self.calls
 
+    # -- faults ------------------------------------------------------------------------------
+    async def backend_failure(self, t: float, reboot: float) -> tuple[dict, str]:
+        """Kill this host's Redis and start an empty one; returns what each guest lost and
+        the new server's URL."""
+        from overcommit.stores.launcher import RedisServer
+
+        if self.server is None:  # an external server: the emulator cannot kill it
+            raise RuntimeError(f"host {self.name} uses an external Redis; cannot fail it")
+        self.server.kill()
+        self.server = RedisServer.start(self.name, Path(self._dir), socket=self.sc.redis.socket)
+        self.url = self.server.url
+        self.stores = _Stores(self.name, self.url, self.shared_url, self.sc)
+        lost = {}
+        if self.mode == "actors":
+            for n, a in zip(self.guest_names, self.actors):
+                await a.rebind.remote(self.url)
+                lost[n] = await a.backend_lost.remote(t, reboot)
+            self.states = list(await asyncio.gather(*[a.state.remote() for a in self.actors]))
+        else:
+            for g in self.guests:
+                lost[g.name] = await drive_async(g.backend_lost(t, reboot), self.stores.execute)
+        if self.runner.host.frozen:
+            await self.stores.execute(Freeze(self.name, self.guest_names, True))
+        return lost, self.url
+
+    async def add_guest(self, name: str, carry: dict, boot: Any, actor: Any = None) -> None:
+        """A restarted guest joins this host (packed: built here; actors: its own actor)."""
+        if actor is not None:
+            self.actors.append(actor)
+            self.guest_names.append(name)
+            self.states.append(await actor.state.remote())
+        else:
+            spec = next(g for g in self.sc.guest_specs() if g.name == name)
+            model = build_guest(self.sc, spec, self.name, incarnation=carry["incarnation"] + 1)
+            runner = GuestRunner(model)
+            await drive_async(runner.adopt(carry, boot), self.stores.execute)
+            self.guests.append(runner)
+            self.guest_names.append(name)
+            self.states.append(runner.state())
+        if self.runner.host.frozen:
+            await self.stores.execute(Freeze(self.name, [name], True))
+
     def has_guest_state(self) -> bool:
         """Whether this actor holds any guest's memory state (it does only when packed)."""
         return bool(self.guests)
@@ -186,15 +231,33 @@ class GuestActorImpl:
     """One guest: its model lives here and nowhere else."""
 
     def __init__(
-        self, scenario: Any, spec_name: str, host: str, host_url: str, shared_url: str
+        self,
+        scenario: Any,
+        spec_name: str,
+        host: str,
+        host_url: str,
+        shared_url: str,
+        incarnation: int = 0,
     ) -> None:
         spec = next(g for g in scenario.guest_specs() if g.name == spec_name)
-        self.runner = GuestRunner(build_guest(scenario, spec, host))
+        self.sc = scenario
+        self.shared_url = shared_url
+        self.runner = GuestRunner(build_guest(scenario, spec, host, incarnation))
         self.stores = _Stores(host, host_url, shared_url, scenario)
         self.calls = 0
 
     def node_id(self) -> str:
         return _ray().get_runtime_context().get_node_id()
+
+    def rebind(self, host_url: str) -> None:
+        """The host's Redis was replaced: talk to the new one."""
+        self.stores = _Stores(self.runner.model.host, host_url, self.shared_url, self.sc)
+
+    async def backend_lost(self, t: float, reboot: float) -> dict:
+        return await drive_async(self.runner.backend_lost(t, reboot), self.stores.execute)
+
+    async def adopt(self, carry: dict, boot: Any) -> None:
+        await drive_async(self.runner.adopt(carry, boot), self.stores.execute)
 
     def state(self) -> Any:
         return self.runner.state()
@@ -216,6 +279,12 @@ class GuestActorImpl:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _deaths() -> tuple[type[BaseException], ...]:
+    """The errors a call to an actor whose process or node died raises."""
+    ex = _ray().exceptions
+    return (ex.RayActorError, getattr(ex, "ActorUnavailableError", ex.RayActorError))
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
@@ -262,37 +331,62 @@ class RayRuntime:
         for spec in scenario.guest_specs():
             by_host[placement[spec.name]].append(spec.name)
         self.by_host = by_host
-        HostActor = ray.remote(num_cpus=0, max_restarts=0)(HostActorImpl)
-        GuestActor = ray.remote(num_cpus=0, max_restarts=0)(GuestActorImpl)
+        self._HostActor = ray.remote(num_cpus=0, max_restarts=0)(HostActorImpl)
+        self._GuestActor = ray.remote(num_cpus=0, max_restarts=0)(GuestActorImpl)
         ext = scenario.redis.hosts or {}
-        self.hosts = []
+        self.hosts: dict[str, Any] = {}
         for i, h in enumerate(hosts):
-            opts = self._host_options(i, h)
-            actor = HostActor.options(**opts).remote(
+            actor = self._HostActor.options(**self._host_options(i, h)).remote(
                 scenario, h, by_host[h], shared_url, self.mode, ext.get(h)
             )
-            self.hosts.append(actor)
+            self.hosts[h] = actor
             self.actors.append(actor)
-        self.infos = ray.get([a.info.remote() for a in self.hosts])
+        self.infos = dict(zip(hosts, ray.get([a.info.remote() for a in self.hosts.values()])))
         self.guest_actors: dict[str, Any] = {}
+        self.guests_on: dict[str, list[str]] = {h: list(by_host[h]) for h in hosts}
         if self.mode == "actors":
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            for actor, info in zip(self.hosts, self.infos):
-                mine = []
-                for g in by_host[info["host"]]:
-                    ga = GuestActor.options(
-                        name=None,
-                        scheduling_strategy=NodeAffinitySchedulingStrategy(
-                            info["node_id"], soft=False
-                        ),
-                    ).remote(scenario, g, info["host"], info["redis_url"], shared_url)
-                    mine.append(ga)
-                    self.guest_actors[g] = ga
-                    self.actors.append(ga)
+            for h, actor in self.hosts.items():
+                mine = [self._guest_actor(g, h, 0) for g in by_host[h]]
                 ray.get(actor.attach.remote(mine))
         self.calls = 0
         self.slowest: tuple[str, float] = ("", 0.0)
+        # with real faults (a drill removing Ray nodes), a host actor that dies is reported
+        # in `lost` instead of stopping the run
+        self.detect_deaths = False
+        self.lost: list[str] = []
+
+    def await_death(self, host: str, timeout: float = 60.0) -> None:
+        """Wait until the host's actor is gone (its Ray node was just removed), so the next
+        window's call detects the death at a deterministic epoch."""
+        ray = _ray()
+        actor = self.hosts[host]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                ray.get(actor.info.remote(), timeout=2)
+            except _deaths():
+                return
+            except ray.exceptions.GetTimeoutError:
+                pass
+            time.sleep(0.2)
+        raise InfrastructureError(f"host {host}'s actor outlived its Ray node by {timeout:g}s")
+
+    def take_lost(self) -> list[str]:
+        """Hosts whose actors died in the last window (real faults), in host order."""
+        lost, self.lost = self.lost, []
+        return lost
+
+    def _guest_actor(self, guest: str, host: str, incarnation: int) -> Any:
+        """A guest actor on its host's Ray node, talking to the host's Redis."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        info = self.infos[host]
+        ga = self._GuestActor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(info["node_id"], soft=False),
+        ).remote(self.scenario, guest, host, info["redis_url"], self.shared_url, incarnation)
+        self.guest_actors[guest] = ga
+        self.actors.append(ga)
+        return ga
 
     # -- connection -------------------------------------------------------------------------
     def _connect(self, verbose: bool) -> None:
@@ -361,43 +455,100 @@ class RayRuntime:
             here = clear_namespace([shared], self.scenario.redis.prefix)
         finally:
             shared.close()
-        return here + sum(self._get([a.start.remote() for a in self.hosts]))
+        return here + sum(self._get([a.start.remote() for a in self.hosts.values()]))
 
-    def run_window(self, e0: int, e1: int, dt: float, device: Any) -> list[Any]:
-        results = self._get([a.run_window.remote(e0, e1, dt, device) for a in self.hosts])
+    def run_window(
+        self, e0: int, e1: int, dt: float, device: Any, needs: dict[str, int] | None = None
+    ) -> list[Any]:
+        ray = _ray()
+        needs = needs or {}
+        names = list(self.hosts)
+        refs = [self.hosts[h].run_window.remote(e0, e1, dt, device, needs.get(h, 0)) for h in names]
+        results = []
+        for h, ref in zip(names, refs):
+            try:
+                results.append(ray.get(ref))
+            except _deaths() as exc:
+                if not self.detect_deaths:
+                    raise InfrastructureError(
+                        f"a Ray actor of the run died unexpectedly: {exc}"
+                    ) from None
+                self.lost.append(h)  # a real fault: the driver turns it into fail_host
+        names = [h for h in names if h not in self.lost]
         self.calls += len(results)
         walls = [w for _, w in results]
-        j = max(range(len(walls)), key=walls.__getitem__)
-        self.slowest = (self.host_names[j], walls[j])
+        if walls:
+            j = max(range(len(walls)), key=walls.__getitem__)
+            self.slowest = (names[j], walls[j])
         return [r for r, _ in results]
 
     def nodes(self) -> dict[str, str]:
         """Ray node id of each host actor (where its Redis server runs)."""
-        return {i["host"]: i["node_id"] for i in self.infos}
+        return {h: i["node_id"] for h, i in self.infos.items()}
 
     def set_frozen(self, host: str, frozen: bool) -> None:
-        self._get(self.hosts[self.host_names.index(host)].set_frozen.remote(frozen))
+        self._get(self.hosts[host].set_frozen.remote(frozen))
 
     def host_of(self, guest: str) -> str:
-        return self.placement[guest]
+        return next(h for h, gs in self.guests_on.items() if guest in gs)
 
     def drain(self, guest: str) -> Any:
-        actor = self.hosts[self.host_names.index(self.placement[guest])]
-        return self._get(actor.drain.remote(guest))
+        return self._get(self.hosts[self.host_of(guest)].drain.remote(guest))
 
     def pool_counts(self) -> list[list[str]]:
-        return self._get([a.pool_counts.remote() for a in self.hosts])
+        return self._get([a.pool_counts.remote() for a in self.hosts.values()])
+
+    # -- faults ------------------------------------------------------------------------------
+    def fail_host(self, host: str) -> None:
+        """Kill the host's actor (its Redis server dies with it) and its guests' actors."""
+        ray = _ray()
+        actor = self.hosts.pop(host)
+        for g in self.guests_on.pop(host, []):
+            ga = self.guest_actors.pop(g, None)
+            if ga is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(ga, no_restart=True)
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)
+
+    def recover_host(self, host: str) -> None:
+        """A new, empty host actor (with a new Redis server) for the repaired host."""
+        i = self.host_names.index(host)
+        ext = self.scenario.redis.hosts or {}
+        actor = self._HostActor.options(**self._host_options(i, host)).remote(
+            self.scenario, host, [], self.shared_url, self.mode, ext.get(host)
+        )
+        self.actors.append(actor)
+        self.infos[host] = self._get(actor.info.remote())
+        self._get(actor.start.remote())
+        self.hosts[host] = actor
+        self.hosts = {h: self.hosts[h] for h in self.host_names if h in self.hosts}
+        self.guests_on[host] = []
+
+    def backend_failure(self, host: str, t: float, reboot: float) -> dict[str, dict[str, int]]:
+        lost, url = self._get(self.hosts[host].backend_failure.remote(t, reboot))
+        self.infos[host]["redis_url"] = url
+        return lost
+
+    def restart_guest(self, guest: str, host: str, carry: dict, boot: Any) -> None:
+        actor = None
+        if self.mode == "actors":
+            actor = self._guest_actor(guest, host, carry["incarnation"] + 1)
+            self._get(actor.adopt.remote(carry, boot))
+        self._get(self.hosts[host].add_guest.remote(guest, carry, boot, actor))
+        self.guests_on[host].append(guest)
 
     def finish(self) -> tuple[list, list]:
-        results = self._get([a.finish.remote() for a in self.hosts])
+        names = list(self.hosts)
+        results = self._get([self.hosts[h].finish.remote() for h in names])
         finals = [f for fs, _, _ in results for f in fs]
-        hosts = [(h, summary) for h, (_, summary, _) in zip(self.host_names, results)]
+        hosts = [(h, summary) for h, (_, summary, _) in zip(names, results)]
         return finals, hosts
 
     def close(self) -> None:
         ray = _ray()
         with contextlib.suppress(Exception):
-            ray.get([a.shutdown.remote() for a in self.hosts], timeout=10)
+            ray.get([a.shutdown.remote() for a in self.hosts.values()], timeout=10)
         for a in self.actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from overcommit.cluster import checkers
+from overcommit.cluster.failover import HostStatus
 from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS
 from overcommit.nodes.frontswap import share_identical
 from overcommit.nodes.guest import (
@@ -33,9 +34,11 @@ from overcommit.nodes.guest import (
     GuestModel,
     Reply,
     Request,
+    SwapOps,
     hist_percentile,
 )
 from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
+from overcommit.nodes.host_swap import HEADROOM
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
 from overcommit.stores.diskcache import AsyncDiskCacheStore, DiskCacheStore
@@ -47,6 +50,7 @@ from overcommit.stores.tmem import AsyncTmemPool
 # multiple of this many epochs (30 s at the default epoch, and at the end); every epoch it
 # checks the ledgers.
 AUDIT_EPOCHS = 300
+_E = np.empty(0, np.uint32)
 
 
 # -- requests beyond one guest's batch --------------------------------------------------------
@@ -81,6 +85,17 @@ class StoreReadback:
 
 
 @dataclass
+class Boot:
+    """How a restarted guest boots: at epoch `epoch` (time `t`), after `downtime` seconds
+    without a host, taking `boot_time` seconds before its workload runs."""
+
+    epoch: int
+    t: float
+    downtime: float
+    boot_time: float = 0.0
+
+
+@dataclass
 class PoolCounts:
     """Read a host pool's counters: host-wide `used` and each guest's count."""
 
@@ -110,6 +125,7 @@ class GuestWindow:
     hswap_ops: int = 0  # operations and bytes on the host's swap device
     hswap_bytes: int = 0
     state: GuestState | None = None
+    carry: dict | None = None  # the guest's accounting at the window's end (see GuestModel.carry)
 
 
 @dataclass
@@ -120,6 +136,7 @@ class HostWindow:
     guests: list[GuestWindow]
     rows: dict[str, np.ndarray]
     violations: list[tuple[int, str, str]] = field(default_factory=list)
+    status: Any = None  # HostStatus at the window's end (for the HA controller)
 
     @property
     def dev_ops(self) -> int:
@@ -165,6 +182,7 @@ class GuestRunner:
             tmem_unkeyed_bytes=unkeyed,
             window_new_puts=g.window_new_puts,
             alive=g.alive,
+            cooperative=g.cooperative,
             active_pages=g.active_pages(),
             cache_pages=cache.count if cache is not None else 0,
             cache_dirty=cache.dirty if cache is not None else 0,
@@ -185,6 +203,8 @@ class GuestRunner:
     ) -> Generator[Any, Any, GuestWindow]:
         """Run epochs [e0, e1) under the host's directives for this window."""
         g = self.model
+        if g.cooperative and _stopped_cooperating(g, e0):
+            g.stop_cooperating()
         g.start_window(e0, directives)
         n = e1 - e0
         rows = {c: np.zeros(n, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS}
@@ -193,7 +213,13 @@ class GuestRunner:
         for i, e in enumerate(range(e0, e1)):
             ooms, was_alive = g.counters["guest_oom_kills"], g.alive
             hooms = g.counters["host_oom_kills"]
+            shrink = (yield from g.shrink_tmem(device, dt)) if g.shrink_left else None
             s: EpochStats = yield from g.epoch(e, e * dt, dt, device)
+            if shrink is not None:  # the reclaim's writes load the device like the epoch's
+                s.disk_writes += shrink.disk_writes
+                s.dev_ops += shrink.dev_ops
+                s.dev_bytes += shrink.dev_bytes
+                s.violations += shrink.violations
             _fill_row(rows, i, g, s)
             backed[i] = g.frames.backed_count
             out.dev_ops += s.dev_ops
@@ -211,7 +237,26 @@ class GuestRunner:
         if e0 // AUDIT_EPOCHS != e1 // AUDIT_EPOCHS:  # recount the ledgers from the tables
             out.violations += [(e1 - 1, "conservation", m) for m in g.conservation(full=True)]
         out.state = self.state()
+        out.carry = g.carry()
         return out
+
+    def backend_lost(self, t: float, reboot: float) -> Generator[Any, Any, dict[str, int]]:
+        """The host's Redis died under this guest (see GuestModel.backend_lost)."""
+        return (yield from self.model.backend_lost(t, reboot))
+
+    def adopt(self, carry: dict, boot: Boot) -> Generator[Any, Any, None]:
+        """Boot as a later incarnation: continue `carry`'s accounting and drop the disks of
+        the incarnation that died (shared storage still holds them)."""
+        g = self.model
+        g.adopt(carry, boot.downtime)
+        g.next_epoch = boot.epoch
+        if boot.boot_time > 0:
+            g.alive = False
+            g.down_until = boot.t + boot.boot_time
+        old = Request(g.name, g.host, carry["disk"], swap=SwapOps(_E, _E, None, drop=True))
+        if carry["files"]:
+            old.files = SwapOps(_E, _E, None, drop=True)
+        yield old
 
     def drain(self) -> Generator[Any, Any, tuple[int, EpochStats]]:
         return (yield from self.model.drain_tmem())
@@ -251,6 +296,21 @@ class GuestRunner:
                 )
             )
         return guest_summary(g), violations, g.hist.copy()
+
+
+def _stopped_cooperating(g: GuestModel, epoch: int) -> bool:
+    """Whether a `stop_cooperating` event for the guest is due at or before `epoch` (the guest
+    reads its timeline from the scenario, so no runtime call is needed)."""
+    sc = g.settings
+    for ev in getattr(sc, "events", None) or ():
+        if getattr(ev, "stop_cooperating", None) == g.name and _epoch_of(sc, ev.at) <= epoch:
+            return True
+    return False
+
+
+def _epoch_of(sc: Any, at: float) -> int:
+    dt = float(sc.epoch)
+    return min(math.ceil(at / dt - 1e-9), max(0, math.ceil(sc.duration / dt - 1e-9) - 1))
 
 
 def _ksm_candidates(g: GuestModel) -> np.ndarray | None:
@@ -302,7 +362,8 @@ def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats)
     rows["cleancache_hits"][i] = s.cleancache_hits
 
 
-def _latency(hist: np.ndarray) -> dict[str, float]:
+def hist_latency(hist: np.ndarray) -> dict[str, float]:
+    """The fault-latency percentiles summary.json reports, from a histogram."""
     return {
         "p50": hist_percentile(hist, 0.5),
         "p99": hist_percentile(hist, 0.99),
@@ -314,6 +375,7 @@ def guest_summary(g: GuestModel) -> dict:
     """The per-guest figures of summary.json."""
     return {
         "host": g.host,
+        "incarnation": g.incarnation,
         "progress": round(g.progress(), 6),
         "alive_seconds": round(g.alive_seconds, 6),
         "work_seconds": round(g.work_seconds, 6),
@@ -321,7 +383,7 @@ def guest_summary(g: GuestModel) -> dict:
         "stall_pending_seconds": round(g.debt, 9),
         "downtime_seconds": round(g.downtime_seconds, 6),
         "stall_by_source": {k: round(v, 9) for k, v in g.stall_by_source.items()},
-        "fault_latency": _latency(g.hist),
+        "fault_latency": hist_latency(g.hist),
         "counters": {k: int(g.counters[k]) for k in COUNTERS},
         "memory_bytes": g.spec.memory,
         "maxmem_bytes": g.spec.maxmem,
@@ -359,8 +421,9 @@ class HostRunner:
         h.guests = states
         h.refresh()
         h.granted = 0
+        h.reclaiming = h.reclaim_need > 0
         if states:
-            h.reclaiming = _reclaiming_at(h, min(g.next_epoch for g in states))
+            h.reclaiming = h.reclaiming or _reclaiming_at(h, min(g.next_epoch for g in states))
         for g in states:
             g.plan.hswap_capacity = h.hswap_pages_cap
         if h.tmem_dedup and self.mechanism.guest_uses_tmem:
@@ -410,6 +473,7 @@ class HostRunner:
         rows["tmem_shared_pages"][:] = h.tmem_shared_pages
         rows["lendable_pages"][:] = h.lendable_at_plan
         rows["mem_state"][:] = STATE_CODES.get(h.state, 0)
+        rows["up"][:] = 1
         if h.frozen:
             for g in guests:
                 puts = int(g.rows["tmem_puts"].sum())
@@ -425,7 +489,23 @@ class HostRunner:
             violations += g.violations
         h.guests = [g.state for g in guests]
         h.refresh()
-        return HostWindow(h.name, guests, rows, violations)
+        return HostWindow(h.name, guests, rows, violations, self.status())
+
+    def status(self) -> HostStatus:
+        """The host's memory now, for the HA controller."""
+        h = self.host
+        room = h.guest_room()
+        return HostStatus(
+            room=room,
+            reserved=h.reserved_pages(),
+            free=h.free_pages(),
+            tmem=h.tmem_pages(),
+            tmem_uncoop=sum(g.tmem_billed for g in h.guests if not g.cooperative),
+            cache=h.cache_pages,
+            ephemeral=h.ephemeral_pages,
+            hswap_free=max(0, h.hswap_pages_cap - sum(g.hswapped for g in h.guests)),
+            headroom=math.ceil(HEADROOM * max(0, room)),
+        )
 
     def check_counts(self, used: int, counts: dict[str, int]) -> list[str]:
         return checkers.pool_counters(self.name, used, counts, self.host.guests)
@@ -434,6 +514,7 @@ class HostRunner:
         h = self.host
         ps = h.page_size
         return {
+            "alive": True,
             "guests": [g.name for g in h.guests],
             "ram_bytes": h.ram_pages * ps,
             "reserve_bytes": h.reserve_pages * ps,

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 
 from overcommit.cluster.runners import (
+    Boot,
     Freeze,
     GuestRunner,
     HostRunner,
@@ -140,12 +141,13 @@ def build_host(scenario: Any, name: str) -> HostModel:
     )
 
 
-def build_guest(scenario: Any, spec: Any, host: str) -> GuestModel:
+def build_guest(scenario: Any, spec: Any, host: str, incarnation: int = 0) -> GuestModel:
     sc = scenario
     mech = build_mechanism(sc.mechanism)
     return GuestModel(
         spec,
         host=host,
+        incarnation=incarnation,
         seed=sc.seed,
         page_size=sc.page_size,
         payload=sc.payload,
@@ -179,15 +181,16 @@ class InlineRuntime:
         self.scenario = sc
         self.fleet = fleet
         self.prefix = sc.redis.prefix
-        hosts = sc.host_names()
-        self.hosts = [HostRunner(build_host(sc, h), build_mechanism(sc.mechanism)) for h in hosts]
-        self.guests: dict[str, list[GuestRunner]] = {h: [] for h in hosts}
+        self.host_names = sc.host_names()
+        self.specs = {s.name: s for s in sc.guest_specs()}
+        self.hosts: dict[str, HostRunner] = {h: self._host(h) for h in self.host_names}
+        self.guests: dict[str, list[GuestRunner]] = {h: [] for h in self.host_names}
         for spec in sc.guest_specs():
             h = placement[spec.name]
             self.guests[h].append(GuestRunner(build_guest(sc, spec, h)))
         self.by_name = {g.name: g for gs in self.guests.values() for g in gs}
         self.execute = SyncExecutor(
-            {h: fleet.host(h).client() for h in hosts},
+            {h: fleet.host(h).client() for h in self.host_names},
             fleet.shared.client(),
             self.prefix,
             sc.payload,
@@ -195,23 +198,36 @@ class InlineRuntime:
         )
         self.calls = 0
 
+    def _host(self, name: str) -> HostRunner:
+        sc = self.scenario
+        return HostRunner(build_host(sc, name), build_mechanism(sc.mechanism))
+
     def host_of(self, guest: str) -> str:
         return self.by_name[guest].model.host
 
     def models(self) -> list[GuestModel]:
-        """The guest models, in scenario order (inline only: tests reach into them)."""
+        """The guest models of running guests, in scenario order (inline only: tests reach
+        into them)."""
         order = [g.name for g in self.scenario.guest_specs()]
-        return [self.by_name[n].model for n in order]
+        return [self.by_name[n].model for n in order if n in self.by_name]
 
     def start(self) -> int:
         """Prepare the stores; returns keys deleted from an earlier run."""
-        clients = [self.fleet.host(h.name).client() for h in self.hosts]
+        clients = [self.fleet.host(h).client() for h in self.hosts]
         return clear_namespace([*clients, self.fleet.shared.client()], self.prefix)
 
-    def run_window(self, e0: int, e1: int, dt: float, device: DeviceQueue) -> list[HostWindow]:
+    def run_window(
+        self,
+        e0: int,
+        e1: int,
+        dt: float,
+        device: DeviceQueue,
+        needs: dict[str, int] | None = None,
+    ) -> list[HostWindow]:
         out = []
-        for hr in self.hosts:
-            runners = self.guests[hr.name]
+        for name, hr in self.hosts.items():
+            runners = self.guests[name]
+            hr.host.reclaim_need = (needs or {}).get(name, 0)
             grants = hr.plan([g.state() for g in runners])
             reports = [
                 drive(g.window(e0, e1, dt, device, grants[g.name]), self.execute) for g in runners
@@ -221,7 +237,7 @@ class InlineRuntime:
         return out
 
     def set_frozen(self, host: str, frozen: bool) -> None:
-        hr = next(h for h in self.hosts if h.name == host)
+        hr = self.hosts[host]
         hr.host.frozen = frozen
         self.execute(Freeze(host, [g.name for g in self.guests[host]], frozen))
 
@@ -230,18 +246,63 @@ class InlineRuntime:
 
     def pool_counts(self) -> list[list[str]]:
         out = []
-        for hr in self.hosts:
-            used, counts = self.execute(PoolCounts(hr.name, [g.name for g in self.guests[hr.name]]))
+        for name, hr in self.hosts.items():
+            used, counts = self.execute(PoolCounts(name, [g.name for g in self.guests[name]]))
             out.append(hr.check_counts(used, counts))
         return out
 
+    # -- faults ------------------------------------------------------------------------------
+    def take_lost(self) -> list[str]:
+        """Hosts that died unannounced (never here: inline has no real faults)."""
+        return []
+
+    def _rebind(self, host: str) -> None:
+        self.execute.pools[host] = TmemPool(self.fleet.host(host).client(), self.prefix)
+
+    def fail_host(self, host: str) -> None:
+        """The host dies: its Redis server is killed, its guests' state is gone."""
+        self.fleet.host(host).kill()
+        del self.hosts[host]
+        for g in self.guests.pop(host):
+            del self.by_name[g.name]
+        self.execute.pools.pop(host, None)
+
+    def recover_host(self, host: str) -> None:
+        """The host is back from repair: a new empty Redis, no guests."""
+        self.fleet.restart_host(host)
+        self._rebind(host)
+        self.hosts[host] = self._host(host)
+        self.hosts = {h: self.hosts[h] for h in self.host_names if h in self.hosts}
+        self.guests[host] = []
+
+    def backend_failure(self, host: str, t: float, reboot: float) -> dict[str, dict[str, int]]:
+        """The host's Redis dies and restarts empty; returns what each guest lost."""
+        self.fleet.host(host).kill()
+        self.fleet.restart_host(host)
+        self._rebind(host)
+        hr = self.hosts[host]
+        if hr.host.frozen:  # the new server has no frozen clients; the host re-freezes them
+            self.execute(Freeze(host, [g.name for g in self.guests[host]], True))
+        return {g.name: drive(g.backend_lost(t, reboot), self.execute) for g in self.guests[host]}
+
+    def restart_guest(self, guest: str, host: str, carry: dict, boot: Boot) -> None:
+        """Boot a new incarnation of `guest` on `host`, continuing `carry`'s accounting."""
+        sc = self.scenario
+        model = build_guest(sc, self.specs[guest], host, incarnation=carry["incarnation"] + 1)
+        runner = GuestRunner(model)
+        drive(runner.adopt(carry, boot), self.execute)
+        self.guests[host].append(runner)
+        self.by_name[guest] = runner
+        if self.hosts[host].host.frozen:
+            self.execute(Freeze(host, [guest], True))
+
     def finish(self) -> tuple[list[tuple[str, dict, list, Any]], list[tuple[str, dict]]]:
         guests = []
-        for hr in self.hosts:
-            for g in self.guests[hr.name]:
+        for name in self.hosts:
+            for g in self.guests[name]:
                 summary, violations, hist = drive(g.finish(), self.execute)
                 guests.append((g.name, summary, violations, hist))
-        return guests, [(hr.name, hr.summary()) for hr in self.hosts]
+        return guests, [(name, hr.summary()) for name, hr in self.hosts.items()]
 
     def close(self) -> None:
         """Nothing to release: the fleet is the driver's."""

@@ -168,8 +168,20 @@ class Balloon(Mechanism):
         # it reclaims from guests from the "soft" state down
         grow_only = host.state in ("high", "clear")
         if host.reclaiming:  # the host wants back what it lent: every guest to its boot size
-            for g in guests:
-                g.plan.alloc_target = min(g.alloc_pages, max(g.min_alloc, g.memory_pages))
+            targets = [min(g.alloc_pages, max(g.min_alloc, g.memory_pages)) for g in guests]
+            # failover: what a restart still lacks comes from inflating further, by the room
+            # each guest has above its floor (cooperative guests first)
+            short = host.reclaim_need - sum(g.alloc_pages - t for g, t in zip(guests, targets))
+            if short > 0:
+                asked = [i for i, g in enumerate(guests) if g.cooperative] or list(
+                    range(len(guests))
+                )
+                room = [max(0, targets[i] - guests[i].min_alloc) for i in asked]
+                cuts = fill_by_demand(short, [float(r) for r in room], room)
+                for i, c in zip(asked, cuts):
+                    targets[i] -= c
+            for g, t in zip(guests, targets):
+                g.plan.alloc_target = t
             return
         room = host.guest_room()
         ws = []

@@ -11,6 +11,11 @@ sync window it splits the room among its guests by their previous window's put d
 remainder), so every put in the window is decided by the guest's own quota and the outcome does
 not depend on the order in which guests run — "any put may fail" makes this a faithful policy.
 
+When the HA controller needs memory on this host for a restart (`HostModel.reclaim_need`), the
+host refuses every put and asks guests to move pool pages to their swap disks (`tmem_shrink`);
+a cooperative guest does so at the pace its share of the shared storage device writes, an
+uncooperative one ignores the request.
+
 Compression and deduplication (`hosts.tmem.compress`, `hosts.tmem.dedup`; Xen: ~2x pages
 stored for ~10x CPU): the pool then bills host RAM, the guest's quota and its maxmem by what
 its pages take, not by their number (`PoolBilling`, the guest-side table of what each of its
@@ -68,6 +73,19 @@ class Frontswap(Mechanism):
         host.tmem_capacity = host.tmem_pages() + sum(grants)
         for g in guests:
             g.plan.tmem_capacity = host.tmem_capacity
+        if host.reclaim_need > 0:
+            ask_to_shrink(host)
+
+
+def ask_to_shrink(host: HostModel) -> None:
+    """Failover reclaim: ask guests to move pool pages to their swap disks, the host's need
+    split by what each holds, among the guests that still cooperate (all, if none does)."""
+    guests = [g for g in host.guests if g.alive and g.tmem_pages]
+    asked = [g for g in guests if g.cooperative] or guests
+    held = [g.tmem_pages for g in asked]
+    want = min(host.reclaim_need, sum(held))
+    for g, k in zip(asked, fill_by_demand(want, [float(x) for x in held], held)):
+        g.plan.tmem_shrink = k
 
 
 class PoolBilling:

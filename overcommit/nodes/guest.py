@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.nodes.host import F_RAM, NO_PAGE, Directives, GuestFrames
+from overcommit.nodes.host import F_HSWAP, F_RAM, NO_PAGE, Directives, GuestFrames
 from overcommit.profiles import Costs, DeviceQueue
 from overcommit.rng import stream
 from overcommit.stores.codec import RecordBatch, is_common, make_batch, verify
@@ -138,6 +138,17 @@ COUNTERS = (
     "cleancache_hits",
     "cleancache_misses",
     "cleancache_evictions",
+    # failover: pool pages a cooperative guest moved to its swap disk when the host asked
+    "tmem_shrink_pages",
+)
+
+#: What a guest carries from one incarnation to the next (its run-long accounting).
+CARRY_FLOATS = (
+    "alive_seconds",
+    "work_seconds",
+    "stall_seconds",
+    "downtime_seconds",
+    "balloon_lag_seconds",
 )
 
 
@@ -354,6 +365,8 @@ class GuestModel:
         self.downtime_seconds = 0.0
         self.debt = 0.0
         self.alive = True
+        self.cooperative = bool(spec.cooperative)
+        self.shrink_left = 0  # pool pages the host asked this window to move to the swap disk
         self.down_until = 0.0
         self.directives = Directives()
         self._hs_ceiling = 0
@@ -698,6 +711,7 @@ class GuestModel:
     def start_window(self, e0: int, directives: Directives) -> None:
         """Take the host's directives for the window starting at epoch `e0`."""
         self.directives = directives
+        self.shrink_left = directives.tmem_shrink if self.cooperative and self.uses_tmem else 0
         self._hs_ceiling = max(self.frames.private_count, directives.frame_budget or 0)
         self.window_start = e0
         self.window_new_puts = 0
@@ -1883,7 +1897,7 @@ class GuestModel:
         the shared device but stall no one.
         """
         stats = EpochStats(alive=self.alive)
-        if not self.spec.cooperative or not self.uses_tmem:
+        if not self.cooperative or not self.uses_tmem:
             return 0, stats
         held = np.flatnonzero(self.slot == FRONTSWAP)
         if len(held) == 0:
@@ -1918,6 +1932,147 @@ class GuestModel:
         stats.dev_ops = ops
         stats.dev_bytes = len(moved) * self.page_size
         return len(moved), stats
+
+    def shrink_tmem(
+        self, device: DeviceQueue, dt: float
+    ) -> Generator[Request, Reply, EpochStats | None]:
+        """Cooperative reclaim, one epoch of it: move pool pages to the swap disk at the pace
+        the disk writes (the guest's share of the shared device), as a guest does when its
+        host asks it to shrink its tmem. Exclusive gets, then swap writes of the records read
+        back, so a corrupt copy stays visible to the checkers. None when there is nothing to do.
+        """
+        if not self.alive or self.shrink_left <= 0:
+            return None
+        held = np.flatnonzero(self.slot == FRONTSWAP)
+        k = min(self.shrink_left, len(held), self._async_budget(device, dt, fair=True))
+        if k <= 0:
+            return None
+        pick = held[:k]
+        stats = EpochStats(alive=True)
+        reply = yield Request(
+            self.name,
+            self.host,
+            self.disk,
+            tmem=TmemOps(pick.astype(np.uint32), _E, None, 0, 0, True),
+        )
+        r = reply.tmem
+        self._check_read(pick, r.found, r.got, "frontswap", stats.violations)
+        got = r.got
+        if len(got):
+            yield Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, got))
+        moved = got.pages.astype(np.int64)
+        lost = np.setdiff1d(pick, moved)
+        for pages in (moved, lost):
+            self._set_loc(pages[self.loc[pages] == FRONTSWAP], SWAP)
+        self._set_slot(moved, SWAP)
+        self._set_slot(lost, NO_SLOT)
+        self._set_loc(lost[self.loc[lost] == SWAP], UNTOUCHED)
+        self.slots_used -= len(lost)
+        self.tmem_pages = int(r.guest_pages)
+        if self.billing is not None:
+            self.billing.remove(pick)
+        self.shrink_left -= len(pick)
+        ops = -(-len(moved) // SWAP_CLUSTER)
+        c = self.counters
+        c["disk_writes"] += len(moved)
+        c["disk_write_ops"] += ops
+        c["tmem_shrink_pages"] += len(moved)
+        stats.disk_writes = len(moved)
+        stats.dev_ops = ops
+        stats.dev_bytes = len(moved) * self.page_size
+        return stats
+
+    def stop_cooperating(self) -> None:
+        """From now on the guest ignores balloon and tmem-shrink requests."""
+        self.cooperative = False
+        self.shrink_left = 0
+        if self.balloon is not None:
+            self.balloon.inflates = False
+
+    # -- faults ----------------------------------------------------------------------------
+    def carry(self) -> dict[str, Any]:
+        """The run-long accounting a later incarnation of this guest continues from."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in CARRY_FLOATS}
+        out.update(
+            incarnation=self.incarnation,
+            disk=self.disk,
+            files=self.has_files,
+            counters=dict(self.counters),
+            stall_by_source=dict(self.stall_by_source),
+            hist=self.hist.copy(),
+            peak_tmem_pages=self.peak_tmem_pages,
+            peak_billed_pages=self.peak_billed_pages,
+            lost_tmem=int(self.census[FRONTSWAP]),
+            lost_hswap=self.frames.hswapped_count,
+            lost_cache=self.cache.dirty if self.cache is not None else 0,
+        )
+        return out
+
+    def adopt(self, carry: dict[str, Any], downtime: float) -> None:
+        """Continue the accounting of an earlier incarnation, down for `downtime` seconds."""
+        for k in CARRY_FLOATS:
+            setattr(self, k, carry[k])
+        self.downtime_seconds += downtime
+        self.counters = dict(carry["counters"])
+        self.stall_by_source = dict(carry["stall_by_source"])
+        self.hist = np.array(carry["hist"], np.int64)
+        self.peak_tmem_pages = carry["peak_tmem_pages"]
+        self.peak_billed_pages = carry["peak_billed_pages"]
+
+    def backend_lost(self, t: float, reboot: float) -> Generator[Request, Reply, dict[str, int]]:
+        """The host's Redis died (the host lives): what only it held is gone.
+
+        A page whose only copy was in tmem or host swap (or a dirty page of the host's disk
+        cache) cannot be read back: the guest crashes, as a kernel must on an unrecoverable
+        swap-in, and reboots after `reboot` seconds as a new incarnation. Otherwise it loses
+        only copies: clean pool copies of resident pages (their slots are gone, the pages are
+        dirty again), the ephemeral pool and the clean disk cache."""
+        lost = {
+            "tmem": int(self.census[FRONTSWAP]) if self.uses_tmem else 0,
+            "hswap": int(
+                np.count_nonzero(self.frames.rec_page[self.frames.state == F_HSWAP] != NO_PAGE)
+            )
+            if self.frames.hswapped_count
+            else 0,
+            "cache": self.cache.dirty if self.cache is not None else 0,
+        }
+        if any(lost.values()):
+            yield from self.crash(t, reboot)
+            return {**lost, "crashed": 1}
+        copies = np.flatnonzero(self.slot == FRONTSWAP)
+        if len(copies):
+            self._set_slot(copies, NO_SLOT)
+            self.dirty[copies] = True
+            self.slots_used -= len(copies)
+        if self.frames.hswapped_count:
+            self.frames.release(np.flatnonzero(self.frames.state == F_HSWAP))
+        self.tmem_pages = 0
+        if self.billing is not None:
+            self.billing.reset()
+        self.eph_pages = 0
+        self.unuse_left = 0
+        self.shrink_left = 0
+        if self.cache is not None:
+            self.cache.drop_all()
+        return {**lost, "crashed": 0}
+
+    def crash(self, t: float, reboot: float) -> Generator[Request, Reply, None]:
+        """The guest dies and reboots in place after `reboot` seconds, a new incarnation: its
+        disks are dropped, its memory is fresh, its accounting continues."""
+        req = Request(self.name, self.host, self.disk, swap=SwapOps(_E, _E, None, drop=True))
+        if self.has_files:
+            req.files = SwapOps(_E, _E, None, drop=True)
+        yield req
+        self.incarnation += 1
+        self.tmem_pages = 0
+        self.eph_pages = 0
+        self.unuse_left = 0
+        self.shrink_left = 0
+        self.debt = 0.0
+        self._init_mechanisms()
+        self._boot()
+        self.alive = reboot <= 0
+        self.down_until = t + reboot
 
     # -- invariants ------------------------------------------------------------------------
     def location_counts(self) -> dict[str, int]:

@@ -217,6 +217,7 @@ class Directives:
     stable: np.ndarray | None = None  # page-sharing: content keys with a shared host frame
     scan_pages: int = 0  # page-sharing: frames the host's scanner visits per epoch
     host_state: str = ""  # VMware-style free-memory state of the host ("" when unused)
+    tmem_shrink: int = 0  # frontswap reclaim: pool pages the host asks the guest to move out
 
 
 @dataclass
@@ -242,6 +243,7 @@ class GuestState:
     tmem_unkeyed_bytes: int = 0  # tmem dedup: bytes of pool pages no other page can match
     window_new_puts: int = 0  # put attempts in the last window (demand)
     alive: bool = True
+    cooperative: bool = True  # whether the guest still honours balloon and shrink requests
     active_pages: int = 0  # distinct pages the workload touched in the last window
     active_estimate: float = 0.0  # the host's smoothed estimate of the working set (pages)
     cache_pages: int = 0  # cached-disk: pages of the guest's disk in the host cache
@@ -335,6 +337,7 @@ class HostModel:
         self.granted = 0  # pages lent in the window being planned (see lend)
         self.frozen = False
         self.reclaiming = False  # a host_reclaim event: lend nothing, take back what it can
+        self.reclaim_need = 0  # pages the HA controller needs freed for a restart (failover)
         self.state = ""  # VMware-style free-memory state, when a mechanism sets one
         self.peak_tmem_pages = 0
         self.min_free_pages = self.ram_pages

@@ -1,0 +1,227 @@
+"""`overcommit drill`: a failover drill — one scenario's faults under several mechanisms.
+
+Each mechanism (and seed) runs the same scenario with the same faults, the scenario's events and
+its chaos schedule, and the drill puts side by side what the failures cost: how long until every
+guest of a failed host ran again, which restarts failed and why, how much memory the survivors
+had to reclaim and how long that took, how the survivors progressed meanwhile, double swaps,
+the verdict and the hypothesis. `drill.json` holds it; each run keeps its run directory.
+
+With real faults (`--real-faults`) every run gets a Ray cluster of its own on this machine
+(`ray.cluster_utils.Cluster`: a head and one node per host, each host actor pinned to its node):
+a `fail_host` event removes the host's Ray node, killing the host actor, its guests' actors and
+its Redis server; the emulator learns of it only when its next call to the host fails, records
+`fail_host` at that epoch (the event log then replays the run exactly), and goes on. A
+`recover_host` event adds a node back for the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overcommit.compare import mean_ci, verdict
+from overcommit.config import EVENT_ACTIONS, Scenario, apply_overrides
+
+SCHEMA = "overcommit.drill/1"
+
+#: Mechanisms a drill runs when none are named.
+DEFAULT_MECHANISMS: tuple[str, ...] = ("none", "frontswap", "host-swap", "balloon")
+
+#: Figures of each run that drill.json and the console report, with their means.
+FIGURES: tuple[str, ...] = (
+    "recovery_seconds",
+    "restart_failures",
+    "reclaimed_bytes",
+    "reclaim_seconds",
+    "survivor_progress",
+    "progress",
+    "double_swaps",
+    "guests_crashed",
+    "tmem_pages_lost",
+)
+
+
+def figures(summary: dict) -> dict[str, Any]:
+    """The drill's figures of one run (`recovery_seconds` None when a guest never came back)."""
+    f, t = summary["failover"], summary["totals"]
+    return {
+        "recovery_seconds": f["recovery_seconds"],
+        "restart_failures": f["restart_failures"],
+        "reclaimed_bytes": f["reclaimed_bytes"],
+        "reclaim_seconds": f["reclaim_seconds"],
+        "survivor_progress": f["survivor_progress_during_recovery"],
+        "progress": t["progress"],
+        "double_swaps": t["double_swaps"],
+        "guests_crashed": t["guests_crashed"],
+        "tmem_pages_lost": t["tmem_pages_lost"],
+    }
+
+
+def failure_reasons(summary: dict) -> list[str]:
+    """`guest: reason` for every restart that failed."""
+    return [
+        f"{x['guest']}: {x['reason']}"
+        for ep in summary["failover"]["episodes"]
+        for x in ep["failures"]
+    ]
+
+
+def replay_events(events: list[dict]) -> list[dict]:
+    """The timeline events of an event log (as scenario `events`), skipped ones left out:
+    faults a chaos schedule drew and real faults the driver detected become plain events, so a
+    scenario with these events and no chaos reruns the run exactly."""
+    out = []
+    for ev in events:
+        kind = ev["kind"]
+        if kind not in EVENT_ACTIONS or "skipped" in ev:
+            continue
+        if kind == "slow_storage":
+            target: Any = {"factor": ev["factor"], "duration": ev["duration"]}
+        elif EVENT_ACTIONS[kind] == "guest":
+            target = ev["guest"]
+        else:
+            target = ev["host"]
+        out.append({"at": ev["t"], kind: target})
+    return out
+
+
+def with_replay(scenario: Scenario, events: list[dict]) -> Scenario:
+    """The scenario with its timeline replaced by an event log's (chaos off)."""
+    return apply_overrides(scenario, {"chaos": None, "events": replay_events(events)})
+
+
+@dataclass
+class DrillRun:
+    mechanism: str
+    seed: int
+    out_dir: Path
+    valid: bool = False
+    exit_code: int = 0
+    hypothesis: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+class RealFaults:
+    """Real node faults on a local Ray cluster: one node per host, removed and added back."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        self.nodes = {h: self._add(h) for h in hosts}
+        self.cluster.wait_for_nodes()
+        self.killed: list[str] = []
+
+    def _add(self, host: str) -> Any:
+        return self.cluster.add_node(num_cpus=1, resources={host: 1})
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def kill(self, host: str) -> None:
+        """Remove the host's Ray node: every process on it dies."""
+        self.cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
+        self.killed.append(host)
+
+    def revive(self, host: str) -> None:
+        """A new Ray node for the repaired host."""
+        self.nodes[host] = self._add(host)
+        self.cluster.wait_for_nodes()
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+@contextlib.contextmanager
+def real_faults(scenario: Scenario) -> Iterator[RealFaults]:
+    """A local multi-node Ray cluster for one run with real faults; shut down after it."""
+    rf = RealFaults(scenario.host_names())
+    try:
+        yield rf
+    finally:
+        rf.shutdown()
+
+
+def plan_drill(base: Scenario, mechanisms: list[str], seeds: int, real: bool) -> list:
+    """(mechanism, scenario) per run; with real faults each runs on Ray, hosts pinned."""
+    from overcommit.compare import plan_runs
+
+    runs = plan_runs(base, mechanisms, seeds)
+    if real:
+        runs = [
+            (m, apply_overrides(sc, {"runtime.kind": "ray", "runtime.pin": "resource"}))
+            for m, sc in runs
+        ]
+    return runs
+
+
+def run_drill(
+    runs: list[tuple[str, Scenario]],
+    out_dir: Path,
+    real: bool = False,
+    on_run: Callable[[int, DrillRun], None] | None = None,
+) -> dict:
+    """Run every scenario, write each run directory and `drill.json`; returns its content."""
+    from overcommit.cluster.engine import run_scenario
+    from overcommit.output import write_json
+
+    done: list[DrillRun] = []
+    for i, (mech, sc) in enumerate(runs):
+        dr = DrillRun(mech, sc.seed, out_dir / f"{mech}-s{sc.seed}")
+        if real:
+            with real_faults(sc) as rf:
+                result = run_scenario(sc, out_dir=dr.out_dir, address=rf.address, real_faults=rf)
+        else:
+            result = run_scenario(sc, out_dir=dr.out_dir)
+        dr.valid = result.valid
+        dr.exit_code = result.exit_code
+        hyp = result.summary["hypothesis"]
+        dr.hypothesis = None if hyp is None else hyp["status"]
+        dr.figures = figures(result.summary)
+        dr.reasons = failure_reasons(result.summary)
+        done.append(dr)
+        if on_run is not None:
+            on_run(i, dr)
+    report = summarise(runs[0][1] if runs else None, done, real)
+    write_json(out_dir / "drill.json", report)
+    return report
+
+
+def summarise(scenario: Scenario | None, done: list[DrillRun], real: bool) -> dict:
+    """The content of drill.json."""
+    mechanisms: dict[str, dict] = {}
+    for dr in done:
+        m = mechanisms.setdefault(dr.mechanism, {"runs": []})
+        m["runs"].append(
+            {
+                "seed": dr.seed,
+                "dir": str(dr.out_dir),
+                "valid": dr.valid,
+                "exit_code": dr.exit_code,
+                "hypothesis": dr.hypothesis,
+                "restart_failure_reasons": dr.reasons,
+                **dr.figures,
+            }
+        )
+    for m in mechanisms.values():
+        runs = m["runs"]
+        m["mean"] = {}
+        for f in FIGURES:
+            values = [r[f] for r in runs]
+            # a run where some guest never came back has no recovery time: no mean either
+            m["mean"][f] = None if any(v is None for v in values) else mean_ci(values)[0]
+        m["valid"] = all(r["valid"] for r in runs)
+        m["verdict"] = verdict(runs)
+    return {
+        "schema": SCHEMA,
+        "scenario": None if scenario is None else scenario.name,
+        "real_faults": real,
+        "seeds": sorted({dr.seed for dr in done}),
+        "figures": list(FIGURES),
+        "mechanisms": mechanisms,
+    }

@@ -74,6 +74,7 @@ __all__ = [
     "CHAOS_FAULTS",
     "Chaos",
     "SlowStorage",
+    "MigrationSettings",
     "HostSwap",
     "Hosts",
     "Limits",
@@ -136,6 +137,8 @@ EVENT_ACTIONS: dict[str, str] = {
     "tmem_backend_failure": "host",
     "stop_cooperating": "guest",
     "slow_storage": "storage",
+    "migrate": "guest",
+    "evacuate": "host",
 }
 
 #: Fault kinds a chaos schedule may draw (``chaos.faults``).
@@ -502,6 +505,26 @@ class HA(_Model):
     boot_time: Duration = 0.0
 
 
+class MigrationSettings(_Model):
+    """Live migration (QEMU's defaults where it has them)."""
+
+    mode: Literal["precopy", "postcopy"] = "precopy"
+    postcopy_after: Int = Field(1, ge=1)
+    downtime_limit: PositiveDuration = 0.3
+    bandwidth: PositiveBandwidth = 128 * 2**20
+    nic: PositiveBandwidth = 10e9 / 8
+    max_rounds: Int = Field(30, ge=1)
+    auto_converge: bool = True
+    throttle_initial: Fraction = 0.2
+    throttle_step: Fraction = 0.1
+    throttle_max: Fraction = 0.99
+    tmem: Literal["xen", "flush-to-swap"] = "xen"
+    concurrency: Int = Field(2, ge=1)
+    fault_latency: Duration = 200e-6
+    zero_page_bytes: Size = 16
+    deadline: PositiveDuration = 120.0
+
+
 class SlowStorage(_Model):
     """A `slow_storage` event: shared storage runs at `factor` of its IOPS and bandwidth."""
 
@@ -732,10 +755,19 @@ class Event(_Model):
     tmem_backend_failure: Name | None = None
     stop_cooperating: Name | None = None
     slow_storage: SlowStorage | None = None
+    migrate: Name | None = None
+    evacuate: Name | None = None
+    to: Name | None = None  # migrate: the destination host
+    mode: Literal["precopy", "postcopy"] | None = None  # migrate: overrides migration.mode
     _chaos: bool = PrivateAttr(default=False)  # drawn by the scenario's chaos schedule
 
     @model_validator(mode="after")
     def _one_action(self) -> Event:
+        if self.migrate is None and (self.to is not None or self.mode is not None):
+            key = "to" if self.to is not None else "mode"
+            raise ValueError(f"'{key}' belongs to a migrate event")
+        if self.migrate is not None and self.to is None:
+            raise ValueError("a migrate event needs 'to: HOST', the destination")
         given = [name for name in EVENT_ACTIONS if getattr(self, name) is not None]
         if not given:
             raise ValueError(f"event needs one action key: {_or_list(list(EVENT_ACTIONS))}")
@@ -760,10 +792,19 @@ class Event(_Model):
         target = self.target
         if isinstance(target, BaseModel):
             target = target.model_dump(mode="json")
-        return {"at": self.at, self.action: target}
+        out = {"at": self.at, self.action: target}
+        if self.to is not None:
+            out["to"] = self.to
+        if self.mode is not None:
+            out["mode"] = self.mode
+        return out
 
 
-if set(EVENT_ACTIONS) != set(Event.model_fields) - {"at"}:  # pragma: no cover - import guard
+if set(EVENT_ACTIONS) != set(Event.model_fields) - {
+    "at",
+    "to",
+    "mode",
+}:  # pragma: no cover - import guard
     raise RuntimeError("EVENT_ACTIONS and the fields of Event disagree")
 
 
@@ -889,6 +930,7 @@ class Scenario(_Model):
     zram: Annotated[ZramSettings, _EMPTY_IS_DEFAULT] = _default(ZramSettings)
     page_sharing: Annotated[PageSharingSettings, _EMPTY_IS_DEFAULT] = _default(PageSharingSettings)
     cleancache: Annotated[CleancacheSettings, _EMPTY_IS_DEFAULT] = _default(CleancacheSettings)
+    migration: Annotated[MigrationSettings, _EMPTY_IS_DEFAULT] = _default(MigrationSettings)
 
     # Where the scenario came from, so apply_overrides can re-validate the raw input.
     _source: str = PrivateAttr(default="<scenario>")
@@ -1183,6 +1225,8 @@ def _cross_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
         elif EVENT_ACTIONS[action] == "guest" and guest_names and target not in guest_names:
             known = _some(scenario.guest_names())
             add(f"unknown guest {target!r} (guests: {known})", "events", index, action)
+        if event.to is not None and event.to not in host_set:
+            add(f"unknown host {event.to!r} {known_hosts}", "events", index, "to")
     if scenario.chaos is not None:
         for index, name in enumerate(scenario.chaos.targets or []):
             if name not in host_set:

@@ -243,7 +243,7 @@ def test_direct_construction_runs_cross_checks():
 
 
 def test_event_actions_match_event_fields():
-    assert set(EVENT_ACTIONS) == set(Event.model_fields) - {"at"}
+    assert set(EVENT_ACTIONS) == set(Event.model_fields) - {"at", "to", "mode"}
     assert set(EVENT_ACTIONS.values()) <= {"host", "guest", "storage"}
 
 

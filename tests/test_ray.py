@@ -302,3 +302,48 @@ def test_failover_same_results_in_every_placement(cluster):
         pd.testing.assert_frame_equal(other[1], ref[1])
         pd.testing.assert_frame_equal(other[2], ref[2])
         assert other[3] == ref[3]
+
+
+def test_migration_same_results_and_the_guest_really_moves(cluster):
+    """A frontswap guest (pool pages in host-1's Redis) migrates to host-2: identical results
+    in every placement; with actors, a new actor on host-2's node owns it afterwards."""
+    from test_migration import mech
+
+    base = apply_overrides(
+        mech("frontswap", duration="6s"), {"runtime.kind": "ray", "runtime.pin": "resource"}
+    )
+    seen: dict = {}
+
+    def look(epoch, runtime, fleet):
+        if epoch == 30:
+            ga = runtime.guest_actors["a-1"]
+            seen["before"] = (ray.get(ga.node_id.remote()), ray.get(ga.pid.remote()), ga)
+        if epoch >= 50 and "after" not in seen:
+            ga = runtime.guest_actors["a-1"]
+            seen["after"] = (ray.get(ga.node_id.remote()), ray.get(ga.pid.remote()))
+            seen["nodes"] = runtime.nodes()
+            seen["versions"] = ray.get(ga.page_versions.remote())
+
+    runs = {
+        "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
+        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "actors": run_scenario(base, on_window=look),
+    }
+    ref = comparable(runs["inline"])
+    assert ref[0]["valid"], ref[0]["checks"]
+    (m,) = ref[0]["migrations"]
+    assert m["outcome"] == "completed" and m["tmem_pages_moved"] > 0
+    for name in ("packed", "actors"):
+        other = comparable(runs[name])
+        assert other[0] == ref[0], name
+        pd.testing.assert_frame_equal(other[1], ref[1])
+        pd.testing.assert_frame_equal(other[2], ref[2])
+        assert other[3] == ref[3]
+    node0, pid0, old = seen["before"]
+    node1, pid1 = seen["after"]
+    assert node0 == seen["nodes"]["host-1"] and node1 == seen["nodes"]["host-2"]
+    assert pid0 != pid1 and seen["versions"].sum() > 0
+    with pytest.raises(ray.exceptions.RayActorError):  # the old actor stopped
+        ray.get(old.pid.remote(), timeout=30)
+    assert runs["actors"].summary["run"]["migration_bytes_crossed"] > 0
+    assert runs["inline"].summary["run"]["migration_bytes_crossed"] == 0

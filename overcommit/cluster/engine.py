@@ -35,6 +35,7 @@ from overcommit.cluster.failover import (
     empty_status,
     fresh_carry,
 )
+from overcommit.cluster.migration import Migrations
 from overcommit.cluster.placement import HostRoom, PlacementError, place
 from overcommit.cluster.runners import Boot
 from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
@@ -392,6 +393,7 @@ def _run(
     device = plan.shared_device
     faults = _Faults(device)
     ctl = Controller(sc, plan, min_detection=per_window)
+    mig = Migrations(sc, plan, ctl)
     carries = {s.name: fresh_carry(s) for s in plan.specs}
     status: dict[str, HostStatus] = {}
     fo = dict.fromkeys(FAILOVER_COUNTERS, 0)
@@ -403,7 +405,7 @@ def _run(
         while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
             _, order, ev = timeline[ev_iter]
             ctx = _EventContext(
-                sc, runtime, ctl, faults, carries, status, fo, log, e0, order, real_faults
+                sc, runtime, ctl, faults, carries, status, fo, log, e0, order, real_faults, mig
             )
             extra = _apply_event(ev, ctx)
             if extra is not None:
@@ -433,7 +435,17 @@ def _run(
         for k, (host, pages) in enumerate(sorted(needs.items())):
             if faults.needs.get(host, 0) == 0:
                 log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
+        refused, mneeds = mig.step(e0, status, plan.mechanism.guest_features)
+        for k, rec in enumerate(refused):
+            log(e0, "migration_refused", (0, 40_000 + k), guest=rec["guest"], reason=rec["outcome"])
+            mig.records.append(rec)
+        for host, pages in mneeds.items():
+            needs[host] = needs.get(host, 0) + pages
+        for k, (host, pages) in enumerate(sorted(mneeds.items())):
+            if faults.needs.get(host, 0) == 0:
+                log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
         faults.needs = needs
+        orders = mig.orders()
         later = [
             c
             for c in (
@@ -443,14 +455,16 @@ def _run(
                 *(x for x in faults.cuts() if x > e0),
             )
         ]
-        e1 = min([epochs, *later])
+        e1 = min([epochs, *later, *([e0 + 1] if mig.busy else [])])
         windows += 1
-        for hw in runtime.run_window(e0, e1, dt, device, needs):
+        reports = {}
+        for hw in runtime.run_window(e0, e1, dt, device, needs, orders):
             recorder.record_host(e0, e1, hw)
             status[hw.name] = hw.status
             for gw in hw.guests:
                 recorder.record_guest(e0, e1, gw, hw.name)
                 carries[gw.name] = gw.carry
+                reports[gw.name] = gw
                 for e, kind, fields in gw.events:
                     log(e, kind, (1, gindex[gw.name]), **fields)
             for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
@@ -460,12 +474,20 @@ def _run(
         for k, host in enumerate(runtime.take_lost() if real_faults is not None else ()):
             # a real fault: the host's actor died in this window; it failed at the window's
             # start (its guests ran nothing since), logged so that a replay is exact
-            ctx = _EventContext(sc, runtime, ctl, faults, carries, status, fo, log, e0, 50_000 + k)
+            ctx = _EventContext(
+                sc, runtime, ctl, faults, carries, status, fo, log, e0, 50_000 + k, None, mig
+            )
             _fail_host(host, ctx, {"detected": "the host's Ray actor died"})
         device.close_window(ops, nbytes, (e1 - e0) * dt)
         if plan.mechanism.guest_uses_tmem:
             for problems in runtime.pool_counts():
                 checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
+        for g, r in mig.running.items():
+            gw = reports.get(g)
+            if gw is not None and gw.stream:
+                runtime.stream(g, r.dest, [p for p, _ in gw.stream], [v for _, v in gw.stream])
+        for k, (kind, fields) in enumerate(mig.after_window(e1, reports, runtime)):
+            log(e1, kind, (-2, k), **fields)
         if progress is not None:
             slowest = getattr(runtime, "slowest", None)
             progress(
@@ -494,6 +516,11 @@ def _run(
     guests = {name: by_guest[name][0] for name in plan.guest_names}
     hist = sum((by_guest[n][2] for n in plan.guest_names), np.zeros(HIST_BINS, np.int64))
     failover = ctl.summary([_survivor_progress(recorder, ctl, ep, epochs) for ep in ctl.episodes])
+    for r in list(mig.running.values()) + list(mig.waiting):  # still running at the end
+        mig.records.append(mig._record(r, epochs, "unfinished: the run ended"))
+    migrations = mig.summary()
+    fo["migrations_completed"] = sum(1 for m in migrations if m["outcome"] == "completed")
+    fo["migrations_failed"] = len(migrations) - fo["migrations_completed"]
     summary = _summarise(
         sc,
         plan,
@@ -507,6 +534,7 @@ def _run(
         windows,
         fo,
         failover,
+        migrations,
         recorder,
     )
     summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
@@ -523,6 +551,7 @@ def _run(
         summary["totals"][total] = int(table[col].sum(axis=1).max())
     summary["run"]["stale_keys_deleted"] = stale_keys
     summary["run"]["nodes"] = getattr(runtime, "nodes", lambda: {})()
+    summary["run"]["migration_bytes_crossed"] = getattr(runtime, "crossed", 0)
     return RunResult(
         summary,
         recorder.guests_frame(),
@@ -560,6 +589,7 @@ class _EventContext:
     e: int
     order: int
     real: Any = None  # RealFaults of a drill that removes Ray nodes
+    mig: Any = None  # the running live migrations
 
     def emit(self, kind: str, sub: int = 0, **fields: Any) -> None:
         self.log(self.e, kind, (0, self.order * 100 + sub), **fields)
@@ -621,12 +651,29 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
         ctx.emit(action, host=target, **tag)
     elif action == "tmem_backend_failure":
         _backend_failure(target, ctx, tag)
+    elif action == "migrate":
+        rec = ctx.mig.request(target, ev.to, ev.mode, e)
+        if rec is not None:
+            ctx.mig.records.append(rec)
+            ctx.emit("migration_refused", guest=target, reason=rec["outcome"])
+        else:
+            ctx.emit(
+                action,
+                guest=target,
+                host=ctl.where.get(target),
+                to=ev.to,
+                mode=ev.mode or ctx.sc.migration.mode,
+            )
+    elif action == "evacuate":
+        guests = ctx.mig.evacuate(target, e)
+        ctx.emit(action, host=target, guests=guests)
     return None
 
 
 def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
     """The host dies now: its guests crash, with what only it held; HA takes over."""
     runtime, ctl, e, action = ctx.runtime, ctx.ctl, ctx.e, "fail_host"
+    lost_remote = [] if ctx.mig is None else ctx.mig.host_failed(target, e)
     guests = list(ctl.members[target])
     runtime.fail_host(target)
     ctx.status.pop(target, None)
@@ -656,6 +703,14 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
             tmem_pages_lost=c["lost_tmem"],
             hswap_pages_lost=c["lost_hswap"],
         )
+    episode = len(ctl.episodes) - 1
+    for k, (g, what) in enumerate(lost_remote):
+        if what != "lost":
+            continue
+        runtime.crash_guest(g)
+        ctl.guest_lost(g, episode, e, ctx.carries[g])
+        ctx.fo["guests_crashed"] += 1
+        ctx.emit("guest_crash", 500 + k, guest=g, host=None, reason="post-copy source failed")
 
 
 def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
@@ -726,6 +781,7 @@ def _summarise(
     windows: int,
     fo: dict[str, int],
     failover: dict,
+    migrations: list[dict],
     recorder: Recorder,
 ) -> dict:
     totals: dict[str, Any] = {k: 0 for k in TOTAL_COUNTERS}
@@ -786,6 +842,7 @@ def _summarise(
             sc, totals, recorder, [round(ep["t"] / sc.epoch) for ep in failover["episodes"]]
         ),
         "failover": failover,
+        "migrations": migrations,
         "totals": totals,
         "guests": guests,
         "hosts": hosts,

@@ -42,6 +42,8 @@ FAILOVER_COUNTERS: tuple[str, ...] = (
     "cache_pages_lost",
     "ha_restarts",
     "restart_failures",
+    "migrations_completed",
+    "migrations_failed",
 )
 
 
@@ -158,6 +160,7 @@ class Controller:
         for g in plan.guest_names:
             self.members[plan.placement[g]].append(g)
         self.where: dict[str, str | None] = dict(plan.placement)
+        self.incoming: dict[str, list[str]] = {}  # live migrations on their way to each host
         self.pending: list[Pending] = []
         self.episodes: list[Episode] = []
         self.given_up: list[Pending] = []
@@ -205,8 +208,28 @@ class Controller:
         return {p.act for p in self.pending} | {p.deadline for p in self.pending}
 
     # -- one step ----------------------------------------------------------------------------
+    def moved(self, guest: str, source: str, dest: str) -> None:
+        """A live migration moved the guest."""
+        if guest in self.members[source]:
+            self.members[source].remove(guest)
+        self.members[dest].append(guest)
+        self.where[guest] = dest
+        if guest in self.incoming.get(dest, []):
+            self.incoming[dest].remove(guest)
+
+    def guest_lost(self, guest: str, episode: int, e: int, carry: dict) -> None:
+        """The guest died with a failed host though it ran elsewhere (a post-copy migration
+        whose source failed): it joins that failure's restarts."""
+        host = self.where.get(guest)
+        if host is not None and guest in self.members[host]:
+            self.members[host].remove(guest)
+        self.where[guest] = None
+        self.episodes[episode].guests.append(guest)
+        self.pending.append(Pending(guest, episode, e, e + self.detect, e + self.deadline, carry))
+
     def _reserved(self, host: str) -> int:
         own = sum(self.specs[g].memory for g in self.members[host])
+        own += sum(self.specs[g].memory for g in self.incoming.get(host, []))
         return own + sum(self.specs[p.guest].memory for p in self.pending if p.target == host)
 
     def _admits(self, host: str, spec: Any, status: dict[str, HostStatus]) -> int:

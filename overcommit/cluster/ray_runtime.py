@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import io
 import os
 import socket
@@ -120,13 +121,13 @@ class HostActorImpl:
         return n
 
     async def run_window(
-        self, e0: int, e1: int, dt: float, device: Any, need: int = 0
+        self, e0: int, e1: int, dt: float, device: Any, need: int = 0, orders: Any = None
     ) -> tuple[Any, float]:
         t0 = time.perf_counter()
         self.runner.host.reclaim_need = need
         if self.mode == "packed":
             self.states = [g.state() for g in self.guests]
-        grants = self.runner.plan(self.states)
+        grants = self.runner.plan(self.states, orders)
         if self.mode == "actors":
             refs = [
                 a.window.remote(e0, e1, dt, device, grants[n])
@@ -218,6 +219,50 @@ class HostActorImpl:
         if self.runner.host.frozen:
             await self.stores.execute(Freeze(self.name, [name], True))
 
+    async def leave(self, name: str, flush_tmem: bool) -> tuple[dict, Any]:
+        """A migrated guest leaves this host: its memory leaves the host's stores. Packed: the
+        runner goes with the result; actors: the guest's actor keeps it (the driver moves it).
+        """
+        i = self.guest_names.index(name)
+        if self.mode == "actors":
+            out, runner = await self.actors[i].leave.remote(flush_tmem)
+            del self.actors[i]
+        else:
+            runner = self.guests.pop(i)
+            out = await drive_async(runner.leave_source(flush_tmem), self.stores.execute)
+        del self.guest_names[i]
+        del self.states[i]
+        return out, runner
+
+    async def enter(self, name: str, runner: Any, records: Any, actor: Any = None) -> dict:
+        """A migrated guest arrives: its pool pages go into this host's pool."""
+        if actor is not None:
+            out = await actor.arrive.remote(self.name, records)
+            self.actors.append(actor)
+            self.guest_names.append(name)
+            self.states.append(await actor.state.remote())
+        else:
+            runner = copy.deepcopy(runner)  # arrays from the object store are read-only
+            out = await drive_async(runner.arrive(self.name, records), self.stores.execute)
+            self.guests.append(runner)
+            self.guest_names.append(name)
+            self.states.append(runner.state())
+        if self.runner.host.frozen:
+            await self.stores.execute(Freeze(self.name, [name], True))
+        return out
+
+    async def drop_guest(self, name: str) -> None:
+        """The guest died here (post-copy whose source failed): release its stores."""
+        i = self.guest_names.index(name)
+        if self.mode == "actors":
+            await self.actors[i].release.remote()
+            del self.actors[i]
+        else:
+            await drive_async(self.guests[i].release_host_stores(), self.stores.execute)
+            del self.guests[i]
+        del self.guest_names[i]
+        del self.states[i]
+
     def has_guest_state(self) -> bool:
         """Whether this actor holds any guest's memory state (it does only when packed)."""
         return bool(self.guests)
@@ -242,6 +287,7 @@ class GuestActorImpl:
         spec = next(g for g in scenario.guest_specs() if g.name == spec_name)
         self.sc = scenario
         self.shared_url = shared_url
+        self.received: dict[int, int] | None = None  # pages streamed to a migration's target
         self.runner = GuestRunner(build_guest(scenario, spec, host, incarnation))
         self.stores = _Stores(host, host_url, shared_url, scenario)
         self.calls = 0
@@ -258,6 +304,41 @@ class GuestActorImpl:
 
     async def adopt(self, carry: dict, boot: Any) -> None:
         await drive_async(self.runner.adopt(carry, boot), self.stores.execute)
+
+    async def leave(self, flush_tmem: bool) -> tuple[dict, Any]:
+        """Migration complete: the memory leaves the source's stores; the runner (page
+        tables, versions, generator state) goes to the destination's actor."""
+        out = await drive_async(self.runner.leave_source(flush_tmem), self.stores.execute)
+        runner, self.runner = self.runner, None
+        return out, runner
+
+    def receive(self, pages: Any, versions: Any) -> int:
+        """A destination actor takes one round's pages (their versions) as they are sent."""
+        import numpy as np
+
+        if self.received is None:
+            self.received = {}
+        for p, v in zip(np.asarray(pages).tolist(), np.asarray(versions).tolist()):
+            self.received[p] = v
+        return len(self.received)
+
+    async def take_over(self, runner: Any) -> int:
+        """Switch-over: the runner arrives; every page streamed earlier must be no newer than
+        the state that arrived (versions only grow). Returns the streamed pages checked."""
+        self.runner = runner = copy.deepcopy(runner)  # object-store arrays are read-only
+        model = runner.model
+        bad = [p for p, v in (self.received or {}).items() if int(model.version[p]) < v]
+        if bad:
+            raise RuntimeError(
+                f"{model.name}: {len(bad)} streamed page(s) newer than the state that arrived"
+            )
+        return len(self.received or {})
+
+    async def arrive(self, dest: str, records: Any) -> dict:
+        return await drive_async(self.runner.arrive(dest, records), self.stores.execute)
+
+    async def release(self) -> None:
+        await drive_async(self.runner.release_host_stores(), self.stores.execute)
 
     def state(self) -> Any:
         return self.runner.state()
@@ -354,6 +435,8 @@ class RayRuntime:
         # in `lost` instead of stopping the run
         self.detect_deaths = False
         self.lost: list[str] = []
+        self.incoming: dict[str, Any] = {}  # migrating guests' actors-to-be
+        self.crossed = 0  # bytes of guest state that crossed between actors in migrations
 
     def await_death(self, host: str, timeout: float = 60.0) -> None:
         """Wait until the host's actor is gone (its Ray node was just removed), so the next
@@ -376,7 +459,7 @@ class RayRuntime:
         lost, self.lost = self.lost, []
         return lost
 
-    def _guest_actor(self, guest: str, host: str, incarnation: int) -> Any:
+    def _guest_actor(self, guest: str, host: str, incarnation: int, register: bool = True) -> Any:
         """A guest actor on its host's Ray node, talking to the host's Redis."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -384,7 +467,8 @@ class RayRuntime:
         ga = self._GuestActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(info["node_id"], soft=False),
         ).remote(self.scenario, guest, host, info["redis_url"], self.shared_url, incarnation)
-        self.guest_actors[guest] = ga
+        if register:
+            self.guest_actors[guest] = ga
         self.actors.append(ga)
         return ga
 
@@ -458,12 +542,25 @@ class RayRuntime:
         return here + sum(self._get([a.start.remote() for a in self.hosts.values()]))
 
     def run_window(
-        self, e0: int, e1: int, dt: float, device: Any, needs: dict[str, int] | None = None
+        self,
+        e0: int,
+        e1: int,
+        dt: float,
+        device: Any,
+        needs: dict[str, int] | None = None,
+        orders: dict[str, Any] | None = None,
     ) -> list[Any]:
         ray = _ray()
         needs = needs or {}
         names = list(self.hosts)
-        refs = [self.hosts[h].run_window.remote(e0, e1, dt, device, needs.get(h, 0)) for h in names]
+        mine = {
+            h: {g: o for g, o in (orders or {}).items() if g in self.guests_on.get(h, ())}
+            for h in names
+        }
+        refs = [
+            self.hosts[h].run_window.remote(e0, e1, dt, device, needs.get(h, 0), mine[h] or None)
+            for h in names
+        ]
         results = []
         for h, ref in zip(names, refs):
             try:
@@ -537,6 +634,50 @@ class RayRuntime:
             self._get(actor.adopt.remote(carry, boot))
         self._get(self.hosts[host].add_guest.remote(guest, carry, boot, actor))
         self.guests_on[host].append(guest)
+
+    def stream(self, guest: str, dest: str, pages: list[Any], versions: list[Any]) -> None:
+        """Actors: a migrating guest's rounds stream to its actor-to-be on the destination."""
+        if self.mode != "actors":
+            return
+        target = self.incoming.get(guest)
+        if target is None:
+            target = self._guest_actor(guest, dest, 0, register=False)
+            self.incoming[guest] = target
+        for p, v in zip(pages, versions):
+            self.crossed += p.nbytes + v.nbytes
+            self._get(target.receive.remote(p, v))
+
+    def move_guest(self, guest: str, source: str, dest: str, flush_tmem: bool) -> dict:
+        """A migrated guest now runs on `dest`: its memory leaves the source's stores and
+        arrives in the destination's; with actors its state moves to a new actor on the
+        destination's node and the old actor stops."""
+        import pickle
+
+        out, runner = self._get(self.hosts[source].leave.remote(guest, flush_tmem))
+        records = out.pop("records")
+        self.guests_on[source].remove(guest)
+        actor = None
+        if self.mode == "actors":
+            old = self.guest_actors.pop(guest)
+            actor = self.incoming.pop(guest, None) or self._guest_actor(
+                guest, dest, 0, register=False
+            )
+            self.crossed += len(pickle.dumps(runner))
+            self._get(actor.take_over.remote(runner))
+            self.guest_actors[guest] = actor
+            _ray().kill(old)
+        out.update(self._get(self.hosts[dest].enter.remote(guest, runner, records, actor)))
+        self.guests_on[dest].append(guest)
+        return out
+
+    def crash_guest(self, guest: str) -> None:
+        host = self.host_of(guest)
+        self._get(self.hosts[host].drop_guest.remote(guest))
+        self.guests_on[host].remove(guest)
+        ga = self.guest_actors.pop(guest, None)
+        if ga is not None:
+            with contextlib.suppress(Exception):
+                _ray().kill(ga)
 
     def finish(self) -> tuple[list, list]:
         names = list(self.hosts)

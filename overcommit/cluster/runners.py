@@ -126,6 +126,9 @@ class GuestWindow:
     hswap_bytes: int = 0
     state: GuestState | None = None
     carry: dict | None = None  # the guest's accounting at the window's end (see GuestModel.carry)
+    migration: dict | None = None  # a live migration's record (see nodes.migration)
+    stream: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (pages, versions)
+    # its rounds sent this window
 
 
 @dataclass
@@ -238,7 +241,22 @@ class GuestRunner:
             out.violations += [(e1 - 1, "conservation", m) for m in g.conservation(full=True)]
         out.state = self.state()
         out.carry = g.carry()
+        if g.migration is not None:
+            out.migration = g.migration.record()
+            out.stream = [(p, g.version[p]) for p in g.migration.sent]
+            g.migration.sent = []
         return out
+
+    def leave_source(self, flush_tmem: bool) -> Generator[Any, Any, dict]:
+        """A migrating guest's memory leaves its source's stores (GuestModel.leave_source)."""
+        return (yield from self.model.leave_source(flush_tmem))
+
+    def arrive(self, dest: str, records: Any) -> Generator[Any, Any, dict]:
+        """...and arrives at `dest` (GuestModel.arrive)."""
+        return (yield from self.model.arrive(dest, records))
+
+    def release_host_stores(self) -> Generator[Any, Any, None]:
+        yield from self.model.release_host_stores()
 
     def backend_lost(self, t: float, reboot: float) -> Generator[Any, Any, dict[str, int]]:
         """The host's Redis died under this guest (see GuestModel.backend_lost)."""
@@ -414,9 +432,12 @@ class HostRunner:
     def name(self) -> str:
         return self.host.name
 
-    def plan(self, states: list[GuestState]) -> dict[str, Directives]:
+    def plan(
+        self, states: list[GuestState], orders: dict[str, Any] | None = None
+    ) -> dict[str, Directives]:
         """Refresh the guest mirrors and let the mechanism set each guest's directives for
-        the next window (plain data, sent to wherever the guest runs)."""
+        the next window (plain data, sent to wherever the guest runs); `orders` are the live
+        migrations of its guests (a migrating guest's pool refuses puts)."""
         h = self.host
         h.guests = states
         h.refresh()
@@ -430,6 +451,11 @@ class HostRunner:
             share_identical(h)  # content several pool pages hold: stored once from now on
         h.lendable_at_plan = h.lendable()
         self.mechanism.plan_window(h)
+        for g in states:
+            order = (orders or {}).get(g.name)
+            g.plan.migration = order
+            if order is not None:
+                g.plan.tmem_quota = min(g.plan.tmem_quota, g.tmem_billed)  # frozen: no puts
         return {g.name: g.plan for g in states}
 
     def combine(self, e0: int, e1: int, guests: list[GuestWindow]) -> HostWindow:

@@ -223,12 +223,13 @@ class InlineRuntime:
         dt: float,
         device: DeviceQueue,
         needs: dict[str, int] | None = None,
+        orders: dict[str, Any] | None = None,
     ) -> list[HostWindow]:
         out = []
         for name, hr in self.hosts.items():
             runners = self.guests[name]
             hr.host.reclaim_need = (needs or {}).get(name, 0)
-            grants = hr.plan([g.state() for g in runners])
+            grants = hr.plan([g.state() for g in runners], orders)
             reports = [
                 drive(g.window(e0, e1, dt, device, grants[g.name]), self.execute) for g in runners
             ]
@@ -295,6 +296,28 @@ class InlineRuntime:
         self.by_name[guest] = runner
         if self.hosts[host].host.frozen:
             self.execute(Freeze(host, [guest], True))
+
+    def move_guest(self, guest: str, source: str, dest: str, flush_tmem: bool) -> dict:
+        """A migrated guest now runs on `dest`: its host-side memory moves there."""
+        runner = self.by_name[guest]
+        out = drive(runner.leave_source(flush_tmem), self.execute)
+        out.update(drive(runner.arrive(dest, out.pop("records")), self.execute))
+        self.guests[source].remove(runner)
+        self.guests[dest].append(runner)
+        if self.hosts[dest].host.frozen:
+            self.execute(Freeze(dest, [guest], True))
+        return out
+
+    def stream(self, guest: str, dest: str, pages: list[Any], versions: list[Any]) -> None:
+        """Nothing crosses a process boundary here."""
+
+    def crash_guest(self, guest: str) -> None:
+        """The guest dies where it runs (a post-copy whose source died): its state is gone."""
+        runner = self.by_name.pop(guest)
+        drive(runner.release_host_stores(), self.execute)
+        for gs in self.guests.values():
+            if runner in gs:
+                gs.remove(runner)
 
     def finish(self) -> tuple[list[tuple[str, dict, list, Any]], list[tuple[str, dict]]]:
         guests = []

@@ -78,6 +78,7 @@ STALL_SOURCES = (
     "cow_break",
     "file_read",
     "cleancache_get",
+    "migration",  # live migration: the stop-and-copy pause, auto-converge throttling, remote faults
 )
 
 COUNTERS = (
@@ -367,6 +368,7 @@ class GuestModel:
         self.alive = True
         self.cooperative = bool(spec.cooperative)
         self.shrink_left = 0  # pool pages the host asked this window to move to the swap disk
+        self.migration: Any = None  # MigrationState while a live migration runs (nodes.migration)
         self.down_until = 0.0
         self.directives = Directives()
         self._hs_ceiling = 0
@@ -712,6 +714,19 @@ class GuestModel:
         """Take the host's directives for the window starting at epoch `e0`."""
         self.directives = directives
         self.shrink_left = directives.tmem_shrink if self.cooperative and self.uses_tmem else 0
+        order = directives.migration
+        if order is None:
+            self.migration = None  # none, or the driver ended it (done, or abandoned)
+        elif self.migration is None or self.migration.order.id != order.id:
+            if self.alive:
+                from overcommit.nodes.migration import start
+
+                tm = int(np.count_nonzero(self.slot == FRONTSWAP)) if order.send_tmem else 0
+                self.migration = start(
+                    order, e0 * self.epoch_seconds, self.loc, self.alloc_pages, self.page_size, tm
+                )
+        else:
+            self.migration.order.bandwidth = order.bandwidth
         self._hs_ceiling = max(self.frames.private_count, directives.frame_budget or 0)
         self.window_start = e0
         self.window_new_puts = 0
@@ -754,6 +769,12 @@ class GuestModel:
         consumed = min(self.debt, dt)
         self.debt -= consumed
         work = dt - consumed
+        mig = self.migration
+        if mig is not None and mig.throttle and mig.active:  # auto-converge throttles the CPU
+            throttled = work * mig.throttle
+            work -= throttled
+            self.stall_seconds += throttled
+            self.stall_by_source["migration"] += throttled
         wl_t = self.wl_epochs * dt
         pages, writes = self.workload.touches(self.rng, wl_t, work)
         self.wl_epochs += 1
@@ -769,6 +790,14 @@ class GuestModel:
         elif pin_to < self.pinned_n:  # munlock: the pages become ordinary
             self.pinned_n = pin_to
         pages, writes = self._fit(pages, writes)
+        if mig is not None and mig.active:
+            from overcommit.nodes.migration import advance
+
+            pause = advance(mig, t, dt, t + consumed, pages, writes, self.loc)
+            if pause:  # stop-and-copy or remote faults: the guest owes the time
+                self.debt += pause
+                self.stall_seconds += pause
+                self.stall_by_source["migration"] += pause
         c["touches"] += len(pages)
         uniq = _unique(pages)
         loc_u = self.loc[uniq]
@@ -1988,6 +2017,123 @@ class GuestModel:
         self.shrink_left = 0
         if self.balloon is not None:
             self.balloon.inflates = False
+
+    # -- live migration --------------------------------------------------------------------
+    def leave_source(self, flush_tmem: bool) -> Generator[Request, Reply, dict[str, Any]]:
+        """A migrating guest's memory leaves its source host's stores (its migration is
+        complete or has switched to post-copy): host-swapped frames are read back (records
+        checked) and freed; dirty pages of the host's disk cache are written back to the swap
+        disk and the cache dropped; ephemeral pages are dropped; persistent pool pages are read
+        out (exclusive gets, checked), or with `flush_tmem` written to the swap disk. Returns
+        what moved, with the pool records (`records`) for `arrive`."""
+        src = self.host
+        out: dict[str, Any] = {"violations": [], "records": None}
+        viol = out["violations"]
+        hs = np.flatnonzero(self.frames.state == F_HSWAP)
+        out["host_swap_reads"] = len(hs)
+        if len(hs):
+            exp_page, exp_ver = self.frames.rec_page[hs].copy(), self.frames.rec_ver[hs].copy()
+            reply = yield Request(
+                self.name,
+                src,
+                self.disk,
+                hswap=HostSwapOps(hs.astype(np.uint32), _E, _E, None, 0, 0),
+            )
+            viol += self._check_hswap_reply(hs, exp_page, exp_ver, reply.hswap, 0)
+            self.frames.swap_in(hs)
+            self.counters["host_swap_ins"] += len(hs)
+        out["cache_writebacks"] = 0
+        if self.cache is not None and self.cache.count:
+            from overcommit.nodes.cached_disk import C_DIRTY
+
+            dirty = np.flatnonzero(self.cache.state == C_DIRTY)
+            if len(dirty):
+                r = (
+                    yield Request(
+                        self.name,
+                        src,
+                        self.disk,
+                        cache=CacheOps(_E, _E, dirty.astype(np.uint32), _E, None),
+                    )
+                ).cache
+                if len(r.written_back):
+                    yield Request(self.name, src, self.disk, swap=SwapOps(_E, _E, r.written_back))
+                out["cache_writebacks"] = len(r.written_back)
+                self.counters["cache_writebacks"] += len(r.written_back)
+            yield Request(self.name, src, self.disk, cache=CacheOps(_E, _E, _E, _E, None, True))
+            self.cache.drop_all()
+        out["ephemeral_dropped"] = self.eph_pages
+        if self.cleancache and self.eph_pages:
+            yield Request(self.name, src, self.disk, eph=EphOps(_E, None, 0, flush_area=True))
+            self.eph_pages = 0
+        held = np.flatnonzero(self.slot == FRONTSWAP)
+        out["tmem_pages_flushed"] = 0
+        if len(held):
+            reply = yield Request(
+                self.name,
+                src,
+                self.disk,
+                tmem=TmemOps(held.astype(np.uint32), _E, None, 0, 0, True),
+            )
+            r = reply.tmem
+            self._check_read(held, r.found, r.got, "frontswap", viol)
+            got = r.got
+            if flush_tmem:  # flush-to-swap: the pool's pages go to the guest's swap disk
+                if len(got):
+                    yield Request(self.name, src, self.disk, swap=SwapOps(_E, _E, got))
+                moved = got.pages.astype(np.int64)
+                self._set_loc(moved[self.loc[moved] == FRONTSWAP], SWAP)
+                self._set_slot(moved, SWAP)
+                self.counters["disk_writes"] += len(moved)
+                self.counters["disk_write_ops"] += -(-len(moved) // SWAP_CLUSTER)
+                out["tmem_pages_flushed"] = len(moved)
+                if self.billing is not None:
+                    self.billing.reset()
+            else:
+                out["records"] = got
+            self.tmem_pages = 0 if flush_tmem else self.tmem_pages
+        return out
+
+    def arrive(self, dest: str, records: Any) -> Generator[Request, Reply, dict[str, Any]]:
+        """The guest now runs on `dest`: its pool pages are put into `dest`'s pool (those the
+        pool refuses go to the swap disk)."""
+        self.host = dest
+        out: dict[str, Any] = {"tmem_pages_moved": 0}
+        if records is None or len(records) == 0:
+            if records is not None:
+                self.tmem_pages = 0
+            return out
+        n = len(records)
+        reply = yield Request(
+            self.name, dest, self.disk, tmem=TmemOps(_E, _E, records, n, 1 << 62, False)
+        )
+        ok = np.asarray(reply.tmem.put_ok, bool)
+        if not ok.all():  # the destination refused some: they go to the swap disk
+            refused = records.take(np.flatnonzero(~ok))
+            yield Request(self.name, dest, self.disk, swap=SwapOps(_E, _E, refused))
+            rp = refused.pages.astype(np.int64)
+            self._set_loc(rp[self.loc[rp] == FRONTSWAP], SWAP)
+            self._set_slot(rp, SWAP)
+            if self.billing is not None:
+                self.billing.remove(rp)
+        out["tmem_pages_moved"] = int(np.count_nonzero(ok))
+        self.tmem_pages = int(reply.tmem.guest_pages)
+        return out
+
+    def release_host_stores(self) -> Generator[Request, Reply, None]:
+        """The guest dies on a host that lives on: drop everything it had in the host's
+        stores (pool area, host swap, disk cache, ephemeral pages)."""
+        req = Request(self.name, self.host, self.disk)
+        if self.uses_tmem:
+            req.tmem = TmemOps(_E, _E, None, 0, 0, False, flush_area=True)
+        if self.cache is not None:
+            req.cache = CacheOps(_E, _E, _E, _E, None, drop=True)
+        if self.host_swap:
+            req.hswap = HostSwapOps(_E, _E, _E, None, 0, 0, drop=True)
+        if self.cleancache:
+            req.eph = EphOps(_E, None, 0, flush_area=True)
+        if not req.empty():
+            yield req
 
     # -- faults ----------------------------------------------------------------------------
     def carry(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ Conservation, checked every epoch:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -218,6 +219,7 @@ class Directives:
     scan_pages: int = 0  # page-sharing: frames the host's scanner visits per epoch
     host_state: str = ""  # VMware-style free-memory state of the host ("" when unused)
     tmem_shrink: int = 0  # frontswap reclaim: pool pages the host asks the guest to move out
+    migration: Any = None  # live migration: the driver's MigrationOrder while one runs
 
 
 @dataclass

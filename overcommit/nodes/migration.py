@@ -1,0 +1,236 @@
+"""Live migration, guest side: pre-copy rounds driven by the guest's real dirty pages, post-copy.
+
+Pre-copy as QEMU does it. Round 1 sends every allocated frame: frames holding a resident page in
+full, free frames as zero pages (`zero_page_bytes` each), ballooned frames not at all, and with
+frontswap (Xen's policy) the guest's persistent pool pages, while its pool refuses puts. Each next
+round sends the resident pages the guest dirtied during the previous one — written, or given new
+content by a fault (first touch, swap-in) — taken from the guest's own touch sequence, whose
+touches are spread evenly over the epoch's work time, so a round that ends inside an epoch splits
+that epoch's writes at its end. When a round's dirty set could be sent within the downtime limit
+at the bandwidth the migration has, the guest stops and the set is sent (the downtime); after
+`max_rounds` rounds without getting there the migration is aborted. With auto-converge, a round
+whose dirty set exceeds half the bytes it sent throttles the guest's CPU (20%, +10% per step, at
+most 99%), from the next epoch on. Rounds and downtime are timed within epochs, not rounded to
+them; the pause itself is charged to the guest as stall in the following epoch.
+
+Post-copy starts as pre-copy; after `postcopy_after` rounds the guest switches to the destination
+(no copy pause) with the last dirty set still at the source: a touch of such a page is a remote
+fault (a stall of `fault_latency` plus the page's transfer), and a background push streams the
+rest in page order at the migration's bandwidth until none is left.
+
+The driver (`overcommit.cluster.migration`) gives each migration its bandwidth every window (its
+own limit, and a fair share of each host's NIC) and moves the guest when this side says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+RAM = 1  # guest page location: resident (nodes.guest.RAM)
+
+
+@dataclass
+class MigrationOrder:
+    """What the driver tells a guest about its migration (in `Directives.migration`)."""
+
+    id: int
+    destination: str
+    mode: str
+    bandwidth: float  # bytes per second this window
+    postcopy_after: int = 1
+    downtime_limit: float = 0.3
+    max_rounds: int = 30
+    auto_converge: bool = True
+    throttle_initial: float = 0.2
+    throttle_step: float = 0.1
+    throttle_max: float = 0.99
+    zero_page_bytes: int = 16
+    fault_latency: float = 200e-6
+    send_tmem: bool = False  # frontswap, Xen's policy: pool pages are sent in round 1
+
+
+@dataclass
+class MigrationState:
+    """One guest's migration in progress, and its record."""
+
+    order: MigrationOrder
+    start: float
+    page_size: int
+    phase: str = "precopy"  # precopy -> done | aborted; precopy -> postcopy -> done
+    rounds: int = 1
+    round_left: float = 0.0  # bytes of the current round still to send
+    round_bytes: float = 0.0  # bytes the current round sends
+    bytes_sent: float = 0.0
+    pages_sent: int = 0
+    pages_resent: int = 0
+    throttle: float = 0.0
+    downtime: float = 0.0
+    end: float | None = None
+    switched: float | None = None  # post-copy: when the guest switched to the destination
+    remote_faults: int = 0
+    dirty: np.ndarray | None = None  # pages dirtied since the current round started
+    remote: np.ndarray | None = None  # post-copy: pages still at the source, in push order
+    rounds_log: list[tuple[float, int, float]] = field(default_factory=list)  # (end, pages, s)
+    sent: list[np.ndarray] = field(default_factory=list)  # pages of each round (streamed)
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("precopy", "postcopy")
+
+    def record(self) -> dict[str, Any]:
+        """The guest-side figures of the migration (the driver adds the rest)."""
+        total = None if self.end is None else round(self.end - self.start, 9)
+        return {
+            "phase": self.phase,
+            "total_seconds": total,
+            "downtime_seconds": round(self.downtime, 9),
+            "bytes_sent": int(round(self.bytes_sent)),
+            "rounds": self.rounds,
+            "pages_sent": self.pages_sent,
+            "pages_resent": self.pages_resent,
+            "throttle": round(self.throttle, 6),
+            "remote_faults": self.remote_faults,
+            "switched": self.switched,
+            "end": self.end,
+        }
+
+
+def start(
+    order: MigrationOrder, t: float, loc: np.ndarray, alloc_pages: int, ps: int, tmem_pages: int
+) -> MigrationState:
+    """Round 1 begins at `t`: every allocated frame, and `tmem_pages` pool pages."""
+    m = MigrationState(order, t, ps)
+    resident = np.flatnonzero(loc == RAM)
+    m.sent.append(resident)
+    m.pages_sent = len(resident) + tmem_pages
+    zero = max(0, alloc_pages - len(resident))
+    m.round_left = m.round_bytes = float(
+        (len(resident) + tmem_pages) * ps + zero * order.zero_page_bytes
+    )
+    m.dirty = np.zeros(len(loc), bool)
+    return m
+
+
+def dirtying(
+    pages: np.ndarray, writes: np.ndarray, loc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the touch sequence, pages) that dirty guest RAM: every write, and the first
+    touch of each page not resident at the epoch's start (its frame gets new content)."""
+    if len(pages) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    mark = writes.copy()
+    nonres = loc[pages] != RAM
+    if nonres.any():
+        _, first = np.unique(pages, return_index=True)
+        firsts = np.zeros(len(pages), bool)
+        firsts[first] = True
+        mark |= nonres & firsts
+    pos = np.flatnonzero(mark)
+    return pos, pages[pos]
+
+
+def advance(
+    m: MigrationState,
+    t: float,
+    dt: float,
+    busy_from: float,
+    pages: np.ndarray,
+    writes: np.ndarray,
+    loc: np.ndarray,
+) -> float:
+    """Run the migration through epoch [t, t + dt), the guest's touches (in time order) spread
+    over [busy_from, t + dt). Returns the pause (stop-and-copy downtime, or post-copy remote
+    fault stalls) the guest owes."""
+    o, ps = m.order, m.page_size
+    bw = max(1.0, o.bandwidth)
+    end = t + dt
+    if m.phase == "postcopy":
+        return _postcopy(m, t, dt, pages, bw)
+    if m.phase != "precopy":
+        return 0.0
+    pos, dpages = dirtying(pages, writes, loc)
+    n = max(1, len(pages))
+    times = busy_from + (pos + 0.5) * ((end - busy_from) / n)
+    k = 0
+    tau = t
+    while True:
+        finish = tau + m.round_left / bw
+        if finish >= end:
+            sent = bw * (end - tau)
+            m.round_left -= sent
+            m.bytes_sent += sent
+            m.dirty[dpages[k:]] = True
+            return 0.0
+        m.bytes_sent += m.round_left
+        j = k + int(np.searchsorted(times[k:], finish, side="left"))
+        m.dirty[dpages[k:j]] = True
+        k = j
+        nxt = np.flatnonzero(m.dirty & (loc == RAM))
+        nb = float(len(nxt) * ps)
+        m.rounds_log.append((finish, len(nxt), nb / bw))
+        if o.mode == "postcopy" and m.rounds >= o.postcopy_after:
+            m.phase = "postcopy"
+            m.switched = finish
+            m.remote = nxt
+            m.dirty[:] = False
+            if len(nxt) == 0:
+                m.phase, m.end = "done", finish
+                return 0.0
+            span = end - busy_from
+            after = int(np.ceil((finish - busy_from) * n / span - 0.5)) if span > 0 else n
+            return _postcopy(m, finish, end - finish, pages[max(0, after) :], bw)
+        if nb / bw <= o.downtime_limit:
+            m.downtime = nb / bw
+            m.bytes_sent += nb
+            m.pages_resent += len(nxt)
+            m.sent.append(nxt)
+            m.phase = "done"
+            m.end = finish + m.downtime
+            return m.downtime
+        if m.rounds >= o.max_rounds:
+            m.phase = "aborted"
+            m.end = finish
+            return 0.0
+        if o.auto_converge and nb > 0.5 * m.round_bytes:
+            m.throttle = (
+                o.throttle_initial
+                if m.throttle == 0
+                else min(o.throttle_max, m.throttle + o.throttle_step)
+            )
+        m.rounds += 1
+        m.pages_resent += len(nxt)
+        m.sent.append(nxt)
+        m.round_left = m.round_bytes = nb
+        m.dirty[:] = False
+        tau = finish
+
+
+def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: float) -> float:
+    """One epoch (or its rest) of post-copy: remote faults on touched pages, then the push."""
+    o, ps = m.order, m.page_size
+    remote = m.remote if m.remote is not None else np.zeros(0, np.int64)
+    stall = 0.0
+    if len(remote) and len(pages):
+        hit = np.isin(remote, pages)
+        nf = int(np.count_nonzero(hit))
+        if nf:
+            m.remote_faults += nf
+            stall = nf * (o.fault_latency + ps / bw)
+            m.bytes_sent += nf * ps
+            m.pages_resent += nf
+            remote = remote[~hit]
+    can = int(bw * dt // ps)
+    if can >= len(remote):
+        m.bytes_sent += len(remote) * ps
+        m.pages_resent += len(remote)
+        m.end = t + len(remote) * ps / bw
+        m.phase = "done"
+        m.remote = remote[:0]
+        return stall
+    m.bytes_sent += can * ps
+    m.pages_resent += can
+    m.remote = remote[can:]
+    return stall

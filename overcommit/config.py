@@ -75,6 +75,7 @@ __all__ = [
     "Chaos",
     "SlowStorage",
     "MigrationSettings",
+    "NetworkDrop",
     "HostSwap",
     "Hosts",
     "Limits",
@@ -139,6 +140,7 @@ EVENT_ACTIONS: dict[str, str] = {
     "slow_storage": "storage",
     "migrate": "guest",
     "evacuate": "host",
+    "network": "storage",
 }
 
 #: Fault kinds a chaos schedule may draw (``chaos.faults``).
@@ -532,6 +534,14 @@ class SlowStorage(_Model):
     duration: PositiveDuration
 
 
+class NetworkDrop(_Model):
+    """A `network` event: bandwidth between hosts (every NIC, every migration's limit) drops
+    to `factor` for a while."""
+
+    factor: Annotated[float, Field(gt=0.0, le=1.0)]
+    duration: PositiveDuration
+
+
 class Chaos(_Model):
     """Seeded random faults: per target host, failures every `mtbf` on average (exponential),
     each repaired after `mttr` on average."""
@@ -757,6 +767,7 @@ class Event(_Model):
     slow_storage: SlowStorage | None = None
     migrate: Name | None = None
     evacuate: Name | None = None
+    network: NetworkDrop | None = None
     to: Name | None = None  # migrate: the destination host
     mode: Literal["precopy", "postcopy"] | None = None  # migrate: overrides migration.mode
     _chaos: bool = PrivateAttr(default=False)  # drawn by the scenario's chaos schedule

@@ -78,13 +78,16 @@ def replay_events(events: list[dict]) -> list[dict]:
         kind = ev["kind"]
         if kind not in EVENT_ACTIONS or "skipped" in ev:
             continue
-        if kind == "slow_storage":
+        if kind in ("slow_storage", "network"):
             target: Any = {"factor": ev["factor"], "duration": ev["duration"]}
         elif EVENT_ACTIONS[kind] == "guest":
             target = ev["guest"]
         else:
             target = ev["host"]
-        out.append({"at": ev["t"], kind: target})
+        item = {"at": ev["t"], kind: target}
+        if kind == "migrate":
+            item.update(to=ev["to"], mode=ev["mode"])
+        out.append(item)
     return out
 
 

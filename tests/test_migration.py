@@ -271,3 +271,16 @@ def test_evacuate_empties_the_host_and_respects_the_concurrency_limit():
     for t0, _ in spans:
         assert sum(1 for a, b in spans if a <= t0 < b) <= 2
     assert max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) == 2
+
+
+def test_network_drop_slows_a_migration_for_its_duration():
+    text = PRECOPY.format(seed=1, duration=12, bw=256, auto="true", rate=5000)
+    base = load_scenario_text(text, "p.yaml")
+    slow = load_scenario_text(text + "  - {at: 1s, network: {factor: 0.25, duration: 2s}}\n", "p")
+    a, b = run_scenario(base), run_scenario(slow)
+    (ma,), (mb,) = a.summary["migrations"], b.summary["migrations"]
+    assert mb["outcome"] == "completed"
+    # 2 s at a quarter of the bandwidth sent what 0.5 s would have: about 1.5 s longer
+    assert mb["total_seconds"] - ma["total_seconds"] == pytest.approx(1.5, abs=0.2)
+    ev = next(e for e in b.events if e["kind"] == "network")
+    assert (ev["factor"], ev["duration"]) == (0.25, 2.0)

@@ -335,6 +335,8 @@ class _Faults:
         self.device = device
         self.base = device.profile
         self.slow: list[tuple[int, float]] = []  # (end epoch, factor)
+        self.net: list[tuple[int, float]] = []  # network drops: (end epoch, factor)
+        self.net_factor = 1.0
         self.needs: dict[str, int] = {}
 
     def slow_storage(self, end: int, factor: float) -> None:
@@ -343,6 +345,8 @@ class _Faults:
     def apply(self, e: int) -> None:
         """Shared storage runs at the smallest factor of the slowdowns in force at `e`."""
         self.slow = [(end, f) for end, f in self.slow if end > e]
+        self.net = [(end, f) for end, f in self.net if end > e]
+        self.net_factor = min((f for _, f in self.net), default=1.0)
         factor = min((f for _, f in self.slow), default=1.0)
         p = self.base
         self.device.profile = (
@@ -352,7 +356,7 @@ class _Faults:
         )
 
     def cuts(self) -> set[int]:
-        return {end for end, _ in self.slow}
+        return {end for end, _ in self.slow} | {end for end, _ in self.net}
 
 
 def _run(
@@ -445,7 +449,7 @@ def _run(
             if faults.needs.get(host, 0) == 0:
                 log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
         faults.needs = needs
-        orders = mig.orders()
+        orders = mig.orders(faults.net_factor)
         later = [
             c
             for c in (
@@ -631,6 +635,10 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
     elif action == "slow_storage":
         end = e + max(1, math.ceil(target.duration / ctx.sc.epoch - 1e-9))
         ctx.faults.slow_storage(end, target.factor)
+        ctx.emit(action, factor=target.factor, duration=target.duration, **tag)
+    elif action == "network":
+        end = e + max(1, math.ceil(target.duration / ctx.sc.epoch - 1e-9))
+        ctx.faults.net.append((end, target.factor))
         ctx.emit(action, factor=target.factor, duration=target.duration, **tag)
     elif action == "fail_host":
         if ctx.real is not None:  # a drill with real faults: remove the host's Ray node; the

@@ -177,8 +177,9 @@ class Migrations:
             )
         return min(hosts, key=lambda h: (reserved(h) / self.ctl.capacity, self.ctl.hosts.index(h)))
 
-    def orders(self) -> dict[str, MigrationOrder]:
-        """Each running migration's order for the next window, with its bandwidth share."""
+    def orders(self, net_factor: float = 1.0) -> dict[str, MigrationOrder]:
+        """Each running migration's order for the next window, with its bandwidth share (all
+        bandwidth times `net_factor` while a `network` drop lasts)."""
         c = self.cfg
         load: dict[str, int] = {}
         live = [
@@ -191,7 +192,7 @@ class Migrations:
             load[r.dest] = load.get(r.dest, 0) + 1
         out = {}
         for r in live:
-            bw = min(c.bandwidth, c.nic / load[r.source], c.nic / load[r.dest])
+            bw = net_factor * min(c.bandwidth, c.nic / load[r.source], c.nic / load[r.dest])
             out[r.guest] = MigrationOrder(
                 id=r.id,
                 destination=r.dest,

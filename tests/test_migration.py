@@ -284,3 +284,109 @@ def test_network_drop_slows_a_migration_for_its_duration():
     assert mb["total_seconds"] - ma["total_seconds"] == pytest.approx(1.5, abs=0.2)
     ev = next(e for e in b.events if e["kind"] == "network")
     assert (ev["factor"], ev["duration"]) == (0.25, 2.0)
+
+
+# Regressions: a destination's memory is never promised twice; crashed guests stop migrating;
+# evacuated hosts take no new guests; refusals replay.
+EVAC_FULL = """
+name: evacfs
+seed: 3
+duration: 20s
+epoch: 100ms
+runtime: {kind: inline}
+mechanism: frontswap
+migration: {bandwidth: 256MiB/s, concurrency: 1, tmem: TMEM}
+placement: first-fit
+hosts: {count: 2, ram: 320MiB, reserve: 32MiB, boot: lazy, swap: {device: ssd, size: 256MiB}}
+shared_storage: {device: ssd}
+guests:
+  - {name: a, count: 2, host: host-1, memory: 64MiB, maxmem: 160MiB, swap: 160MiB,
+     workload: {kind: zipf, working_set: 150MiB, access_rate: 30k/s, write_fraction: 0, skew: 0.3}}
+  - {name: b, count: 2, host: host-2, memory: 64MiB, maxmem: 160MiB, swap: 160MiB,
+     workload: {kind: zipf, working_set: 150MiB, access_rate: 30k/s, write_fraction: 0, skew: 0.3}}
+events:
+  - {at: 4s, evacuate: host-1}
+"""
+
+
+@pytest.mark.parametrize("policy", ["flush-to-swap", "xen"])
+def test_evacuating_into_a_host_whose_ram_is_lent_never_overdraws_it(policy):
+    r = run_scenario(load_scenario_text(EVAC_FULL.replace("TMEM", policy), "e.yaml"))
+    s = r.summary
+    assert s["valid"], s["checks"]  # RAM conservation on host-2 held every epoch
+    assert (r.hosts.free_pages >= 0).all()
+    reclaims = [e for e in r.events if e["kind"] == "reclaim" and e["host"] == "host-2"]
+    assert reclaims  # host-2 had to take its lent RAM back first
+    if policy == "flush-to-swap":
+        assert [m["outcome"] for m in s["migrations"]] == ["completed", "completed"]
+
+
+def test_restart_and_migration_decided_together_share_the_destination():
+    from test_failover import failover
+
+    sc = apply_overrides(
+        failover(duration="20s", deadline="15s"),
+        {
+            "events": [
+                {"at": 4.0, "fail_host": "host-1"},
+                {"at": 4.0, "migrate": "g-2", "to": "host-3"},
+            ],
+            "migration.tmem": "flush-to-swap",
+        },
+    )
+    r = run_scenario(sc)
+    assert r.summary["valid"], r.summary["checks"]
+    assert (r.hosts.free_pages >= 0).all()
+
+
+def test_a_guest_that_crashes_mid_migration_stops_migrating():
+    r = run_scenario(mech("frontswap", extra="  - {at: 4.3s, tmem_backend_failure: host-1}"))
+    s = r.summary
+    assert s["valid"], s["checks"]
+    (m,) = s["migrations"]
+    assert m["outcome"] == "failed: the guest crashed"
+    assert s["guests"]["a-1"]["host"] == "host-1" and s["guests"]["a-1"]["incarnation"] == 1
+    assert not any(e["kind"] == "migrated" for e in r.events)
+
+
+def test_an_evacuated_host_takes_no_restarts():
+    from test_failover import failover
+
+    sc = apply_overrides(
+        failover(mechanism="none", duration="20s", deadline="10s"),
+        {
+            "hosts.ram": "640MiB",
+            "events": [
+                {"at": 4.0, "fail_host": "host-1"},
+                {"at": 4.5, "evacuate": "host-2"},
+            ],
+        },
+    )
+    r = run_scenario(sc)
+    s = r.summary
+    assert s["valid"], s["checks"]
+    assert s["hosts"]["host-2"]["guests"] == []
+    assert all(e["host"] == "host-3" for e in r.events if e["kind"] == "ha_restart")
+
+
+def test_refused_migrations_are_logged_and_replay():
+    from overcommit.drill import with_replay
+
+    with pytest.raises(Exception, match=r"events\[2\]\.to: unknown host 'nohost'"):
+        mech(
+            "frontswap",
+            extra="  - {at: 5s, migrate: a-2, to: host-1}\n  - {at: 5s, migrate: a-3, to: nohost}",
+        )
+    sc = mech("frontswap", extra="  - {at: 5s, migrate: a-2, to: host-1}")
+    r = run_scenario(sc)
+    outcomes = [m["outcome"] for m in r.summary["migrations"]]
+    assert outcomes == ["completed", "refused: the guest already runs on host-1"]
+    again = run_scenario(with_replay(sc, r.events))
+    assert [m["outcome"] for m in again.summary["migrations"]] == outcomes
+
+
+def test_migrating_to_a_failed_host_is_refused_at_once():
+    r = run_scenario(mech("none", extra="  - {at: 2s, fail_host: host-2}", **{"events.0.at": "5s"}))
+    (m,) = r.summary["migrations"]
+    assert m["outcome"] == "refused: the destination host-2 is down"
+    assert r.summary["run"]["windows"] < 20  # no epoch-long windows waiting for a deadline

@@ -234,3 +234,42 @@ def test_cli_sweep_bad_input_is_one_line_exit_2(tmp_path):
         assert proc.returncode == 2, (extra, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cli_sweep_killed_by_a_signal_midway_resumes_only_the_missing(tmp_path):
+    """Ctrl-C from outside while runs are in flight: the rows already stored stay, whole; the
+    same command then runs only what is missing."""
+    import os
+    import signal
+    import time
+
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        TINY.format(hosts=1, count=2, maxmem="96MiB", ws="64MiB").replace("5s", "20s")
+    )
+    out = tmp_path / "sw"
+    args = [
+        *CLI, "sweep", str(config), "--grid", "guests.0.count=1:4:1", "--mechanisms",
+        "none,frontswap", "--parallel", "2", "--out", str(out), "--no-report", "-q",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if (out / RESULTS).exists():
+            stored = len(pd.read_parquet(out / RESULTS))
+            if stored >= 2:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None and stored >= 2, "the sweep finished before it could be stopped"
+    proc.send_signal(signal.SIGINT)
+    _, err_text = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err_text
+    kept = pd.read_parquet(out / RESULTS)
+    assert 2 <= len(kept) < 8 and kept["key"].is_unique
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"8 planned, {8 - len(kept)} executed, {len(kept)} skipped" in again.stdout
+    rows = pd.read_parquet(out / RESULTS)
+    assert len(rows) == 8 and set(kept["key"]) < set(rows["key"])

@@ -399,6 +399,7 @@ def _run(
     ctl = Controller(sc, plan, min_detection=per_window)
     mig = Migrations(sc, plan, ctl)
     carries = {s.name: fresh_carry(s) for s in plan.specs}
+    tmem_held: dict[str, int] = {}  # each guest's pool pages at its last report
     status: dict[str, HostStatus] = {}
     fo = dict.fromkeys(FAILOVER_COUNTERS, 0)
     ev_iter = 0
@@ -439,7 +440,7 @@ def _run(
         for k, (host, pages) in enumerate(sorted(needs.items())):
             if faults.needs.get(host, 0) == 0:
                 log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
-        refused, mneeds = mig.step(e0, status, plan.mechanism.guest_features)
+        refused, mneeds = mig.step(e0, status, plan.mechanism.guest_features, tmem_held)
         for k, rec in enumerate(refused):
             log(e0, "migration_refused", (0, 40_000 + k), guest=rec["guest"], reason=rec["outcome"])
             mig.records.append(rec)
@@ -462,13 +463,15 @@ def _run(
         e1 = min([epochs, *later, *([e0 + 1] if mig.busy else [])])
         windows += 1
         reports = {}
-        for hw in runtime.run_window(e0, e1, dt, device, needs, orders):
+        for hw in runtime.run_window(e0, e1, dt, device, needs, orders, ctl.promised_pages()):
             recorder.record_host(e0, e1, hw)
             status[hw.name] = hw.status
+            ctl.reported(hw.name, [gw.name for gw in hw.guests])
             for gw in hw.guests:
                 recorder.record_guest(e0, e1, gw, hw.name)
                 carries[gw.name] = gw.carry
                 reports[gw.name] = gw
+                tmem_held[gw.name] = gw.state.tmem_pages if gw.state is not None else 0
                 for e, kind, fields in gw.events:
                     log(e, kind, (1, gindex[gw.name]), **fields)
             for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
@@ -641,10 +644,10 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
         ctx.faults.net.append((end, target.factor))
         ctx.emit(action, factor=target.factor, duration=target.duration, **tag)
     elif action == "fail_host":
-        if ctx.real is not None:  # a drill with real faults: remove the host's Ray node; the
-            ctx.real.kill(target)  # driver detects the death when it next calls the host
+        if ctx.real is not None:  # a drill with real faults: remove the host's Ray node and
+            ctx.real.kill(target)  # wait until the driver sees its actor dead
             runtime.await_death(target)
-            return None
+            tag = {**tag, "detected": "the host's Ray actor died"}
         _fail_host(target, ctx, tag)
     elif action == "recover_host":
         if ctl.alive[target]:
@@ -660,18 +663,13 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
     elif action == "tmem_backend_failure":
         _backend_failure(target, ctx, tag)
     elif action == "migrate":
+        host = ctl.where.get(target)
         rec = ctx.mig.request(target, ev.to, ev.mode, e)
+        mode = ev.mode or ctx.sc.migration.mode
+        extra = {"refused": rec["outcome"]} if rec is not None else {}
         if rec is not None:
             ctx.mig.records.append(rec)
-            ctx.emit("migration_refused", guest=target, reason=rec["outcome"])
-        else:
-            ctx.emit(
-                action,
-                guest=target,
-                host=ctl.where.get(target),
-                to=ev.to,
-                mode=ev.mode or ctx.sc.migration.mode,
-            )
+        ctx.emit(action, guest=target, host=host, to=ev.to, mode=mode, **extra)
     elif action == "evacuate":
         guests = ctx.mig.evacuate(target, e)
         ctx.emit(action, host=target, guests=guests)
@@ -714,11 +712,24 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
     episode = len(ctl.episodes) - 1
     for k, (g, what) in enumerate(lost_remote):
         if what != "lost":
+            runtime.cancel_migration(g)
             continue
+        host = ctl.where.get(g)
         runtime.crash_guest(g)
         ctl.guest_lost(g, episode, e, ctx.carries[g])
+        c = ctx.carries[g]
         ctx.fo["guests_crashed"] += 1
-        ctx.emit("guest_crash", 500 + k, guest=g, host=None, reason="post-copy source failed")
+        ctx.fo["tmem_pages_lost"] += c["lost_tmem"]
+        ctx.fo["hswap_pages_lost"] += c["lost_hswap"]
+        ctx.emit(
+            "guest_crash",
+            500 + k,
+            guest=g,
+            host=host,
+            reason="post-copy source failed",
+            tmem_pages_lost=c["lost_tmem"],
+            hswap_pages_lost=c["lost_hswap"],
+        )
 
 
 def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
@@ -726,6 +737,9 @@ def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> No
     runtime, ctl, action = ctx.runtime, ctx.ctl, "tmem_backend_failure"
     lost = runtime.backend_failure(target, ctx.e * ctx.sc.epoch, ctx.sc.ha.boot_time)
     crashed = [g for g in ctl.members[target] if lost[g]["crashed"]]
+    for g in crashed:  # a guest that crashed is no longer migrating
+        if ctx.mig is not None:
+            ctx.mig.cancel(g, ctx.e, "failed: the guest crashed", runtime)
     ctx.fo["backend_failures"] += 1
     ctx.fo["guests_crashed"] += len(crashed)
     for g in ctl.members[target]:

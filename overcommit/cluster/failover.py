@@ -161,6 +161,10 @@ class Controller:
             self.members[plan.placement[g]].append(g)
         self.where: dict[str, str | None] = dict(plan.placement)
         self.incoming: dict[str, list[str]] = {}  # live migrations on their way to each host
+        # pages decided for a host (a restart, an incoming migration) that its last report does
+        # not include yet: nobody else may count on them
+        self.promised: dict[str, dict[str, int]] = {h: {} for h in self.hosts}
+        self.draining: set[str] = set()  # hosts being evacuated: they take no new guests
         self.pending: list[Pending] = []
         self.episodes: list[Episode] = []
         self.given_up: list[Pending] = []
@@ -175,6 +179,8 @@ class Controller:
         self.alive[host] = False
         guests = list(self.members[host])
         self.members[host] = []
+        self.promised[host] = {}
+        self.incoming.pop(host, None)
         ep = Episode(len(self.episodes), host, e, guests)
         self.episodes.append(ep)
         for g in guests:
@@ -191,6 +197,8 @@ class Controller:
         """`host` is back, empty; guests that failed to restart try again, with a new deadline."""
         self.alive[host] = True
         self.members[host] = []
+        self.promised[host] = {}
+        self.draining.discard(host)
         for p in self.given_up:
             p.act, p.deadline, p.target = e, e + self.deadline, None
             self.pending.append(p)
@@ -227,6 +235,30 @@ class Controller:
         self.episodes[episode].guests.append(guest)
         self.pending.append(Pending(guest, episode, e, e + self.detect, e + self.deadline, carry))
 
+    def avail(self, host: str, st: HostStatus) -> int:
+        """Pages the host can give a new guest now: what its last report left (its free RAM
+        under host-swap, else its room less what its guests' allocations promise), less what was
+        promised since."""
+        base = st.free - st.headroom if self.pages_out else st.room - st.reserved
+        return base - sum(self.promised.get(host, {}).values())
+
+    def promise(self, host: str, guest: str, pages: int) -> None:
+        self.promised.setdefault(host, {})[guest] = pages
+
+    def unpromise(self, host: str, guest: str) -> None:
+        self.promised.get(host, {}).pop(guest, None)
+
+    def reported(self, host: str, guests: list[str]) -> None:
+        """The host's report of a window now includes these guests: their promises are kept."""
+        mine = self.promised.get(host, {})
+        for g in guests:
+            mine.pop(g, None)
+
+    def promised_pages(self) -> dict[str, dict[str, int]]:
+        """Per host, the pages promised to each arriving guest and not yet reported (the host
+        must not lend them while the guest is not among its own)."""
+        return {h: dict(p) for h, p in self.promised.items() if p}
+
     def _reserved(self, host: str) -> int:
         own = sum(self.specs[g].memory for g in self.members[host])
         own += sum(self.specs[g].memory for g in self.incoming.get(host, []))
@@ -241,7 +273,11 @@ class Controller:
 
     def _choose(self, p: Pending, status: dict[str, HostStatus]) -> str | None:
         spec = self.specs[p.guest]
-        fits = [h for h in self.hosts if self.alive[h] and self._admits(h, spec, status) >= 0]
+        fits = [
+            h
+            for h in self.hosts
+            if self.alive[h] and h not in self.draining and self._admits(h, spec, status) >= 0
+        ]
         if not fits:
             return None
         pol = self.sc.placement
@@ -261,19 +297,14 @@ class Controller:
         restarts: list[tuple[str, str, dict, float]] = []
         needs: dict[str, int] = {}
         failures: list[tuple[str, str]] = []
-        avail: dict[str, int] = {}
-        for h, st in status.items():
-            if self.pages_out:
-                avail[h] = st.free - st.headroom
-            else:
-                avail[h] = st.room - st.reserved
+        avail = {h: self.avail(h, st) for h, st in status.items()}
         due = sorted(
             (p for p in self.pending if p.act <= e),
             key=lambda p: (-self.specs[p.guest].priority, p.failed, self.order[p.guest]),
         )
         for p in due:
             spec = self.specs[p.guest]
-            if p.target is None or not self.alive[p.target]:
+            if p.target is None or not self.alive[p.target] or p.target in self.draining:
                 p.target = self._choose(p, status)
             if p.target is None:
                 if e >= p.deadline:
@@ -294,6 +325,7 @@ class Controller:
                 avail[h] = have - want
                 restarts.append((p.guest, h, p.carry, (e - p.failed) * self.dt))
                 self._started(p, h, e)
+                self.promise(h, p.guest, want)
                 continue
             avail[h] = 0
             if p.reclaim_from is None:

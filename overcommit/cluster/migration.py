@@ -81,13 +81,19 @@ class Migrations:
             return self._refuse(r, e, "the guest is already migrating")
         if dest is not None and dest == src:
             return self._refuse(r, e, f"the guest already runs on {dest}")
+        if dest is not None and not self.ctl.alive.get(dest, False):
+            return self._refuse(r, e, f"the destination {dest} is down")
+        if dest is not None and dest in self.ctl.draining:
+            return self._refuse(r, e, f"the destination {dest} is being evacuated")
         self.waiting.append(r)
         return None
 
     def evacuate(self, host: str, e: int) -> list[str]:
         """Move every guest off `host`, `concurrency` at a time."""
-        guests = [g for g in self.ctl.members[host] if g not in self.running]
+        busy = {*self.running, *(w.guest for w in self.waiting)}
+        guests = [g for g in self.ctl.members[host] if g not in busy]
         self.queues[host] = list(guests)
+        self.ctl.draining.add(host)
         return guests
 
     def _refuse(self, r: Running, e: int, reason: str) -> dict:
@@ -96,7 +102,7 @@ class Migrations:
 
     # -- each window ---------------------------------------------------------------------------
     def step(
-        self, e: int, status: dict[str, Any], features: Any
+        self, e: int, status: dict[str, Any], features: Any, held: dict[str, int]
     ) -> tuple[list[dict], dict[str, int]]:
         """Start what can start; returns (records of refusals, pages each destination lacks)."""
         from overcommit.cluster.failover import boot_need
@@ -110,6 +116,8 @@ class Migrations:
             out += sum(1 for h, _ in self.finishing if h == host)
             while queue and out < self.cfg.concurrency:
                 g = queue.pop(0)
+                if self.ctl.where.get(g) != host:  # it left (crashed, moved) meanwhile
+                    continue
                 rec = self.request(g, None, None, e, evac=host)
                 if rec is not None:
                     done.append(rec)
@@ -134,13 +142,16 @@ class Migrations:
                 done.append(self._record(r, e, f"refused: {r.dest}'s admission control"))
                 continue
             alloc, _ = boot_need(spec, features, self.ps, True)
+            if self.tmem and self.cfg.tmem == "xen":  # its pool pages come along
+                alloc += held.get(r.guest, 0)
             st = status.get(r.dest)
-            have = (st.room - st.reserved - self._incoming_pages(r.dest)) if st else 0
+            have = self.ctl.avail(r.dest, st) if st else 0
             if have >= alloc:
                 self.waiting.remove(r)
                 r.began = e
                 self.running[r.guest] = r
                 self.ctl.incoming.setdefault(r.dest, []).append(r.guest)
+                self.ctl.promise(r.dest, r.guest, alloc)
             elif e - r.start >= self.deadline:
                 self.waiting.remove(r)
                 done.append(self._record(r, e, f"refused: {r.dest} lacked memory"))
@@ -148,22 +159,15 @@ class Migrations:
                 needs[r.dest] = needs.get(r.dest, 0) + alloc - max(0, have)
         return done, needs
 
-    def _incoming_pages(self, host: str) -> int:
-        from overcommit.cluster.failover import boot_need
-
-        total = 0
-        for g in self.ctl.incoming.get(host, []):
-            total += boot_need(
-                self.ctl.specs[g], self.plan.mechanism.guest_features, self.ps, True
-            )[0]
-        return total
-
     def _choose(self, r: Running, status: dict[str, Any]) -> str | None:
         spec = self.ctl.specs[r.guest]
         hosts = [
             h
             for h in self.ctl.hosts
-            if h != r.source and self.ctl.alive[h] and self.ctl._admits(h, spec, status) >= 0
+            if h != r.source
+            and self.ctl.alive[h]
+            and h not in self.ctl.draining
+            and self.ctl._admits(h, spec, status) >= 0
         ]
         if not hosts:
             return None
@@ -237,14 +241,23 @@ class Migrations:
                 if rec["end"] is not None:  # its stop-and-copy pause may outlast the window
                     self.finishing.append((r.source, rec["end"]))
             elif rec["phase"] == "aborted":
-                del self.running[g]
-                inc = self.ctl.incoming.get(r.dest, [])
-                if g in inc:
-                    inc.remove(g)
-                self.records.append(
-                    self._record(r, e1, "aborted: no convergence within max_rounds")
-                )
+                self.cancel(g, e1, "aborted: no convergence within max_rounds", runtime)
         return events
+
+    def cancel(self, guest: str, e: int, outcome: str, runtime: Any) -> None:
+        """End a migration without moving the guest (it stays where it is, or it died)."""
+        r = self.running.pop(guest, None)
+        if r is None:
+            r = next((w for w in self.waiting if w.guest == guest), None)
+            if r is None:
+                return
+            self.waiting.remove(r)
+        inc = self.ctl.incoming.get(r.dest, [])
+        if guest in inc:
+            inc.remove(guest)
+        self.ctl.unpromise(r.dest, guest)
+        runtime.cancel_migration(guest)
+        self.records.append(self._record(r, e, outcome))
 
     def host_failed(self, host: str, e: int) -> list[tuple[str, str]]:
         """A host died: what becomes of the migrations through it. Returns (guest, action):
@@ -257,12 +270,14 @@ class Migrations:
             inc = self.ctl.incoming.get(r.dest, [])
             if g in inc:
                 inc.remove(g)
+            self.ctl.unpromise(r.dest, g)
             if r.moved:  # post-copy: the guest runs at the destination, part of it at the source
                 outcome = "lost: a host failed during post-copy"
                 if host == r.source:
                     out.append((g, "lost"))
             elif host == r.source:
                 outcome = "lost: the source failed"
+                out.append((g, "died"))
             else:
                 outcome = "abandoned: the destination failed; the guest runs on at the source"
                 out.append((g, "abandon"))

@@ -121,13 +121,20 @@ class HostActorImpl:
         return n
 
     async def run_window(
-        self, e0: int, e1: int, dt: float, device: Any, need: int = 0, orders: Any = None
+        self,
+        e0: int,
+        e1: int,
+        dt: float,
+        device: Any,
+        need: int = 0,
+        orders: Any = None,
+        promised: dict[str, int] | None = None,
     ) -> tuple[Any, float]:
         t0 = time.perf_counter()
         self.runner.host.reclaim_need = need
         if self.mode == "packed":
             self.states = [g.state() for g in self.guests]
-        grants = self.runner.plan(self.states, orders)
+        grants = self.runner.plan(self.states, orders, promised)
         if self.mode == "actors":
             refs = [
                 a.window.remote(e0, e1, dt, device, grants[n])
@@ -435,7 +442,7 @@ class RayRuntime:
         # in `lost` instead of stopping the run
         self.detect_deaths = False
         self.lost: list[str] = []
-        self.incoming: dict[str, Any] = {}  # migrating guests' actors-to-be
+        self.incoming: dict[str, tuple[str, Any]] = {}  # migrating guest -> (dest, actor-to-be)
         self.crossed = 0  # bytes of guest state that crossed between actors in migrations
 
     def await_death(self, host: str, timeout: float = 60.0) -> None:
@@ -549,16 +556,20 @@ class RayRuntime:
         device: Any,
         needs: dict[str, int] | None = None,
         orders: dict[str, Any] | None = None,
+        promised: dict[str, dict[str, int]] | None = None,
     ) -> list[Any]:
         ray = _ray()
         needs = needs or {}
+        promised = promised or {}
         names = list(self.hosts)
         mine = {
             h: {g: o for g, o in (orders or {}).items() if g in self.guests_on.get(h, ())}
             for h in names
         }
         refs = [
-            self.hosts[h].run_window.remote(e0, e1, dt, device, needs.get(h, 0), mine[h] or None)
+            self.hosts[h].run_window.remote(
+                e0, e1, dt, device, needs.get(h, 0), mine[h] or None, promised.get(h)
+            )
             for h in names
         ]
         results = []
@@ -625,6 +636,9 @@ class RayRuntime:
     def backend_failure(self, host: str, t: float, reboot: float) -> dict[str, dict[str, int]]:
         lost, url = self._get(self.hosts[host].backend_failure.remote(t, reboot))
         self.infos[host]["redis_url"] = url
+        for dest, actor in self.incoming.values():  # actors-to-be there talk to the new server
+            if dest == host:
+                self._get(actor.rebind.remote(url))
         return lost
 
     def restart_guest(self, guest: str, host: str, carry: dict, boot: Any) -> None:
@@ -639,10 +653,12 @@ class RayRuntime:
         """Actors: a migrating guest's rounds stream to its actor-to-be on the destination."""
         if self.mode != "actors":
             return
-        target = self.incoming.get(guest)
-        if target is None:
-            target = self._guest_actor(guest, dest, 0, register=False)
-            self.incoming[guest] = target
+        held = self.incoming.get(guest)
+        if held is None or held[0] != dest:
+            self.cancel_migration(guest)
+            held = (dest, self._guest_actor(guest, dest, 0, register=False))
+            self.incoming[guest] = held
+        target = held[1]
         for p, v in zip(pages, versions):
             self.crossed += p.nbytes + v.nbytes
             self._get(target.receive.remote(p, v))
@@ -659,8 +675,12 @@ class RayRuntime:
         actor = None
         if self.mode == "actors":
             old = self.guest_actors.pop(guest)
-            actor = self.incoming.pop(guest, None) or self._guest_actor(
-                guest, dest, 0, register=False
+            held = self.incoming.pop(guest, None)
+            if held is not None and held[0] != dest:
+                _ray().kill(held[1])
+                held = None
+            actor = (
+                held[1] if held is not None else self._guest_actor(guest, dest, 0, register=False)
             )
             self.crossed += len(pickle.dumps(runner))
             self._get(actor.take_over.remote(runner))
@@ -669,6 +689,13 @@ class RayRuntime:
         out.update(self._get(self.hosts[dest].enter.remote(guest, runner, records, actor)))
         self.guests_on[dest].append(guest)
         return out
+
+    def cancel_migration(self, guest: str) -> None:
+        """A migration ended without a move: the actor that was to receive it stops."""
+        held = self.incoming.pop(guest, None)
+        if held is not None:
+            with contextlib.suppress(Exception):
+                _ray().kill(held[1])
 
     def crash_guest(self, guest: str) -> None:
         host = self.host_of(guest)

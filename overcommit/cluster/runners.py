@@ -433,13 +433,18 @@ class HostRunner:
         return self.host.name
 
     def plan(
-        self, states: list[GuestState], orders: dict[str, Any] | None = None
+        self,
+        states: list[GuestState],
+        orders: dict[str, Any] | None = None,
+        promised: dict[str, int] | None = None,
     ) -> dict[str, Directives]:
         """Refresh the guest mirrors and let the mechanism set each guest's directives for
         the next window (plain data, sent to wherever the guest runs); `orders` are the live
         migrations of its guests (a migrating guest's pool refuses puts)."""
         h = self.host
         h.guests = states
+        here = {g.name for g in states}
+        h.promised = sum(p for g, p in (promised or {}).items() if g not in here)
         h.refresh()
         h.granted = 0
         h.reclaiming = h.reclaim_need > 0

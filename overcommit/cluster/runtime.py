@@ -224,12 +224,13 @@ class InlineRuntime:
         device: DeviceQueue,
         needs: dict[str, int] | None = None,
         orders: dict[str, Any] | None = None,
+        promised: dict[str, dict[str, int]] | None = None,
     ) -> list[HostWindow]:
         out = []
         for name, hr in self.hosts.items():
             runners = self.guests[name]
             hr.host.reclaim_need = (needs or {}).get(name, 0)
-            grants = hr.plan([g.state() for g in runners], orders)
+            grants = hr.plan([g.state() for g in runners], orders, (promised or {}).get(name))
             reports = [
                 drive(g.window(e0, e1, dt, device, grants[g.name]), self.execute) for g in runners
             ]
@@ -310,6 +311,9 @@ class InlineRuntime:
 
     def stream(self, guest: str, dest: str, pages: list[Any], versions: list[Any]) -> None:
         """Nothing crosses a process boundary here."""
+
+    def cancel_migration(self, guest: str) -> None:
+        """Nothing to release here."""
 
     def crash_guest(self, guest: str) -> None:
         """The guest dies where it runs (a post-copy whose source died): its state is gone."""

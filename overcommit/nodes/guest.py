@@ -2210,6 +2210,7 @@ class GuestModel:
             req.files = SwapOps(_E, _E, None, drop=True)
         yield req
         self.incarnation += 1
+        self.migration = None  # a crashed guest is not migrating any more
         self.tmem_pages = 0
         self.eph_pages = 0
         self.unuse_left = 0

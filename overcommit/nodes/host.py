@@ -340,6 +340,7 @@ class HostModel:
         self.frozen = False
         self.reclaiming = False  # a host_reclaim event: lend nothing, take back what it can
         self.reclaim_need = 0  # pages the HA controller needs freed for a restart (failover)
+        self.promised = 0  # pages promised to guests arriving (restart, migration): not lent
         self.state = ""  # VMware-style free-memory state, when a mechanism sets one
         self.peak_tmem_pages = 0
         self.min_free_pages = self.ram_pages
@@ -400,7 +401,7 @@ class HostModel:
         allocation, minus what earlier lenders of this window booked."""
         if self.reclaiming:
             return 0
-        return max(0, self.guest_room() - self.reserved_pages() - self.granted)
+        return max(0, self.guest_room() - self.reserved_pages() - self.granted - self.promised)
 
     def lend(self, pages: int) -> None:
         """Book `pages` of this window's lending (allocation growth, tmem, caches)."""

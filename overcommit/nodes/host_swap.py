@@ -53,7 +53,7 @@ class HostSwap(Mechanism):
         if not guests:
             return
         # failover: RAM a restart needs is taken out of what the guests may have
-        room = max(0, host.guest_room() - host.reclaim_need)
+        room = max(0, host.guest_room() - host.reclaim_need - host.promised)
         usable = [g.alloc_pages for g in guests]  # a guest that is down comes back
         backed = [g.backed - g.merged for g in guests]  # frames with a host frame of their own
         est = []

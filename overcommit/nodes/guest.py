@@ -867,7 +867,7 @@ class GuestModel:
             resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
-        written = np.isin(order, wset, assume_unique=True) if len(order) else np.zeros(0, bool)
+        written = _member(order, wset)
         if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
             isf_o = order >= self.file_lo
             clean = ((self.slot[order] != NO_SLOT) | isf_o) & ~self.dirty[order] & ~written
@@ -2310,7 +2310,8 @@ class GuestModel:
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
-        used = self.frame[self.frame >= 0]
+        mapped = self.frame >= 0
+        used = self.frame[mapped]
         free = self.free_stack[: self.free_top]
         parts = [
             used,
@@ -2323,7 +2324,7 @@ class GuestModel:
         seen[both] = True
         if len(both) != self.nframes or not seen.all():  # n frames, all seen: no repeats
             return [f"{self.name}: a frame is used twice, or both used and free"]
-        if np.any(self.fpage[used] != np.flatnonzero(self.frame >= 0)):
+        if np.any(self.fpage[used] != np.flatnonzero(mapped)):
             return [f"{self.name}: the frame-to-page map disagrees with the page table"]
         return []
 
@@ -2374,6 +2375,15 @@ def _counts_in(uniq: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     n = np.bincount(np.searchsorted(uniq, a), minlength=len(uniq))
     hit = n > 0
     return uniq[hit], n[hit]
+
+
+def _member(a: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """`np.isin(a, sorted_set)` for a sorted, distinct `sorted_set`: a binary search each."""
+    if len(a) == 0 or len(sorted_set) == 0:
+        return np.zeros(len(a), bool)
+    at = np.searchsorted(sorted_set, a)
+    np.minimum(at, len(sorted_set) - 1, out=at)
+    return sorted_set[at] == a
 
 
 def _no_commit(victims: np.ndarray) -> None:

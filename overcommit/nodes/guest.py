@@ -868,13 +868,14 @@ class GuestModel:
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
         written = _member(order, wset)
+        slotless = self.slot[order] == NO_SLOT
         if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
             isf_o = order >= self.file_lo
-            clean = ((self.slot[order] != NO_SLOT) | isf_o) & ~self.dirty[order] & ~written
-            new_slot = ((self.slot[order] == NO_SLOT) | written) & ~isf_o
+            clean = (~slotless | isf_o) & ~self.dirty[order] & ~written
+            new_slot = (slotless | written) & ~isf_o
         else:
-            clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
-            new_slot = (self.slot[order] == NO_SLOT) | written
+            clean = ~slotless & ~self.dirty[order] & ~written
+            new_slot = slotless | written
         freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0
         if not self.zram_slots:
             room = self.swap_slots - self.slots_used + len(free_slot)
@@ -1076,7 +1077,8 @@ class GuestModel:
             self._check_read(gets, r.found, r.got, "frontswap", violations)
             if batch is not None:
                 put_ok = np.asarray(r.put_ok, bool)
-            c["frontswap_gets"] += int(np.count_nonzero(r.found[np.isin(gets, f_fs)]))
+            got_fs = r.found if gets is f_fs else r.found[_member(gets, f_fs)]
+            c["frontswap_gets"] += int(np.count_nonzero(got_fs))
             c["frontswap_flushes"] += int(r.flushed)
             c["frontswap_invalidated"] += int(r.invalidated)
             self.tmem_pages = int(r.guest_pages)

@@ -177,7 +177,7 @@ class GuestRunner:
             backed=g.frames.backed_count,
             hswapped=g.frames.hswapped_count,
             tmem_pages=g.tmem_pages,
-            tmem_view=int(np.count_nonzero(g.slot == FRONTSWAP)),
+            tmem_view=int(g.slot_census[FRONTSWAP]),  # the slot ledger (audited each 300 epochs)
             tmem_billed=g.tmem_billed,
             tmem_keys=keys,
             tmem_key_counts=counts,

@@ -158,6 +158,9 @@ def _hist_bins(lat: np.ndarray) -> np.ndarray:
     return np.clip(b, 0, HIST_BINS - 1).astype(np.int64)
 
 
+_HIST_BIN: dict[float, int] = {}  # latency -> its histogram bin (a memo of `_hist_bins`)
+
+
 def hist_percentile(hist: np.ndarray, q: float) -> float:
     """The q-quantile (0..1) of a fault-latency histogram, as the upper edge of its bin."""
     n = int(hist.sum())
@@ -535,6 +538,8 @@ class GuestModel:
         self.frame = np.full(n, -1, np.int32)
         self.fpage = np.full(self.nframes, -1, np.int64)  # frame -> page it holds
         self.last = np.zeros(n, np.int64)  # last touched epoch + 1 (lru)
+        self.last_hi = 0  # the largest value in `last`
+        self.active_n = 0  # pages with last > window_start (see active_pages)
         self.ref = np.zeros(n, bool)  # referenced bit (clock)
         self.hand = 0
         if self.pool is not None:
@@ -729,6 +734,9 @@ class GuestModel:
             self.migration.order.bandwidth = order.bandwidth
         self._hs_ceiling = max(self.frames.private_count, directives.frame_budget or 0)
         self.window_start = e0
+        # no page was touched at or after e0 unless epochs ran ahead of it: recount then
+        ahead = self.last_hi > e0
+        self.active_n = int(np.count_nonzero(self.last > e0)) if ahead else 0
         self.window_new_puts = 0
         self.eph_demand = 0
         self.grown = 0
@@ -747,8 +755,9 @@ class GuestModel:
             self.win_version = self.version.copy()
 
     def active_pages(self) -> int:
-        """Distinct pages the workload touched since the current window started."""
-        return int(np.count_nonzero(self.last > self.window_start))
+        """Distinct pages the workload touched since the current window started (a ledger
+        each epoch's touches update: pages whose last touch was before the window)."""
+        return self.active_n
 
     # -- one epoch --------------------------------------------------------------------------
     def epoch(
@@ -801,6 +810,10 @@ class GuestModel:
         c["touches"] += len(pages)
         uniq = _unique(pages)
         loc_u = self.loc[uniq]
+        if self.unuse_left <= 0 and self._plain() and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
+            quiet = self._quiet_epoch(epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+            if quiet is not None:
+                return quiet
         untouched = loc_u == UNTOUCHED
         f_fnew = f_file = _EI
         if self.has_files:  # page cache: first reads and misses come from the guest's disk
@@ -840,7 +853,7 @@ class GuestModel:
 
         # slots freed this epoch: written pages, faulted ones when swap is full, selfshrink
         swap_full = 2 * (self.slots_used + self.zslots_used) > self.swap_slots + self.zram_slots
-        wp, wc = _unique_counts(pages[writes])
+        wp, wc = _counts_in(uniq, pages[writes])
         wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
@@ -874,19 +887,24 @@ class GuestModel:
         if pool is not None and d.compress:
             ratio = pool.frames_per_page()
             want = int(math.ceil(want / max(0.05, 1.0 - ratio)))
-        order, commit = self._reclaim_order(want, np.union1d(uniq, unuse_in))
+        if want <= 0:  # nothing to reclaim: no scan (and no exclusion set to build)
+            order, commit = _EI, _no_commit
+        else:
+            exclude = np.union1d(uniq, unuse_in) if len(unuse_in) else uniq
+            order, commit = self._reclaim_order(want, exclude)
         if free + len(order) < need:  # thrashing: this epoch's own pages are the last choice
             resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
             order = np.concatenate([order, resident_touched])
         # a page written this epoch (possible only when thrashing) is dirty whatever its slot
-        written = np.isin(order, wset, assume_unique=True) if len(order) else np.zeros(0, bool)
+        written = _member(order, wset)
+        slotless = self.slot[order] == NO_SLOT
         if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
             isf_o = order >= self.file_lo
-            clean = ((self.slot[order] != NO_SLOT) | isf_o) & ~self.dirty[order] & ~written
-            new_slot = ((self.slot[order] == NO_SLOT) | written) & ~isf_o
+            clean = (~slotless | isf_o) & ~self.dirty[order] & ~written
+            new_slot = (slotless | written) & ~isf_o
         else:
-            clean = (self.slot[order] != NO_SLOT) & ~self.dirty[order] & ~written
-            new_slot = (self.slot[order] == NO_SLOT) | written
+            clean = ~slotless & ~self.dirty[order] & ~written
+            new_slot = slotless | written
         freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0
         if not self.zram_slots:
             room = self.swap_slots - self.slots_used + len(free_slot)
@@ -1088,7 +1106,8 @@ class GuestModel:
             self._check_read(gets, r.found, r.got, "frontswap", violations)
             if batch is not None:
                 put_ok = np.asarray(r.put_ok, bool)
-            c["frontswap_gets"] += int(np.count_nonzero(r.found[np.isin(gets, f_fs)]))
+            got_fs = r.found if gets is f_fs else r.found[_member(gets, f_fs)]
+            c["frontswap_gets"] += int(np.count_nonzero(got_fs))
             c["frontswap_flushes"] += int(r.flushed)
             c["frontswap_invalidated"] += int(r.invalidated)
             self.tmem_pages = int(r.guest_pages)
@@ -1210,8 +1229,7 @@ class GuestModel:
         self.version[wp] += wc.astype(np.uint32)
         self.dirty[wp] = True
         self.dirty[victims] = False
-        self.last[uniq] = epoch + 1
-        self.ref[uniq] = True
+        self._touched(uniq, epoch)
         self.ref[victims] = False
 
         self.pinned_n = max(self.pinned_n, pin_to)
@@ -1490,6 +1508,99 @@ class GuestModel:
             file_reads=n_fread,
             cleancache_hits=len(f_file) - len(f_miss),
             violations=violations,
+        )
+
+    def _touched(self, uniq: np.ndarray, epoch: int) -> None:
+        """Record this epoch's touches of `uniq` (sorted, distinct): last-touch epoch (and the
+        count of pages touched in the window), referenced bits."""
+        if epoch + 1 > self.window_start:
+            self.active_n += int(np.count_nonzero(self.last[uniq] <= self.window_start))
+            self.last[uniq] = epoch + 1
+        else:  # (an epoch before the window: never in a run, kept exact anyway)
+            self.last[uniq] = epoch + 1
+            self.active_n = int(np.count_nonzero(self.last > self.window_start))
+        self.last_hi = max(self.last_hi, epoch + 1)
+        self.ref[uniq] = True
+
+    def _plain(self) -> bool:
+        """No page cache, compressed pool, disk cache, balloon, host swap, page sharing or
+        pool billing: the guest has none of the mechanisms with per-epoch work of their own."""
+        return (
+            not self.has_files
+            and self.pool is None
+            and self.cache is None
+            and self.balloon is None
+            and self.selfballoon is None
+            and not self.host_swap
+            and not self.sharing
+            and not self.cleancache
+            and self.billing is None
+        )
+
+    def _quiet_epoch(
+        self,
+        epoch: int,
+        dt: float,
+        work: float,
+        pages: np.ndarray,
+        writes: np.ndarray,
+        uniq: np.ndarray,
+        loc_u: np.ndarray,
+        pin_to: int,
+    ) -> EpochStats | None:
+        """The rest of `epoch` when it is quiet, else None (and nothing changed).
+
+        Quiet: a `_plain` guest, no selfshrink pending, every touched page resident or
+        untouched (`loc_u`), no written page holding a swap slot, and free frames enough for
+        the first touches without reclaim. Then no page leaves RAM, no store is asked anything
+        and the only costs are first touches: the general path would do exactly this, with
+        empty arrays everywhere else (the common case of a guest whose RAM is not full).
+        """
+        f_zero = uniq[loc_u == UNTOUCHED]
+        need = len(f_zero)
+        free = self.free_top
+        async_want = self.wm_high - free if free < self.wm_low else 0
+        if async_want + max(0, self.wm_min + need - free) > 0:
+            return None  # reclaim wanted
+        wp, wc = _counts_in(uniq, pages[writes])
+        if len(wp) and self.slot[wp].any():
+            return None  # a write frees a slot
+        costs = self.costs
+        # apply: first touches (each untouched: the ledger moves them without a recount)
+        newly_backed = self._map_in(f_zero)
+        if need:
+            self.census[UNTOUCHED] -= need
+            self.census[RAM] += need
+            self.loc[f_zero] = RAM
+            self.dirty[f_zero] = True
+        # apply: the touches themselves
+        self.version[wp] += wc.astype(np.uint32)
+        self.dirty[wp] = True
+        self._touched(uniq, epoch)
+        self.pinned_n = max(self.pinned_n, pin_to)
+        c = self.counters
+        c["first_touches"] += need
+        c["faults"] += need
+        # time: first-touch faults and the host's allocations (every other source is 0.0)
+        s_zero = need * costs.minor_fault
+        s_alloc = newly_backed * costs.host_page_alloc
+        stall = sum((s_zero, s_alloc))  # as the general path sums its sources
+        self.stall_by_source["first_touch"] += s_zero
+        self.stall_by_source["host_alloc"] += s_alloc
+        self._hist_add(costs.minor_fault, need)
+        self.debt += stall
+        self.stall_seconds += stall
+        self.alive_seconds += dt
+        self.work_seconds += work
+        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
+        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
+        return EpochStats(
+            alive=True,
+            work=work,
+            stall=stall,
+            touches=len(pages),
+            faults=need,
+            violations=[("conservation", m) for m in self.conservation()],
         )
 
     # -- mechanism steps inside an epoch ----------------------------------------------------
@@ -1817,7 +1928,12 @@ class GuestModel:
 
     def _hist_add(self, latency: float, n: int) -> None:
         if n > 0:
-            self.hist[_hist_bins(np.array([latency]))[0]] += n
+            b = _HIST_BIN.get(latency)
+            if b is None:  # the same few latencies recur: look each one's bin up once
+                b = _HIST_BIN[latency] = int(_hist_bins(np.array([latency]))[0])
+                if len(_HIST_BIN) > 4096:
+                    _HIST_BIN.clear()
+            self.hist[b] += n
 
     def _check_read(
         self,
@@ -2242,9 +2358,10 @@ class GuestModel:
         """
         out = []
         bc = self.census
-        if bc.sum() != self.N or np.any(bc < 0):
+        counts = bc.tolist()  # six numbers: plain Python is cheaper than numpy calls
+        if sum(counts) != self.N or min(counts) < 0:
             out.append(f"{self.name}: the page ledger does not partition the footprint: {bc}")
-        resident = int(bc[RAM])
+        resident = counts[RAM]
         held = self.free_top + self.balloon_n + self.zpool_frames
         if resident + held != self.nframes:
             out.append(
@@ -2259,9 +2376,9 @@ class GuestModel:
                 f"{self.name}: {fs.private_count} frames resident, above both the host's "
                 f"budget {budget} and what it held when the window began"
             )
-        sc = self.slot_census
-        zslots = int(sc[ZPOOL]) if self.zram_slots else 0
-        dslots = int(sc[FRONTSWAP] + sc[SWAP]) + (0 if self.zram_slots else int(sc[ZPOOL]))
+        sc = self.slot_census.tolist()
+        zslots = sc[ZPOOL] if self.zram_slots else 0
+        dslots = sc[FRONTSWAP] + sc[SWAP] + (0 if self.zram_slots else sc[ZPOOL])
         if (
             dslots != self.slots_used
             or dslots > self.swap_slots
@@ -2272,7 +2389,7 @@ class GuestModel:
                 f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
                 f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
             )
-        fs_view = int(sc[FRONTSWAP])
+        fs_view = sc[FRONTSWAP]
         if self.uses_tmem and fs_view != self.tmem_pages:
             out.append(
                 f"{self.name}: guest holds {fs_view} frontswap pages, host pool reports "
@@ -2342,7 +2459,8 @@ class GuestModel:
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
-        used = self.frame[self.frame >= 0]
+        mapped = self.frame >= 0
+        used = self.frame[mapped]
         free = self.free_stack[: self.free_top]
         parts = [
             used,
@@ -2355,7 +2473,7 @@ class GuestModel:
         seen[both] = True
         if len(both) != self.nframes or not seen.all():  # n frames, all seen: no repeats
             return [f"{self.name}: a frame is used twice, or both used and free"]
-        if np.any(self.fpage[used] != np.flatnonzero(self.frame >= 0)):
+        if np.any(self.fpage[used] != np.flatnonzero(mapped)):
             return [f"{self.name}: the frame-to-page map disagrees with the page table"]
         return []
 
@@ -2397,6 +2515,24 @@ def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return s, np.zeros(0, np.int64)
     starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
     return s[starts], np.diff(np.append(starts, len(s)))
+
+
+def _counts_in(uniq: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_unique_counts(a)` for `a` drawn from `uniq` (sorted, distinct): no second sort."""
+    if len(a) == 0:
+        return a[:0], np.zeros(0, np.int64)
+    n = np.bincount(np.searchsorted(uniq, a), minlength=len(uniq))
+    hit = n > 0
+    return uniq[hit], n[hit]
+
+
+def _member(a: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """`np.isin(a, sorted_set)` for a sorted, distinct `sorted_set`: a binary search each."""
+    if len(a) == 0 or len(sorted_set) == 0:
+        return np.zeros(len(a), bool)
+    at = np.searchsorted(sorted_set, a)
+    np.minimum(at, len(sorted_set) - 1, out=at)
+    return sorted_set[at] == a
 
 
 def _no_commit(victims: np.ndarray) -> None:

@@ -61,16 +61,23 @@ class Phase:
 
 def _draw_ranks(rng: np.random.Generator, n: int, ws: int, skew: float) -> np.ndarray:
     """n ranks in [0, ws) from a bounded continuous power law with exponent `skew`."""
-    u = rng.random(n)
+    # in place, operation for operation the same arithmetic as `1.0 + u * c` etc.
+    x = rng.random(n)
     if skew == 0.0:
-        x = 1.0 + u * ws
+        x *= ws
+        x += 1.0
     elif abs(skew - 1.0) < 1e-9:
-        x = np.exp(u * math.log(ws + 1.0))
+        x *= math.log(ws + 1.0)
+        np.exp(x, out=x)
     else:
         a = 1.0 - skew
-        x = (1.0 + u * ((ws + 1.0) ** a - 1.0)) ** (1.0 / a)
-    r = x.astype(np.int64) - 1
-    np.clip(r, 0, ws - 1, out=r)
+        x *= (ws + 1.0) ** a - 1.0
+        x += 1.0
+        x **= 1.0 / a
+    r = x.astype(np.int64)
+    r -= 1
+    np.minimum(r, ws - 1, out=r)  # clip to [0, ws)
+    np.maximum(r, 0, out=r)
     return r
 
 
@@ -132,6 +139,13 @@ class Workload:
     def rank_to_page(self, ranks: np.ndarray) -> np.ndarray:
         return (ranks * self._mult + self._offset) % self.footprint
 
+    def _ranks_to_pages(self, ranks: np.ndarray) -> np.ndarray:
+        """`rank_to_page`, overwriting `ranks` (a fresh array of the caller's)."""
+        ranks *= self._mult
+        ranks += self._offset
+        ranks %= self.footprint
+        return ranks
+
     def touches(
         self, streams: TouchStreams, t: float, work_seconds: float
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +158,7 @@ class Workload:
             return np.empty(0, np.int64), np.empty(0, bool)
         rank_rng, write_rng = streams.pair(index, cycle)
         ws = max(1, min(ph.ws_pages, self.footprint))
-        pages = self.rank_to_page(_draw_ranks(rank_rng, n, ws, ph.skew))
+        pages = self._ranks_to_pages(_draw_ranks(rank_rng, n, ws, ph.skew))
         writes = write_rng.random(n) < ph.write_fraction
         return pages, writes
 

@@ -17,6 +17,7 @@ its Redis server; the emulator learns of it only when its next call to the host 
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,19 +109,46 @@ class DrillRun:
     reasons: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def _fd_to_devnull(fd: int) -> Iterator[None]:
+    """Send what this process (and the processes it starts meanwhile) writes to `fd` nowhere."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 class RealFaults:
-    """Real node faults on a local Ray cluster: one node per host, removed and added back."""
+    """Real node faults on a local Ray cluster: one node per host, removed and added back.
+
+    Ray reports a removed node's death ("Raylet is terminated ...") on the standard output of
+    the process that started it; the nodes are started with their output sent nowhere, and the
+    drill keeps its own output until the cluster is gone."""
 
     def __init__(self, hosts: list[str]) -> None:
         from ray.cluster_utils import Cluster
 
-        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        self.nodes = {h: self._add(h) for h in hosts}
-        self.cluster.wait_for_nodes()
+        with _fd_to_devnull(2), _fd_to_devnull(1):  # Ray's start-up notes
+            self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+            self.nodes = {h: self._add(h) for h in hosts}
+            self.cluster.wait_for_nodes()
         self.killed: list[str] = []
 
     def _add(self, host: str) -> Any:
-        return self.cluster.add_node(num_cpus=1, resources={host: 1})
+        with _fd_to_devnull(1):
+            return self.cluster.add_node(num_cpus=1, resources={host: 1})
 
     @property
     def address(self) -> str:
@@ -177,8 +205,12 @@ def run_drill(
     for i, (mech, sc) in enumerate(runs):
         dr = DrillRun(mech, sc.seed, out_dir / f"{mech}-s{sc.seed}")
         if real:
-            with real_faults(sc) as rf:
+            # Ray reports each removed node's death ("Raylet is terminated ...") on this
+            # process's stdout; those expected reports go to the run directory instead
+            ray_says = io.StringIO()
+            with contextlib.redirect_stdout(ray_says), real_faults(sc) as rf:
                 result = run_scenario(sc, out_dir=dr.out_dir, address=rf.address, real_faults=rf)
+            (dr.out_dir / "ray-messages.txt").write_text(ray_says.getvalue())
         else:
             result = run_scenario(sc, out_dir=dr.out_dir)
         dr.valid = result.valid

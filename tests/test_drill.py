@@ -128,3 +128,30 @@ def test_real_node_kill_is_detected_survived_and_replayable():
     assert a == b
     strip = [{k: v for k, v in e.items() if k != "detected"} for e in r.events]
     assert strip == again.events
+
+
+def test_cli_drill_with_real_faults_keeps_rays_noise_off_the_console(tmp_path):
+    import os
+
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(
+        FAILOVER.format(
+            mechanism="frontswap", cooperative="true", duration="8s", deadline="4s", extra=""
+        )
+    )
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    p = subprocess.run(
+        [*CLI, "drill", str(cfg), "--mechanisms", "frontswap", "--real-faults", "--out",
+         str(out), "--no-report"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert p.returncode in (0, 1), p.stderr
+    assert "real faults" in p.stdout and "Raylet is terminated" not in p.stdout + p.stderr
+    run = out / "frontswap-s11"
+    assert "Raylet is terminated" in (run / "ray-messages.txt").read_text()
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    fail = next(e for e in events if e["kind"] == "fail_host")
+    assert fail["host"] == "host-1" and "detected" in fail
+    report = json.loads((out / "drill.json").read_text())
+    assert report["real_faults"] is True

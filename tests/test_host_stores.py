@@ -87,6 +87,17 @@ def test_disk_cache_never_drops_a_dirty_page(client, redis_prefix):
     assert not client.exists(dcache_key(redis_prefix, disk), dcache_dirty_key(redis_prefix, disk))
 
 
+def test_disk_cache_drop_of_a_clean_cache(client, redis_prefix):
+    """Dropping a disk whose pages were all written back (no dirty page: a zero change)."""
+    dc = DiskCacheStore(client, redis_prefix)
+    r = dc.batch("vm#0", "vm", inserts=recs("vm", [1, 2, 3], 1), mode="digest", page_size=PS)
+    r = dc.batch("vm#0", "vm", writeback=[1, 2, 3], mode="digest", page_size=PS)
+    assert (r.pages, r.dirty) == (3, 0)
+    assert dc.drop("vm#0") == 3
+    assert dc.host_pages() == (0, 0)
+    assert dc.drop("vm#0") == 0  # an empty disk too
+
+
 @pytest.mark.parametrize("mode", ["digest", "full"])
 def test_ephemeral_pool_drops_lru_beyond_quota_and_gets_exclusively(client, redis_prefix, mode):
     from overcommit.stores.tmem import TmemPool

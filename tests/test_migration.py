@@ -390,3 +390,13 @@ def test_migrating_to_a_failed_host_is_refused_at_once():
     (m,) = r.summary["migrations"]
     assert m["outcome"] == "refused: the destination host-2 is down"
     assert r.summary["run"]["windows"] < 20  # no epoch-long windows waiting for a deadline
+
+
+def test_cached_disk_dirty_pages_are_written_back_before_the_move():
+    r = run_scenario(mech("cached-disk"))
+    assert r.summary["valid"], r.summary["checks"]
+    (m,) = r.summary["migrations"]
+    assert m["outcome"] == "completed" and m["cache_writebacks"] > 0
+    g = r.guests[r.guests.guest == "a-1"]
+    moved_at = next(e["epoch"] for e in r.events if e["kind"] == "migrated")
+    assert int(g[g.epoch == moved_at - 1].cache_dirty.iloc[0]) == m["cache_writebacks"]

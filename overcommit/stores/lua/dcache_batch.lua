@@ -25,8 +25,13 @@ if op == 'drop' then
   local d = redis.call('HLEN', dirty)
   redis.call('DEL', cache, dirty)
   redis.call('HDEL', meta, nfield, dfield)
-  redis.call('HINCRBY', meta, 'pages', -n)
-  redis.call('HINCRBY', meta, 'dirty', -d)
+  -- (a Lua -0 reaches Redis as "-0", which HINCRBY refuses: skip zero changes)
+  if n ~= 0 then
+    redis.call('HINCRBY', meta, 'pages', -n)
+  end
+  if d ~= 0 then
+    redis.call('HINCRBY', meta, 'dirty', -d)
+  end
   return n
 end
 

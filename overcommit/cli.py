@@ -317,14 +317,9 @@ def compare(
     raise typer.Exit(exit_code(report))
 
 
-def _execute_compare(runs: list, out_dir: Path, quiet: bool) -> dict:
-    from overcommit.cluster.engine import PreflightError
-    from overcommit.cluster.runtime import InfrastructureError
-    from overcommit.compare import run_compare
-    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
-
-    install_signal_handlers()
-    progress = Progress(
+def _runs_progress(quiet: bool) -> Progress:
+    """The progress bar over a command's runs (on stderr, only on a terminal)."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} runs"),
@@ -334,23 +329,43 @@ def _execute_compare(runs: list, out_dir: Path, quiet: bool) -> dict:
         disable=quiet or not err.is_terminal,
         transient=True,
     )
-    with progress:
-        task = progress.add_task("compare", total=len(runs), now=runs[0][0] if runs else "")
 
-        def on_run(i: int, cr: Any) -> None:
+
+def _execute_runs(what: str, runs: list, quiet: bool, execute: Any) -> dict:
+    """Run `execute(on_run)` over (mechanism, scenario) runs with a progress bar; bad input,
+    lost infrastructure and Ctrl-C end the command with one line."""
+    from overcommit.cluster.engine import PreflightError
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
+
+    install_signal_handlers()
+    progress = _runs_progress(quiet)
+    with progress:
+        first = f"{runs[0][0]} s{runs[0][1].seed}" if runs else ""
+        task = progress.add_task(what, total=len(runs), now=first)
+
+        def on_run(i: int, _: Any) -> None:
             nxt = runs[i + 1] if i + 1 < len(runs) else None
             label = f"next: {nxt[0]} s{nxt[1].seed}" if nxt else ""
             progress.update(task, completed=i + 1, now=label)
 
         try:
-            return run_compare(runs, out_dir, on_run=on_run)
+            return execute(on_run)
         except PreflightError as exc:
             raise _fail(str(exc)) from None
         except (InfrastructureError, RedisUnavailable) as exc:
-            raise _fail(f"infrastructure failure, compare stopped: {exc}") from None
+            raise _fail(f"infrastructure failure, {what} stopped: {exc}") from None
         except KeyboardInterrupt:
             err.print("interrupted; stores stopped; finished runs are in their directories")
             raise typer.Exit(130) from None
+
+
+def _execute_compare(runs: list, out_dir: Path, quiet: bool) -> dict:
+    from overcommit.compare import run_compare
+
+    return _execute_runs(
+        "compare", runs, quiet, lambda on_run: run_compare(runs, out_dir, on_run=on_run)
+    )
 
 
 def print_compare(report: dict) -> None:
@@ -485,16 +500,7 @@ def _execute_sweep(plan: Any, out_dir: Path, parallel: int | None, quiet: bool) 
     from overcommit.stores.launcher import install_signal_handlers
 
     install_signal_handlers()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} runs"),
-        TextColumn("{task.fields[now]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet or not err.is_terminal,
-        transient=True,
-    )
+    progress = _runs_progress(quiet)
     with progress:
         task = progress.add_task(f"sweep {plan.base.name}", total=len(plan.runs), now="")
 
@@ -607,39 +613,11 @@ def drill(
 
 
 def _execute_drill(runs: list, out_dir: Path, quiet: bool, real: bool) -> dict:
-    from overcommit.cluster.engine import PreflightError
-    from overcommit.cluster.runtime import InfrastructureError
     from overcommit.drill import run_drill
-    from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
 
-    install_signal_handlers()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} runs"),
-        TextColumn("{task.fields[now]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet or not err.is_terminal,
-        transient=True,
+    return _execute_runs(
+        "drill", runs, quiet, lambda on_run: run_drill(runs, out_dir, real=real, on_run=on_run)
     )
-    with progress:
-        first = f"{runs[0][0]} s{runs[0][1].seed}" if runs else ""
-        task = progress.add_task("drill", total=len(runs), now=first)
-
-        def on_run(i: int, dr: Any) -> None:
-            nxt = runs[i + 1] if i + 1 < len(runs) else None
-            progress.update(task, completed=i + 1, now=f"{nxt[0]} s{nxt[1].seed}" if nxt else "")
-
-        try:
-            return run_drill(runs, out_dir, real=real, on_run=on_run)
-        except PreflightError as exc:
-            raise _fail(str(exc)) from None
-        except (InfrastructureError, RedisUnavailable) as exc:
-            raise _fail(f"infrastructure failure, drill stopped: {exc}") from None
-        except KeyboardInterrupt:
-            err.print("interrupted; stores stopped; finished runs are in their directories")
-            raise typer.Exit(130) from None
 
 
 def print_drill(report: dict) -> None:

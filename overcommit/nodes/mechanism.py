@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from overcommit.config import MECHANISMS as _MECHANISM_NAMES
+
 if TYPE_CHECKING:
     from overcommit.nodes.host import HostModel
 
@@ -95,18 +97,8 @@ def _registry() -> dict[str, type[Mechanism]]:
     return {c.name: c for c in classes}
 
 
-MECHANISMS: tuple[str, ...] = (
-    "none",
-    "frontswap",
-    "host-swap",
-    "balloon",
-    "selfballoon",
-    "cached-disk",
-    "zswap",
-    "zram",
-    "page-sharing",
-    "cleancache",
-)
+#: Known mechanism names (defined with the scenario schema, which validates them).
+MECHANISMS = _MECHANISM_NAMES
 
 #: Pairs that cannot run together, with the reason (checked when a scenario loads).
 CONFLICTS: dict[frozenset[str], str] = {

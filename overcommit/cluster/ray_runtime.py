@@ -227,19 +227,21 @@ class HostActorImpl:
             await self.stores.execute(Freeze(self.name, [name], True))
 
     async def leave(self, name: str, flush_tmem: bool) -> tuple[dict, Any]:
-        """A migrated guest leaves this host: its memory leaves the host's stores. Packed: the
-        runner goes with the result; actors: the guest's actor keeps it (the driver moves it).
-        """
+        """Packed: a migrated guest leaves this host; its memory leaves the host's stores and
+        its runner goes with the result."""
+        i = self.guest_names.index(name)
+        runner = self.guests.pop(i)
+        out = await drive_async(runner.leave_source(flush_tmem), self.stores.execute)
+        self.forget(name)
+        return out, runner
+
+    def forget(self, name: str) -> None:
+        """The guest no longer runs here (migrated; with actors its actor moved it)."""
         i = self.guest_names.index(name)
         if self.mode == "actors":
-            out, runner = await self.actors[i].leave.remote(flush_tmem)
             del self.actors[i]
-        else:
-            runner = self.guests.pop(i)
-            out = await drive_async(runner.leave_source(flush_tmem), self.stores.execute)
         del self.guest_names[i]
         del self.states[i]
-        return out, runner
 
     async def enter(self, name: str, runner: Any, records: Any, actor: Any = None) -> dict:
         """A migrated guest arrives: its pool pages go into this host's pool."""
@@ -294,7 +296,7 @@ class GuestActorImpl:
         spec = next(g for g in scenario.guest_specs() if g.name == spec_name)
         self.sc = scenario
         self.shared_url = shared_url
-        self.received: dict[int, int] | None = None  # pages streamed to a migration's target
+        self.received: Any = None  # a migration's target: version streamed per page (-1: none)
         self.runner = GuestRunner(build_guest(scenario, spec, host, incarnation))
         self.stores = _Stores(host, host_url, shared_url, scenario)
         self.calls = 0
@@ -319,27 +321,32 @@ class GuestActorImpl:
         runner, self.runner = self.runner, None
         return out, runner
 
-    def receive(self, pages: Any, versions: Any) -> int:
-        """A destination actor takes one round's pages (their versions) as they are sent."""
+    def receive(self, rounds: list[tuple[Any, Any]]) -> int:
+        """A destination actor takes a window's rounds, (pages, their versions), as they are
+        sent; returns the pages it holds."""
         import numpy as np
 
         if self.received is None:
-            self.received = {}
-        for p, v in zip(np.asarray(pages).tolist(), np.asarray(versions).tolist()):
-            self.received[p] = v
-        return len(self.received)
+            self.received = np.full(self.runner.model.N, -1, np.int64)  # -1: not sent yet
+        for pages, versions in rounds:
+            self.received[pages] = versions
+        return int(np.count_nonzero(self.received >= 0))
 
     async def take_over(self, runner: Any) -> int:
         """Switch-over: the runner arrives; every page streamed earlier must be no newer than
         the state that arrived (versions only grow). Returns the streamed pages checked."""
+        import numpy as np
+
         self.runner = runner = copy.deepcopy(runner)  # object-store arrays are read-only
-        model = runner.model
-        bad = [p for p, v in (self.received or {}).items() if int(model.version[p]) < v]
+        if self.received is None:
+            return 0
+        seen = self.received >= 0
+        bad = int(np.count_nonzero(runner.model.version[seen] < self.received[seen]))
         if bad:
             raise RuntimeError(
-                f"{model.name}: {len(bad)} streamed page(s) newer than the state that arrived"
+                f"{runner.model.name}: {bad} streamed page(s) newer than the state that arrived"
             )
-        return len(self.received or {})
+        return int(np.count_nonzero(seen))
 
     async def arrive(self, dest: str, records: Any) -> dict:
         return await drive_async(self.runner.arrive(dest, records), self.stores.execute)
@@ -658,10 +665,8 @@ class RayRuntime:
             self.cancel_migration(guest)
             held = (dest, self._guest_actor(guest, dest, 0, register=False))
             self.incoming[guest] = held
-        target = held[1]
-        for p, v in zip(pages, versions):
-            self.crossed += p.nbytes + v.nbytes
-            self._get(target.receive.remote(p, v))
+        self.crossed += sum(p.nbytes + v.nbytes for p, v in zip(pages, versions))
+        self._get(held[1].receive.remote(list(zip(pages, versions))))
 
     def move_guest(self, guest: str, source: str, dest: str, flush_tmem: bool) -> dict:
         """A migrated guest now runs on `dest`: its memory leaves the source's stores and
@@ -669,12 +674,11 @@ class RayRuntime:
         destination's node and the old actor stops."""
         import pickle
 
-        out, runner = self._get(self.hosts[source].leave.remote(guest, flush_tmem))
-        records = out.pop("records")
-        self.guests_on[source].remove(guest)
         actor = None
-        if self.mode == "actors":
+        if self.mode == "actors":  # the state goes from the old actor to the new one
             old = self.guest_actors.pop(guest)
+            out, runner = self._get(old.leave.remote(flush_tmem))
+            self._get(self.hosts[source].forget.remote(guest))
             held = self.incoming.pop(guest, None)
             if held is not None and held[0] != dest:
                 _ray().kill(held[1])
@@ -686,6 +690,11 @@ class RayRuntime:
             self._get(actor.take_over.remote(runner))
             self.guest_actors[guest] = actor
             _ray().kill(old)
+            runner = None  # the new actor holds it; the destination host needs only the actor
+        else:
+            out, runner = self._get(self.hosts[source].leave.remote(guest, flush_tmem))
+        records = out.pop("records")
+        self.guests_on[source].remove(guest)
         out.update(self._get(self.hosts[dest].enter.remote(guest, runner, records, actor)))
         self.guests_on[dest].append(guest)
         return out

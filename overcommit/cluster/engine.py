@@ -451,16 +451,11 @@ def _run(
                 log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
         faults.needs = needs
         orders = mig.orders(faults.net_factor)
-        later = [
-            c
-            for c in (
-                (e0 // per_window + 1) * per_window,
-                *(x for x in event_epochs if x > e0),
-                *(x for x in ctl.wake_epochs() if x > e0),
-                *(x for x in faults.cuts() if x > e0),
-            )
-        ]
-        e1 = min([epochs, *later, *([e0 + 1] if mig.busy else [])])
+        # the window ends at the next grid point, event, controller action or end of a
+        # slowdown; while a migration runs, after one epoch
+        later = [(e0 // per_window + 1) * per_window, *ctl.wake_epochs(), *faults.cuts()]
+        later += [x for x in event_epochs if x > e0]
+        e1 = min([epochs, *(x for x in later if x > e0), *([e0 + 1] if mig.busy else [])])
         windows += 1
         reports = {}
         for hw in runtime.run_window(e0, e1, dt, device, needs, orders, ctl.promised_pages()):

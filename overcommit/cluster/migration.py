@@ -52,7 +52,6 @@ class Migrations:
         self.dt = float(scenario.epoch)
         self.ps = scenario.page_size
         self.ctl = ctl
-        self.plan = plan
         self.tmem = plan.mechanism.guest_uses_tmem
         self.running: dict[str, Running] = {}
         self.waiting: list[Running] = []  # requested, destination not ready yet
@@ -97,8 +96,7 @@ class Migrations:
         return guests
 
     def _refuse(self, r: Running, e: int, reason: str) -> dict:
-        rec = self._record(r, e, f"refused: {reason}")
-        return rec
+        return self._record(r, e, f"refused: {reason}")
 
     # -- each window ---------------------------------------------------------------------------
     def step(

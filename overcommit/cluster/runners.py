@@ -571,11 +571,9 @@ def _reclaiming_at(host: HostModel, epoch: int) -> bool:
     sc = host.settings
     if sc is None or not getattr(sc, "events", None):
         return host.reclaiming
-    dt = float(sc.epoch)
     state = False
     for ev in sc.events:  # in timeline order: the latest event at or before the epoch counts
-        at = min(math.ceil(ev.at / dt - 1e-9), max(0, math.ceil(sc.duration / dt - 1e-9) - 1))
-        if at > epoch:
+        if _epoch_of(sc, ev.at) > epoch:
             continue
         if getattr(ev, "host_reclaim", None) == host.name:
             state = True

@@ -2203,11 +2203,11 @@ class GuestModel:
                 self.counters["disk_writes"] += len(moved)
                 self.counters["disk_write_ops"] += -(-len(moved) // SWAP_CLUSTER)
                 out["tmem_pages_flushed"] = len(moved)
+                self.tmem_pages = 0
                 if self.billing is not None:
                     self.billing.reset()
             else:
                 out["records"] = got
-            self.tmem_pages = 0 if flush_tmem else self.tmem_pages
         return out
 
     def arrive(self, dest: str, records: Any) -> Generator[Request, Reply, dict[str, Any]]:

@@ -1,64 +1,126 @@
-"""Lockstep pipelines give the same replies as running store operations one by one."""
+"""StoreMux: plans in flight together get the replies they would get one by one."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis
 
 from overcommit.stores.codec import make_batch
-from overcommit.stores.pipeline import run_lockstep, run_lockstep_async, targeted
+from overcommit.stores.launcher import RedisServer
+from overcommit.stores.pipeline import ServerLost, StoreMux, targeted
 from overcommit.stores.swap import _SwapOps
-from overcommit.stores.tmem import ScriptRunner, _TmemOps
+from overcommit.stores.tmem import Command, ScriptRunner, _TmemOps, run_sync
 
 
-def _plans(prefix: str, guests: list[str]):
+def _ops(prefix: str, guest: str, i: int):
+    """The store operations of one guest, as (target, op factory) steps."""
     tm, sw = _TmemOps(prefix), _SwapOps(prefix)
-    plans = []
-    for i, g in enumerate(guests):
-        pages = np.arange(10 * i, 10 * i + 40, dtype=np.uint32)
-        batch = make_batch(g, pages, np.full(40, i + 1, np.uint32), "digest", 4096, 0.5)
-
-        def plan(g=g, pages=pages, batch=batch):
-            first = yield from targeted(
-                "host", tm.batch(g, None, None, batch, 30, 1000, False, "digest", 4096)
-            )
-            got = yield from targeted(
-                "host", tm.batch(g, pages[:5], pages[5:7], None, 30, 1000, False, "digest", 4096)
-            )
-            failed = batch.take(np.flatnonzero(~first.put_ok))
-            disk = yield from targeted(
-                "shared", sw.batch(f"{g}#0", g, None, None, failed, "digest", 4096)
-            )
-            return first.put_ok.tolist(), got.found.tolist(), got.flushed, disk.pages_after
-
-        plans.append(plan())
-    return plans
+    pages = np.arange(10 * i, 10 * i + 40, dtype=np.uint32)
+    batch = make_batch(guest, pages, np.full(40, i + 1, np.uint32), "digest", 4096, 0.5)
+    return tm, sw, pages, batch
 
 
-def test_lockstep_equals_one_by_one(redis_fleet, redis_prefix):
-    runners = {
-        "host": ScriptRunner(redis_fleet.host("host-a").client()),
-        "shared": ScriptRunner(redis_fleet.shared.client()),
-    }
+def _plan(prefix: str, guest: str, i: int):
+    tm, sw, pages, batch = _ops(prefix, guest, i)
+    first = yield from targeted(
+        "host", tm.batch(guest, None, None, batch, 30, 1000, False, "digest", 4096)
+    )
+    got = yield from targeted(
+        "host", tm.batch(guest, pages[:5], pages[5:7], None, 30, 1000, False, "digest", 4096)
+    )
+    failed = batch.take(np.flatnonzero(~first.put_ok))
+    disk = yield from targeted(
+        "shared", sw.batch(f"{guest}#0", guest, None, None, failed, "digest", 4096)
+    )
+    return first.put_ok.tolist(), got.found.tolist(), got.flushed, disk.pages_after
+
+
+def _one_by_one(runners: dict, prefix: str, guest: str, i: int):
+    """The same operations through `run_sync`, one round trip each."""
+    tm, sw, pages, batch = _ops(prefix, guest, i)
+    host, shared = runners["host"], runners["shared"]
+    first = run_sync(host, tm.batch(guest, None, None, batch, 30, 1000, False, "digest", 4096))
+    got = run_sync(
+        host, tm.batch(guest, pages[:5], pages[5:7], None, 30, 1000, False, "digest", 4096)
+    )
+    failed = batch.take(np.flatnonzero(~first.put_ok))
+    disk = run_sync(shared, sw.batch(f"{guest}#0", guest, None, None, failed, "digest", 4096))
+    return first.put_ok.tolist(), got.found.tolist(), got.flushed, disk.pages_after
+
+
+@pytest.fixture
+def clients(redis_fleet):
+    return {"host": redis_fleet.host("host-a").client(), "shared": redis_fleet.shared.client()}
+
+
+def test_mux_equals_one_by_one(clients, redis_prefix):
+    mux = StoreMux(clients)
     guests = ["g1", "g2", "g3"]
-    together = run_lockstep(runners, _plans(redis_prefix + "a", guests))
-    alone = [run_lockstep(runners, [p])[0] for p in _plans(redis_prefix + "b", guests)]
+    together = mux.run([_plan(redis_prefix + "a", g, i) for i, g in enumerate(guests)])
+    runners = {k: ScriptRunner(c) for k, c in clients.items()}
+    alone = [_one_by_one(runners, redis_prefix + "b", g, i) for i, g in enumerate(guests)]
     assert together == alone
     assert together[0][0] == [True] * 30 + [False] * 10  # the quota binds per guest
     assert together[0][3] == 10  # the refused puts went to disk
+    # what the stores hold is the same too
+    host = clients["host"]
+    for g in guests:
+        a = host.hgetall(f"{redis_prefix}a:tmem:{g}")
+        b = host.hgetall(f"{redis_prefix}b:tmem:{g}")
+        assert a == b and len(a) == 28
+    mux.close()
 
 
-@pytest.mark.asyncio
-async def test_lockstep_async_equals_sync(redis_fleet, redis_prefix):
-    sync = {
-        "host": ScriptRunner(redis_fleet.host("host-b").client()),
-        "shared": ScriptRunner(redis_fleet.shared.client()),
-    }
-    asyn = {
-        "host": ScriptRunner(redis_fleet.host("host-b").async_client()),
-        "shared": ScriptRunner(redis_fleet.shared.async_client()),
-    }
-    guests = ["a", "b"]
-    want = run_lockstep(sync, _plans(redis_prefix + "s", guests))
-    got = await run_lockstep_async(asyn, _plans(redis_prefix + "t", guests))
-    assert got == want
+def _logger(key: str, name: str, steps: int):
+    for k in range(steps):
+        yield from targeted("host", _push(key, f"{name}{k}"))
+    return name
+
+
+def _push(key: str, value: str):
+    return (yield Command(("RPUSH", key, value)))
+
+
+def test_plans_are_in_flight_together(clients, redis_prefix):
+    """The server sees the plans' requests interleaved, not one plan after another."""
+    key = f"{redis_prefix}:log"
+    mux = StoreMux(clients)
+    assert mux.run([_logger(key, "a", 3), _logger(key, "b", 2)]) == ["a", "b"]
+    log = [v.decode() for v in clients["host"].lrange(key, 0, -1)]
+    assert log == ["a0", "b0", "a1", "b1", "a2"]
+    mux.close()
+
+
+def _bad(key: str):
+    yield from targeted("host", _push(key, "x"))
+    yield "host", Command(("INCR", key))  # a list is not a number: an error reply
+
+
+def test_error_reply_propagates_and_leaves_no_reply_behind(clients, redis_prefix):
+    key = f"{redis_prefix}:errlog"
+    mux = StoreMux(clients)
+    with pytest.raises(redis.ResponseError):
+        mux.run([_bad(key), _logger(f"{key}2", "c", 4)])
+    # the next run reads its own replies, not leftovers of the failed one
+    assert mux.run([_logger(f"{key}3", "d", 2)]) == ["d"]
+    assert clients["host"].lrange(f"{key}3", 0, -1) == [b"d0", b"d1"]
+    mux.close()
+
+
+def test_restarted_server_reloads_scripts_after_bind(redis_fleet, redis_prefix, tmp_path):
+    server = RedisServer.start("mux-a", tmp_path)
+    try:
+        mux = StoreMux({"host": server.client(), "shared": redis_fleet.shared.client()})
+        assert mux.run([_plan(redis_prefix + "r", "g", 0)])[0][0][:30] == [True] * 30
+        server.kill()  # the server dies between two runs
+        with pytest.raises(ServerLost) as lost:
+            mux.run([_plan(redis_prefix + "r2", "g", 0)])
+        assert lost.value.target == "host"
+        server = RedisServer.start("mux-b", tmp_path)  # empty: no data, no scripts loaded
+        mux.bind("host", server.client())
+        got = mux.run([_plan(redis_prefix + "r3", "g", 0)])[0]
+        assert got[0] == [True] * 30 + [False] * 10
+        mux.close()
+    finally:
+        server.stop()

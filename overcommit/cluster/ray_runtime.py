@@ -30,13 +30,16 @@ from typing import Any
 
 from overcommit.cluster.runners import Freeze, GuestRunner, HostRunner, PoolCounts
 from overcommit.cluster.runtime import (
+    SHARED_SERVER,
     AsyncExecutor,
     InfrastructureError,
     build_guest,
     build_host,
     drive_async,
+    run_windows,
 )
 from overcommit.nodes import build_mechanism
+from overcommit.stores.pipeline import StoreMux
 
 
 def _ray():
@@ -46,9 +49,11 @@ def _ray():
 
 
 class _Stores:
-    """A Ray-side holder of async store clients: the host's Redis and shared storage."""
+    """A Ray-side holder of store clients of the host's Redis and shared storage: asyncio
+    clients for single requests, and a `StoreMux` (sync) that runs sync windows."""
 
     def __init__(self, host: str, host_url: str, shared_url: str, sc: Any) -> None:
+        import redis
         import redis.asyncio
 
         self.host_client = redis.asyncio.Redis.from_url(host_url)
@@ -60,6 +65,14 @@ class _Stores:
             sc.payload,
             sc.page_size,
         )
+        self.mux = StoreMux(
+            {host: redis.Redis.from_url(host_url), SHARED_SERVER: redis.Redis.from_url(shared_url)}
+        )
+
+    def windows(self, gens: list[Any], e0: int, e1: int) -> list[Any]:
+        """Run window generators to completion, all at once (blocks the actor meanwhile:
+        nothing else runs on a host or guest actor during its window)."""
+        return run_windows(self.mux, self.execute.ops, gens, e0, e1)
 
 
 class HostActorImpl:
@@ -142,16 +155,8 @@ class HostActorImpl:
             ]
             reports = list(await asyncio.gather(*refs))
         else:
-            reports = list(
-                await asyncio.gather(
-                    *[
-                        drive_async(
-                            g.window(e0, e1, dt, device, grants[g.name]), self.stores.execute
-                        )
-                        for g in self.guests
-                    ]
-                )
-            )
+            gens = [g.window(e0, e1, dt, device, grants[g.name]) for g in self.guests]
+            reports = self.stores.windows(gens, e0, e1)
         out = self.runner.combine(e0, e1, reports)
         self.states = [r.state for r in reports]
         self.calls += 1
@@ -359,9 +364,7 @@ class GuestActorImpl:
 
     async def window(self, e0: int, e1: int, dt: float, device: Any, directives: Any) -> Any:
         self.calls += 1
-        return await drive_async(
-            self.runner.window(e0, e1, dt, device, directives), self.stores.execute
-        )
+        return self.stores.windows([self.runner.window(e0, e1, dt, device, directives)], e0, e1)[0]
 
     async def drain(self) -> Any:
         return await drive_async(self.runner.drain(), self.stores.execute)

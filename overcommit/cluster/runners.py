@@ -41,10 +41,11 @@ from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.host_swap import HEADROOM
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
-from overcommit.stores.diskcache import AsyncDiskCacheStore, DiskCacheStore
-from overcommit.stores.ephemeral import AsyncEphemeralPool, EphemeralPool
-from overcommit.stores.hostswap import AsyncHostSwapStore, HostSwapStore
-from overcommit.stores.tmem import AsyncTmemPool
+from overcommit.stores.diskcache import _CacheOps
+from overcommit.stores.ephemeral import _EphOps
+from overcommit.stores.hostswap import _HostSwapOps
+from overcommit.stores.swap import _SwapOps
+from overcommit.stores.tmem import _TmemOps
 
 # Every guest recounts its ledgers from its page and frame tables when a window crosses a
 # multiple of this many epochs (30 s at the default epoch, and at the end); every epoch it
@@ -583,169 +584,145 @@ def _reclaiming_at(host: HostModel, epoch: int) -> bool:
 
 
 # -- the store side of requests ---------------------------------------------------------------
-class StoreOps:
-    """Answers model requests with store adapters; written once for sync and async clients.
+HOST, SHARED = "host", "shared"  # the two servers a request can touch: its host's, shared storage
 
-    `pool` (the host's tmem pool adapter) and `swap` are sync or async adapters; the other
-    host stores (host swap, disk cache) are built on the pool's client, of the same kind.
-    Each method is a generator of adapter calls so `SyncExecutor` and `AsyncExecutor` share it.
+
+class StoreOps:
+    """Turns model requests into store operations; written once for every executor.
+
+    `plan(req)` is a generator of `(role, op)` steps: `role` is `HOST` (the request's host's
+    Redis) or `SHARED` (shared storage), `op` a store operation (a generator of `Eval` /
+    `Command` requests, :mod:`overcommit.stores.tmem`); the step's value is the operation's
+    result. `SyncExecutor`, `AsyncExecutor` and the interleaving `StoreMux` all drive the same
+    plan, so the stores see the same commands whichever runs it.
     """
 
-    def __init__(self, payload: str, page_size: int) -> None:
+    def __init__(self, prefix: str, payload: str, page_size: int) -> None:
         self.payload = payload
         self.page_size = page_size
-        self._host_stores: dict[int, tuple[Any, Any, Any]] = {}
+        self.tmem = _TmemOps(prefix)
+        self.swap = _SwapOps(prefix)
+        self.hswap = _HostSwapOps(prefix)
+        self.cache = _CacheOps(prefix)
+        self.eph = _EphOps(prefix)
 
-    def host_stores(self, pool: Any) -> tuple[Any, Any, Any]:
-        """(host swap, disk cache, ephemeral pool) adapters on the same Redis client as
-        `pool`."""
-        key = id(pool)
-        if key not in self._host_stores:
-            if isinstance(pool, AsyncTmemPool):
-                stores = (
-                    AsyncHostSwapStore(pool.client, pool.prefix),
-                    AsyncDiskCacheStore(pool.client, pool.prefix),
-                    AsyncEphemeralPool(pool.client, pool.prefix),
-                )
-            else:
-                stores = (
-                    HostSwapStore(pool.client, pool.prefix),
-                    DiskCacheStore(pool.client, pool.prefix),
-                    EphemeralPool(pool.client, pool.prefix),
-                )
-            self._host_stores[key] = stores
-        return self._host_stores[key]
-
-    def plan(self, req: Any, pool: Any, swap: Any) -> Generator[tuple[Any, ...], Any, Any]:
-        """Yields (callable, args, kwargs) steps; returns the reply."""
+    def plan(self, req: Any) -> Generator[tuple[str, Any], Any, Any]:
+        """Yields (role, store operation) steps; returns the reply."""
         mode, ps = self.payload, self.page_size
         if isinstance(req, Request):
             rep = Reply()
             if req.tmem is not None:
                 t = req.tmem
                 if t.flush_area:
-                    rep.area_flushed = yield (pool.flush_area, (req.guest,), {})
+                    rep.area_flushed = yield HOST, self.tmem.flush_area(req.guest)
                 if len(t.gets) or len(t.flushes) or t.puts is not None:
                     rep.tmem = yield (
-                        pool.batch,
-                        (req.guest,),
-                        dict(
-                            gets=t.gets,
-                            flushes=t.flushes,
-                            puts=t.puts,
-                            quota=t.quota,
-                            capacity=t.capacity,
-                            exclusive_gets=t.exclusive_gets,
-                            mode=mode,
-                            page_size=ps,
-                            costs=t.costs,
-                            room=t.room,
+                        HOST,
+                        self.tmem.batch(
+                            req.guest,
+                            t.gets,
+                            t.flushes,
+                            t.puts,
+                            t.quota,
+                            t.capacity,
+                            t.exclusive_gets,
+                            mode,
+                            ps,
+                            t.costs,
+                            t.room,
                         ),
                     )
             if req.cache is not None:
                 k = req.cache
-                cache = self.host_stores(pool)[1]
                 if k.drop:
-                    yield (cache.drop, (req.disk,), {})
+                    yield HOST, self.cache.drop(req.disk)
                 else:
                     rep.cache = yield (
-                        cache.batch,
-                        (req.disk, req.guest),
-                        dict(
-                            reads=k.reads,
-                            frees=k.frees,
-                            writeback=k.writeback,
-                            drops=k.drops,
-                            inserts=k.inserts,
-                            mode=mode,
-                            page_size=ps,
+                        HOST,
+                        self.cache.batch(
+                            req.disk,
+                            req.guest,
+                            k.reads,
+                            k.frees,
+                            k.writeback,
+                            k.drops,
+                            k.inserts,
+                            mode,
+                            ps,
                         ),
                     )
             if req.swap is not None:
                 s = req.swap
                 if s.drop:
-                    rep.dropped = yield (swap.drop, (req.disk,), {})
+                    rep.dropped = yield SHARED, self.swap.drop(req.disk)
                 if len(s.reads) or len(s.frees) or s.writes is not None:
                     rep.swap = yield (
-                        swap.batch,
-                        (req.disk, req.guest),
-                        dict(
-                            reads=s.reads,
-                            frees=s.frees,
-                            writes=s.writes,
-                            mode=mode,
-                            page_size=ps,
-                        ),
+                        SHARED,
+                        self.swap.batch(req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps),
                     )
             if req.eph is not None:
                 k = req.eph
-                eph = self.host_stores(pool)[2]
                 if k.flush_area:
-                    rep.eph_flushed = yield (eph.flush_area, (req.guest,), {})
+                    rep.eph_flushed = yield HOST, self.eph.flush_area(req.guest)
                 else:
                     rep.eph = yield (
-                        eph.batch,
-                        (req.guest,),
-                        dict(gets=k.gets, puts=k.puts, quota=k.quota, mode=mode, page_size=ps),
+                        HOST,
+                        self.eph.batch(req.guest, k.gets, k.puts, k.quota, mode, ps),
                     )
             if req.files is not None:
                 f = req.files
                 if f.drop:
-                    yield (swap.drop, (req.files_disk,), {})
+                    yield SHARED, self.swap.drop(req.files_disk)
                 elif len(f.reads) or len(f.frees) or f.writes is not None:
                     rep.files = yield (
-                        swap.batch,
-                        (req.files_disk, req.guest),
-                        dict(
-                            reads=f.reads, frees=f.frees, writes=f.writes, mode=mode, page_size=ps
+                        SHARED,
+                        self.swap.batch(
+                            req.files_disk, req.guest, f.reads, f.frees, f.writes, mode, ps
                         ),
                     )
             if req.hswap is not None:
                 h = req.hswap
-                hs = self.host_stores(pool)[0]
                 if h.drop:
-                    yield (hs.drop, (req.guest,), {})
+                    yield HOST, self.hswap.drop(req.guest)
                 else:
                     rep.hswap = yield (
-                        hs.batch,
-                        (req.guest,),
-                        dict(
-                            reads=h.reads,
-                            frees=h.frees,
-                            write_frames=h.write_frames,
-                            writes=h.writes,
-                            quota=h.quota,
-                            capacity=h.capacity,
-                            mode=mode,
-                            page_size=ps,
+                        HOST,
+                        self.hswap.batch(
+                            req.guest,
+                            h.reads,
+                            h.frees,
+                            h.write_frames,
+                            h.writes,
+                            h.quota,
+                            h.capacity,
+                            mode,
+                            ps,
                         ),
                     )
             return rep
         if isinstance(req, ReadAll):
             back = StoreReadback()
             if req.tmem:
-                back.tmem = yield (pool.read_all, (req.guest, mode, ps), {})
-            back.swap = yield (swap.read_all, (req.disk, req.guest, mode, ps), {})
+                back.tmem = yield HOST, self.tmem.read_all(req.guest, mode, ps)
+            back.swap = yield SHARED, self.swap.read_all(req.disk, req.guest, mode, ps)
             if req.hswap:
-                back.hswap = yield (self.host_stores(pool)[0].read_all, (req.guest, mode, ps), {})
+                back.hswap = yield HOST, self.hswap.read_all(req.guest, mode, ps)
             if req.cache:
-                cache = self.host_stores(pool)[1]
-                back.cache = yield (cache.read_all, (req.disk, req.guest, mode, ps), {})
+                back.cache = yield HOST, self.cache.read_all(req.disk, req.guest, mode, ps)
             if req.files:
-                back.files = yield (swap.read_all, (req.files_disk, req.guest, mode, ps), {})
+                back.files = yield SHARED, self.swap.read_all(req.files_disk, req.guest, mode, ps)
             if req.eph:
-                eph = self.host_stores(pool)[2]
-                recs = yield (eph.read_all, (req.guest, mode, ps), {})
-                back.eph = (recs, (yield (eph.guest_count, (req.guest,), {})))
+                recs = yield HOST, self.eph.read_all(req.guest, mode, ps)
+                back.eph = (recs, (yield HOST, self.eph.guest_count(req.guest)))
             return back
         if isinstance(req, PoolCounts):
-            used = yield (pool.used, (), {})
+            used = yield HOST, self.tmem.used()
             counts = {}
             for g in req.guests:
-                counts[g] = yield (pool.guest_count, (g,), {})
+                counts[g] = yield HOST, self.tmem.guest_count(g)
             return used, counts
         if isinstance(req, Freeze):
             for g in req.guests:
-                yield ((pool.freeze if req.frozen else pool.thaw), (g,), {})
+                yield HOST, (self.tmem.freeze(g) if req.frozen else self.tmem.thaw(g))
             return None
         raise TypeError(f"unknown store request {type(req).__name__}")

@@ -3,9 +3,11 @@
 A runtime builds one `HostRunner` per host and one `GuestRunner` per guest from the scenario
 and the placement, and offers the driver (`engine`) a small interface: run a window on every
 host, apply an event, read pool counters, finish (read every store back). Store requests from
-the models are answered by an executor: `SyncExecutor` over redis-py clients here,
-`AsyncExecutor` over redis-py asyncio clients inside Ray actors (`ray_runtime`). Both run the
-same `StoreOps` plan, so the stores see the same commands in either.
+the models are answered by the same `StoreOps` plan in every path, so the stores see the same
+commands: a sync window's guests run all at once over a `StoreMux` (`run_windows`: one
+connection per server, each guest's next request sent as soon as it is known, so the model
+computes while the servers work); single requests outside windows go through `SyncExecutor`
+(redis-py clients) here or `AsyncExecutor` (asyncio clients) inside Ray actors (`ray_runtime`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import redis
 import redis.asyncio
 
 from overcommit.cluster.runners import (
+    SHARED,
     Boot,
     Freeze,
     GuestRunner,
@@ -29,8 +32,8 @@ from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import EpochStats, GuestModel
 from overcommit.nodes.host import HostModel
 from overcommit.profiles import DeviceQueue, costs_from, device_profiles
-from overcommit.stores.swap import AsyncSwapStore, SwapStore
-from overcommit.stores.tmem import AsyncTmemPool, TmemPool
+from overcommit.stores.pipeline import Plan, ServerLost, StoreMux, targeted
+from overcommit.stores.tmem import ScriptRunner, run_async, run_sync
 
 _LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -67,7 +70,7 @@ def _lost(req: Any, exc: BaseException) -> InfrastructureError:
 
 
 class SyncExecutor:
-    """Answers store requests with synchronous clients (one round trip per store touched)."""
+    """Answers store requests with synchronous clients (one round trip per operation)."""
 
     def __init__(
         self,
@@ -77,17 +80,25 @@ class SyncExecutor:
         payload: str,
         page_size: int,
     ) -> None:
-        self.pools = {h: TmemPool(c, prefix) for h, c in host_clients.items()}
-        self.swap = SwapStore(shared, prefix)
-        self.ops = StoreOps(payload, page_size)
+        self.ops = StoreOps(prefix, payload, page_size)
+        self.hosts = {h: ScriptRunner(c) for h, c in host_clients.items()}
+        self.shared = ScriptRunner(shared)
+
+    def bind(self, host: str, client: redis.Redis | None) -> None:
+        """Point `host` at a new server (None: the host is gone)."""
+        if client is None:
+            self.hosts.pop(host, None)
+        else:
+            self.hosts[host] = ScriptRunner(client)
 
     def __call__(self, req: Any) -> Any:
-        plan = self.ops.plan(req, self.pools.get(req.host), self.swap)
+        plan = self.ops.plan(req)
+        host = self.hosts.get(req.host)
         try:
             step = next(plan)
             while True:
-                fn, args, kwargs = step
-                step = plan.send(fn(*args, **kwargs))
+                role, op = step
+                step = plan.send(run_sync(self.shared if role == SHARED else host, op))
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
@@ -105,21 +116,59 @@ class AsyncExecutor:
         payload: str,
         page_size: int,
     ) -> None:
-        self.pools = {h: AsyncTmemPool(c, prefix) for h, c in host_clients.items()}
-        self.swap = AsyncSwapStore(shared, prefix)
-        self.ops = StoreOps(payload, page_size)
+        self.ops = StoreOps(prefix, payload, page_size)
+        self.hosts = {h: ScriptRunner(c) for h, c in host_clients.items()}
+        self.shared = ScriptRunner(shared)
 
     async def __call__(self, req: Any) -> Any:
-        plan = self.ops.plan(req, self.pools.get(req.host), self.swap)
+        plan = self.ops.plan(req)
+        host = self.hosts.get(req.host)
         try:
             step = next(plan)
             while True:
-                fn, args, kwargs = step
-                step = plan.send(await fn(*args, **kwargs))
+                role, op = step
+                step = plan.send(await run_async(self.shared if role == SHARED else host, op))
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
             raise _lost(req, exc) from exc
+
+
+SHARED_SERVER = ("shared storage",)  # the mux's key of the shared server (no host name is a tuple)
+
+
+def mux_plan(ops: StoreOps, gen: Generator[Any, Any, Any]) -> Plan:
+    """A runner generator as a `StoreMux` plan: each store request it yields becomes
+    `(server, Eval | Command)` steps, the server being the request's host (by name) or
+    `SHARED_SERVER`."""
+    try:
+        req = next(gen)
+        while True:
+            plan = ops.plan(req)
+            try:
+                step = next(plan)
+                while True:
+                    role, op = step
+                    target = SHARED_SERVER if role == SHARED else req.host
+                    step = plan.send((yield from targeted(target, op)))
+            except StopIteration as stop:
+                reply = stop.value
+            req = gen.send(reply)
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_windows(
+    mux: StoreMux, ops: StoreOps, windows: list[Generator[Any, Any, Any]], e0: int, e1: int
+) -> list[Any]:
+    """Run guests' window generators at once over `mux`; returns their reports in order."""
+    try:
+        return mux.run([mux_plan(ops, w) for w in windows])
+    except ServerLost as exc:
+        where = "shared storage" if exc.target == SHARED_SERVER else f"host {exc.target}"
+        raise InfrastructureError(
+            f"lost contact with the Redis store of {where} during epochs {e0}-{e1 - 1}: {exc}"
+        ) from exc
 
 
 def build_host(scenario: Any, name: str) -> HostModel:
@@ -172,7 +221,7 @@ def clear_namespace(clients: list[redis.Redis], prefix: str) -> int:
 
 
 class InlineRuntime:
-    """Every host and guest in this process; hosts run one after another."""
+    """Every host and guest in this process; a window runs all their guests at once."""
 
     kind = "inline"
 
@@ -195,6 +244,12 @@ class InlineRuntime:
             self.prefix,
             sc.payload,
             sc.page_size,
+        )
+        self.mux = StoreMux(
+            {
+                **{h: fleet.host(h).client() for h in self.host_names},
+                SHARED_SERVER: fleet.shared.client(),
+            }
         )
         self.calls = 0
 
@@ -226,16 +281,20 @@ class InlineRuntime:
         orders: dict[str, Any] | None = None,
         promised: dict[str, dict[str, int]] | None = None,
     ) -> list[HostWindow]:
-        out = []
+        # every host plans its window, then all guests of all hosts run it at once (their
+        # store requests interleave in the mux), then every host combines its guests' reports
+        windows = []
         for name, hr in self.hosts.items():
             runners = self.guests[name]
             hr.host.reclaim_need = (needs or {}).get(name, 0)
             grants = hr.plan([g.state() for g in runners], orders, (promised or {}).get(name))
-            reports = [
-                drive(g.window(e0, e1, dt, device, grants[g.name]), self.execute) for g in runners
-            ]
+            windows += [g.window(e0, e1, dt, device, grants[g.name]) for g in runners]
+        reports = run_windows(self.mux, self.execute.ops, windows, e0, e1)
+        out = []
+        for name, hr in self.hosts.items():
+            mine, reports = reports[: len(self.guests[name])], reports[len(self.guests[name]) :]
             self.calls += 1
-            out.append(hr.combine(e0, e1, reports))
+            out.append(hr.combine(e0, e1, mine))
         return out
 
     def set_frozen(self, host: str, frozen: bool) -> None:
@@ -259,7 +318,9 @@ class InlineRuntime:
         return []
 
     def _rebind(self, host: str) -> None:
-        self.execute.pools[host] = TmemPool(self.fleet.host(host).client(), self.prefix)
+        client = self.fleet.host(host).client()
+        self.execute.bind(host, client)
+        self.mux.bind(host, client)
 
     def fail_host(self, host: str) -> None:
         """The host dies: its Redis server is killed, its guests' state is gone."""
@@ -267,7 +328,8 @@ class InlineRuntime:
         del self.hosts[host]
         for g in self.guests.pop(host):
             del self.by_name[g.name]
-        self.execute.pools.pop(host, None)
+        self.execute.bind(host, None)
+        self.mux.drop(host)
 
     def recover_host(self, host: str) -> None:
         """The host is back from repair: a new empty Redis, no guests."""
@@ -332,4 +394,5 @@ class InlineRuntime:
         return guests, [(name, hr.summary()) for name, hr in self.hosts.items()]
 
     def close(self) -> None:
-        """Nothing to release: the fleet is the driver's."""
+        """Close the mux's connections (the fleet is the driver's)."""
+        self.mux.close()

@@ -1,120 +1,132 @@
-"""Many store operations in lockstep: one pipeline per Redis server per step.
+"""Many store operations at once: one connection per Redis server, requests pipelined.
 
-Store operations are generators that yield `(target, Eval | Command)` and receive the reply
-(the tmem and swap adapters are written that way). When a host runs its guests' epochs side by
-side, each guest's batch is one such operation; running them one after another costs a round
-trip per guest, while `run_lockstep` sends the current request of every operation to the same
-server in one pipeline (EVALSHA of already-loaded scripts, no MULTI), then advances them all.
-Replies come back in request order, so the outcome is the same as running them one by one:
-the operations of one step touch disjoint keys (one guest each) and Lua scripts are atomic.
+Store operations are generators that yield `Eval` / `Command` requests and receive the replies
+(:mod:`overcommit.stores.tmem`); a *plan* tags each request with the server it goes to,
+yielding `(target, request)`. Running plans one after another costs a full round trip per
+request, and the caller's Python waits while the server works. `StoreMux.run` keeps every plan
+in flight at once instead: each plan's next request is written to its server's connection as
+soon as the plan yields it, replies are read back in the order they were sent, and each reply
+advances its plan at once, so the caller computes the next request of one plan while the
+servers work on the others', and several servers work at the same time.
+
+Every plan sees exactly the replies it would see alone, provided the plans in flight together
+touch disjoint keys (one guest each, as in a sync window) or only commute (Lua scripts are
+atomic). `targeted` tags a single-server operation's requests with its server.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator, Hashable
 from typing import Any
 
-from overcommit.stores.tmem import Command, Eval, ScriptRunner, lua_source
+import redis
+
+from overcommit.stores.tmem import Command, Eval, lua_source
 
 Plan = Generator[tuple[Hashable, "Eval | Command"], Any, Any]
 
 
-def _sha(runner: ScriptRunner, name: str) -> str:
-    """SHA of a script, loaded on the runner's server once."""
-    loaded = runner.__dict__.setdefault("_loaded", {})
-    if name not in loaded:
-        loaded[name] = runner.client.script_load(lua_source(name))
-    return loaded[name]
+class ServerLost(redis.ConnectionError):
+    """A server of the mux stopped answering; `target` says which."""
+
+    def __init__(self, target: Hashable, exc: BaseException) -> None:
+        super().__init__(f"{exc}")
+        self.target = target
 
 
-async def _sha_async(runner: ScriptRunner, name: str) -> str:
-    loaded = runner.__dict__.setdefault("_loaded", {})
-    if name not in loaded:
-        loaded[name] = await runner.client.script_load(lua_source(name))
-    return loaded[name]
+class StoreMux:
+    """One dedicated connection per target server; `run` interleaves plans over them."""
 
+    def __init__(self, clients: dict[Hashable, redis.Redis]) -> None:
+        self.clients: dict[Hashable, redis.Redis] = {}
+        self.conns: dict[Hashable, Any] = {}
+        self.shas: dict[Hashable, dict[str, str]] = {}
+        for target, client in clients.items():
+            self.bind(target, client)
 
-def _queue(pipe: Any, request: Eval | Command, sha: str | None) -> None:
-    if isinstance(request, Eval):
-        pipe.evalsha(sha, len(request.keys), *request.keys, *request.args)
-    else:
-        pipe.execute_command(*request.args)
+    def bind(self, target: Hashable, client: redis.Redis) -> None:
+        """(Re)bind `target` to `client` (a restarted server): new connection, scripts reload."""
+        self.drop(target)
+        pool = client.connection_pool
+        self.clients[target] = client
+        self.conns[target] = pool.connection_class(**pool.connection_kwargs)
+        self.shas[target] = {}
 
+    def drop(self, target: Hashable) -> None:
+        """Forget `target` (its server is gone)."""
+        conn = self.conns.pop(target, None)
+        if conn is not None:
+            conn.disconnect()
+        self.clients.pop(target, None)
+        self.shas.pop(target, None)
 
-def _start(plans: list[Plan], results: list[Any]) -> dict[int, tuple[Hashable, Any]]:
-    current = {}
-    for i, plan in enumerate(plans):
+    def close(self) -> None:
+        for target in list(self.conns):
+            self.drop(target)
+
+    def _sha(self, target: Hashable, script: str) -> str:
+        shas = self.shas[target]
+        if script not in shas:
+            shas[script] = self.clients[target].script_load(lua_source(script))
+        return shas[script]
+
+    def run(self, plans: list[Plan]) -> list[Any]:
+        """Run `plans` to completion, all in flight at once; returns their results in order.
+
+        A connection error raises `ServerLost` naming the server; any other error (a Redis
+        error reply, an exception inside a plan) propagates. Either way every connection is
+        reset first, so no unread reply is left behind for the next run.
+        """
+        results: list[Any] = [None] * len(plans)
+        outbox: dict[Hashable, list[tuple[Any, ...]]] = {t: [] for t in self.conns}
+        waiting: dict[Hashable, deque[tuple[int, str]]] = {t: deque() for t in self.conns}
+        sent: deque[Hashable] = deque()  # the target of every request in flight, oldest first
+
+        def submit(i: int, step: tuple[Hashable, Eval | Command]) -> None:
+            target, req = step
+            if isinstance(req, Eval):
+                sha = self._sha(target, req.script)
+                args: tuple[Any, ...] = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
+            else:
+                args = req.args
+            outbox[target].append(args)
+            waiting[target].append((i, str(args[0]).upper()))
+            sent.append(target)
+
+        def advance(i: int, plan: Plan, reply: Any, first: bool = False) -> None:
+            try:
+                step = next(plan) if first else plan.send(reply)
+            except StopIteration as done:
+                results[i] = done.value
+                return
+            submit(i, step)
+
+        target: Hashable = None
         try:
-            current[i] = next(plan)
-        except StopIteration as done:
-            results[i] = done.value
-    return current
+            for i, plan in enumerate(plans):
+                advance(i, plan, None, first=True)
+            while sent:
+                for target, cmds in outbox.items():
+                    if cmds:
+                        conn = self.conns[target]
+                        conn.send_packed_command(conn.pack_commands(cmds), check_health=False)
+                        outbox[target] = []
+                target = sent.popleft()
+                i, name = waiting[target].popleft()
+                reply = self.clients[target].parse_response(self.conns[target], name)
+                advance(i, plans[i], reply)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._reset()
+            raise ServerLost(target, exc) from exc
+        except BaseException:
+            self._reset()
+            raise
+        return results
 
-
-def _advance(
-    plans: list[Plan], current: dict[int, Any], replies: dict[int, Any], results: list[Any]
-) -> dict[int, Any]:
-    nxt = {}
-    for i in current:
-        try:
-            nxt[i] = plans[i].send(replies[i])
-        except StopIteration as done:
-            results[i] = done.value
-    return nxt
-
-
-def _groups(current: dict[int, tuple[Hashable, Any]]) -> dict[Hashable, list[int]]:
-    groups: dict[Hashable, list[int]] = {}
-    for i, (target, _) in current.items():
-        groups.setdefault(target, []).append(i)
-    return groups
-
-
-def run_lockstep(runners: dict[Hashable, ScriptRunner], plans: list[Plan]) -> list[Any]:
-    """Run `plans` over synchronous clients; returns their results in order."""
-    results: list[Any] = [None] * len(plans)
-    current = _start(plans, results)
-    while current:
-        replies: dict[int, Any] = {}
-        for target, idxs in _groups(current).items():
-            runner = runners[target]
-            if len(idxs) == 1:  # no pipeline for a lone request
-                i = idxs[0]
-                req = current[i][1]
-                if isinstance(req, Eval):
-                    sha = _sha(runner, req.script)
-                    replies[i] = runner.client.evalsha(sha, len(req.keys), *req.keys, *req.args)
-                else:
-                    replies[i] = runner.client.execute_command(*req.args)
-                continue
-            pipe = runner.client.pipeline(transaction=False)
-            for i in idxs:
-                req = current[i][1]
-                sha = _sha(runner, req.script) if isinstance(req, Eval) else None
-                _queue(pipe, req, sha)
-            for i, reply in zip(idxs, pipe.execute()):
-                replies[i] = reply
-        current = _advance(plans, current, replies, results)
-    return results
-
-
-async def run_lockstep_async(runners: dict[Hashable, ScriptRunner], plans: list[Plan]) -> list[Any]:
-    """`run_lockstep` over redis-py asyncio clients."""
-    results: list[Any] = [None] * len(plans)
-    current = _start(plans, results)
-    while current:
-        replies: dict[int, Any] = {}
-        for target, idxs in _groups(current).items():
-            runner = runners[target]
-            pipe = runner.client.pipeline(transaction=False)
-            for i in idxs:
-                req = current[i][1]
-                sha = await _sha_async(runner, req.script) if isinstance(req, Eval) else None
-                _queue(pipe, req, sha)
-            for i, reply in zip(idxs, await pipe.execute()):
-                replies[i] = reply
-        current = _advance(plans, current, replies, results)
-    return results
+    def _reset(self) -> None:
+        for conn in self.conns.values():
+            conn.disconnect()
 
 
 def targeted(target: Hashable, op: Generator[Any, Any, Any]) -> Plan:

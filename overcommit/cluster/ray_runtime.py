@@ -142,7 +142,10 @@ class HostActorImpl:
         need: int = 0,
         orders: Any = None,
         promised: dict[str, int] | None = None,
-    ) -> tuple[Any, float]:
+        count_pools: bool = False,
+    ) -> tuple[Any, float, list[str] | None]:
+        """Run the window; returns the host's report, the call's wall time and, with
+        `count_pools`, the pool-count check read right after it (saves the driver a call)."""
         t0 = time.perf_counter()
         self.runner.host.reclaim_need = need
         if self.mode == "packed":
@@ -160,9 +163,10 @@ class HostActorImpl:
         out = self.runner.combine(e0, e1, reports)
         self.states = [r.state for r in reports]
         self.calls += 1
+        problems = (await self.pool_counts()) if count_pools else None
         wall = time.perf_counter() - t0
         self.wall += wall
-        return out, wall
+        return out, wall, problems
 
     async def set_frozen(self, frozen: bool) -> None:
         self.runner.host.frozen = frozen
@@ -452,6 +456,8 @@ class RayRuntime:
         # in `lost` instead of stopping the run
         self.detect_deaths = False
         self.lost: list[str] = []
+        self.count_pools = build_mechanism(scenario.mechanism).guest_uses_tmem
+        self.counted: dict[str, list[str]] = {}
         self.incoming: dict[str, tuple[str, Any]] = {}  # migrating guest -> (dest, actor-to-be)
         self.crossed = 0  # bytes of guest state that crossed between actors in migrations
 
@@ -578,7 +584,14 @@ class RayRuntime:
         }
         refs = [
             self.hosts[h].run_window.remote(
-                e0, e1, dt, device, needs.get(h, 0), mine[h] or None, promised.get(h)
+                e0,
+                e1,
+                dt,
+                device,
+                needs.get(h, 0),
+                mine[h] or None,
+                promised.get(h),
+                self.count_pools,
             )
             for h in names
         ]
@@ -594,11 +607,12 @@ class RayRuntime:
                 self.lost.append(h)  # a real fault: the driver turns it into fail_host
         names = [h for h in names if h not in self.lost]
         self.calls += len(results)
-        walls = [w for _, w in results]
+        walls = [w for _, w, _ in results]
         if walls:
             j = max(range(len(walls)), key=walls.__getitem__)
             self.slowest = (names[j], walls[j])
-        return [r for r, _ in results]
+        self.counted = {h: p for h, (_, _, p) in zip(names, results) if p is not None}
+        return [r for r, _, _ in results]
 
     def nodes(self) -> dict[str, str]:
         """Ray node id of each host actor (where its Redis server runs)."""
@@ -614,7 +628,14 @@ class RayRuntime:
         return self._get(self.hosts[self.host_of(guest)].drain.remote(guest))
 
     def pool_counts(self) -> list[list[str]]:
-        return self._get([a.pool_counts.remote() for a in self.hosts.values()])
+        """Each host's pool-count check, as its actor read it at the end of the last window
+        (asked again of a host that has not run one since)."""
+        counted, self.counted = self.counted, {}
+        missing = [h for h in self.hosts if h not in counted]
+        counted.update(
+            zip(missing, self._get([self.hosts[h].pool_counts.remote() for h in missing]))
+        )
+        return [counted[h] for h in self.hosts]
 
     # -- faults ------------------------------------------------------------------------------
     def fail_host(self, host: str) -> None:

@@ -716,11 +716,7 @@ class StoreOps:
                 back.eph = (recs, (yield HOST, self.eph.guest_count(req.guest)))
             return back
         if isinstance(req, PoolCounts):
-            used = yield HOST, self.tmem.used()
-            counts = {}
-            for g in req.guests:
-                counts[g] = yield HOST, self.tmem.guest_count(g)
-            return used, counts
+            return (yield HOST, self.tmem.counts(req.guests))
         if isinstance(req, Freeze):
             for g in req.guests:
                 yield HOST, (self.tmem.freeze(g) if req.frozen else self.tmem.thaw(g))

@@ -16,6 +16,8 @@ atomic). `targeted` tags a single-server operation's requests with its server.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections import deque
 from collections.abc import Generator, Hashable
 from typing import Any
@@ -82,6 +84,7 @@ class StoreMux:
         outbox: dict[Hashable, list[tuple[Any, ...]]] = {t: [] for t in self.conns}
         waiting: dict[Hashable, deque[tuple[int, str]]] = {t: deque() for t in self.conns}
         sent: deque[Hashable] = deque()  # the target of every request in flight, oldest first
+        unsent = 0  # requests queued in `outbox`, not written yet
 
         def submit(i: int, step: tuple[Hashable, Eval | Command]) -> None:
             target, req = step
@@ -90,9 +93,11 @@ class StoreMux:
                 args: tuple[Any, ...] = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
             else:
                 args = req.args
+            nonlocal unsent
             outbox[target].append(args)
             waiting[target].append((i, str(args[0]).upper()))
             sent.append(target)
+            unsent += 1
 
         def advance(i: int, plan: Plan, reply: Any, first: bool = False) -> None:
             try:
@@ -107,11 +112,19 @@ class StoreMux:
             for i, plan in enumerate(plans):
                 advance(i, plan, None, first=True)
             while sent:
-                for target, cmds in outbox.items():
-                    if cmds:
-                        conn = self.conns[target]
-                        conn.send_packed_command(conn.pack_commands(cmds), check_health=False)
-                        outbox[target] = []
+                target = sent[0]
+                conn = self.conns[target]
+                # send what is queued only when the next reply is not there yet: each send
+                # wakes a server up, so fewer, larger sends cost less
+                if unsent and (conn._sock is None or not conn.can_read(timeout=0)):
+                    for target, cmds in outbox.items():
+                        if cmds:
+                            conn = self.conns[target]
+                            if conn._sock is None:
+                                _connect(conn)
+                            conn._sock.sendall(b"".join(conn.pack_commands(cmds)))
+                            outbox[target] = []
+                    unsent = 0
                 target = sent.popleft()
                 i, name = waiting[target].popleft()
                 reply = self.clients[target].parse_response(self.conns[target], name)
@@ -127,6 +140,19 @@ class StoreMux:
     def _reset(self) -> None:
         for conn in self.conns.values():
             conn.disconnect()
+
+
+# Bytes a connection may have in flight towards its server. A window's batches can be large
+# (a burst of puts is thousands of records); with the default socket buffer (~200 KiB) a send
+# would wait for the server to finish earlier scripts, while the model could compute instead.
+# The kernel caps it at net.core.wmem_max.
+SEND_BUFFER = 4 << 20
+
+
+def _connect(conn: Any) -> None:
+    conn.connect()
+    with contextlib.suppress(OSError):  # without the option the default buffer only is slower
+        conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 def targeted(target: Hashable, op: Generator[Any, Any, Any]) -> Plan:

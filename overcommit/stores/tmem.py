@@ -249,6 +249,12 @@ class _TmemOps:
     def used(self) -> Op[int]:
         return _int((yield Command(("HGET", self.meta, "used"))))
 
+    def counts(self, guests: Sequence[str]) -> Op[tuple[int, dict[str, int]]]:
+        """(host-wide used, each guest's count), read together in one command."""
+        fields = ["used", *(f"n:{g}" for g in guests)]
+        values = yield Command(("HMGET", self.meta, *fields))
+        return _int(values[0]), {g: _int(v) for g, v in zip(guests, values[1:])}
+
     def read_all(self, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
         return (yield from hash_records(tmem_key(self.prefix, guest), guest, mode, page_size))
 

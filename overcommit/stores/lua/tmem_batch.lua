@@ -77,36 +77,57 @@ for i = 1, #flushes, 4 do
 end
 delta = delta - flushed
 
--- 3. puts
+-- 3. puts. Whether a put's page already has a copy decides whether it needs room and what a
+-- refused put removes: read for every put at once (HMGET in chunks) and kept up to date, so a
+-- refused put of a page without a copy costs no command at all.
 local putok, invalidated = {}, 0
-local i = 0
+local fields, has = {}, {}
+local n = 0
 for s = 1, #puts, reclen do
-  local rec = string.sub(puts, s, s + reclen - 1)
-  local field = string.sub(puts, s + pageoff, s + pageoff + 3)
-  local count, used = count0 + delta, used0 + delta
-  local cost = 0
-  if bybytes then
-    local b1, b2, b3, b4 = string.byte(costs, 4 * i + 1, 4 * i + 4)
-    cost = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  n = n + 1
+  fields[n] = string.sub(puts, s + pageoff, s + pageoff + 3)
+end
+for c = 1, n, 1000 do
+  local last = math.min(c + 999, n)
+  local got = redis.call('HMGET', pool, unpack(fields, c, last))
+  for j = c, last do
+    has[fields[j]] = got[j - c + 1] ~= false
   end
-  i = i + 1
-  if bybytes and not frozen and cost <= room then
-    room = room - cost
-    delta = delta + redis.call('HSET', pool, field, rec)
-    putok[#putok + 1] = '1'
-  elseif not bybytes and not frozen and count < quota and used < capacity then
-    delta = delta + redis.call('HSET', pool, field, rec)
-    putok[#putok + 1] = '1'
-  elseif not bybytes and not frozen and count <= quota and used <= capacity
-      and redis.call('HEXISTS', pool, field) == 1 then
-    redis.call('HSET', pool, field, rec)
-    putok[#putok + 1] = '1'
+end
+for k = 1, n do
+  local field = fields[k]
+  local existed = has[field]
+  local count, used = count0 + delta, used0 + delta
+  local ok
+  if frozen then
+    ok = false
+  elseif bybytes then
+    local b1, b2, b3, b4 = string.byte(costs, 4 * k - 3, 4 * k)
+    local cost = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    ok = cost <= room
+    if ok then
+      room = room - cost
+    end
   else
-    if redis.call('HDEL', pool, field) == 1 then
+    ok = (count < quota and used < capacity)
+      or (existed and count <= quota and used <= capacity)
+  end
+  if ok then
+    local s = (k - 1) * reclen + 1
+    redis.call('HSET', pool, field, string.sub(puts, s, s + reclen - 1))
+    if not existed then
+      delta = delta + 1
+      has[field] = true
+    end
+    putok[k] = '1'
+  else
+    if existed then
+      redis.call('HDEL', pool, field)
       delta = delta - 1
       invalidated = invalidated + 1
+      has[field] = false
     end
-    putok[#putok + 1] = '0'
+    putok[k] = '0'
   end
 end
 

@@ -7,10 +7,12 @@ scenario order. The column lists below are the documented schema (docs/output.md
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads only where frames are built (the driver), not in every actor
+    import pandas as pd
 
 GUEST_COLUMNS: dict[str, str] = {
     "alive": "1 if the guest ran this epoch, 0 if it was down (OOM restart)",
@@ -128,6 +130,8 @@ class Recorder:
             data[k] = np.tile(np.array(v, dtype=object), e)
         for c, arr in cols.items():
             data[c] = arr.reshape(-1)
+        import pandas as pd
+
         return pd.DataFrame(data)
 
     def guests_frame(self) -> pd.DataFrame:

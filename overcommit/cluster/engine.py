@@ -306,12 +306,14 @@ def run_scenario(
                 if not on_ray:
                     raise InfrastructureError("real faults need the ray runtime")
                 runtime.detect_deaths = True
+            setup = time.perf_counter() - wall0  # stores started, hosts and guests placed
             result = _run(scenario, plan, runtime, progress, hook, real_faults)
         finally:
             if runtime is not None:
                 runtime.close()
             fleet.stop_all()
     result.summary["run"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
+    result.summary["run"]["setup_seconds"] = round(setup, 3)
     if out_dir is not None:
         write_run_dir(out_dir, result.summary, result.guests, result.hosts, result.events)
         result.out_dir = out_dir
@@ -875,6 +877,7 @@ def _summarise(
                 round(emulated / sc.epoch) * len(plan.host_names) / max(1, runtime.calls), 3
             ),
             "wall_seconds": None,
+            "setup_seconds": None,
             "versions": {
                 "overcommit": __version__,
                 "python": platform.python_version(),

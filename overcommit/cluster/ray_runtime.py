@@ -72,7 +72,7 @@ class _Stores:
     def windows(self, gens: list[Any], e0: int, e1: int) -> list[Any]:
         """Run window generators to completion, all at once (blocks the actor meanwhile:
         nothing else runs on a host or guest actor during its window)."""
-        return run_windows(self.mux, self.execute.ops, gens, e0, e1)
+        return run_windows(self.mux, self.execute.ops, gens, f"epochs {e0}-{e1 - 1}")
 
 
 class HostActorImpl:
@@ -188,9 +188,13 @@ class HostActorImpl:
         if self.mode == "actors":
             finals = list(await asyncio.gather(*[a.finish.remote() for a in self.actors]))
         else:
-            finals = [
-                (g.name, *(await drive_async(g.finish(), self.stores.execute))) for g in self.guests
-            ]
+            done = run_windows(
+                self.stores.mux,
+                self.stores.execute.ops,
+                [g.finish() for g in self.guests],
+                "the final read-back",
+            )
+            finals = [(g.name, *final) for g, final in zip(self.guests, done)]
         return finals, self.runner.summary(), self.calls
 
     # -- faults ------------------------------------------------------------------------------
@@ -374,7 +378,10 @@ class GuestActorImpl:
         return await drive_async(self.runner.drain(), self.stores.execute)
 
     async def finish(self) -> tuple:
-        return (self.runner.name, *(await drive_async(self.runner.finish(), self.stores.execute)))
+        done = run_windows(
+            self.stores.mux, self.stores.execute.ops, [self.runner.finish()], "the final read-back"
+        )
+        return (self.runner.name, *done[0])
 
     def page_versions(self) -> Any:
         return self.runner.model.version.copy()

@@ -159,15 +159,16 @@ def mux_plan(ops: StoreOps, gen: Generator[Any, Any, Any]) -> Plan:
 
 
 def run_windows(
-    mux: StoreMux, ops: StoreOps, windows: list[Generator[Any, Any, Any]], e0: int, e1: int
+    mux: StoreMux, ops: StoreOps, runs: list[Generator[Any, Any, Any]], during: str
 ) -> list[Any]:
-    """Run guests' window generators at once over `mux`; returns their reports in order."""
+    """Run guests' runner generators (their windows, their final read-backs) at once over
+    `mux`; returns their results in order. `during` names the work in an error message."""
     try:
-        return mux.run([mux_plan(ops, w) for w in windows])
+        return mux.run([mux_plan(ops, r) for r in runs])
     except ServerLost as exc:
         where = "shared storage" if exc.target == SHARED_SERVER else f"host {exc.target}"
         raise InfrastructureError(
-            f"lost contact with the Redis store of {where} during epochs {e0}-{e1 - 1}: {exc}"
+            f"lost contact with the Redis store of {where} during {during}: {exc}"
         ) from exc
 
 
@@ -289,7 +290,7 @@ class InlineRuntime:
             hr.host.reclaim_need = (needs or {}).get(name, 0)
             grants = hr.plan([g.state() for g in runners], orders, (promised or {}).get(name))
             windows += [g.window(e0, e1, dt, device, grants[g.name]) for g in runners]
-        reports = run_windows(self.mux, self.execute.ops, windows, e0, e1)
+        reports = run_windows(self.mux, self.execute.ops, windows, f"epochs {e0}-{e1 - 1}")
         out = []
         for name, hr in self.hosts.items():
             mine, reports = reports[: len(self.guests[name])], reports[len(self.guests[name]) :]
@@ -386,11 +387,11 @@ class InlineRuntime:
                 gs.remove(runner)
 
     def finish(self) -> tuple[list[tuple[str, dict, list, Any]], list[tuple[str, dict]]]:
-        guests = []
-        for name in self.hosts:
-            for g in self.guests[name]:
-                summary, violations, hist = drive(g.finish(), self.execute)
-                guests.append((g.name, summary, violations, hist))
+        runners = [g for name in self.hosts for g in self.guests[name]]
+        finals = run_windows(
+            self.mux, self.execute.ops, [g.finish() for g in runners], "the final read-back"
+        )
+        guests = [(g.name, *final) for g, final in zip(runners, finals)]
         return guests, [(name, hr.summary()) for name, hr in self.hosts.items()]
 
     def close(self) -> None:

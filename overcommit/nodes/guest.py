@@ -905,7 +905,7 @@ class GuestModel:
 
         # slots freed this epoch: written pages, faulted ones when swap is full, selfshrink
         swap_full = 2 * (self.slots_used + self.zslots_used) > self.swap_slots + self.zram_slots
-        wp, wc = _counts_in(uniq, pages[writes])
+        wp, wc = _counts(pages[writes])
         wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
@@ -914,12 +914,16 @@ class GuestModel:
             free_slot = np.union1d(free_slot, f_z)
         if len(unuse_in) or len(unuse_fl):
             free_slot = np.union1d(free_slot, np.union1d(unuse_in, unuse_fl))
-        excl_got = f_fs if not self.exclusive_gets else np.union1d(f_fs, unuse_in)
-        if self.exclusive_gets:  # an exclusive get already removed the copy
-            free_slot = np.setdiff1d(free_slot, excl_got, assume_unique=True)
-        fs_flush = free_slot[self.slot[free_slot] == FRONTSWAP]
-        sw_free = free_slot[self.slot[free_slot] == SWAP]
-        z_free = free_slot[self.slot[free_slot] == ZPOOL]
+        excl_got = f_fs
+        if self.exclusive_gets and len(unuse_in):
+            excl_got = np.union1d(f_fs, unuse_in)
+        if self.exclusive_gets and len(excl_got) and len(free_slot):
+            # an exclusive get already removed the copy (both sorted and distinct)
+            free_slot = free_slot[~_member(free_slot, excl_got)]
+        slot_f = self.slot[free_slot]
+        fs_flush = free_slot[slot_f == FRONTSWAP]
+        sw_free = free_slot[slot_f == SWAP]
+        z_free = free_slot[slot_f == ZPOOL]
 
         # the balloon's wish for frames this epoch presses kswapd when free frames run short
         free = self.free_top
@@ -1249,7 +1253,9 @@ class GuestModel:
             self.slots_used += len(dirty)
         # apply: swap-ins and first touches
         incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in, f_fnew, f_file])
-        in_frames = self._incoming_frames(_EI, len(incoming))
+        in_frames = _EI  # the frames they get (for the host's view of them)
+        if self.host_swap or self.sharing:
+            in_frames = self._incoming_frames(_EI, len(incoming))
         newly_backed = self._map_in(incoming)
         self._set_loc(incoming, RAM)
         self.dirty[f_zero] = True
@@ -1592,7 +1598,7 @@ class GuestModel:
         async_want = self.wm_high - free if free < self.wm_low else 0
         if async_want + max(0, self.wm_min + need - free) > 0:
             return None  # reclaim wanted
-        wp, wc = _counts_in(uniq, pages[writes])
+        wp, wc = _counts(pages[writes])
         if len(wp) and self.slot[wp].any():
             return None  # a write frees a slot
         costs = self.costs
@@ -2569,7 +2575,8 @@ def _concat_batches(a: RecordBatch | None, b: RecordBatch | None) -> RecordBatch
 
 def _unique(a: np.ndarray) -> np.ndarray:
     """Sorted distinct values: np.unique, by sorting (several times faster on small arrays)."""
-    s = np.sort(a)
+    s = a.copy()
+    s.sort()
     if len(s) < 2:
         return s
     keep = np.empty(len(s), bool)
@@ -2578,29 +2585,24 @@ def _unique(a: np.ndarray) -> np.ndarray:
     return s[keep]
 
 
-def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values and how often each occurs."""
-    s = np.sort(a)
-    if len(s) == 0:
-        return s, np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    return s[starts], np.diff(np.append(starts, len(s)))
-
-
-def _counts_in(uniq: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_unique_counts(a)` for `a` drawn from `uniq` (sorted, distinct): no second sort."""
+def _counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of `a` (a fresh array: it is sorted in place) and how often
+    each occurs."""
     if len(a) == 0:
-        return a[:0], np.zeros(0, np.int64)
-    n = np.bincount(np.searchsorted(uniq, a), minlength=len(uniq))
-    hit = n > 0
-    return uniq[hit], n[hit]
+        return a, np.zeros(0, np.int64)
+    a.sort()
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    starts = np.flatnonzero(keep)
+    return a[starts], np.diff(starts, append=len(a))
 
 
 def _member(a: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """`np.isin(a, sorted_set)` for a sorted, distinct `sorted_set`: a binary search each."""
     if len(a) == 0 or len(sorted_set) == 0:
         return np.zeros(len(a), bool)
-    at = np.searchsorted(sorted_set, a)
+    at = sorted_set.searchsorted(a)
     np.minimum(at, len(sorted_set) - 1, out=at)
     return sorted_set[at] == a
 

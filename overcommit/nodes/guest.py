@@ -983,7 +983,7 @@ class GuestModel:
         vers = self.version[dirty].copy()
         if len(dirty):
             if len(wp):
-                hit = np.searchsorted(wp, dirty)
+                hit = wp.searchsorted(dirty)
                 was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == dirty)
                 vers[was_written] += wc[hit[was_written]].astype(np.uint32)
             batch = self._batch(dirty, vers)
@@ -1645,7 +1645,7 @@ class GuestModel:
         thrashing guest reclaims pages it has just written); `wp` sorted, `wc` its counts."""
         vers = self.version[pages].copy()
         if len(pages) and len(wp):
-            hit = np.searchsorted(wp, pages)
+            hit = wp.searchsorted(pages)
             was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == pages)
             vers[was_written] += wc[hit[was_written]].astype(np.uint32)
         return vers
@@ -2595,7 +2595,10 @@ def _counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep[0] = True
     np.not_equal(a[1:], a[:-1], out=keep[1:])
     starts = np.flatnonzero(keep)
-    return a[starts], np.diff(starts, append=len(a))
+    n = np.empty(len(starts), np.int64)
+    np.subtract(starts[1:], starts[:-1], out=n[:-1])
+    n[-1] = len(a) - starts[-1]
+    return a[starts], n
 
 
 def _member(a: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

@@ -2650,11 +2650,7 @@ class _ClockScan(_OrderScan):
         self.order = _EI
         self.complete = False
         self._stale = False
-
-    @property
-    def total(self) -> int:  # type: ignore[override]
-        """Beyond any prefix: asking for this much completes the scan."""
-        return self.n + 1
+        self.total = g.N + 1  # beyond any prefix: asking for this much completes the scan
 
     def _scan_to(self, upto: int) -> None:
         """Scan the sweep positions [pos, upto), one page-index range at a time."""

@@ -634,48 +634,100 @@ class GuestModel:
         self.free_top += k
 
     # -- reclaim ----------------------------------------------------------------------------
-    def _reclaim_order(self, k: int, exclude: np.ndarray) -> tuple[np.ndarray, Any]:
-        """At least k (if there are) reclaim candidates, coldest first, and a commit function.
+    def _reclaim_order(self, k: int, exclude: np.ndarray) -> _OrderScan:
+        """The reclaim candidates, coldest first, as a scan that yields them as far as needed.
 
-        Candidates are resident, unpinned pages not in `exclude`. `commit(victims)` records
-        the scan (clock hand and cleared referenced bits) once the victims are chosen.
+        Candidates are resident, unpinned pages not in `exclude` (sorted, distinct). `lru`
+        orders them by last-touch epoch (ties by page index) and keeps the 2k coldest, so the
+        whole (short) order is computed at once. `clock` sweeps from the hand: first the pages
+        whose referenced bit is clear, in sweep order, then (a full turn) the referenced ones,
+        in sweep order; it computes only as long a prefix of that order as the caller asks
+        for. `commit(page)` records the scan (clock hand and cleared referenced bits) once the
+        victims are chosen, given the victim furthest along the order.
         """
-        if k <= 0:
-            return np.empty(0, np.int64), _no_commit
-        mask = self.loc == RAM
-        mask[: self.pinned_n] = False
-        mask[exclude] = False
-        cand = np.flatnonzero(mask)
-        if len(cand) == 0:
-            return np.empty(0, np.int64), _no_commit
         if self.spec.lru == "lru":
+            mask = self.loc == RAM
+            mask[: self.pinned_n] = False
+            mask[exclude] = False
+            cand = np.flatnonzero(mask)
+            if len(cand) == 0:
+                return _OrderScan(_EI)
             key = self.last[cand] * self.N + cand  # unique: ties broken by page index
             if len(cand) > 2 * k:
                 part = np.argpartition(key, 2 * k - 1)[: 2 * k]
                 cand, key = cand[part], key[part]
-            return cand[np.argsort(key)], _no_commit
-        # clock: sweep from the hand; referenced pages get a second chance (bit cleared)
-        start = int(np.searchsorted(cand, self.hand))
-        sweep = np.concatenate([cand[start:], cand[:start]])
-        refd = self.ref[sweep]
-        first = np.flatnonzero(~refd)
-        order = np.concatenate([sweep[first], sweep[refd]])
-        pos = np.concatenate([first, np.flatnonzero(refd)])
+            return _OrderScan(cand[key.argsort()])
+        return _ClockScan(self, exclude)
 
-        def commit(victims: np.ndarray) -> None:
-            taken = np.flatnonzero(np.isin(order, victims))
-            if len(taken) == 0:
-                return
-            last = int(taken[-1])
-            if last >= len(first):  # a full sweep cleared every bit
-                self.ref[sweep] = False
-                self.hand = int(order[last]) + 1
-                return
-            stop = int(pos[last])
-            self.ref[sweep[: stop + 1]] = False
-            self.hand = int(sweep[stop]) + 1
+    def _pick_victims(
+        self,
+        scan: _OrderScan,
+        want: int,
+        uniq: np.ndarray,
+        loc_u: np.ndarray,
+        pin_to: int,
+        wset: np.ndarray,
+        free: int,
+        need: int,
+        async_want: int,
+        room: int,
+        budget: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This epoch's reclaim victims from `scan`'s order, with their async and clean flags.
 
-        return order, commit
+        The order is cut by the swap slots left (`room`: a page that needs a new slot cannot
+        leave once none is left); kswapd takes the first `async_want` pages it may write in the
+        background (any, or within `budget` dirty pages when `budget` >= 0) and direct reclaim
+        the first `wm_min + need - free` of the rest. A thrashing guest (fewer candidates than
+        its faults need) appends this epoch's resident pages as the last choice. The choice is
+        made on a prefix of the order, taken longer until it decides the same victims the
+        whole order would (every step is a running count along the order); then the scan is
+        committed.
+        """
+        m = want + want // 4 + 64
+        while True:
+            order = scan.prefix(m)
+            if not scan.complete and free + len(order) < need:
+                order = scan.prefix(scan.total)  # possibly thrashing: decide on the whole order
+            n_scan = len(order)  # pages of the scanned order (the rest: this epoch's own)
+            thrash = free + n_scan < need
+            if thrash:  # this epoch's own pages are the last choice
+                resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
+                order = np.concatenate([order, resident_touched])
+            # a page written this epoch (possible only when thrashing) is dirty whatever its slot
+            written = _member(order, wset)
+            slotless = self.slot[order] == NO_SLOT
+            if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
+                isf_o = order >= self.file_lo
+                clean = (~slotless | isf_o) & ~self.dirty[order] & ~written
+                new_slot = (slotless | written) & ~isf_o
+            else:
+                clean = ~slotless & ~self.dirty[order] & ~written
+                new_slot = slotless | written
+            ok = ~new_slot | (new_slot.cumsum() <= room)  # no slot left: the page cannot leave
+            if not ok.all():
+                n_scan = int(np.count_nonzero(ok[:n_scan]))
+                order, clean = order[ok], clean[ok]
+            if budget < 0:
+                async_pick = np.arange(min(async_want, len(order)))
+            else:
+                fits = clean | ((~clean).cumsum() <= budget)
+                async_pick = np.flatnonzero(fits)[:async_want]
+            is_async = np.zeros(len(order), bool)
+            is_async[async_pick] = True
+            rest = np.flatnonzero(~is_async)
+            direct_n = max(0, self.wm_min + need - free - len(async_pick))
+            if scan.complete or (len(async_pick) == async_want and len(rest) >= direct_n):
+                break
+            m = 2 * m  # the prefix did not decide: a longer one
+        take = rest[:direct_n]
+        if len(async_pick):
+            take = np.concatenate([async_pick, take])
+            take.sort()
+        last = int(take.searchsorted(n_scan)) - 1  # the victim furthest along the scan
+        if last >= 0:
+            scan.commit(int(order[take[last]]))
+        return order[take], is_async[take], clean[take]
 
     def _pin_target(self, t: float) -> int:
         """Pages the workload keeps mlocked at workload time `t` (as many as RAM allows)."""
@@ -853,7 +905,7 @@ class GuestModel:
 
         # slots freed this epoch: written pages, faulted ones when swap is full, selfshrink
         swap_full = 2 * (self.slots_used + self.zslots_used) > self.swap_slots + self.zram_slots
-        wp, wc = _counts_in(uniq, pages[writes])
+        wp, wc = _counts(pages[writes])
         wset = wp
         free_slot = wset[self.slot[wset] != NO_SLOT]
         if swap_full:
@@ -862,12 +914,16 @@ class GuestModel:
             free_slot = np.union1d(free_slot, f_z)
         if len(unuse_in) or len(unuse_fl):
             free_slot = np.union1d(free_slot, np.union1d(unuse_in, unuse_fl))
-        excl_got = f_fs if not self.exclusive_gets else np.union1d(f_fs, unuse_in)
-        if self.exclusive_gets:  # an exclusive get already removed the copy
-            free_slot = np.setdiff1d(free_slot, excl_got, assume_unique=True)
-        fs_flush = free_slot[self.slot[free_slot] == FRONTSWAP]
-        sw_free = free_slot[self.slot[free_slot] == SWAP]
-        z_free = free_slot[self.slot[free_slot] == ZPOOL]
+        excl_got = f_fs
+        if self.exclusive_gets and len(unuse_in):
+            excl_got = np.union1d(f_fs, unuse_in)
+        if self.exclusive_gets and len(excl_got) and len(free_slot):
+            # an exclusive get already removed the copy (both sorted and distinct)
+            free_slot = free_slot[~_member(free_slot, excl_got)]
+        slot_f = self.slot[free_slot]
+        fs_flush = free_slot[slot_f == FRONTSWAP]
+        sw_free = free_slot[slot_f == SWAP]
+        z_free = free_slot[slot_f == ZPOOL]
 
         # the balloon's wish for frames this epoch presses kswapd when free frames run short
         free = self.free_top
@@ -887,24 +943,6 @@ class GuestModel:
         if pool is not None and d.compress:
             ratio = pool.frames_per_page()
             want = int(math.ceil(want / max(0.05, 1.0 - ratio)))
-        if want <= 0:  # nothing to reclaim: no scan (and no exclusion set to build)
-            order, commit = _EI, _no_commit
-        else:
-            exclude = np.union1d(uniq, unuse_in) if len(unuse_in) else uniq
-            order, commit = self._reclaim_order(want, exclude)
-        if free + len(order) < need:  # thrashing: this epoch's own pages are the last choice
-            resident_touched = uniq[(loc_u == RAM) & (uniq >= max(self.pinned_n, pin_to))]
-            order = np.concatenate([order, resident_touched])
-        # a page written this epoch (possible only when thrashing) is dirty whatever its slot
-        written = _member(order, wset)
-        slotless = self.slot[order] == NO_SLOT
-        if self.has_files:  # a file page leaves clean (dropped) or written back: no slot
-            isf_o = order >= self.file_lo
-            clean = (~slotless | isf_o) & ~self.dirty[order] & ~written
-            new_slot = (slotless | written) & ~isf_o
-        else:
-            clean = ~slotless & ~self.dirty[order] & ~written
-            new_slot = slotless | written
         freed_disk = int(np.count_nonzero(self.slot[free_slot] != ZPOOL)) if self.zram_slots else 0
         if not self.zram_slots:
             room = self.swap_slots - self.slots_used + len(free_slot)
@@ -913,23 +951,19 @@ class GuestModel:
             room = (self.swap_slots - self.slots_used + freed_disk) + (
                 self.zram_slots - self.zslots_used + freed_z
             )
-        ok = ~new_slot | (np.cumsum(new_slot) <= room)  # no slot left: the page cannot leave
-        order, clean = order[ok], clean[ok]
-        if self.uses_tmem or (pool is not None and d.compress):
-            async_pick = np.arange(min(async_want, len(order)))
-        else:
+        budget = -1  # kswapd's write budget: -1 when it may put (tmem) or compress anything
+        if not (self.uses_tmem or (pool is not None and d.compress)):
             budget = self._async_budget(device, dt)
             if cache is not None:
                 budget += max(0, cache.budget - cache.count)
-            fits = clean | (np.cumsum(~clean) <= budget)
-            async_pick = np.flatnonzero(fits)[:async_want]
-        is_async = np.zeros(len(order), bool)
-        is_async[async_pick] = True
-        rest = np.flatnonzero(~is_async)
-        direct_n = max(0, self.wm_min + need - free - len(async_pick))
-        take = np.sort(np.concatenate([async_pick, rest[:direct_n]]))
-        victims, is_async, clean = order[take], is_async[take], clean[take]
-        commit(victims)
+        if want <= 0:  # nothing to reclaim: no scan (and no exclusion set to build)
+            victims, is_async, clean = _EI, np.zeros(0, bool), np.zeros(0, bool)
+        else:
+            exclude = np.union1d(uniq, unuse_in) if len(unuse_in) else uniq
+            scan = self._reclaim_order(want, exclude)
+            victims, is_async, clean = self._pick_victims(
+                scan, want, uniq, loc_u, pin_to, wset, free, need, async_want, room, budget
+            )
         fvict = f_wb = _EI
         f_wb_async = np.zeros(0, bool)
         if self.has_files:  # page-cache victims: dropped if clean, else written to their file
@@ -949,7 +983,7 @@ class GuestModel:
         vers = self.version[dirty].copy()
         if len(dirty):
             if len(wp):
-                hit = np.searchsorted(wp, dirty)
+                hit = wp.searchsorted(dirty)
                 was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == dirty)
                 vers[was_written] += wc[hit[was_written]].astype(np.uint32)
             batch = self._batch(dirty, vers)
@@ -1219,7 +1253,9 @@ class GuestModel:
             self.slots_used += len(dirty)
         # apply: swap-ins and first touches
         incoming = np.concatenate([f_zero, f_fs, f_z, reads, unuse_in, f_fnew, f_file])
-        in_frames = self._incoming_frames(_EI, len(incoming))
+        in_frames = _EI  # the frames they get (for the host's view of them)
+        if self.host_swap or self.sharing:
+            in_frames = self._incoming_frames(_EI, len(incoming))
         newly_backed = self._map_in(incoming)
         self._set_loc(incoming, RAM)
         self.dirty[f_zero] = True
@@ -1562,7 +1598,7 @@ class GuestModel:
         async_want = self.wm_high - free if free < self.wm_low else 0
         if async_want + max(0, self.wm_min + need - free) > 0:
             return None  # reclaim wanted
-        wp, wc = _counts_in(uniq, pages[writes])
+        wp, wc = _counts(pages[writes])
         if len(wp) and self.slot[wp].any():
             return None  # a write frees a slot
         costs = self.costs
@@ -1609,7 +1645,7 @@ class GuestModel:
         thrashing guest reclaims pages it has just written); `wp` sorted, `wc` its counts."""
         vers = self.version[pages].copy()
         if len(pages) and len(wp):
-            hit = np.searchsorted(wp, pages)
+            hit = wp.searchsorted(pages)
             was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == pages)
             vers[was_written] += wc[hit[was_written]].astype(np.uint32)
         return vers
@@ -2459,6 +2495,8 @@ class GuestModel:
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
+        if self._frames_consistent():
+            return []
         mapped = self.frame >= 0
         used = self.frame[mapped]
         free = self.free_stack[: self.free_top]
@@ -2476,6 +2514,44 @@ class GuestModel:
         if np.any(self.fpage[used] != np.flatnonzero(mapped)):
             return [f"{self.name}: the frame-to-page map disagrees with the page table"]
         return []
+
+    def _frames_consistent(self) -> bool:
+        """`frame_audit`'s verdict when it finds nothing, proven more cheaply (False: maybe not).
+
+        If every frame that maps a page is that page's frame (so those pages hold distinct
+        frames), as many frames map a page as pages have a frame (so those frames are exactly
+        the used ones, and each used frame maps its page back), and the free, balloon and pool
+        stacks hold distinct frames mapping no page, as many as the used ones leave, then
+        every frame is used or held exactly once. Dense passes over the frame table, no
+        index lists: cheaper than `frame_audit`'s own.
+        """
+        fp, fr = self.fpage, self.frame
+        valid = fp >= 0
+        n_used = int(np.count_nonzero(valid))
+        if n_used != int(np.count_nonzero(fr >= 0)):
+            return False
+        if n_used:
+            if int(fp.max()) >= len(fr):
+                return False
+            invalid = ~valid
+            idx = fp.astype(np.int32)
+            idx[invalid] = 0
+            ok = fr[idx] == np.arange(len(fp), dtype=np.int32)  # maps back to this frame
+            ok |= invalid
+            if not ok.all():
+                return False
+        others = np.concatenate(
+            [
+                self.free_stack[: self.free_top],
+                self.balloon_stack[: self.balloon_n],
+                self.zp_stack[: self.zpool_frames],
+            ]
+        )
+        if n_used + len(others) != self.nframes or (fp[others] >= 0).any():
+            return False
+        seen = np.zeros(self.nframes, bool)
+        seen[others] = True
+        return int(np.count_nonzero(seen)) == len(others)
 
     def progress(self) -> float:
         return self.work_seconds / self.alive_seconds if self.alive_seconds else 0.0
@@ -2499,7 +2575,8 @@ def _concat_batches(a: RecordBatch | None, b: RecordBatch | None) -> RecordBatch
 
 def _unique(a: np.ndarray) -> np.ndarray:
     """Sorted distinct values: np.unique, by sorting (several times faster on small arrays)."""
-    s = np.sort(a)
+    s = a.copy()
+    s.sort()
     if len(s) < 2:
         return s
     keep = np.empty(len(s), bool)
@@ -2508,32 +2585,135 @@ def _unique(a: np.ndarray) -> np.ndarray:
     return s[keep]
 
 
-def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values and how often each occurs."""
-    s = np.sort(a)
-    if len(s) == 0:
-        return s, np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    return s[starts], np.diff(np.append(starts, len(s)))
-
-
-def _counts_in(uniq: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_unique_counts(a)` for `a` drawn from `uniq` (sorted, distinct): no second sort."""
+def _counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of `a` (a fresh array: it is sorted in place) and how often
+    each occurs."""
     if len(a) == 0:
-        return a[:0], np.zeros(0, np.int64)
-    n = np.bincount(np.searchsorted(uniq, a), minlength=len(uniq))
-    hit = n > 0
-    return uniq[hit], n[hit]
+        return a, np.zeros(0, np.int64)
+    a.sort()
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    starts = np.flatnonzero(keep)
+    n = np.empty(len(starts), np.int64)
+    np.subtract(starts[1:], starts[:-1], out=n[:-1])
+    n[-1] = len(a) - starts[-1]
+    return a[starts], n
 
 
 def _member(a: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """`np.isin(a, sorted_set)` for a sorted, distinct `sorted_set`: a binary search each."""
     if len(a) == 0 or len(sorted_set) == 0:
         return np.zeros(len(a), bool)
-    at = np.searchsorted(sorted_set, a)
+    at = sorted_set.searchsorted(a)
     np.minimum(at, len(sorted_set) - 1, out=at)
     return sorted_set[at] == a
 
 
-def _no_commit(victims: np.ndarray) -> None:
-    """Exact LRU keeps no scan state."""
+class _OrderScan:
+    """A reclaim order computed whole (exact LRU: it keeps no scan state)."""
+
+    complete = True
+
+    def __init__(self, order: np.ndarray) -> None:
+        self.order = order
+        self.total = len(order)
+
+    def prefix(self, m: int) -> np.ndarray:
+        """The order (a prefix of it at least `m` long, or all of it)."""
+        return self.order
+
+    def commit(self, page: int) -> None:
+        """Nothing to record."""
+
+
+class _ClockScan(_OrderScan):
+    """The clock's reclaim order, computed lazily from the hand on.
+
+    The order is every candidate whose referenced bit is clear, in sweep order (page indices
+    from the hand up, wrapping at the footprint), then every referenced candidate in sweep
+    order. `prefix(m)` scans the page table from the hand in chunks until it has `m`
+    unreferenced candidates or has gone all the way round (then the order is `complete`,
+    referenced pages included). A candidate is a resident page at or above `pinned_n` and not
+    in `exclude` (sorted, distinct).
+    """
+
+    def __init__(self, g: GuestModel, exclude: np.ndarray) -> None:
+        self.g = g
+        self.exclude = exclude
+        self.n = g.N
+        self.h = g.hand % g.N  # the hand (at N: sweeping starts again at page 0)
+        self.pos = 0  # pages scanned, counted along the sweep from the hand
+        self.chunks: list[tuple[int, int, np.ndarray]] = []  # (lo, hi, candidate mask)
+        self.found: list[np.ndarray] = []  # unreferenced candidates of each chunk
+        self.nfound = 0
+        self.order = _EI
+        self.complete = False
+        self._stale = False
+        self.total = g.N + 1  # beyond any prefix: asking for this much completes the scan
+
+    def _scan_to(self, upto: int) -> None:
+        """Scan the sweep positions [pos, upto), one page-index range at a time."""
+        g, n, h = self.g, self.n, self.h
+        ex = self.exclude
+        while self.pos < upto:
+            s0 = self.pos
+            if s0 < n - h:  # from the hand up to the end of the footprint
+                lo, hi = h + s0, h + min(upto, n - h)
+            else:  # then from page 0 up to the hand
+                lo, hi = s0 - (n - h), upto - (n - h)
+            cm = g.loc[lo:hi] == RAM
+            if lo < g.pinned_n:
+                cm[: min(g.pinned_n, hi) - lo] = False
+            a, b = ex.searchsorted(lo), ex.searchsorted(hi)
+            if b > a:
+                cm[ex[a:b] - lo] = False
+            f = np.flatnonzero(cm & ~g.ref[lo:hi])
+            if len(f):
+                f += lo
+                self.found.append(f)
+                self.nfound += len(f)
+            self.chunks.append((lo, hi, cm))
+            self.pos += hi - lo
+            self._stale = True
+
+    def prefix(self, m: int) -> np.ndarray:
+        """A prefix of the order at least `m` long (or the whole order)."""
+        if self.complete:
+            return self.order
+        while self.nfound < m and self.pos < self.n:
+            density = self.nfound / self.pos if self.pos else 0.5
+            step = int((m - self.nfound) / max(density, 0.02) * 1.25) + 4096
+            self._scan_to(min(self.n, self.pos + step))
+        parts = self.found
+        if self.pos >= self.n:  # all the way round: the referenced candidates follow
+            self.complete = True
+            ref = self.g.ref
+            parts = parts + [np.flatnonzero(cm & ref[lo:hi]) + lo for lo, hi, cm in self.chunks]
+        elif not self._stale:
+            return self.order
+        self._stale = False
+        parts = [p for p in parts if len(p)]
+        self.order = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else _EI)
+        return self.order
+
+    def commit(self, page: int) -> None:
+        """Record the sweep up to `page`, the victim furthest along the order: the candidates
+        swept past lose their referenced bit (all of them when `page` was itself referenced:
+        the sweep went all the way round) and the hand moves past `page`."""
+        g, n, h = self.g, self.n, self.h
+        ref = g.ref
+        if ref[page]:  # in the referenced part: a full turn cleared every bit
+            for lo, hi, cm in self.chunks:
+                r = ref[lo:hi]
+                r &= ~cm
+        else:
+            s_page = (page - h) % n
+            for lo, hi, cm in self.chunks:
+                s_lo = (lo - h) % n
+                if s_lo > s_page:
+                    break
+                e = min(hi, lo + (s_page - s_lo) + 1)
+                r = ref[lo:e]
+                r &= ~cm[: e - lo]
+        g.hand = page + 1

@@ -80,17 +80,36 @@ def _guest_key(name: str) -> int:
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser of ``x + golden`` (wrapping uint64 arithmetic, vectorised)."""
-    with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> _U64(30))) * _MIX1
-        z = (z ^ (z >> _U64(27))) * _MIX2
-        return z ^ (z >> _U64(31))
+    if np.ndim(x) == 0:  # numpy scalar arithmetic warns when it wraps around; arrays do not
+        with np.errstate(over="ignore"):
+            z = x + _GOLDEN
+            z = (z ^ (z >> _U64(30))) * _MIX1
+            z = (z ^ (z >> _U64(27))) * _MIX2
+            return z ^ (z >> _U64(31))
+    return _mix(x + _GOLDEN)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser of the uint64 array `z`, in place (returns `z`)."""
+    z ^= z >> _U64(30)
+    z *= _MIX1
+    z ^= z >> _U64(27)
+    z *= _MIX2
+    z ^= z >> _U64(31)
+    return z
 
 
 def _seeds(gkey: int, pages: np.ndarray, versions: np.ndarray) -> np.ndarray:
-    """One 64-bit seed per (guest key, page, version)."""
-    pv = (np.asarray(pages).astype(_U64) << _U64(32)) | np.asarray(versions).astype(_U64)
-    return _splitmix64(_splitmix64(pv) ^ _U64(gkey))
+    """One 64-bit seed per (guest key, page, version): splitmix64 of splitmix64 of
+    (page << 32 | version), xor the guest key."""
+    pv = np.asarray(pages).astype(_U64)
+    pv <<= _U64(32)
+    pv |= np.asarray(versions).astype(_U64, copy=False)
+    pv += _GOLDEN
+    pv = _mix(pv)
+    pv ^= _U64(gkey)
+    pv += _GOLDEN
+    return _mix(pv)
 
 
 def _random_words(page_size: int, compressibility: float) -> int:
@@ -163,7 +182,10 @@ def checksums(
     equal checksum whatever guest or page holds it (what page sharing looks for).
     """
     if mode == "digest":
-        return _splitmix64(_seeds(gkey, pages, versions) ^ _DIGEST_SALT)
+        z = _seeds(gkey, pages, versions)
+        z ^= _DIGEST_SALT
+        z += _GOLDEN
+        return _mix(z)
     if mode != "full":
         raise ValueError(f"unknown payload mode {mode!r}")
     if payload is None:
@@ -266,6 +288,15 @@ def _layout(guest: str, mode: PayloadMode, page_size: int) -> tuple[np.dtype, di
     return np.dtype(fields), consts
 
 
+@lru_cache(maxsize=256)
+def _const_bytes(guest: str, mode: PayloadMode, page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets of the constant bytes (tag fields) inside a record, and their values."""
+    dtype, consts = _layout(guest, mode, page_size)
+    cols = [dtype.fields[name][1] + k for name, value in consts.items() for k in range(len(value))]
+    expect = np.frombuffer(b"".join(consts.values()), np.uint8)
+    return np.array(cols, np.intp), expect
+
+
 def record_len(guest: str, mode: PayloadMode, page_size: int) -> int:
     """Width in bytes of every record of ``guest`` in ``mode``."""
     return _layout(guest, mode, page_size)[0].itemsize
@@ -315,13 +346,16 @@ def decode(guest: str, blob: bytes, mode: PayloadMode, page_size: int) -> Record
             f"of guest {guest!r} in {mode} mode"
         )
     arr = np.frombuffer(blob, dtype)
-    for name, value in consts.items():
-        bad = (arr[name] != np.frombuffer(value, np.uint8)).any(axis=1)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"record {i} is not a {mode} record of guest {guest!r} (field {name} differs)"
-            )
+    cols, expect = _const_bytes(guest, mode, page_size)
+    raw = np.frombuffer(blob, np.uint8).reshape(len(arr), dtype.itemsize)
+    if not (raw[:, cols] == expect).all():  # some constant byte differs: find the first record
+        for name, value in consts.items():
+            bad = (arr[name] != np.frombuffer(value, np.uint8)).any(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"record {i} is not a {mode} record of guest {guest!r} (field {name} differs)"
+                )
     payload = np.ascontiguousarray(arr["payload"]) if mode == "full" else None
     return RecordBatch(
         arr["page"].astype(np.uint32),

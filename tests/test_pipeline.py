@@ -8,7 +8,7 @@ import redis
 
 from overcommit.stores.codec import make_batch
 from overcommit.stores.launcher import RedisServer
-from overcommit.stores.pipeline import ServerLost, StoreMux, targeted
+from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, targeted
 from overcommit.stores.swap import _SwapOps
 from overcommit.stores.tmem import Command, ScriptRunner, _TmemOps, run_sync
 
@@ -124,3 +124,35 @@ def test_restarted_server_reloads_scripts_after_bind(redis_fleet, redis_prefix, 
         mux.close()
     finally:
         server.stop()
+
+
+def _posting(prefix: str, guest: str):
+    """A posted write, then a read of the same disk: the read sees the write."""
+    sw = _SwapOps(prefix)
+    batch = make_batch(guest, np.arange(5), np.full(5, 3), "digest", 4096, 0.5)
+    op = sw.write(f"{guest}#0", guest, batch, "digest", 4096)
+    assert (yield "shared", Posted(next(op))) is None  # the plan goes on at once
+    got = yield from targeted(
+        "shared", sw.batch(f"{guest}#0", guest, np.arange(5), None, None, "digest", 4096)
+    )
+    return got.found.tolist(), got.got.versions.tolist()
+
+
+def test_posted_request_is_not_waited_for_but_seen_after(clients, redis_prefix):
+    mux = StoreMux(clients)
+    got = mux.run([_posting(redis_prefix, "p1"), _posting(redis_prefix, "p2")])
+    assert got == [([True] * 5, [3] * 5)] * 2
+    mux.close()
+
+
+def _posting_bad(key: str):
+    yield from targeted("host", _push(key, "x"))
+    yield "host", Posted(Command(("INCR", key)))  # an error reply nobody waits for
+    return "done"
+
+
+def test_posted_error_reply_still_fails_the_run(clients, redis_prefix):
+    mux = StoreMux(clients)
+    with pytest.raises(redis.ResponseError):
+        mux.run([_posting_bad(f"{redis_prefix}:pe")])
+    mux.close()

@@ -92,3 +92,46 @@ async def test_async_swap_store(redis_fleet: RedisFleet, redis_prefix: str) -> N
         assert await store.count("g#0") == 0
     finally:
         await aclient.aclose()
+
+
+@pytest.mark.parametrize("mode", ["digest", "full"])
+def test_read_all_by_hvals_and_by_hscan_agree(client, redis_prefix, mode, monkeypatch) -> None:
+    """A small disk is read back in one HVALS, a large one by HSCAN: the same records."""
+    import overcommit.stores.tmem as tmem
+
+    store = SwapStore(client, prefix=redis_prefix)
+    pages = np.random.default_rng(3).permutation(3000)
+    batch = make_batch("vm", pages, np.full(3000, 4), mode, PS, C)
+    store.batch("vm#0", "vm", writes=batch, mode=mode, page_size=PS)
+    whole = store.read_all("vm#0", "vm", mode, PS)
+    monkeypatch.setattr(tmem, "_HVALS_BYTES", 0)  # every read-back goes by HSCAN
+    scanned = store.read_all("vm#0", "vm", mode, PS)
+    assert whole.pages.tolist() == scanned.pages.tolist() == list(range(3000))
+    assert whole.checksums.tolist() == scanned.checksums.tolist()
+    assert not verify("vm", whole, mode, PS, C).any()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["digest", "full"])
+async def test_write_as_one_hset_leaves_what_a_batch_leaves(
+    client, redis_fleet, redis_prefix, mode
+) -> None:
+    """`_SwapOps.write` (one pre-packed HSET) and a writes-only batch (the script) leave the
+    same hash, over a sync and an asyncio client; a page written twice keeps its last record."""
+    from overcommit.stores.swap import _SwapOps
+    from overcommit.stores.tmem import ScriptRunner, run_async, run_sync
+
+    ops = _SwapOps(redis_prefix)
+    pages = np.array([7, 3, 9, 3])
+    batch = make_batch("vm", pages, np.array([1, 1, 1, 2]), mode, PS, C)
+    store = SwapStore(client, prefix=redis_prefix)
+    store.batch("a#0", "vm", writes=batch, mode=mode, page_size=PS)
+    assert run_sync(ScriptRunner(client), ops.write("b#0", "vm", batch, mode, PS)) == 3
+    asyn = redis_fleet.shared.async_client()
+    assert await run_async(ScriptRunner(asyn), ops.write("c#0", "vm", batch, mode, PS)) == 3
+    await asyn.aclose()
+    want = client.hgetall(swap_key(redis_prefix, "a#0"))
+    assert len(want) == 3
+    for disk in ("b#0", "c#0"):
+        assert client.hgetall(swap_key(redis_prefix, disk)) == want
+    assert store.read_all("b#0", "vm", mode, PS).versions.tolist() == [2, 1, 1]  # pages 3, 7, 9

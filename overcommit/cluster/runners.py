@@ -44,6 +44,7 @@ from overcommit.profiles import DeviceQueue
 from overcommit.stores.diskcache import _CacheOps
 from overcommit.stores.ephemeral import _EphOps
 from overcommit.stores.hostswap import _HostSwapOps
+from overcommit.stores.pipeline import Posted
 from overcommit.stores.swap import _SwapOps
 from overcommit.stores.tmem import _TmemOps
 
@@ -592,9 +593,10 @@ class StoreOps:
 
     `plan(req)` is a generator of `(role, op)` steps: `role` is `HOST` (the request's host's
     Redis) or `SHARED` (shared storage), `op` a store operation (a generator of `Eval` /
-    `Command` requests, :mod:`overcommit.stores.tmem`); the step's value is the operation's
-    result. `SyncExecutor`, `AsyncExecutor` and the interleaving `StoreMux` all drive the same
-    plan, so the stores see the same commands whichever runs it.
+    `Command` / `Raw` requests, :mod:`overcommit.stores.tmem`) or a `Posted` one, whose result
+    the plan does not read; the step's value is the operation's result. `SyncExecutor`,
+    `AsyncExecutor` and the interleaving `StoreMux` all drive the same plan, so the stores see
+    the same commands whichever runs it.
     """
 
     def __init__(self, prefix: str, payload: str, page_size: int) -> None:
@@ -656,10 +658,28 @@ class StoreOps:
                 if s.drop:
                     rep.dropped = yield SHARED, self.swap.drop(req.disk)
                 if len(s.reads) or len(s.frees) or s.writes is not None:
-                    rep.swap = yield (
-                        SHARED,
-                        self.swap.batch(req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps),
-                    )
+                    if s.wait:
+                        rep.swap = yield (
+                            SHARED,
+                            self.swap.batch(
+                                req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps
+                            ),
+                        )
+                    elif s.writes is not None and not len(s.reads) and not len(s.frees):
+                        # writes whose reply nothing reads: one HSET, not waited for in a mux
+                        yield (
+                            SHARED,
+                            Posted(self.swap.write(req.disk, req.guest, s.writes, mode, ps)),
+                        )
+                    else:
+                        yield (
+                            SHARED,
+                            Posted(
+                                self.swap.batch(
+                                    req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps
+                                )
+                            ),
+                        )
             if req.eph is not None:
                 k = req.eph
                 if k.flush_area:

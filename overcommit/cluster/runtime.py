@@ -32,7 +32,7 @@ from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import EpochStats, GuestModel
 from overcommit.nodes.host import HostModel
 from overcommit.profiles import DeviceQueue, costs_from, device_profiles
-from overcommit.stores.pipeline import Plan, ServerLost, StoreMux, targeted
+from overcommit.stores.pipeline import Plan, Posted, ServerLost, StoreMux, targeted
 from overcommit.stores.tmem import ScriptRunner, run_async, run_sync
 
 _LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -98,7 +98,12 @@ class SyncExecutor:
             step = next(plan)
             while True:
                 role, op = step
-                step = plan.send(run_sync(self.shared if role == SHARED else host, op))
+                runner = self.shared if role == SHARED else host
+                if isinstance(op, Posted):  # answered like any other here
+                    run_sync(runner, op.what)
+                    step = plan.send(None)
+                else:
+                    step = plan.send(run_sync(runner, op))
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
@@ -127,7 +132,12 @@ class AsyncExecutor:
             step = next(plan)
             while True:
                 role, op = step
-                step = plan.send(await run_async(self.shared if role == SHARED else host, op))
+                runner = self.shared if role == SHARED else host
+                if isinstance(op, Posted):
+                    await run_async(runner, op.what)
+                    step = plan.send(None)
+                else:
+                    step = plan.send(await run_async(runner, op))
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
@@ -150,7 +160,12 @@ def mux_plan(ops: StoreOps, gen: Generator[Any, Any, Any]) -> Plan:
                 while True:
                     role, op = step
                     target = SHARED_SERVER if role == SHARED else req.host
-                    step = plan.send((yield from targeted(target, op)))
+                    if isinstance(op, Posted):  # one request, its reply not waited for
+                        yield target, Posted(next(op.what))
+                        op.what.close()
+                        step = plan.send(None)
+                    else:
+                        step = plan.send((yield from targeted(target, op)))
             except StopIteration as stop:
                 reply = stop.value
             req = gen.send(reply)

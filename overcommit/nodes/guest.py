@@ -193,6 +193,7 @@ class SwapOps:
     frees: np.ndarray
     writes: RecordBatch | None
     drop: bool = False
+    wait: bool = True  # False: the guest reads nothing of the reply (writes it only posts)
 
 
 @dataclass
@@ -1321,7 +1322,7 @@ class GuestModel:
             refused = batch.take(np.flatnonzero(~put_ok))
         p2_writes = _concat_batches(refused, cache_wb)
         if p2_writes is not None:
-            req2.swap = SwapOps(_E, _E, p2_writes)
+            req2.swap = SwapOps(_E, _E, p2_writes, wait=False)  # its reply is not read
         if len(f_rd2):  # cleancache misses: what the ephemeral pool no longer held
             req2.files = SwapOps(f_rd2.astype(np.uint32), _E, None)
         if len(swap_in) or len(discard) or len(hs_out):

@@ -4,10 +4,11 @@ Store operations are generators that yield `Eval` / `Command` requests and recei
 (:mod:`overcommit.stores.tmem`); a *plan* tags each request with the server it goes to,
 yielding `(target, request)`. Running plans one after another costs a full round trip per
 request, and the caller's Python waits while the server works. `StoreMux.run` keeps every plan
-in flight at once instead: each plan's next request is written to its server's connection as
-soon as the plan yields it, replies are read back in the order they were sent, and each reply
-advances its plan at once, so the caller computes the next request of one plan while the
-servers work on the others', and several servers work at the same time.
+in flight at once instead: a plan's next request goes to its server at once if the server is
+idle, else it queues and goes with the others queued there in one write as soon as the server
+has answered what it was sent (or when the caller has nothing else to do); each reply advances
+its plan as soon as it is read, whichever server it comes from. The caller computes the next
+request of one plan while the servers work on the others', and several servers work at once.
 
 Every plan sees exactly the replies it would see alone, provided the plans in flight together
 touch disjoint keys (one guest each, as in a sync window) or only commute (Lua scripts are
@@ -17,16 +18,30 @@ atomic). `targeted` tags a single-server operation's requests with its server.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 from collections import deque
 from collections.abc import Generator, Hashable
 from typing import Any
 
+import hiredis
 import redis
 
-from overcommit.stores.tmem import Command, Eval, lua_source
+from overcommit.stores.tmem import Command, Eval, Raw, lua_source
 
 Plan = Generator[tuple[Hashable, "Eval | Command"], Any, Any]
+
+
+class Posted:
+    """A request (or a one-request store operation) whose reply its plan does not wait for:
+    the plan goes on at once with None, and the reply, read later, is only checked for an
+    error. Later requests of the plan to the same server still see its effect (a connection
+    answers in order), and `StoreMux.run` returns only when every reply is in."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: Any) -> None:
+        self.what = what
 
 
 class ServerLost(redis.ConnectionError):
@@ -81,54 +96,79 @@ class StoreMux:
         reset first, so no unread reply is left behind for the next run.
         """
         results: list[Any] = [None] * len(plans)
-        outbox: dict[Hashable, list[tuple[Any, ...]]] = {t: [] for t in self.conns}
-        waiting: dict[Hashable, deque[tuple[int, str]]] = {t: deque() for t in self.conns}
-        sent: deque[Hashable] = deque()  # the target of every request in flight, oldest first
-        unsent = 0  # requests queued in `outbox`, not written yet
-
-        def submit(i: int, step: tuple[Hashable, Eval | Command]) -> None:
-            target, req = step
-            if isinstance(req, Eval):
-                sha = self._sha(target, req.script)
-                args: tuple[Any, ...] = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
-            else:
-                args = req.args
-            nonlocal unsent
-            outbox[target].append(args)
-            waiting[target].append((i, str(args[0]).upper()))
-            sent.append(target)
-            unsent += 1
-
-        def advance(i: int, plan: Plan, reply: Any, first: bool = False) -> None:
-            try:
-                step = next(plan) if first else plan.send(reply)
-            except StopIteration as done:
-                results[i] = done.value
-                return
-            submit(i, step)
-
+        links: dict[Hashable, _Link] = {}
         target: Hashable = None
+
+        def link_of(t: Hashable) -> _Link:
+            if t not in links:
+                conn = self.conns[t]
+                if conn._sock is None:
+                    _connect(conn)
+                links[t] = _Link(t, conn, self.clients[t].response_callbacks)
+            return links[t]
+
+        def advance(i: int, reply: Any, first: bool = False) -> None:
+            nonlocal target
+            while True:
+                try:
+                    t, req = next(plans[i]) if first else plans[i].send(reply)
+                except StopIteration as done:
+                    results[i] = done.value
+                    return
+                first, reply, target = False, None, t
+                posted = isinstance(req, Posted)
+                if posted:
+                    req = req.what
+                if isinstance(req, Eval):
+                    sha = self._sha(t, req.script)
+                    item: Any = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
+                    name = "EVALSHA"
+                elif isinstance(req, Raw):
+                    item, name = req.data, req.name.upper()
+                else:
+                    item, name = req.args, str(req.args[0]).upper()
+                link = link_of(t)
+                link.out.append(item)
+                link.pending.append((-1 if posted else i, name))
+                if link.sent < LOW_WATER:  # the server is (nearly) idle: send at once
+                    link.flush()
+                if not posted:
+                    return
+
         try:
-            for i, plan in enumerate(plans):
-                advance(i, plan, None, first=True)
-            while sent:
-                target = sent[0]
-                conn = self.conns[target]
-                # send what is queued only when the next reply is not there yet: each send
-                # wakes a server up, so fewer, larger sends cost less
-                if unsent and (conn._sock is None or not conn.can_read(timeout=0)):
-                    for target, cmds in outbox.items():
-                        if cmds:
-                            conn = self.conns[target]
-                            if conn._sock is None:
-                                _connect(conn)
-                            conn._sock.sendall(b"".join(conn.pack_commands(cmds)))
-                            outbox[target] = []
-                    unsent = 0
-                target = sent.popleft()
-                i, name = waiting[target].popleft()
-                reply = self.clients[target].parse_response(self.conns[target], name)
-                advance(i, plans[i], reply)
+            for i in range(len(plans)):
+                advance(i, None, first=True)
+            while True:
+                busy = [(t, link) for t, link in links.items() if link.pending]
+                if not busy:
+                    break
+                delivered = False
+                for _, link in busy:  # every reply already read, in each server's order
+                    while link.sent:
+                        reply = link.reader.gets()
+                        if reply is False:
+                            break
+                        i, name = link.pending.popleft()
+                        link.sent -= 1
+                        delivered = True
+                        reply = link.reply(reply, name)  # raises on an error reply
+                        if i >= 0:
+                            advance(i, reply)
+                    if link.sent < LOW_WATER and link.out:  # the server caught up: send the queue
+                        link.flush()
+                if delivered:
+                    continue
+                # nothing to hand on: send everything queued, then wait for any server
+                for _, link in busy:
+                    if link.out:
+                        link.flush()
+                socks = {link.sock: link for _, link in busy if link.sent}
+                ready, _, _ = select.select(list(socks), [], [])
+                for sock in ready:
+                    socks[sock].receive()
+        except ServerLost:
+            self._reset()
+            raise
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._reset()
             raise ServerLost(target, exc) from exc
@@ -142,9 +182,64 @@ class StoreMux:
             conn.disconnect()
 
 
+_READ_SIZE = 1 << 20
+LOW_WATER = 16
+
+
+class _Link:
+    """One server's side of a `StoreMux.run`: requests queued, sent and awaited, and a reply
+    parser fed from the raw socket (the connection's own parser is not used meanwhile)."""
+
+    __slots__ = ("target", "conn", "sock", "reader", "callbacks", "out", "pending", "sent")
+
+    def __init__(self, target: Hashable, conn: Any, callbacks: dict[str, Any]) -> None:
+        self.target = target
+        self.conn = conn
+        self.sock = conn._sock
+        self.reader = hiredis.Reader()
+        self.callbacks = callbacks
+        self.out: list[Any] = []  # queued, not written yet: argument tuples or packed bytes
+        self.pending: deque[tuple[int, str]] = deque()  # (plan, command) sent or queued, in order
+        self.sent = 0  # written and not answered yet (the head of `pending`)
+
+    def flush(self) -> None:
+        """Write every queued request in one send (each send wakes the server up)."""
+        parts: list[bytes] = []
+        for item in self.out:  # a Raw request is already packed
+            parts += [item] if isinstance(item, bytes) else self.conn.pack_commands([item])
+        try:
+            self.sock.sendall(b"".join(parts))
+        except OSError as exc:
+            raise ServerLost(self.target, exc) from exc
+        self.sent += len(self.out)
+        self.out = []
+
+    def receive(self) -> None:
+        """Feed the parser what the socket holds (called when it is readable)."""
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except OSError as exc:
+            raise ServerLost(self.target, exc) from exc
+        if not data:
+            raise ServerLost(self.target, redis.ConnectionError("the server closed the connection"))
+        self.reader.feed(data)
+
+    def reply(self, raw: Any, name: str) -> Any:
+        """A parsed reply as redis-py would return it (its response callback applied)."""
+        if isinstance(raw, hiredis.ReplyError):
+            msg = str(raw)
+            raise (
+                redis.exceptions.NoScriptError
+                if msg.startswith("NOSCRIPT")
+                else redis.ResponseError
+            )(msg)
+        cb = self.callbacks.get(name)
+        return cb(raw) if cb is not None else raw
+
+
 # Bytes a connection may have in flight towards its server. A window's batches can be large
 # (a burst of puts is thousands of records); with the default socket buffer (~200 KiB) a send
-# would wait for the server to finish earlier scripts, while the model could compute instead.
+# could wait for the server to finish earlier scripts, while the model could compute instead.
 # The kernel caps it at net.core.wmem_max.
 SEND_BUFFER = 4 << 20
 

@@ -23,6 +23,7 @@ from overcommit.stores.tmem import (
     Command,
     Eval,
     Op,
+    Raw,
     ScriptRunner,
     found_mask,
     hash_records,
@@ -48,6 +49,22 @@ class SwapBatchResult:
     pages_after: int  # pages on the disk after the batch
 
 
+def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
+    """`HSET key page record ...` in RESP for a blob of fixed-width records, each record's
+    field its 4 page bytes at `pageoff` (as the scripts use): packed with numpy at once."""
+    n = len(blob) // reclen
+    recs = np.frombuffer(blob, np.uint8).reshape(n, reclen)
+    mid = b"\r\n$%d\r\n" % reclen
+    row = np.empty((n, 8 + len(mid) + reclen + 2), np.uint8)
+    row[:, :4] = np.frombuffer(b"$4\r\n", np.uint8)
+    row[:, 4:8] = recs[:, pageoff : pageoff + 4]
+    row[:, 8 : 8 + len(mid)] = np.frombuffer(mid, np.uint8)
+    row[:, 8 + len(mid) : -2] = recs
+    row[:, -2:] = (13, 10)
+    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 * n + 2, len(key), key)
+    return head + row.tobytes()
+
+
 class _SwapOps:
     """The swap-disk operations, each a generator of Redis requests."""
 
@@ -70,6 +87,15 @@ class _SwapOps:
         return SwapBatchResult(
             found_mask(flags), decode(guest, recs, mode, page_size), int(freed), int(after)
         )
+
+    def write(
+        self, disk: str, guest: str, writes: RecordBatch, mode: PayloadMode, page_size: int
+    ) -> Op[int]:
+        """Writes only (overwriting), as one HSET of every (page, record) pair: the state a
+        writes-only `batch` leaves, without the script. Returns the pages new to the disk."""
+        blob, reclen, pageoff = records_args(guest, writes, mode, page_size)
+        key = swap_key(self.prefix, disk).encode()
+        return int((yield Raw("HSET", hset_command(key, blob, reclen, pageoff))))
 
     def read_all(self, disk: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
         return (yield from hash_records(swap_key(self.prefix, disk), guest, mode, page_size))

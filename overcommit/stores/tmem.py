@@ -40,6 +40,7 @@ from overcommit.stores.codec import (
 
 DEFAULT_PREFIX = "oc"
 _HSCAN_COUNT = 1024
+_HVALS_BYTES = 64 << 20  # read-backs above this many bytes of records go by HSCAN
 _EMPTY_PAGES = np.zeros(0, np.uint32)
 
 T = TypeVar("T")
@@ -64,7 +65,16 @@ class Command:
     args: tuple[bytes | str | int, ...]
 
 
-Op = Generator[Eval | Command, Any, T]
+@dataclass(frozen=True)
+class Raw:
+    """Request: one command already in the wire format (RESP), for commands with thousands
+    of arguments that numpy packs at once; `name` selects redis-py's reply parsing."""
+
+    name: str
+    data: bytes
+
+
+Op = Generator[Eval | Command | Raw, Any, T]
 
 
 @cache
@@ -93,6 +103,14 @@ def run_sync(runner: ScriptRunner, op: Op[T]) -> T:
         while True:
             if isinstance(request, Eval):
                 reply = runner.script(request.script)(keys=request.keys, args=request.args)
+            elif isinstance(request, Raw):
+                pool = runner.client.connection_pool
+                conn = pool.get_connection()
+                try:
+                    conn.send_packed_command([request.data])
+                    reply = runner.client.parse_response(conn, request.name)
+                finally:
+                    pool.release(conn)
             else:
                 reply = runner.client.execute_command(*request.args)
             request = op.send(reply)
@@ -107,6 +125,14 @@ async def run_async(runner: ScriptRunner, op: Op[T]) -> T:
         while True:
             if isinstance(request, Eval):
                 reply = await runner.script(request.script)(keys=request.keys, args=request.args)
+            elif isinstance(request, Raw):
+                pool = runner.client.connection_pool
+                conn = await pool.get_connection()
+                try:
+                    await conn.send_packed_command([request.data])
+                    reply = await runner.client.parse_response(conn, request.name)
+                finally:
+                    await pool.release(conn)
             else:
                 reply = await runner.client.execute_command(*request.args)
             request = op.send(reply)
@@ -137,15 +163,22 @@ def records_args(
 
 
 def hash_records(key: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
-    """Every record in hash ``key`` (HSCAN, duplicates merged), sorted by page."""
-    values: dict[bytes, bytes] = {}
-    cursor = 0
-    while True:
-        cursor, chunk = yield Command(("HSCAN", key, cursor, "COUNT", _HSCAN_COUNT))
-        values.update(chunk)
-        if int(cursor) == 0:
-            break
-    batch = decode(guest, b"".join(values.values()), mode, page_size)
+    """Every record in hash ``key``, sorted by page. Records carry their page, so the values
+    alone suffice: one HVALS when they are at most `_HVALS_BYTES` together, else HSCAN in
+    chunks (duplicates merged), so no single reply grows without bound."""
+    n = int((yield Command(("HLEN", key))))
+    if n * record_len(guest, mode, page_size) <= _HVALS_BYTES:
+        recs = b"".join((yield Command(("HVALS", key))))
+    else:
+        values: dict[bytes, bytes] = {}
+        cursor = 0
+        while True:
+            cursor, chunk = yield Command(("HSCAN", key, cursor, "COUNT", _HSCAN_COUNT))
+            values.update(chunk)
+            if int(cursor) == 0:
+                break
+        recs = b"".join(values.values())
+    batch = decode(guest, recs, mode, page_size)
     return batch.take(np.argsort(batch.pages, kind="stable"))
 
 

@@ -608,6 +608,10 @@ def _run_on_ray(
         finally:
             for ref in inflight:
                 ray.cancel(ref, force=True)
+            if inflight:  # let the cancellations land before Ray shuts down (a shutdown
+                # racing a force-cancel can trip a fatal check inside Ray's core worker)
+                with contextlib.suppress(Exception):
+                    ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
     finally:
         if started:
             with contextlib.redirect_stderr(io.StringIO()):

@@ -25,13 +25,12 @@ from overcommit.stores.tmem import (
     Op,
     ScriptRunner,
     found_mask,
+    hscan_all,
     pages_blob,
     records_args,
     run_async,
     run_sync,
 )
-
-_HSCAN_COUNT = 1024
 
 
 def hswap_key(prefix: str, guest: str) -> str:
@@ -110,14 +109,7 @@ class _HostSwapOps:
         self, guest: str, mode: PayloadMode, page_size: int
     ) -> Op[tuple[np.ndarray, RecordBatch]]:
         """(frames, records) of everything the area holds for the guest, sorted by frame."""
-        key = hswap_key(self.prefix, guest)
-        values: dict[bytes, bytes] = {}
-        cursor = 0
-        while True:
-            cursor, chunk = yield Command(("HSCAN", key, cursor, "COUNT", _HSCAN_COUNT))
-            values.update(chunk)
-            if int(cursor) == 0:
-                break
+        values = yield from hscan_all(hswap_key(self.prefix, guest))
         frames = np.array([int.from_bytes(k, "big") for k in values], np.int64)
         batch = decode(guest, b"".join(values.values()), mode, page_size)
         order = np.argsort(frames, kind="stable")

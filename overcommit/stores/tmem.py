@@ -170,16 +170,20 @@ def hash_records(key: str, guest: str, mode: PayloadMode, page_size: int) -> Op[
     if n * record_len(guest, mode, page_size) <= _HVALS_BYTES:
         recs = b"".join((yield Command(("HVALS", key))))
     else:
-        values: dict[bytes, bytes] = {}
-        cursor = 0
-        while True:
-            cursor, chunk = yield Command(("HSCAN", key, cursor, "COUNT", _HSCAN_COUNT))
-            values.update(chunk)
-            if int(cursor) == 0:
-                break
-        recs = b"".join(values.values())
+        recs = b"".join((yield from hscan_all(key)).values())
     batch = decode(guest, recs, mode, page_size)
     return batch.take(np.argsort(batch.pages, kind="stable"))
+
+
+def hscan_all(key: str) -> Op[dict[bytes, bytes]]:
+    """Every field and value of hash ``key``, by HSCAN in chunks (duplicates merged)."""
+    values: dict[bytes, bytes] = {}
+    cursor = 0
+    while True:
+        cursor, chunk = yield Command(("HSCAN", key, cursor, "COUNT", _HSCAN_COUNT))
+        values.update(chunk)
+        if int(cursor) == 0:
+            return values
 
 
 def _int(reply: bytes | None) -> int:

@@ -673,6 +673,20 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
     return None
 
 
+def _emit_crash(ctx: _EventContext, order: int, guest: str, host: str | None, reason: str) -> None:
+    """Log a guest's crash with what its carried accounting says it lost."""
+    c = ctx.carries[guest]
+    ctx.emit(
+        "guest_crash",
+        order,
+        guest=guest,
+        host=host,
+        reason=reason,
+        tmem_pages_lost=c["lost_tmem"],
+        hswap_pages_lost=c["lost_hswap"],
+    )
+
+
 def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
     """The host dies now: its guests crash, with what only it held; HA takes over."""
     runtime, ctl, e, action = ctx.runtime, ctx.ctl, ctx.e, "fail_host"
@@ -696,16 +710,7 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
         **tag,
     )
     for k, g in enumerate(guests):
-        c = ctx.carries[g]
-        ctx.emit(
-            "guest_crash",
-            1 + k,
-            guest=g,
-            host=target,
-            reason="host failed",
-            tmem_pages_lost=c["lost_tmem"],
-            hswap_pages_lost=c["lost_hswap"],
-        )
+        _emit_crash(ctx, 1 + k, g, target, "host failed")
     episode = len(ctl.episodes) - 1
     for k, (g, what) in enumerate(lost_remote):
         if what != "lost":
@@ -718,15 +723,7 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
         ctx.fo["guests_crashed"] += 1
         ctx.fo["tmem_pages_lost"] += c["lost_tmem"]
         ctx.fo["hswap_pages_lost"] += c["lost_hswap"]
-        ctx.emit(
-            "guest_crash",
-            500 + k,
-            guest=g,
-            host=host,
-            reason="post-copy source failed",
-            tmem_pages_lost=c["lost_tmem"],
-            hswap_pages_lost=c["lost_hswap"],
-        )
+        _emit_crash(ctx, 500 + k, g, host, "post-copy source failed")
 
 
 def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:

@@ -1516,12 +1516,7 @@ class GuestModel:
             self._hist_add(lat_f, n_fops)
             self._hist_add(costs.minor_fault, n_fread - n_fops)
             self._hist_add(lat_cc, len(f_file) - len(f_miss) if self.cleancache else 0)
-        self.debt += stall
-        self.stall_seconds += stall
-        self.alive_seconds += dt
-        self.work_seconds += work
-        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
-        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
+        self._account(dt, work, stall)
         violations += [("conservation", m) for m in self.conservation()]
         n_hs_ops = n_hs_in + -(-len(hs_out) // SWAP_CLUSTER)
         n_hs_pages = n_hs_in + len(hs_out)
@@ -1546,6 +1541,15 @@ class GuestModel:
             cleancache_hits=len(f_file) - len(f_miss),
             violations=violations,
         )
+
+    def _account(self, dt: float, work: float, stall: float) -> None:
+        """An epoch the guest was up for: its stall owed, time, and the pool's peaks."""
+        self.debt += stall
+        self.stall_seconds += stall
+        self.alive_seconds += dt
+        self.work_seconds += work
+        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
+        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
 
     def _touched(self, uniq: np.ndarray, epoch: int) -> None:
         """Record this epoch's touches of `uniq` (sorted, distinct): last-touch epoch (and the
@@ -1625,12 +1629,7 @@ class GuestModel:
         self.stall_by_source["first_touch"] += s_zero
         self.stall_by_source["host_alloc"] += s_alloc
         self._hist_add(costs.minor_fault, need)
-        self.debt += stall
-        self.stall_seconds += stall
-        self.alive_seconds += dt
-        self.work_seconds += work
-        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
-        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
+        self._account(dt, work, stall)
         return EpochStats(
             alive=True,
             work=work,

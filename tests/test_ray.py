@@ -73,6 +73,15 @@ def comparable(result) -> tuple:
     return s, result.guests, result.hosts, result.events
 
 
+def assert_same_run(result, ref: tuple, name: str) -> None:
+    """`result` has the summary (apart from `run`), time series and event log of `ref`."""
+    other = comparable(result)
+    assert other[0] == ref[0], name
+    pd.testing.assert_frame_equal(other[1], ref[1])
+    pd.testing.assert_frame_equal(other[2], ref[2])
+    assert other[3] == ref[3]
+
+
 XEN_TMEM = {  # frontswap+cleancache: page cache, image pages, a compressing, deduplicating pool
     "guests.0.workload.file_cache": "40%",
     "guests.0.workload.duplicates": "30%",
@@ -103,11 +112,7 @@ def test_same_results_in_every_placement(cluster, mechanism):
         assert t["frontswap_dedup_puts"] > 0 and base[2]["tmem_shared_pages"].max() > 0
         assert (base[2]["tmem_pages"] < base[2]["tmem_stored"]).any()  # compressed
     for name in ("packed", "actors"):
-        other = comparable(runs[name])
-        assert other[0] == base[0], name
-        pd.testing.assert_frame_equal(other[1], base[1])
-        pd.testing.assert_frame_equal(other[2], base[2])
-        assert other[3] == base[3]
+        assert_same_run(runs[name], base, name)
         assert runs[name].summary["run"]["runtime"]["kind"] == "ray"
         assert runs[name].summary["run"]["epochs_per_call"] == 5.0  # 500 ms windows
 
@@ -297,11 +302,7 @@ def test_failover_same_results_in_every_placement(cluster):
     assert t["host_failures"] == 1 and t["backend_failures"] == 1 and t["host_recoveries"] == 1
     assert t["ha_restarts"] >= 1 and t["guests_crashed"] >= 3
     for name in ("packed", "actors"):
-        other = comparable(runs[name])
-        assert other[0] == ref[0], name
-        pd.testing.assert_frame_equal(other[1], ref[1])
-        pd.testing.assert_frame_equal(other[2], ref[2])
-        assert other[3] == ref[3]
+        assert_same_run(runs[name], ref, name)
 
 
 def test_migration_same_results_and_the_guest_really_moves(cluster):
@@ -334,11 +335,7 @@ def test_migration_same_results_and_the_guest_really_moves(cluster):
     (m,) = ref[0]["migrations"]
     assert m["outcome"] == "completed" and m["tmem_pages_moved"] > 0
     for name in ("packed", "actors"):
-        other = comparable(runs[name])
-        assert other[0] == ref[0], name
-        pd.testing.assert_frame_equal(other[1], ref[1])
-        pd.testing.assert_frame_equal(other[2], ref[2])
-        assert other[3] == ref[3]
+        assert_same_run(runs[name], ref, name)
     node0, pid0, old = seen["before"]
     node1, pid1 = seen["after"]
     assert node0 == seen["nodes"]["host-1"] and node1 == seen["nodes"]["host-2"]

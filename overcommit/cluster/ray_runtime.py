@@ -36,7 +36,7 @@ from overcommit.cluster.runtime import (
     build_guest,
     build_host,
     drive_async,
-    run_windows,
+    run_at_once,
 )
 from overcommit.nodes import build_mechanism
 from overcommit.stores.pipeline import StoreMux
@@ -72,7 +72,7 @@ class _Stores:
     def windows(self, gens: list[Any], e0: int, e1: int) -> list[Any]:
         """Run window generators to completion, all at once (blocks the actor meanwhile:
         nothing else runs on a host or guest actor during its window)."""
-        return run_windows(self.mux, self.execute.ops, gens, f"epochs {e0}-{e1 - 1}")
+        return run_at_once(self.mux, self.execute.ops, gens, f"epochs {e0}-{e1 - 1}")
 
 
 class HostActorImpl:
@@ -188,7 +188,7 @@ class HostActorImpl:
         if self.mode == "actors":
             finals = list(await asyncio.gather(*[a.finish.remote() for a in self.actors]))
         else:
-            done = run_windows(
+            done = run_at_once(
                 self.stores.mux,
                 self.stores.execute.ops,
                 [g.finish() for g in self.guests],
@@ -378,7 +378,7 @@ class GuestActorImpl:
         return await drive_async(self.runner.drain(), self.stores.execute)
 
     async def finish(self) -> tuple:
-        done = run_windows(
+        done = run_at_once(
             self.stores.mux, self.stores.execute.ops, [self.runner.finish()], "the final read-back"
         )
         return (self.runner.name, *done[0])

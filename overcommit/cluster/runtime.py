@@ -4,7 +4,7 @@ A runtime builds one `HostRunner` per host and one `GuestRunner` per guest from 
 and the placement, and offers the driver (`engine`) a small interface: run a window on every
 host, apply an event, read pool counters, finish (read every store back). Store requests from
 the models are answered by the same `StoreOps` plan in every path, so the stores see the same
-commands: a sync window's guests run all at once over a `StoreMux` (`run_windows`: one
+commands: a sync window's guests run all at once over a `StoreMux` (`run_at_once`: one
 connection per server, each guest's next request sent as soon as it is known, so the model
 computes while the servers work); single requests outside windows go through `SyncExecutor`
 (redis-py clients) here or `AsyncExecutor` (asyncio clients) inside Ray actors (`ray_runtime`).
@@ -173,7 +173,7 @@ def mux_plan(ops: StoreOps, gen: Generator[Any, Any, Any]) -> Plan:
         return stop.value
 
 
-def run_windows(
+def run_at_once(
     mux: StoreMux, ops: StoreOps, runs: list[Generator[Any, Any, Any]], during: str
 ) -> list[Any]:
     """Run guests' runner generators (their windows, their final read-backs) at once over
@@ -254,19 +254,10 @@ class InlineRuntime:
             h = placement[spec.name]
             self.guests[h].append(GuestRunner(build_guest(sc, spec, h)))
         self.by_name = {g.name: g for gs in self.guests.values() for g in gs}
-        self.execute = SyncExecutor(
-            {h: fleet.host(h).client() for h in self.host_names},
-            fleet.shared.client(),
-            self.prefix,
-            sc.payload,
-            sc.page_size,
-        )
-        self.mux = StoreMux(
-            {
-                **{h: fleet.host(h).client() for h in self.host_names},
-                SHARED_SERVER: fleet.shared.client(),
-            }
-        )
+        clients = {h: fleet.host(h).client() for h in self.host_names}
+        shared = fleet.shared.client()
+        self.execute = SyncExecutor(clients, shared, self.prefix, sc.payload, sc.page_size)
+        self.mux = StoreMux({**clients, SHARED_SERVER: shared})  # same clients, own connections
         self.calls = 0
 
     def _host(self, name: str) -> HostRunner:
@@ -305,7 +296,7 @@ class InlineRuntime:
             hr.host.reclaim_need = (needs or {}).get(name, 0)
             grants = hr.plan([g.state() for g in runners], orders, (promised or {}).get(name))
             windows += [g.window(e0, e1, dt, device, grants[g.name]) for g in runners]
-        reports = run_windows(self.mux, self.execute.ops, windows, f"epochs {e0}-{e1 - 1}")
+        reports = run_at_once(self.mux, self.execute.ops, windows, f"epochs {e0}-{e1 - 1}")
         out = []
         for name, hr in self.hosts.items():
             mine, reports = reports[: len(self.guests[name])], reports[len(self.guests[name]) :]
@@ -403,7 +394,7 @@ class InlineRuntime:
 
     def finish(self) -> tuple[list[tuple[str, dict, list, Any]], list[tuple[str, dict]]]:
         runners = [g for name in self.hosts for g in self.guests[name]]
-        finals = run_windows(
+        finals = run_at_once(
             self.mux, self.execute.ops, [g.finish() for g in runners], "the final read-back"
         )
         guests = [(g.name, *final) for g, final in zip(runners, finals)]

@@ -139,11 +139,11 @@ class StoreMux:
             for i in range(len(plans)):
                 advance(i, None, first=True)
             while True:
-                busy = [(t, link) for t, link in links.items() if link.pending]
+                busy = [link for link in links.values() if link.pending]
                 if not busy:
                     break
                 delivered = False
-                for _, link in busy:  # every reply already read, in each server's order
+                for link in busy:  # every reply already read, in each server's order
                     while link.sent:
                         reply = link.reader.gets()
                         if reply is False:
@@ -159,10 +159,10 @@ class StoreMux:
                 if delivered:
                     continue
                 # nothing to hand on: send everything queued, then wait for any server
-                for _, link in busy:
+                for link in busy:
                     if link.out:
                         link.flush()
-                socks = {link.sock: link for _, link in busy if link.sent}
+                socks = {link.sock: link for link in busy if link.sent}
                 ready, _, _ = select.select(list(socks), [], [])
                 for sock in ready:
                     socks[sock].receive()

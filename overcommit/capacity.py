@@ -332,11 +332,12 @@ def execute_run(scenario: Scenario, run_dir: str) -> dict[str, Any]:
 
 
 def load_results(out_dir: Path) -> pd.DataFrame:
-    """The stored rows of a sweep directory (empty when none)."""
+    """The stored rows of a sweep directory (empty when none). The file is read in one go:
+    a running sweep replaces it whole, and a reader that opened it twice could mix versions."""
     path = Path(out_dir) / RESULTS
     if not path.is_file():
         return pd.DataFrame()
-    return pd.read_parquet(path)
+    return pd.read_parquet(io.BytesIO(path.read_bytes()))
 
 
 def write_results(out_dir: Path, df: pd.DataFrame) -> None:
@@ -534,8 +535,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}".strip()
 
 
-def _ray_task(scenario: Scenario, run_dir: str) -> dict[str, Any]:
-    return execute_run(scenario, run_dir)
+class _SweepWorker:
+    """A Ray actor that executes the sweep's runs one at a time in its own process.
+
+    Runs go to a pool of these rather than to Ray tasks: stopping a sweep kills its actors,
+    which Ray handles cleanly, while force-cancelling a task whose reply is on its way can
+    trip a fatal check inside Ray's core worker (the driver then dies instead of exiting 130).
+    """
+
+    def run(self, scenario: Scenario, run_dir: str) -> dict[str, Any]:
+        return execute_run(scenario, run_dir)
 
 
 def start_ray(num_cpus: int | None = None) -> bool:
@@ -583,39 +592,46 @@ def _run_on_ray(
     cpus = os.cpu_count() or 1
     parallel = parallel or cpus
     started = start_ray(num_cpus=max(parallel, cpus)) if todo else False
+    workers: list[Any] = []
     try:
         if not todo:
             return
-        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        worker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_SweepWorker)
+        workers = [worker.remote() for _ in range(min(parallel, len(todo)))]
+        idle = list(workers)
         queue = list(todo)
-        inflight: dict[Any, PlannedRun] = {}
-        try:
-            while queue or inflight:
-                while queue and len(inflight) < parallel and not stopping():
-                    run = queue.pop(0)
-                    inflight[task.remote(run.scenario, str(out_dir / run.dir))] = run
-                if not inflight:
-                    break
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                run = inflight.pop(ready[0])
-                try:
-                    fields = ray.get(ready[0])
-                except Exception as exc:  # a bug inside the run: reported, not stored
-                    fields = {"status": "infrastructure", "error": _one_line(exc)}
-                store(run, fields)
-                if stopping():
-                    break
-        finally:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
-            if inflight:  # let the cancellations land before Ray shuts down (a shutdown
-                # racing a force-cancel can trip a fatal check inside Ray's core worker)
-                with contextlib.suppress(Exception):
-                    ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
+        inflight: dict[Any, tuple[PlannedRun, Any]] = {}
+        while queue or inflight:
+            while queue and idle and not stopping():
+                run, actor = queue.pop(0), idle.pop()
+                inflight[actor.run.remote(run.scenario, str(out_dir / run.dir))] = (run, actor)
+            if not inflight:
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            run, actor = inflight.pop(ready[0])
+            try:
+                fields = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:  # its process died: replace it
+                fields = {"status": "infrastructure", "error": _one_line(exc)}
+                workers.remove(actor)
+                actor = worker.remote()
+                workers.append(actor)
+            except Exception as exc:  # a bug inside the run: reported, not stored
+                fields = {"status": "infrastructure", "error": _one_line(exc)}
+            idle.append(actor)
+            store(run, fields)
+            if stopping():
+                break
     finally:
+        # runs still in flight (Ctrl-C, stop_after) die with their actors; a Ray started
+        # here takes them down with it
         if started:
             with contextlib.redirect_stderr(io.StringIO()):
                 ray.shutdown()
+        else:
+            for actor in workers:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Sweep throughput: a 16-run sweep as parallel Ray tasks against the same runs one after
+"""Sweep throughput: a 16-run sweep as parallel Ray actors against the same runs one after
 another in this process, measured in one script.
 
 The sweep is configs/quickstart.yaml (one host, frontswap) with its duration cut to
 `--duration` (default 20s), over `guests.0.count=1,2,3,4` x mechanisms `none,frontswap` x 2
 seeds = 16 runs. The sequential baseline runs the same plan in this process (the code path a
-Ray task runs: `overcommit.capacity.execute_run`, its own Redis servers per run); the parallel
-path is `overcommit sweep`'s (`run_sweep`, Ray tasks, `--parallel` at a time). Ray start-up is
+Ray actor runs: `overcommit.capacity.execute_run`, its own Redis servers per run); the parallel
+path is `overcommit sweep`'s (`run_sweep`, a pool of `--parallel` Ray actors). Ray start-up is
 timed separately and outside both measurements (a local Ray is started first). Prints a Markdown
 table with both wall times, the speed-up, and whether the two give the same rows.
 
@@ -64,7 +64,7 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| one after another, in one process | {seq_wall:.1f} | {16 / seq_wall:.2f} | 1.00x |")
     print(
-        f"| Ray tasks, {args.parallel} at a time | {par_wall:.1f} | {16 / par_wall:.2f} | "
+        f"| Ray actors, {args.parallel} at a time | {par_wall:.1f} | {16 / par_wall:.2f} | "
         f"{seq_wall / par_wall:.2f}x |"
     )
     print(f"\nsum of the runs' own wall time (sequential): {run_wall:.1f} s")

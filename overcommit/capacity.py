@@ -2,10 +2,10 @@
 
 A sweep takes a base scenario and one or more grid axes (`--grid PATH=V1,V2,...` or
 `PATH=A:B:STEP`); every point of the grid's cross product is run once per mechanism and seed,
-each run in the `inline` runtime with its own Redis servers, in parallel as Ray tasks. Every
-finished run becomes one row of `results.parquet` (rewritten whole after each run), so an
-interrupted sweep keeps what it finished and the same command resumes it: a run whose key
-(grid point, mechanism, seed and a hash of the base config) is already stored is skipped.
+each run in the `inline` runtime with its own Redis servers, in parallel on a pool of Ray
+actors. Every finished run becomes one row of `results.parquet` (rewritten whole after each
+run), so an interrupted sweep keeps what it finished and the same command resumes it: a run
+whose key (grid point, mechanism, seed and a hash of the base config) is stored is skipped.
 
 `PATH` is any dotted path `apply_overrides` accepts (`hosts.count`, `guests.0.count`,
 `guests.0.maxmem`, `ha.tolerate`) or the derived knob `overcommit`: the sum of the guests'
@@ -285,7 +285,7 @@ def plan_sweep(
 
 
 # ----------------------------------------------------------------------------------------------
-# One run (in a Ray task or in this process)
+# One run (in a sweep actor or in this process)
 
 
 def _flatten(prefix: str, obj: dict, out: dict[str, Any]) -> None:

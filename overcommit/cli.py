@@ -439,7 +439,7 @@ def sweep(
     ),
     seeds: int = typer.Option(1, min=1, help="Seeds per point and mechanism (seed, +1, ...)."),
     parallel: int | None = typer.Option(
-        None, min=1, help="Runs at a time, as Ray tasks (default: the number of CPUs)."
+        None, min=1, help="Runs at a time, on as many Ray actors (default: the number of CPUs)."
     ),
     goal: str | None = typer.Option(
         None, help="Conditions on the totals, e.g. 'restart_failures == 0 and progress >= 0.8'."

@@ -135,6 +135,43 @@ def test_2x2x2_sweep_stores_8_real_rows_and_resumes_only_the_missing(tmp_path):
         run_sweep(other, tmp_path)
 
 
+def _sweep_worker_processes() -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::_SweepWorker"):
+            found.append(proc)
+    return found
+
+
+def test_a_killed_sweep_worker_fails_its_run_and_a_new_one_runs_the_rest(tmp_path):
+    """The process of a sweep's actor is killed (SIGKILL, as the OOM killer would): the run it
+    was given is reported failed and not stored, a new actor runs the rest, and the same sweep
+    run again executes only the failed run."""
+    plan = plan_sweep(tiny(), {"guests.0.count": [1, 2]}, ["none", "frontswap"])
+    killed: list[int] = []
+
+    def kill_the_worker(row: dict, done: int, total: int) -> None:
+        if not killed:
+            procs = _sweep_worker_processes()
+            assert procs, "no sweep worker process found"
+            for proc in procs:
+                proc.kill()
+                killed.append(proc.pid)
+
+    outcome = run_sweep(plan, tmp_path, parallel=1, on_row=kill_the_worker)
+    assert killed
+    assert outcome.executed == 4 and len(outcome.failed) == 1, outcome.failed
+    assert "Actor" in outcome.failed[0] and outcome.exit_code == 2
+    stored = load_results(tmp_path)
+    assert len(stored) == 3 and (stored["status"] == "done").all()
+    again = run_sweep(plan, tmp_path, parallel=1)
+    assert (again.executed, again.skipped, again.failed) == (1, 3, [])
+    assert len(load_results(tmp_path)) == 4
+
+
 def test_goal_largest_overcommit_is_the_last_that_places(tmp_path):
     # By hand: 4 guests of 64 MiB fit in 256 MiB; overcommit 0.9 -> 4 guests (ratio
     # 4*64/288 = 0.889), 1.2 -> 5 guests, which cannot be placed.

@@ -69,10 +69,15 @@ class _Stores:
             {host: redis.Redis.from_url(host_url), SHARED_SERVER: redis.Redis.from_url(shared_url)}
         )
 
+    def at_once(self, gens: list[Any], during: str) -> list[Any]:
+        """Run runner generators (windows, final read-backs) to completion, all at once over
+        the mux (blocks the actor meanwhile: nothing else runs on a host or guest actor during
+        its window); `during` names the work in an error message."""
+        return run_at_once(self.mux, self.execute.ops, gens, during)
+
     def windows(self, gens: list[Any], e0: int, e1: int) -> list[Any]:
-        """Run window generators to completion, all at once (blocks the actor meanwhile:
-        nothing else runs on a host or guest actor during its window)."""
-        return run_at_once(self.mux, self.execute.ops, gens, f"epochs {e0}-{e1 - 1}")
+        """Run window generators of epochs [e0, e1) at once."""
+        return self.at_once(gens, f"epochs {e0}-{e1 - 1}")
 
 
 class HostActorImpl:
@@ -188,12 +193,7 @@ class HostActorImpl:
         if self.mode == "actors":
             finals = list(await asyncio.gather(*[a.finish.remote() for a in self.actors]))
         else:
-            done = run_at_once(
-                self.stores.mux,
-                self.stores.execute.ops,
-                [g.finish() for g in self.guests],
-                "the final read-back",
-            )
+            done = self.stores.at_once([g.finish() for g in self.guests], "the final read-back")
             finals = [(g.name, *final) for g, final in zip(self.guests, done)]
         return finals, self.runner.summary(), self.calls
 
@@ -378,9 +378,7 @@ class GuestActorImpl:
         return await drive_async(self.runner.drain(), self.stores.execute)
 
     async def finish(self) -> tuple:
-        done = run_at_once(
-            self.stores.mux, self.stores.execute.ops, [self.runner.finish()], "the final read-back"
-        )
+        done = self.stores.at_once([self.runner.finish()], "the final read-back")
         return (self.runner.name, *done[0])
 
     def page_versions(self) -> Any:

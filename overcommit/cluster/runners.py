@@ -657,29 +657,13 @@ class StoreOps:
                 s = req.swap
                 if s.drop:
                     rep.dropped = yield SHARED, self.swap.drop(req.disk)
-                if len(s.reads) or len(s.frees) or s.writes is not None:
-                    if s.wait:
-                        rep.swap = yield (
-                            SHARED,
-                            self.swap.batch(
-                                req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps
-                            ),
-                        )
-                    elif s.writes is not None and not len(s.reads) and not len(s.frees):
-                        # writes whose reply nothing reads: one HSET, not waited for in a mux
-                        yield (
-                            SHARED,
-                            Posted(self.swap.write(req.disk, req.guest, s.writes, mode, ps)),
-                        )
-                    else:
-                        yield (
-                            SHARED,
-                            Posted(
-                                self.swap.batch(
-                                    req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps
-                                )
-                            ),
-                        )
+                if not s.wait:  # writes only, whose reply nothing reads: one HSET, posted
+                    yield SHARED, Posted(self.swap.write(req.disk, req.guest, s.writes, mode, ps))
+                elif len(s.reads) or len(s.frees) or s.writes is not None:
+                    rep.swap = yield (
+                        SHARED,
+                        self.swap.batch(req.disk, req.guest, s.reads, s.frees, s.writes, mode, ps),
+                    )
             if req.eph is not None:
                 k = req.eph
                 if k.flush_area:

@@ -193,7 +193,7 @@ class SwapOps:
     frees: np.ndarray
     writes: RecordBatch | None
     drop: bool = False
-    wait: bool = True  # False: the guest reads nothing of the reply (writes it only posts)
+    wait: bool = True  # False: writes only (no reads, frees), whose reply the guest never reads
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from overcommit.config import CONFLICTS as CONFLICTS
 from overcommit.config import MECHANISMS as _MECHANISM_NAMES
 
 if TYPE_CHECKING:
@@ -99,17 +100,6 @@ def _registry() -> dict[str, type[Mechanism]]:
 
 #: Known mechanism names (defined with the scenario schema, which validates them).
 MECHANISMS = _MECHANISM_NAMES
-
-#: Pairs that cannot run together, with the reason (checked when a scenario loads).
-CONFLICTS: dict[frozenset[str], str] = {
-    frozenset({"zswap", "zram"}): "zswap in front of a zram device compresses twice",
-    frozenset({"frontswap", "zswap"}): "zswap is itself a frontswap backend inside the guest; "
-    "use one of them",
-    frozenset({"frontswap", "zram"}): "a zram device takes the swap-outs frontswap would put",
-    frozenset({"frontswap", "cached-disk"}): "frontswap and a host-cached swap disk both lend "
-    "the host's free RAM as fast swap; compare them instead",
-    frozenset({"balloon", "selfballoon"}): "a self-ballooning guest sets its own balloon target",
-}
 
 
 def build_mechanism(name: str) -> Mechanism:

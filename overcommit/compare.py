@@ -17,28 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overcommit.config import Scenario, apply_overrides
+from overcommit.config import MECHANISMS, STANDARD_COMBINATIONS, Scenario, apply_overrides
 
 SCHEMA = "overcommit.compare/1"
 
 #: Mechanisms `compare` runs when none are named: each mechanism alone, then the combinations
 #: real systems use (KVM, Xen with self-ballooning and with cleancache, VMware).
-DEFAULT_MECHANISMS: tuple[str, ...] = (
-    "none",
-    "frontswap",
-    "host-swap",
-    "balloon",
-    "selfballoon",
-    "cached-disk",
-    "zswap",
-    "zram",
-    "page-sharing",
-    "cleancache",
-    "balloon+host-swap",
-    "frontswap+selfballoon",
-    "frontswap+cleancache",
-    "page-sharing+balloon+zswap+host-swap",
-)
+DEFAULT_MECHANISMS: tuple[str, ...] = (*MECHANISMS, *STANDARD_COMBINATIONS)
 
 #: The figures compared, in table order: (key in compare.json, how it is computed).
 FIGURES: tuple[str, ...] = (

@@ -3,6 +3,8 @@
 import copy
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from overcommit import config
 from overcommit.config import (
+    CONFLICTS,
     EVENT_ACTIONS,
     MECHANISMS,
+    STANDARD_COMBINATIONS,
     Condition,
     ConfigError,
     Event,
@@ -23,15 +26,23 @@ from overcommit.config import (
     Scenario,
     ZipfWorkload,
     apply_overrides,
+    known_mechanisms,
     load_scenario,
     load_scenario_text,
+    mechanism_conflicts,
     parse_conditions,
+    register_mechanism_name,
     set_path,
 )
+from overcommit.config import mechanisms as config_mechanisms
 
 GiB = 1024**3
 MiB = 1024**2
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+UNKNOWN_FOO = (
+    f"unknown mechanism 'foo' (known: {', '.join(MECHANISMS)}; "
+    f"combinations join them with '+', e.g. {', '.join(STANDARD_COMBINATIONS)})"
+)
 
 FULL = """\
 name: failover-3x4
@@ -203,13 +214,106 @@ def test_single_guest_keeps_group_name_and_empty_values_mean_defaults():
     assert s.runtime.kind == "ray" and s.ha.admission == "none"
 
 
-def test_mechanism_is_normalised_and_extensible(monkeypatch):
+def test_mechanism_is_normalised():
     s = load_scenario_text(BASE + "mechanism: ' frontswap '\n")
     assert s.mechanism == "frontswap"
-    monkeypatch.setattr(config, "MECHANISMS", (*MECHANISMS, "balloon"))
     s = load_scenario_text(BASE + "mechanism: frontswap + balloon\n")
     assert s.mechanism == "frontswap+balloon"
     assert s.mechanism_parts() == ["frontswap", "balloon"]
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A mechanism registry holding only the built-ins, restored after the test."""
+    monkeypatch.setattr(config_mechanisms, "_REGISTERED", {})
+    monkeypatch.setattr(config_mechanisms, "_REGISTERED_CONFLICTS", {})
+
+
+def test_registered_mechanism_validates_alone_and_combined(registry):
+    with pytest.raises(ConfigError, match="unknown mechanism 'far-swap'"):
+        load_scenario_text(BASE + "mechanism: far-swap\n")
+    register_mechanism_name("far-swap")
+    assert known_mechanisms() == (*MECHANISMS, "far-swap")
+    assert load_scenario_text(BASE + "mechanism: far-swap\n").mechanism == "far-swap"
+    s = load_scenario_text(BASE + "mechanism: balloon + far-swap\n")
+    assert s.mechanism_parts() == ["balloon", "far-swap"]
+    register_mechanism_name("far-swap")  # the same registration again is a no-op
+    assert known_mechanisms() == (*MECHANISMS, "far-swap")
+
+
+def test_registered_conflict_is_refused_with_its_reason(registry):
+    register_mechanism_name("far-swap", {"host-swap": "both page guest frames out"})
+    assert mechanism_conflicts()[frozenset({"far-swap", "host-swap"})] == (
+        "both page guest frames out"
+    )
+    p = one_problem(BASE + "mechanism: host-swap+far-swap\n")
+    assert p.field == "mechanism"
+    assert p.message == "'host-swap' and 'far-swap' cannot be combined: both page guest frames out"
+    assert load_scenario_text(BASE + "mechanism: balloon+far-swap\n").mechanism == (
+        "balloon+far-swap"
+    )
+
+
+def test_builtin_conflict_is_refused_with_its_reason():
+    p = one_problem(BASE + "mechanism: zswap+zram\n")
+    assert p.message == (
+        "'zswap' and 'zram' cannot be combined: zswap in front of a zram device compresses twice"
+    )
+
+
+def test_validate_command_names_known_mechanisms_and_combinations(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BASE + "mechanism: foo\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "overcommit", "validate", str(f)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    line = f"{f}:{line_of(BASE + 'mechanism: foo', 'mechanism')}: mechanism: {UNKNOWN_FOO}"
+    assert proc.stderr.strip() == line
+
+
+@pytest.mark.parametrize(
+    ("name", "conflicts", "message"),
+    [
+        ("Far", None, "invalid mechanism name 'Far'"),
+        ("far_swap", None, "invalid mechanism name 'far_swap'"),
+        ("-far", None, "invalid mechanism name '-far'"),
+        ("a+b", None, "invalid mechanism name 'a+b'"),
+        ("", None, "invalid mechanism name"),
+        ("balloon", {"zswap": "no"}, "mechanism 'balloon' is built-in with other conflicts"),
+        ("zswap", None, "mechanism 'zswap' is built-in with other conflicts"),
+        ("far", {"nope": "x"}, "conflicts with unknown mechanism 'nope'"),
+        ("far", {"far": "x"}, "cannot conflict with itself"),
+        ("far", {"zram": " "}, "needs a reason"),
+    ],
+)
+def test_register_mechanism_name_refuses(registry, name, conflicts, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        register_mechanism_name(name, conflicts)
+    assert known_mechanisms() == MECHANISMS
+
+
+def test_register_builtin_with_its_own_conflicts_is_a_no_op(registry):
+    register_mechanism_name("none")
+    register_mechanism_name(
+        "balloon", {"selfballoon": CONFLICTS[frozenset({"balloon", "selfballoon"})]}
+    )
+    assert known_mechanisms() == MECHANISMS
+    register_mechanism_name("far")
+    with pytest.raises(ValueError, match="'far' is already registered with other conflicts"):
+        register_mechanism_name("far", {"zram": "two RAM swaps"})
+
+
+def test_standard_combinations_validate_and_are_compares_defaults():
+    from overcommit.compare import DEFAULT_MECHANISMS
+
+    assert (*MECHANISMS, *STANDARD_COMBINATIONS) == DEFAULT_MECHANISMS
+    for name in STANDARD_COMBINATIONS:
+        assert load_scenario_text(BASE + f"mechanism: {name}\n").mechanism == name
 
 
 def test_to_json_is_json_and_loads_back():
@@ -320,7 +424,13 @@ def test_unknown_mechanism():
     text = BASE + "mechanism: foo\n"
     p = one_problem(text)
     assert (p.line, p.field) == (line_of(text, "mechanism"), "mechanism")
-    assert p.message == f"unknown mechanism 'foo' (known: {', '.join(MECHANISMS)})"
+    assert p.message == UNKNOWN_FOO
+    assert "e.g. balloon+host-swap, frontswap+selfballoon, frontswap+cleancache, " in p.message
+
+
+def test_unknown_mechanisms_are_all_named():
+    p = one_problem(BASE + "mechanism: foo+balloon+bar\n")
+    assert p.message.startswith("unknown mechanisms 'foo', 'bar' (known: none, frontswap, ")
 
 
 @pytest.mark.parametrize(
@@ -647,10 +757,7 @@ def test_apply_overrides_located_failure():
     s = load_scenario_text(BASE, "s.yaml")
     with pytest.raises(ConfigError) as info:
         apply_overrides(s, {"mechanism": "foo"})
-    assert (
-        str(info.value)
-        == f"command line: mechanism: unknown mechanism 'foo' (known: {', '.join(MECHANISMS)})"
-    )
+    assert str(info.value) == f"command line: mechanism: {UNKNOWN_FOO}"
 
 
 @pytest.mark.parametrize(

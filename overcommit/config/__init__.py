@@ -10,10 +10,11 @@ The models are frozen; field names and defaults are the contract the engine read
 :class:`Scenario` offers the expansion helpers (:meth:`Scenario.host_names`,
 :meth:`Scenario.guest_specs`, :meth:`Scenario.conditions`, :meth:`Scenario.to_json`).
 :func:`apply_overrides` applies command-line ``path=value`` overrides and validates again.
+:func:`register_mechanism_name` lets a mechanism defined elsewhere be named by scenarios.
 
 This package re-exports the public names of its modules, one per section of a scenario:
 ``common`` (base model, value types, errors), ``hosts``, ``guests`` (workloads), ``mechanisms``
-(names, settings, conflicts), ``migration``, ``events`` (events, chaos, HA,
+(names, settings, conflicts, the registry), ``migration``, ``events`` (events, chaos, HA,
 hypotheses), ``scenario`` (the model and its cross-field checks), ``yamldoc`` and ``errors``
 (located problems) and ``loader`` (loading and overrides). It imports nothing from the model.
 """
@@ -92,6 +93,7 @@ from overcommit.config.mechanisms import (
     BALLOON_DRIVERS,
     CONFLICTS,
     MECHANISMS,
+    STANDARD_COMBINATIONS,
     BalloonSettings,
     CachedDiskSettings,
     CleancacheSettings,
@@ -99,6 +101,9 @@ from overcommit.config.mechanisms import (
     SelfballoonSettings,
     ZramSettings,
     ZswapSettings,
+    known_mechanisms,
+    mechanism_conflicts,
+    register_mechanism_name,
 )
 from overcommit.config.migration import (
     MigrationSettings,
@@ -162,6 +167,10 @@ __all__ = [
     "parse_conditions",
     "set_path",
     "CONFLICTS",
+    "STANDARD_COMBINATIONS",
+    "known_mechanisms",
+    "mechanism_conflicts",
+    "register_mechanism_name",
     "MAX_PROBLEMS",
     "RESERVED_GUEST_NAME",
     "RESERVED_HOST_NAME",

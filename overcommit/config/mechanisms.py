@@ -1,9 +1,11 @@
 """Mechanism names and settings: `MECHANISMS`, `BALLOON_DRIVERS`, the settings sections of
 the mechanisms (`balloon:`, `selfballoon:`, `cached_disk:`, `zswap:`, `zram:`, `cleancache:`,
-`page_sharing:`), the `CONFLICTS` table and the check of a scenario's `mechanism` value."""
+`page_sharing:`), the `CONFLICTS` table, the standard combinations, a registry for mechanism
+names defined outside the package, and the check of a scenario's `mechanism` value."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field
@@ -108,6 +110,86 @@ CONFLICTS: dict[frozenset[str], str] = {
     frozenset({"balloon", "selfballoon"}): "a self-ballooning guest sets its own balloon target",
 }
 
+#: The combinations real systems use (KVM, Xen with self-ballooning and with cleancache,
+#: VMware); `compare` runs them after each mechanism alone.
+STANDARD_COMBINATIONS: tuple[str, ...] = (
+    "balloon+host-swap",
+    "frontswap+selfballoon",
+    "frontswap+cleancache",
+    "page-sharing+balloon+zswap+host-swap",
+)
+
+_MECHANISM_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+# Mechanism names registered at run time (in registration order) and their conflicts.
+_REGISTERED: dict[str, None] = {}
+_REGISTERED_CONFLICTS: dict[frozenset[str], str] = {}
+
+
+def known_mechanisms() -> tuple[str, ...]:
+    """Mechanism names a scenario may use: the built-ins (`MECHANISMS`, in order), then the
+    names registered with :func:`register_mechanism_name`, in registration order."""
+    return (*MECHANISMS, *_REGISTERED)
+
+
+def mechanism_conflicts() -> dict[frozenset[str], str]:
+    """Pairs that cannot run together: `CONFLICTS` plus those given at registration."""
+    return {**CONFLICTS, **_REGISTERED_CONFLICTS}
+
+
+def _conflicts_of(name: str) -> dict[str, str]:
+    return {
+        other: why
+        for pair, why in mechanism_conflicts().items()
+        if name in pair
+        for other in pair - {name}
+    }
+
+
+def register_mechanism_name(name: str, conflicts: dict[str, str] | None = None) -> None:
+    """Make `name` a mechanism scenarios may use (alone or joined with `+`).
+
+    `name` uses lowercase letters, digits and '-' (like `my-swap`). `conflicts` maps each
+    known mechanism it cannot run with to the reason, which a scenario combining the two is
+    refused with. Registering a known name again is allowed only with the conflicts it already
+    has (a no-op); anything else raises ValueError.
+    """
+    if not isinstance(name, str) or not _MECHANISM_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid mechanism name {show(name)}: use lowercase letters, digits and '-' "
+            "(like my-swap)"
+        )
+    wanted = dict(conflicts or {})
+    for other, why in wanted.items():
+        if other == name:
+            raise ValueError(f"mechanism {name!r} cannot conflict with itself")
+        if other not in known_mechanisms():
+            raise ValueError(
+                f"mechanism {name!r} conflicts with unknown mechanism {show(other)} "
+                f"(known: {', '.join(known_mechanisms())})"
+            )
+        if not isinstance(why, str) or not why.strip():
+            raise ValueError(
+                f"the conflict of {name!r} with {other!r} needs a reason, got {show(why)}"
+            )
+    if name in known_mechanisms():
+        if _conflicts_of(name) != wanted:
+            kind = "built-in" if name in MECHANISMS else "already registered"
+            raise ValueError(f"mechanism {name!r} is {kind} with other conflicts")
+        return
+    _REGISTERED[name] = None
+    for other, why in wanted.items():
+        _REGISTERED_CONFLICTS[frozenset({name, other})] = why
+
+
+def _unknown_mechanism_message(unknown: list[str]) -> str:
+    plural = "s" if len(unknown) > 1 else ""
+    names = ", ".join(repr(name) for name in unknown)
+    return (
+        f"unknown mechanism{plural} {names} (known: {', '.join(known_mechanisms())}; "
+        f"combinations join them with '+', e.g. {', '.join(STANDARD_COMBINATIONS)})"
+    )
+
 
 def check_mechanism(value: Any) -> str:
     """The normalised form of a scenario's `mechanism` value (blanks removed); raises
@@ -121,19 +203,19 @@ def check_mechanism(value: Any) -> str:
         raise ValueError(
             f"empty name in mechanism {show(value)}; join names with '+' like 'frontswap+balloon'"
         )
-    unknown = [part for part in parts if part not in MECHANISMS]
+    known = known_mechanisms()
+    unknown = [part for part in parts if part not in known]
     if unknown:
-        plural = "s" if len(unknown) > 1 else ""
-        names = ", ".join(repr(name) for name in unknown)
-        raise ValueError(f"unknown mechanism{plural} {names} (known: {', '.join(MECHANISMS)})")
+        raise ValueError(_unknown_mechanism_message(unknown))
     if "none" in parts and len(parts) > 1:
         raise ValueError("'none' cannot be combined with other mechanisms")
     duplicate = _first_duplicate(parts)
     if duplicate is not None:
         raise ValueError(f"mechanism {duplicate!r} is given twice")
+    conflicts = mechanism_conflicts()
     for i, a in enumerate(parts):
         for b in parts[i + 1 :]:
-            why = CONFLICTS.get(frozenset({a, b}))
+            why = conflicts.get(frozenset({a, b}))
             if why is not None:
                 raise ValueError(f"'{a}' and '{b}' cannot be combined: {why}")
     return normalized

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from overcommit.version import __version__ as __version__
 
 _API = ("run", "sweep", "Result", "load")
 

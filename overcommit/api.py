@@ -14,25 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from overcommit.config import Scenario, apply_overrides, load_scenario, load_scenario_text
-
-
-def load(
-    config: str | os.PathLike[str] | Scenario, overrides: dict[str, Any] | None = None
-) -> Scenario:
-    """A Scenario from a path, YAML text or a Scenario, with `overrides` (path -> value)."""
-    if isinstance(config, Scenario):
-        sc = config
-    elif isinstance(config, os.PathLike):
-        sc = load_scenario(config)
-    elif isinstance(config, str):
-        if "\n" in config or (not Path(config).exists() and ":" in config):
-            sc = load_scenario_text(config, "<config text>")
-        else:
-            sc = load_scenario(config)
-    else:
-        raise TypeError(f"config must be a path, YAML text or a Scenario, not {type(config)}")
-    return apply_overrides(sc, overrides, source="overrides") if overrides else sc
+from overcommit.config import Scenario
+from overcommit.studies import load
 
 
 @dataclass
@@ -118,14 +101,9 @@ def compare(
 ) -> dict:
     """Run the scenario once per mechanism and seed; returns compare.json's content
     (written, with every run's directory, under `out_dir`, default a new temporary directory)."""
-    from overcommit.compare import parse_mechanisms, plan_runs, run_compare
+    from overcommit.compare import compare_config
 
-    sc = load(config, overrides)
-    if mechanisms is not None and not isinstance(mechanisms, str):
-        mechanisms = ",".join(mechanisms)
-    names = parse_mechanisms(mechanisms)
-    d = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="overcommit-cmp-"))
-    return run_compare(plan_runs(sc, names, seeds), d)
+    return compare_config(config, mechanisms, seeds=seeds, out_dir=out_dir, overrides=overrides)
 
 
 def sweep(

@@ -10,7 +10,9 @@ mean and (with several seeds) a 95% confidence interval (Student's t).
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from overcommit.config import MECHANISMS, STANDARD_COMBINATIONS, Scenario, apply_overrides
+from overcommit.studies import load
 
 SCHEMA = "overcommit.compare/1"
 
@@ -187,14 +190,31 @@ def exit_code(report: dict) -> int:
     return 0
 
 
+def compare_config(
+    config: str | os.PathLike[str] | Scenario,
+    mechanisms: list[str] | str | None = None,
+    *,
+    seeds: int = 1,
+    out_dir: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict:
+    """The notebook API's compare (`overcommit.compare(...)`, `overcommit.api.compare`): run
+    the scenario once per mechanism and seed; returns compare.json's content (written, with
+    every run's directory, under `out_dir`, default a new temporary directory)."""
+    sc = load(config, overrides)
+    if mechanisms is not None and not isinstance(mechanisms, str):
+        mechanisms = ",".join(mechanisms)
+    names = parse_mechanisms(mechanisms)
+    d = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="overcommit-cmp-"))
+    return run_compare(plan_runs(sc, names, seeds), d)
+
+
 class _CallableModule(types.ModuleType):
-    """`overcommit.compare(config, ...)` runs the notebook API's compare (overcommit/api.py);
+    """`overcommit.compare(config, ...)` runs `compare_config` (the notebook API's compare);
     the module's names (`figures`, `run_compare`, ...) stay importable as usual."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
-        from overcommit.api import compare as api_compare
-
-        return api_compare(*args, **kwargs)
+        return compare_config(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

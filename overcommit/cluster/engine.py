@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from overcommit import __version__
 from overcommit.cluster import checkers
 from overcommit.cluster.chaos import chaos_events
 from overcommit.cluster.failover import (
@@ -35,12 +34,12 @@ from overcommit.cluster.failover import (
     empty_status,
     fresh_carry,
 )
-from overcommit.cluster.migration import Migrations
 from overcommit.cluster.placement import HostRoom, PlacementError, place
 from overcommit.cluster.runners import Boot
 from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
 from overcommit.config import EVENT_ACTIONS
 from overcommit.metrics import Recorder
+from overcommit.migration.planner import Migrations
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import (
     COUNTERS,
@@ -53,6 +52,7 @@ from overcommit.output import write_run_dir
 from overcommit.profiles import DeviceQueue, device_profiles
 from overcommit.stores.codec import record_len
 from overcommit.stores.launcher import RedisFleet
+from overcommit.version import __version__
 
 SCHEMA = "overcommit.summary/1"
 REDIS_ENTRY_OVERHEAD = 96  # bytes per hash field beyond the record (dict entry, SDS headers)

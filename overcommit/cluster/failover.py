@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.nodes.guest import BALLOONING, COUNTERS, HIST_BINS, STALL_SOURCES
+from overcommit.nodes.guest import COUNTERS, HIST_BINS, STALL_SOURCES, hist_percentile
+from overcommit.nodes.host import boot_need
 from overcommit.units import format_size
 
 #: Failover figures in summary["totals"], counted by the driver as faults happen.
@@ -125,15 +126,6 @@ def fresh_carry(spec: Any) -> dict[str, Any]:
         "lost_hswap": 0,
         "lost_cache": 0,
     }
-
-
-def boot_need(spec: Any, features: frozenset[str], page_size: int, eager: bool) -> tuple[int, int]:
-    """(allocation, frames backed at boot) of a freshly booted guest, in pages."""
-    mem, maxm = spec.memory // page_size, spec.maxmem // page_size
-    grows = bool(features & (BALLOONING | {"host_swap"}))
-    nframes = max(mem, maxm) if grows else mem
-    alloc = mem if features & BALLOONING else nframes
-    return alloc, (alloc if eager else 0)
 
 
 class Controller:
@@ -431,11 +423,18 @@ class Controller:
         }
 
 
+def hist_latency(hist: np.ndarray) -> dict[str, float]:
+    """The fault-latency percentiles summary.json reports, from a histogram."""
+    return {
+        "p50": hist_percentile(hist, 0.5),
+        "p99": hist_percentile(hist, 0.99),
+        "p99.9": hist_percentile(hist, 0.999),
+    }
+
+
 def down_summary(spec: Any, carry: dict[str, Any], down: float) -> dict[str, Any]:
     """The per-guest figures of a guest without a host at the run's end: its last
     incarnation's accounting, down since its host failed (same keys as a running guest's)."""
-    from overcommit.cluster.runners import hist_latency
-
     alive = carry["alive_seconds"]
     hist = np.asarray(carry["hist"], np.int64)
     return {

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from overcommit.cluster import checkers
-from overcommit.cluster.failover import HostStatus
+from overcommit.cluster.failover import HostStatus, hist_latency
 from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS
 from overcommit.nodes.frontswap import share_identical
 from overcommit.nodes.guest import (
@@ -35,7 +35,6 @@ from overcommit.nodes.guest import (
     Reply,
     Request,
     SwapOps,
-    hist_percentile,
 )
 from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.host_swap import HEADROOM
@@ -128,7 +127,7 @@ class GuestWindow:
     hswap_bytes: int = 0
     state: GuestState | None = None
     carry: dict | None = None  # the guest's accounting at the window's end (see GuestModel.carry)
-    migration: dict | None = None  # a live migration's record (see nodes.migration)
+    migration: dict | None = None  # a live migration's record (see overcommit.migration.transfer)
     stream: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (pages, versions)
     # its rounds sent this window
 
@@ -380,15 +379,6 @@ def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats)
     rows["file_reads"][i] = s.file_reads
     rows["ephemeral_pages"][i] = g.eph_pages
     rows["cleancache_hits"][i] = s.cleancache_hits
-
-
-def hist_latency(hist: np.ndarray) -> dict[str, float]:
-    """The fault-latency percentiles summary.json reports, from a histogram."""
-    return {
-        "p50": hist_percentile(hist, 0.5),
-        "p99": hist_percentile(hist, 0.99),
-        "p99.9": hist_percentile(hist, 0.999),
-    }
 
 
 def guest_summary(g: GuestModel) -> dict:

@@ -777,7 +777,7 @@ class GuestModel:
             self.migration = None  # none, or the driver ended it (done, or abandoned)
         elif self.migration is None or self.migration.order.id != order.id:
             if self.alive:
-                from overcommit.nodes.migration import start
+                from overcommit.migration.transfer import start
 
                 tm = int(np.count_nonzero(self.slot == FRONTSWAP)) if order.send_tmem else 0
                 self.migration = start(
@@ -853,7 +853,7 @@ class GuestModel:
             self.pinned_n = pin_to
         pages, writes = self._fit(pages, writes)
         if mig is not None and mig.active:
-            from overcommit.nodes.migration import advance
+            from overcommit.migration.transfer import advance
 
             pause = advance(mig, t, dt, t + consumed, pages, writes, self.loc)
             if pause:  # stop-and-copy or remote faults: the guest owes the time

@@ -30,6 +30,20 @@ from overcommit.profiles import DeviceQueue
 F_NONE, F_RAM, F_HSWAP = 0, 1, 2
 NO_PAGE = 0xFFFFFFFF  # page field of a host-swap record of a frame that held no guest page
 
+#: Guest features whose guests boot with maxmem frames and memory allocated (the balloon
+#: holds the rest); the same set as `overcommit.nodes.guest.BALLOONING`.
+BALLOONING = frozenset({"balloon", "selfballoon"})
+
+
+def boot_need(spec: Any, features: frozenset[str], page_size: int, eager: bool) -> tuple[int, int]:
+    """(allocation, frames backed at boot) of a freshly booted guest, in pages: what a host
+    must find to restart a failed guest or to take a migrating one."""
+    mem, maxm = spec.memory // page_size, spec.maxmem // page_size
+    grows = bool(features & (BALLOONING | {"host_swap"}))
+    nframes = max(mem, maxm) if grows else mem
+    alloc = mem if features & BALLOONING else nframes
+    return alloc, (alloc if eager else 0)
+
 
 class GuestFrames:
     """Host-side state of one guest's frames: unbacked, resident in host RAM, or host-swapped.

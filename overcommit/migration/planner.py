@@ -1,4 +1,9 @@
-"""Live migration, driver side: starting migrations, their bandwidth, moving guests, failures.
+"""Live migration, cluster side: admission, evacuation, bandwidth, moving guests, failures.
+
+The driver (`overcommit.cluster.engine`) keeps one `Migrations` and calls it every window. It is
+handed the driver's HA controller (`ctl`: where guests run, which hosts are alive, admission and
+promised pages) and the runtime (`move_guest`, `cancel_migration`) as plain objects, so this
+module imports nothing from `overcommit.cluster`.
 
 A `migrate: GUEST, to: HOST` event starts one migration; `evacuate: HOST` queues every guest of
 the host and keeps at most `migration.concurrency` migrations running out of it, each to the host
@@ -10,7 +15,7 @@ failed guest (`overcommit.cluster.failover`), and after `migration.deadline` the
 While any migration runs, windows are one epoch long. Each window every running migration gets
 its bandwidth: its own limit (`migration.bandwidth`), and an equal share of the NIC
 (`migration.nic`) of its source and of its destination among the migrations each carries, in or
-out; the smallest of the three. The guest side (`overcommit.nodes.migration`) runs the rounds.
+out; the smallest of the three. The guest side (`overcommit.migration.transfer`) runs the rounds.
 When it reports the migration done (or switched to post-copy), the guest's memory leaves the
 source's stores and arrives in the destination's (`GuestModel.leave_source` / `arrive`), and from
 the next window the guest runs on the destination. Failures: the source dies during pre-copy —
@@ -25,7 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from overcommit.nodes.migration import MigrationOrder
+from overcommit.migration.transfer import MigrationOrder
+from overcommit.nodes.host import boot_need
 
 
 @dataclass
@@ -103,8 +109,6 @@ class Migrations:
         self, e: int, status: dict[str, Any], features: Any, held: dict[str, int]
     ) -> tuple[list[dict], dict[str, int]]:
         """Start what can start; returns (records of refusals, pages each destination lacks)."""
-        from overcommit.cluster.failover import boot_need
-
         done: list[dict] = []
         needs: dict[str, int] = {}
         now = e * self.dt

@@ -18,7 +18,7 @@ Post-copy starts as pre-copy; after `postcopy_after` rounds the guest switches t
 fault (a stall of `fault_latency` plus the page's transfer), and a background push streams the
 rest in page order at the migration's bandwidth until none is left.
 
-The driver (`overcommit.cluster.migration`) gives each migration its bandwidth every window (its
+The planner (`overcommit.migration.planner`) gives each migration its bandwidth every window (its
 own limit, and a fair share of each host's NIC) and moves the guest when this side says so.
 """
 

@@ -49,7 +49,6 @@ _TREES = {  # a module and everything under it
 
 #: Known imports that break the rules, each with the change that removes it.
 ALLOWED = {
-    ("overcommit.config", "overcommit.nodes.mechanism"),  # removed by the config package split
     # the registry of mechanisms (`_registry`, `build_mechanism`) lives in the module that
     # defines their base class `Mechanism`; removed when it moves to `overcommit.nodes`
     # (everyone outside nodes/ already imports `build_mechanism` from there)

@@ -59,6 +59,11 @@ class Watermarks(_Model):
         return high
 
 
+#: Popularity laws over a working set's ranks (see overcommit.workloads.generators).
+DISTRIBUTIONS = ("zipf", "power")
+Distribution = Literal["zipf", "power"]
+
+
 class ZipfWorkload(_Model):
     """Page touches drawn from a Zipf distribution over a fixed working set."""
 
@@ -67,6 +72,7 @@ class ZipfWorkload(_Model):
     access_rate: PositiveRate
     write_fraction: Fraction = 0.3
     skew: Float = Field(0.99, ge=0)
+    distribution: Distribution = "zipf"
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
     file_cache: Fraction = 0.0
@@ -94,6 +100,7 @@ class PhasesWorkload(_Model):
     kind: Literal["phases"]
     phases: list[Phase] = Field(min_length=1)
     repeat: bool = True
+    distribution: Distribution = "zipf"
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
     file_cache: Fraction = 0.0
@@ -161,6 +168,7 @@ class TraceWorkload(_Model):
     kind: Literal["trace"]
     file: str
     skew: Float = Field(0.99, ge=0)
+    distribution: Distribution = "zipf"
     compressibility: Fraction = 0.5
     duplicates: Fraction = 0.0
     file_cache: Fraction = 0.0

@@ -329,6 +329,18 @@ def _host_memory(hosts: Any, sc: dict) -> str:
     return _img(fig, "host memory by use over time") + note
 
 
+def guest_panels(last_host: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """The progress plot's panels as (title, guests): one per guest (guest -> the host it ran
+    on at the end, in order), or with more than MAX_GUEST_PANELS guests one per host. Every
+    guest is in exactly one panel."""
+    if len(last_host) <= MAX_GUEST_PANELS:
+        return [(f"{g} (on {h} at the end)", [g]) for g, h in last_host.items()]
+    by_host: dict[str, list[str]] = {}
+    for g, h in last_host.items():
+        by_host.setdefault(h, []).append(g)
+    return [(f"{h}: {len(gs)} guests", gs) for h, gs in by_host.items()]
+
+
 def _progress(guests: Any, sc: dict, events: list[dict]) -> str:
     """Guest progress over time: a panel per guest (no guest hides behind another), or with
     more than MAX_GUEST_PANELS guests a panel per host with the mean, the min–max band and the
@@ -349,13 +361,7 @@ def _progress(guests: Any, sc: dict, events: list[dict]) -> str:
             series[g] = (x["t"].to_numpy(), np.where(alive > 0, work / alive, np.nan))
         hosts = x["host"][x["alive"] > 0] if "alive" in x else x["host"]
         last_host[g] = str(hosts.iloc[-1]) if len(hosts) else str(x["host"].iloc[-1])
-    if len(names) <= MAX_GUEST_PANELS:
-        panels = [(f"{g} (on {last_host[g]} at the end)", [g]) for g in names]
-    else:
-        by_host: dict[str, list[str]] = {}
-        for g in names:
-            by_host.setdefault(last_host[g], []).append(g)
-        panels = [(f"{h}: {len(gs)} guests", gs) for h, gs in by_host.items()]
+    panels = guest_panels(last_host)
     cols = 1 if len(panels) == 1 else 2 if len(panels) <= 4 else 3
     rows = math.ceil(len(panels) / cols)
     fig = _figure(WIDTH, (3.2 if rows == 1 else 2.3) * rows + 1.0)

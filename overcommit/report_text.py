@@ -131,7 +131,7 @@ def _n3(x: float) -> str:
     if a >= 100:
         return f"{x:.0f}"
     if a >= 10:
-        return f"{x:.1f}"
+        return f"{x:.1f}".removesuffix(".0")
     return f"{x:.2f}".rstrip("0").rstrip(".") if a else "0"
 
 

@@ -362,7 +362,7 @@ def _progress(guests: Any, sc: dict, events: list[dict]) -> str:
         hosts = x["host"][x["alive"] > 0] if "alive" in x else x["host"]
         last_host[g] = str(hosts.iloc[-1]) if len(hosts) else str(x["host"].iloc[-1])
     panels = guest_panels(last_host)
-    cols = 1 if len(panels) == 1 else 2 if len(panels) <= 4 else 3
+    cols = 1 if len(panels) == 1 else 2 if len(panels) in (2, 4) else 3
     rows = math.ceil(len(panels) / cols)
     fig = _figure(WIDTH, (3.2 if rows == 1 else 2.3) * rows + 1.0)
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
@@ -404,7 +404,8 @@ def _progress(guests: Any, sc: dict, events: list[dict]) -> str:
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel("progress")
-    for ax in axes[-cols:]:
+    for ax in axes[max(0, len(panels) - cols) : len(panels)]:  # the lowest panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("emulated time (s)")
     fig.legend(
         list(legend.values()),

@@ -104,6 +104,7 @@ _PAGE_COUNTERS = {
     "balloon_deflated",
     "selfshrink_pages",
     "tmem_shrink_pages",
+    "tmem_stored_peak",
 }
 
 #: What a stall source is, in words (summary.json `stall_by_source`).

@@ -19,11 +19,29 @@ from rich.table import Table
 
 from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
 
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help reads like an ordinary Unix tool's: arguments by their metavar
+    alone (`overcommit run [OPTIONS] CONFIG`, not `{config}`, and no `<path>` type beside it);
+    flags as `-q, --quiet` (click's plain help, below)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.metavar or param.name.upper()
+                param.display_type_rich = lambda ctx=None: None  # type: ignore[method-assign]
+                param.get_usage_pieces = lambda ctx, n=name: [n]  # type: ignore[method-assign]
+
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Emulate a memory-overcommitted cluster and compare overcommit mechanisms.",
+    # click's plain help: flags read `-q, --quiet`, values by their metavar (`--seed N`)
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 err = Console(stderr=True)
 # wide enough for the summary table when the output is a file or a pipe
@@ -61,8 +79,10 @@ def _sets(values: list[str] | None) -> dict[str, Any]:
 _SET_HELP = "Override a config value: PATH=VALUE (e.g. guests.0.cooperative=false); repeatable."
 
 
-@app.command()
-def validate(config: Path = typer.Argument(..., help="Scenario YAML file.")) -> None:
+@app.command(cls=_Command)
+def validate(
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Scenario YAML file."),
+) -> None:
     """Check a scenario file without running it."""
     sc = _load(config, {})
     from overcommit.cluster.engine import PreflightError, estimate_store_bytes, preflight
@@ -80,32 +100,45 @@ def validate(config: Path = typer.Argument(..., help="Scenario YAML file.")) -> 
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
-    config: Path = typer.Argument(..., help="Scenario YAML file."),
-    seed: int | None = typer.Option(None, help="Override the scenario's seed."),
-    mechanism: str | None = typer.Option(None, help="Override the mechanism (e.g. frontswap)."),
-    duration: str | None = typer.Option(None, help="Override the emulated duration (e.g. 60s)."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Scenario YAML file."),
+    seed: int | None = typer.Option(None, metavar="N", help="Override the scenario's seed."),
+    mechanism: str | None = typer.Option(
+        None, metavar="M", help="Override the mechanism (e.g. frontswap)."
+    ),
+    duration: str | None = typer.Option(
+        None, metavar="D", help="Override the emulated duration (e.g. 60s)."
+    ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Run directory (default: runs/<name>-<mechanism>-s<seed>-<time>)."
+        None,
+        "--out",
+        metavar="DIR",
+        help="Run directory (default: runs/<name>-<mechanism>-s<seed>-<time>).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     runtime: str | None = typer.Option(
-        None, help="Override runtime.kind: ray (default) or inline (one process)."
+        None,
+        metavar="ray|inline",
+        help="Override runtime.kind: ray (default) or inline (one process).",
     ),
     guests: str | None = typer.Option(
-        None, help="Override runtime.guests on Ray: actors (one per guest) or packed."
+        None,
+        metavar="actors|packed",
+        help="Override runtime.guests on Ray: actors (one per guest) or packed.",
     ),
     address: str | None = typer.Option(
         None,
+        metavar="ADDR",
         help="Join an existing Ray cluster (auto, ray://HOST:PORT or HOST:PORT; also "
         "RAY_ADDRESS) instead of starting a local one.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own logs."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
-    set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    set_: list[str] | None = typer.Option(None, "--set", metavar="PATH=VALUE", help=_SET_HELP),
     replay: Path | None = typer.Option(
         None,
+        metavar="RUN/events.jsonl",
         help="An events.jsonl of an earlier run: its faults (chaos-drawn or detected) replace "
         "the scenario's events and chaos, reproducing that run.",
     ),
@@ -215,48 +248,60 @@ def _fmt_s(v: float) -> str:
     return f"{v:.2f}s"
 
 
-def print_summary(summary: dict) -> None:
-    """The compact end-of-run table: one row per guest and a total row."""
-    t = summary["totals"]
+#: The run table's columns (headers as printed).
+SUMMARY_COLUMNS = (
+    "guest",
+    "host",
+    "progress",
+    "stall",
+    "p99 fault",
+    "disk pages read",
+    "disk pages written",
+    "puts ok",
+    "puts rejected",
+    "OOM kills",
+)
+
+
+def summary_table(summary: dict) -> Table:
+    """The compact end-of-run table: one row per guest and a total row. `puts ok` are the
+    frontswap puts the pool stored, `puts rejected` those it refused (they went to swap)."""
     table = Table(
         title=f"{summary['scenario']['name']} · {summary['mechanism']} · "
         f"seed {summary['seed']} · {summary['emulated_seconds']:g}s emulated"
     )
-    for col in (
-        "guest",
-        "host",
-        "progress",
-        "stall",
-        "p99 fault",
-        "disk rd/wr pages",
-        "tmem puts/fail",
-        "OOM",
-    ):
+    for col in SUMMARY_COLUMNS:
         table.add_column(col, justify="left" if col in ("guest", "host") else "right")
-    rows = list(summary["guests"].items())
-    for name, g in rows:
-        c = g["counters"]
+
+    def cells(c: dict, progress: float, stall: float, p99: float) -> list[str]:
+        return [
+            f"{progress:.3f}",
+            _fmt_s(stall),
+            _fmt_s(p99),
+            str(c["disk_reads"]),
+            str(c["disk_writes"]),
+            str(c["frontswap_puts"]),
+            str(c["frontswap_put_failures"]),
+            str(c["guest_oom_kills"]),
+        ]
+
+    for name, g in summary["guests"].items():
         table.add_row(
             name,
             g["host"],
-            f"{g['progress']:.3f}",
-            _fmt_s(g["stall_seconds"]),
-            _fmt_s(g["fault_latency"]["p99"]),
-            f"{c['disk_reads']}/{c['disk_writes']}",
-            f"{c['frontswap_puts']}/{c['frontswap_put_failures']}",
-            str(c["guest_oom_kills"]),
+            *cells(g["counters"], g["progress"], g["stall_seconds"], g["fault_latency"]["p99"]),
         )
+    t = summary["totals"]
     table.add_section()
     table.add_row(
-        "total",
-        "",
-        f"{t['progress']:.3f}",
-        _fmt_s(t["stall_seconds"]),
-        _fmt_s(t["fault_latency"]["p99"]),
-        f"{t['disk_reads']}/{t['disk_writes']}",
-        f"{t['frontswap_puts']}/{t['frontswap_put_failures']}",
-        str(t["guest_oom_kills"]),
+        "total", "", *cells(t, t["progress"], t["stall_seconds"], t["fault_latency"]["p99"])
     )
+    return table
+
+
+def print_summary(summary: dict) -> None:
+    """The run table, then the verdict, hypothesis and failed checks' evidence."""
+    table = summary_table(summary)
     out.print(table)
     verdict = "[green]valid[/]" if summary["valid"] else "[red]INVALID[/]"
     failed = [k for k, v in summary["checks"].items() if not v["ok"]]
@@ -273,20 +318,25 @@ def print_summary(summary: dict) -> None:
             out.print(f"  {k}: {ev}", markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Run a scenario under several mechanisms and compare them.")
 def compare(
-    config: Path = typer.Argument(..., help="Scenario YAML file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Scenario YAML file."),
     mechanisms: str | None = typer.Option(
         None,
+        metavar="a,b+c,...",
         help="Comma-separated mechanisms (combinations with '+'); default: every mechanism "
         "and the KVM and Xen combinations.",
     ),
-    seeds: int = typer.Option(1, min=1, help="Seeds per mechanism (scenario seed, +1, ...)."),
-    out_dir: Path | None = typer.Option(
-        None, "--out", help="Output directory (default: runs/compare-<name>-<time>)."
+    seeds: int = typer.Option(
+        1, metavar="N", min=1, help="Seeds per mechanism (scenario seed, +1, ...)."
     ),
-    duration: str | None = typer.Option(None, help="Override the emulated duration."),
-    runtime: str | None = typer.Option(None, help="Override runtime.kind (inline or ray)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", metavar="DIR", help="Output directory (default: runs/compare-<name>-<time>)."
+    ),
+    duration: str | None = typer.Option(None, metavar="D", help="Override the emulated duration."),
+    runtime: str | None = typer.Option(
+        None, metavar="ray|inline", help="Override runtime.kind (inline or ray)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
 ) -> None:
@@ -382,7 +432,7 @@ def print_compare(report: dict) -> None:
         ("p99 fault", "fault_latency_p99", _fmt_s),
         ("disk pages", "disk_pages", lambda v: f"{v:,.0f}"),
         ("double swaps", "double_swaps", lambda v: f"{v:,.0f}"),
-        ("put failures", "put_failures", lambda v: f"{v:,.0f}"),
+        ("puts rejected", "put_failures", lambda v: f"{v:,.0f}"),
         ("balloon lag", "balloon_lag_seconds", _fmt_s),
         ("OOM kills", "oom_kills", lambda v: f"{v:,.1f}" if v % 1 else f"{v:,.0f}"),
         ("verdict", None, None),
@@ -425,35 +475,47 @@ def _write_report(directory: Path) -> Path | None:
         return None
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Run a grid of values x mechanisms x seeds; answer a goal.")
 def sweep(
-    config: Path = typer.Argument(..., help="Scenario YAML file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Scenario YAML file."),
     grid: list[str] | None = typer.Option(
         None,
         "--grid",
+        metavar="PATH=V1,V2,...",
         help="PATH=V1,V2,... or PATH=FROM:TO:STEP (inclusive); PATH a config path (hosts.count, "
         "guests.0.count, ha.tolerate) or overcommit. Repeat for more axes.",
     ),
     mechanisms: str | None = typer.Option(
-        None, help="Comma-separated mechanisms (combinations with '+'); default: the scenario's."
+        None,
+        metavar="a,b+c,...",
+        help="Comma-separated mechanisms (combinations with '+'); default: the scenario's.",
     ),
-    seeds: int = typer.Option(1, min=1, help="Seeds per point and mechanism (seed, +1, ...)."),
+    seeds: int = typer.Option(
+        1, metavar="N", min=1, help="Seeds per point and mechanism (seed, +1, ...)."
+    ),
     parallel: int | None = typer.Option(
-        None, min=1, help="Runs at a time, on as many Ray actors (default: the number of CPUs)."
+        None,
+        metavar="P",
+        min=1,
+        help="Runs at a time, on as many Ray actors (default: the number of CPUs).",
     ),
     goal: str | None = typer.Option(
-        None, help="Conditions on the totals, e.g. 'restart_failures == 0 and progress >= 0.8'."
+        None,
+        metavar="'COND and COND'",
+        help="Conditions on the totals, e.g. 'restart_failures == 0 and progress >= 0.8'.",
     ),
     goal_direction: str | None = typer.Option(
         None,
         "--goal-direction",
+        metavar="max|min",
         help="max: the largest axis value meeting the goal; min: the smallest (default min "
         "for hosts.count and hosts.ram, else max).",
     ),
-    duration: str | None = typer.Option(None, help="Override the emulated duration."),
+    duration: str | None = typer.Option(None, metavar="D", help="Override the emulated duration."),
     out_dir: Path | None = typer.Option(
         None,
         "--out",
+        metavar="DIR",
         help="Sweep directory (default: runs/sweep-<name>-<config hash>); finished runs found "
         "there are skipped.",
     ),
@@ -541,9 +603,13 @@ def print_sweep(report: dict) -> None:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(
+    cls=_Command, short_help="Write report.html for a run, compare, drill or sweep directory."
+)
 def report(
-    directory: Path = typer.Argument(..., help="A run, compare or sweep directory."),
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="A run, compare, drill or sweep directory."
+    ),
 ) -> None:
     """Write report.html (plots and tables, self-contained) for a run, compare or sweep."""
     from overcommit.report import ReportError, write_report
@@ -555,15 +621,20 @@ def report(
     out.print(f"report: {path}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Fail hosts under each mechanism; recovery side by side.")
 def drill(
-    config: Path = typer.Argument(..., help="Scenario YAML file (with fault events or chaos)."),
+    config: Path = typer.Argument(
+        ..., metavar="CONFIG", help="Scenario YAML file (with fault events or chaos)."
+    ),
     mechanisms: str | None = typer.Option(
         None,
+        metavar="a,b+c,...",
         help="Comma-separated mechanisms (combinations with '+'); default: none, frontswap, "
         "host-swap, balloon.",
     ),
-    seeds: int = typer.Option(1, min=1, help="Seeds per mechanism (scenario seed, +1, ...)."),
+    seeds: int = typer.Option(
+        1, metavar="N", min=1, help="Seeds per mechanism (scenario seed, +1, ...)."
+    ),
     real_faults: bool = typer.Option(
         False,
         "--real-faults",
@@ -571,11 +642,13 @@ def drill(
         "at its fail_host event; the emulator detects the death.",
     ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Output directory (default: runs/drill-<name>-<time>)."
+        None, "--out", metavar="DIR", help="Output directory (default: runs/drill-<name>-<time>)."
     ),
-    duration: str | None = typer.Option(None, help="Override the emulated duration."),
-    runtime: str | None = typer.Option(None, help="Override runtime.kind (inline or ray)."),
-    set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    duration: str | None = typer.Option(None, metavar="D", help="Override the emulated duration."),
+    runtime: str | None = typer.Option(
+        None, metavar="ray|inline", help="Override runtime.kind (inline or ray)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", metavar="PATH=VALUE", help=_SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
 ) -> None:

@@ -2,14 +2,17 @@
 
 `write_report(dir)` looks at what the directory holds — `summary.json` (a run), `compare.json`
 (a compare), `drill.json` (a drill) or `sweep.json` (a sweep) — and writes `report.html` beside
-it: tables, and
-matplotlib figures (Agg, small, 80 dpi) embedded as `data:image/png;base64` images. The page
-fetches nothing: no scripts, no style sheets, no images from elsewhere.
+it: a two-sentence headline (`overcommit.report_text`), tables in human units, and
+matplotlib figures (Agg, 13 inches wide at 100 dpi, drawn at the page's full width with
+legible fonts) embedded as `data:image/png;base64` images. The page fetches nothing: no
+scripts, no style sheets, no images from elsewhere.
 
 - run: per-host memory stacked by use over time (hosts.parquet: reserve, guest frames, tmem,
   ephemeral pool, disk cache, migration buffers, free), guest progress over time
-  (guests.parquet: work over alive time in a moving window) with a vertical line at every event
-  whose kind is in MARKER_KINDS or starts with `migrat`, and the totals and checks;
+  (guests.parquet: work over alive time in a moving window), one small panel per guest so that
+  no guest hides another (per host, mean with min–max band and the slowest guest, beyond
+  MAX_GUEST_PANELS guests), with a vertical line at every event whose kind is in MARKER_KINDS
+  or starts with `migrat`, and the totals by group and checks;
 - compare (and drill): one bar chart per compared figure, mean per mechanism with its 95%
   confidence interval as an error bar (with several seeds), and each mechanism's first run's
   progress over time with its event markers;
@@ -29,9 +32,23 @@ from pathlib import Path
 from typing import Any
 
 REPORT = "report.html"
-DPI = 80
+DPI = 100
+WIDTH = 13.0  # inches: 1300 px, shown at the page's full width
 MAX_HOST_PANELS = 6
 MAX_GUEST_LINES = 8
+MAX_GUEST_PANELS = 24  # more guests: one panel per host (mean, min–max band, slowest guest)
+
+#: matplotlib settings for every figure: fonts legible at the page's width.
+RC = {
+    "font.size": 13,
+    "axes.titlesize": 14,
+    "axes.labelsize": 13,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
 MAX_POINTS = 1500  # time-series points per line (longer series are thinned)
 
 #: Event kinds drawn as vertical lines on the progress plot, with their colours. Any kind
@@ -41,6 +58,8 @@ MARKER_KINDS: dict[str, str] = {
     "recover_host": "#2ca02c",
     "tmem_backend_failure": "#8c1515",
     "restart": "#ff7f0e",
+    "ha_restart": "#ff7f0e",
+    "restart_failed": "#000000",
     "oom_kill": "#9467bd",
     "host_oom_kill": "#e377c2",
     "tmem_freeze": "#7f7f7f",
@@ -64,13 +83,19 @@ HOST_STACK = (
 )
 
 _CSS = """
-body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1100px}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
+body{font-family:sans-serif;margin:1.5em auto;padding:0 1.5em;color:#222;max-width:1400px;
+line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.3em}h2{font-size:1.2em;margin-top:1.6em}
+h3{font-size:1em;margin:1em 0 .2em}
+p.headline{font-size:1.2em;margin:.4em 0 .8em;max-width:60em}
+table{border-collapse:collapse;font-size:.95em;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
 .ok{color:#227722}.bad{color:#b00}.warn{color:#a60}
-img{max-width:100%;display:block;margin:.4em 0}
+img.plot{width:100%;height:auto;display:block;margin:.4em 0}
+details{margin:.8em 0}summary{cursor:pointer;color:#345}
+.wide{max-width:100%;overflow-x:auto}
+.groups{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}
 """
 
 
@@ -109,7 +134,10 @@ def write_report(directory: str | Path) -> Path:
         "drill": _drill_body,
         "sweep": _sweep_body,
     }
-    body = bodies[kind](d)
+    import matplotlib
+
+    with matplotlib.rc_context(RC):
+        body = bodies[kind](d)
     path = d / REPORT
     atomic_write(path, lambda f: f.write(body))
     return path
@@ -133,15 +161,24 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
         cls = " class='l'" if i < left else ""
         return f"<{tag}{cls}>{v if isinstance(v, _Raw) else html.escape(str(v))}</{tag}>"
 
-    out = ["<table><tr>" + "".join(cell("th", i, h) for i, h in enumerate(header)) + "</tr>"]
+    out = [
+        "<div class='wide'><table><tr>"
+        + "".join(cell("th", i, h) for i, h in enumerate(header))
+        + "</tr>"
+    ]
     for r in rows:
         out.append("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 
 class _Raw(str):
     """HTML that is not escaped again."""
+
+
+def _headline(sentences: list[str]) -> str:
+    text = " ".join(x for x in sentences if x)
+    return f"<p class='headline'>{html.escape(text)}</p>"
 
 
 def _figure(width: float, height: float) -> Any:
@@ -154,7 +191,7 @@ def _img(fig: Any, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+    return f"<img class='plot' alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def _fmt(v: Any) -> str:
@@ -198,24 +235,25 @@ def marker_color(kind: str) -> str | None:
 def _run_body(d: Path) -> str:
     import pandas as pd
 
+    from overcommit.report_text import run_headline
+
     summary = json.loads((d / "summary.json").read_text())
     sc = summary.get("scenario") or {}
     name = sc.get("name", d.name)
     events = _read_events(d, summary)
+    hosts_path, guests_path = d / "hosts.parquet", d / "guests.parquet"
+    guests = pd.read_parquet(guests_path) if guests_path.is_file() else None
     parts = [
         f"<h1>{html.escape(name)} · {html.escape(str(summary.get('mechanism')))} · seed "
         f"{summary.get('seed')}</h1>",
+        _headline(run_headline(summary, events, guests)),
         _verdict(summary),
     ]
-    hosts_path, guests_path = d / "hosts.parquet", d / "guests.parquet"
+    if guests is not None:
+        parts += ["<h2>Guest progress</h2>", _progress(guests, sc, events)]
     if hosts_path.is_file():
         parts += ["<h2>Host memory</h2>", _host_memory(pd.read_parquet(hosts_path), sc)]
-    if guests_path.is_file():
-        parts += [
-            "<h2>Guest progress</h2>",
-            _progress(pd.read_parquet(guests_path), sc, events),
-        ]
-    parts += ["<h2>Totals</h2>", _totals_table(summary)]
+    parts += ["<h2>Totals</h2>", _totals(summary)]
     parts += ["<h2>Checks</h2>", _checks_table(summary)]
     shown = [e for e in events if marker_color(e["kind"])]
     if shown:
@@ -258,105 +296,161 @@ def _host_memory(hosts: Any, sc: dict) -> str:
     page = sc.get("page_size", 4096)
     names = list(dict.fromkeys(hosts["host"]))
     shown = names[:MAX_HOST_PANELS]
-    fig = _figure(7.5, 1.9 * len(shown) + 0.4)
-    axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    cols = 2 if len(shown) > 3 else 1
+    rows = math.ceil(len(shown) / cols)
+    fig = _figure(WIDTH, 2.6 * rows + 0.9)
+    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    handles = None
     for ax, host in zip(axes, shown):
         h = hosts[hosts["host"] == host]
         h = h.iloc[:: _thin(len(h))]
-        cols = [(c, label, color) for c, label, color in HOST_STACK if c in h]
-        ys = [h[c].to_numpy() * page / 2**20 for c, _, _ in cols]
-        ax.stackplot(
+        cols_ = [(c, label, color) for c, label, color in HOST_STACK if c in h]
+        ys = [h[c].to_numpy() * page / 2**20 for c, _, _ in cols_]
+        polys = ax.stackplot(
             h["t"].to_numpy(),
             *ys,
-            labels=[label for _, label, _ in cols],
-            colors=[color for _, _, color in cols],
+            labels=[label for _, label, _ in cols_],
+            colors=[color for _, _, color in cols_],
             linewidth=0,
         )
+        handles = handles or (polys, [label for _, label, _ in cols_])
         ax.set_ylabel("MiB")
-        ax.set_title(host, fontsize=9, loc="left")
+        ax.set_title(host, loc="left")
         ax.margins(x=0)
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
-    axes[-1].set_xlabel("emulated time (s)")
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend(*handles, loc="outside upper center", ncols=len(handles[1]), frameon=False)
+    for ax in axes[-cols:]:
+        ax.set_xlabel("emulated time (s)")
     note = ""
     if len(names) > len(shown):
         note = f"<p>First {len(shown)} of {len(names)} hosts shown.</p>"
     return _img(fig, "host memory by use over time") + note
 
 
+def guest_panels(last_host: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """The progress plot's panels as (title, guests): one per guest (guest -> the host it ran
+    on at the end, in order), or with more than MAX_GUEST_PANELS guests one per host. Every
+    guest is in exactly one panel."""
+    if len(last_host) <= MAX_GUEST_PANELS:
+        return [(f"{g} (on {h} at the end)", [g]) for g, h in last_host.items()]
+    by_host: dict[str, list[str]] = {}
+    for g, h in last_host.items():
+        by_host.setdefault(h, []).append(g)
+    return [(f"{h}: {len(gs)} guests", gs) for h, gs in by_host.items()]
+
+
 def _progress(guests: Any, sc: dict, events: list[dict]) -> str:
+    """Guest progress over time: a panel per guest (no guest hides behind another), or with
+    more than MAX_GUEST_PANELS guests a panel per host with the mean, the min–max band and the
+    slowest guest; event markers in every panel, one legend above."""
     import numpy as np
 
     epoch = float(sc.get("epoch", 0.1))
     duration = float(guests["t"].max() + epoch) if len(guests) else 0.0
     w = max(1, round(max(float(sc.get("sync_window", 1.0)), duration / 60) / epoch))
-    fig = _figure(7.5, 2.8)
-    ax = fig.subplots()
     names = list(dict.fromkeys(guests["guest"]))
-    series = {}
+    series: dict[str, tuple[Any, Any]] = {}
+    last_host: dict[str, str] = {}
     for g in names:
         x = guests[guests["guest"] == g]
         work = x["work_s"].rolling(w, min_periods=1).sum().to_numpy()
         alive = (x["alive"] * epoch).rolling(w, min_periods=1).sum().to_numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             series[g] = (x["t"].to_numpy(), np.where(alive > 0, work / alive, np.nan))
-    if len(names) <= MAX_GUEST_LINES:
-        for g, (t, p) in series.items():
+        hosts = x["host"][x["alive"] > 0] if "alive" in x else x["host"]
+        last_host[g] = str(hosts.iloc[-1]) if len(hosts) else str(x["host"].iloc[-1])
+    panels = guest_panels(last_host)
+    cols = 1 if len(panels) == 1 else 2 if len(panels) in (2, 4) else 3
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(WIDTH, (3.2 if rows == 1 else 2.3) * rows + 1.0)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    legend: dict[str, Any] = {}
+    marks = [e for e in events if marker_color(e["kind"])][:MAX_MARKERS]
+    for ax, (title, gs) in zip(axes, panels):
+        if len(gs) == 1:
+            t, p = series[gs[0]]
             k = _thin(len(t))
-            ax.plot(t[::k], p[::k], linewidth=1, label=g)
-    else:
-        t = next(iter(series.values()))[0]
-        stack = np.vstack([p for _, p in series.values()])
-        k = _thin(len(t))
-        ax.fill_between(
-            t[::k],
-            np.nanmin(stack, axis=0)[::k],
-            np.nanmax(stack, axis=0)[::k],
-            alpha=0.25,
-            label="min–max over guests",
-        )
-        ax.plot(t[::k], np.nanmean(stack, axis=0)[::k], linewidth=1.2, label="mean over guests")
-    seen: set[str] = set()
-    for e in [e for e in events if marker_color(e["kind"])][:MAX_MARKERS]:
-        kind = e["kind"]
-        ax.axvline(
-            e["t"],
-            color=marker_color(kind),
-            linestyle="--",
-            linewidth=0.9,
-            label=None if kind in seen else kind,
-        )
-        seen.add(kind)
-    ax.set_ylim(-0.02, 1.05)
-    ax.set_ylabel(f"progress ({w * epoch:g} s window)")
-    ax.set_xlabel("emulated time (s)")
-    ax.margins(x=0)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+            (line,) = ax.plot(t[::k], p[::k], linewidth=1.6, color="#1f4e9c")
+            legend.setdefault("guest progress", line)
+        else:
+            t = series[gs[0]][0]
+            n = min(len(series[g][1]) for g in gs)
+            stack = np.vstack([series[g][1][:n] for g in gs])
+            t, k = t[:n], _thin(n)
+            band = ax.fill_between(
+                t[::k],
+                np.nanmin(stack, axis=0)[::k],
+                np.nanmax(stack, axis=0)[::k],
+                alpha=0.25,
+                color="#1f4e9c",
+            )
+            (mean,) = ax.plot(t[::k], np.nanmean(stack, axis=0)[::k], color="#1f4e9c")
+            slow = gs[int(np.nanargmin(np.nanmean(stack, axis=1)))]
+            (low,) = ax.plot(t[::k], series[slow][1][:n][::k], color="#d62728", linewidth=1)
+            legend.setdefault("min–max over the host's guests", band)
+            legend.setdefault("mean", mean)
+            legend.setdefault("slowest guest", low)
+            title += f" (slowest {slow})"
+        for e in marks:
+            kind = e["kind"]
+            lv = ax.axvline(e["t"], color=marker_color(kind), linestyle="--", linewidth=1.1)
+            legend.setdefault(kind, lv)
+        ax.set_title(title, loc="left")
+        ax.set_ylim(-0.02, 1.05)
+        ax.margins(x=0)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("progress")
+    for ax in axes[max(0, len(panels) - cols) : len(panels)]:  # the lowest panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("emulated time (s)")
+    fig.legend(
+        list(legend.values()),
+        list(legend),
+        loc="outside upper center",
+        ncols=min(len(legend), 6),
+        frameon=False,
+        title=f"progress: work over alive time in a {w * epoch:g} s window",
+    )
     return _img(fig, "guest progress over time with event markers")
 
 
-_TOTALS_SHOWN = (
-    "progress",
-    "stall_seconds",
-    "downtime_seconds",
-    "fault_latency_p99",
-    "disk_reads",
-    "disk_writes",
-    "frontswap_puts",
-    "frontswap_put_failures",
-    "lost_pages",
-    "guest_oom_kills",
-    "host_oom_kills",
-    "double_swaps",
-    "balloon_lag_seconds",
-    "restart_failures",
-)
+def _totals(summary: dict) -> str:
+    """The totals in human units, grouped; every other total folded into <details>."""
+    from overcommit.report_text import STALL_WORDS, grouped_totals, human
 
-
-def _totals_table(summary: dict) -> str:
+    page = int((summary.get("scenario") or {}).get("page_size", 4096))
     t = summary.get("totals", {})
-    rows = [[k, _fmt(t[k])] for k in _TOTALS_SHOWN if k in t]
-    rows += [[k, _fmt(v)] for k, v in t.items() if k not in _TOTALS_SHOWN and _num(v) and v]
-    return _table(["figure", "value"], rows)
+    groups, rest = grouped_totals(t)
+    out = ["<div class='groups'>"]
+    for group, rows in groups.items():
+        if group == "work":
+            by = t.get("stall_by_source") or {}
+            total = sum(v for v in by.values() if v) or 1.0
+            rows = list(rows) + [
+                (f"stall: {STALL_WORDS.get(k, k)}", (k, v, v / total))
+                for k, v in sorted(by.items(), key=lambda kv: -(kv[1] or 0))
+                if v and v / total >= 0.01
+            ]
+        if not rows:
+            continue
+        cells = []
+        for k, v in rows:
+            if isinstance(v, tuple):
+                cells.append([k, f"{human('stall_seconds', v[1])} ({v[2] * 100:.0f}%)"])
+            else:
+                cells.append([k, human(k, v, page)])
+        out.append(f"<div><h3>{html.escape(group)}</h3>{_table(['figure', 'value'], cells)}</div>")
+    out.append("</div>")
+    out.append(
+        f"<details><summary>all other totals ({len(rest)})</summary>"
+        + _table(["figure", "value"], [[k, human(k, v, page)] for k, v in rest])
+        + "</details>"
+    )
+    return "\n".join(out)
 
 
 def _num(v: Any) -> bool:
@@ -386,26 +480,31 @@ def _compare_body(d: Path, name: str = "compare.json", label: str = "compare") -
     report = json.loads((d / name).read_text())
     mechs = report.get("mechanisms", {})
     figs = report.get("figures", [])
+    from overcommit.report_text import compare_headline
+
     parts = [
         f"<h1>{label} · {html.escape(str(report.get('scenario')))}</h1>",
+        _headline(compare_headline(report, label)),
         f"<p>{len(mechs)} mechanism(s), seeds {html.escape(str(report.get('seeds')))}; bars "
         "are means, error bars the 95% confidence interval (with several seeds).</p>",
     ]
     if mechs and figs:
         cols = 2
         rows_n = math.ceil(len(figs) / cols)
-        fig = _figure(8, 1.1 + 2.1 * rows_n)
+        tall = max(len(m) for m in mechs) * 0.09  # room for the rotated mechanism names
+        fig = _figure(WIDTH, 0.6 + (2.4 + tall) * rows_n)
         axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
         names = list(mechs)
         for ax, f in zip(axes, figs):
             means = [_float(mechs[m]["mean"].get(f)) for m in names]
             errs = [(mechs[m].get("ci95") or {}).get(f) for m in names]
-            yerr = [e if e is not None else 0.0 for e in errs] if any(errs) else None
-            ax.bar(range(len(names)), means, yerr=yerr, capsize=3, color="#4c72b0")
-            ax.set_title(f, fontsize=9, loc="left")
+            scale, unit = _unit_of(f, means)
+            means = [v * scale for v in means]
+            yerr = [e * scale if e is not None else 0.0 for e in errs] if any(errs) else None
+            ax.bar(range(len(names)), means, yerr=yerr, capsize=4, color="#4c72b0")
+            ax.set_title(f + (f" ({unit})" if unit else ""), loc="left")
             ax.set_xticks(range(len(names)))
-            ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
-            ax.tick_params(axis="y", labelsize=7)
+            ax.set_xticklabels(names, rotation=30, ha="right")
         for ax in axes[len(figs) :]:
             ax.set_visible(False)
         parts.append(_img(fig, "compared figures per mechanism with 95% confidence intervals"))
@@ -415,7 +514,7 @@ def _compare_body(d: Path, name: str = "compare.json", label: str = "compare") -
         row: list[Any] = [m]
         for f in figs:
             mean, half = v["mean"].get(f), (v.get("ci95") or {}).get(f)
-            row.append(_fmt(mean) + (f" ± {_fmt(half)}" if half is not None else ""))
+            row.append(_cell(f, mean) + (f" ± {_cell(f, half)}" if half is not None else ""))
         row.append(v.get("verdict"))
         rows.append(row)
     parts += ["<h2>Figures</h2>", _table(header, rows)]
@@ -438,6 +537,30 @@ def _compare_body(d: Path, name: str = "compare.json", label: str = "compare") -
         parts.append(_progress(guests, summary.get("scenario") or {}, _read_events(rd, summary)))
         shown += 1
     return _page(f"overcommit {label} {report.get('scenario')}", parts)
+
+
+def _cell(name: str, v: Any) -> str:
+    """A compared figure in human units (progress as a plain fraction)."""
+    from overcommit.report_text import human
+
+    if name == "progress" and v is not None:
+        return f"{v:.3f}"
+    return human(name, v, None)
+
+
+def _unit_of(name: str, values: list[float]) -> tuple[float, str]:
+    """(scale, unit) to plot a compared figure in: seconds as ms or µs when small."""
+    finite = [abs(v) for v in values if not math.isnan(v)]
+    top = max(finite) if finite else 0.0
+    if "bytes" in name:
+        return (2**-30, "GiB") if top >= 2**30 else (2**-20, "MiB")
+    if "latency" in name or name.endswith("_seconds"):
+        if 0 < top < 1e-3:
+            return 1e6, "µs"
+        if 0 < top < 1:
+            return 1e3, "ms"
+        return 1.0, "s"
+    return 1.0, ""
 
 
 def _float(v: Any) -> float:
@@ -465,8 +588,13 @@ def _sweep_body(d: Path) -> str:
     conds = parse_conditions(goal) if goal else []
     metrics = list(dict.fromkeys(c.name for c in conds)) or ["progress"]
     runs = meta.get("runs", {})
+    from overcommit.capacity import answer_lines
+    from overcommit.report_text import sweep_headline
+
+    answers_text = answer_lines(meta) if meta.get("answers") else []
     parts = [
         f"<h1>sweep · {html.escape(str(meta.get('scenario')))}</h1>",
+        _headline(sweep_headline(meta, answers_text)),
         "<p>"
         + html.escape(
             f"grid {', '.join(f'{k} = {v}' for k, v in grid.items())}; mechanisms "
@@ -480,8 +608,6 @@ def _sweep_body(d: Path) -> str:
         parts.append(f"<p>goal: <code>{html.escape(goal)}</code></p>")
     answers = meta.get("answers")
     if answers:
-        from overcommit.capacity import answer_lines
-
         parts += ["<h2>Answer</h2>", "<ul>"]
         parts += [f"<li>{html.escape(line)}</li>" for line in answer_lines(meta)]
         parts.append("</ul>")
@@ -514,7 +640,7 @@ def _axis_positions(values: list[Any]) -> tuple[list[float], list[str] | None]:
 def _sweep_curve(
     done: Any, axis: str, others: list[str], metric: str, thresholds: list, mean_ci: Any
 ) -> str:
-    fig = _figure(8.5, 3)
+    fig = _figure(WIDTH, 4.2)
     ax = fig.subplots()
     try:
         values = sorted(done[axis].dropna().unique().tolist())
@@ -552,7 +678,7 @@ def _sweep_curve(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(axis)
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(frameon=False, loc="best")
     return _img(fig, f"{metric} against {axis}")
 
 
@@ -566,7 +692,7 @@ def _sweep_heatmap(done: Any, axis: str, other: str, metric: str) -> str:
         xs = sorted(xs)
     if all(_num(v) for v in ys):
         ys = sorted(ys)
-    fig = _figure(3.2 * len(mechs) + 0.8, 2.8)
+    fig = _figure(WIDTH, 3.8 if len(mechs) > 2 else 4.5)
     axes = fig.subplots(1, len(mechs), squeeze=False)[0]
     for ax, m in zip(axes, mechs):
         sub = done[done["mechanism"] == m]
@@ -578,11 +704,12 @@ def _sweep_heatmap(done: Any, axis: str, other: str, metric: str) -> str:
                     z[i, j] = vals.mean()
         im = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis")
         ax.set_xticks(range(len(xs)))
-        ax.set_xticklabels([_fmt(v) for v in xs], fontsize=7)
+        ax.set_xticklabels([_fmt(v) for v in xs])
         ax.set_yticks(range(len(ys)))
-        ax.set_yticklabels([_fmt(v) for v in ys], fontsize=7)
-        ax.set_xlabel(axis, fontsize=8)
-        ax.set_ylabel(other, fontsize=8)
-        ax.set_title(m, fontsize=9)
+        ax.set_yticklabels([_fmt(v) for v in ys])
+        ax.set_xlabel(axis)
+        ax.set_ylabel(other)
+        ax.set_title(m)
+        ax.grid(False)
         fig.colorbar(im, ax=ax, shrink=0.8)
     return _img(fig, f"{metric} heatmap")

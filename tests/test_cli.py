@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -252,3 +253,70 @@ def test_normal_run_leaves_no_redis_server(tmp_path):
     assert proc.returncode == 0
     assert len(servers) == 2
     assert _wait_gone(servers) == []
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "drill", "sweep", "validate", "report"])
+def test_help_reads_like_ordinary_flags(command):
+    """Flags are `-q, --quiet`, never with a `<bool>` type; the usage names the argument in
+    capitals (`CONFIG`, `DIR`), not `{config}`; options with values show a metavar."""
+    proc = cli(command, "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    usage = text.splitlines()[0]
+    arg = "DIR" if command == "report" else "CONFIG"
+    assert usage.endswith(f"{command} [OPTIONS] {arg}"), usage
+    for bad in ("<bool>", "<path>", "<str>", "<int", "<list", "{config}", "{CONFIG}", "╭"):
+        assert bad not in text, (bad, text)
+    if command not in ("validate", "report"):
+        assert re.search(r"^\s+-q, --quiet\s+No progress bar", text, re.M), text
+        assert re.search(r"^\s+--no-report\s+Do not write", text, re.M), text
+        assert re.search(r"^\s+--duration D\s", text, re.M), text
+    if command == "run":
+        assert re.search(r"^\s+-v, --verbose\s", text, re.M), text
+        assert re.search(r"^\s+--seed N\s", text, re.M), text
+
+
+def test_run_table_splits_puts_into_ok_and_rejected():
+    """The run table has separate, labelled columns for stored and refused puts (not a
+    `puts/fail` pair read as 'more failures than puts'), filled from a real run's summary."""
+    from rich.console import Console
+
+    from overcommit.cli import summary_table
+    from overcommit.cluster.engine import run_scenario
+    from overcommit.config import load_scenario_text
+
+    text = """
+name: table
+duration: 3s
+mechanism: frontswap
+runtime: {kind: inline}
+hosts: {ram: 144MiB, reserve: 8MiB}
+guests:
+  - {name: g, count: 2, memory: 64MiB, maxmem: 96MiB,
+     workload: {kind: zipf, working_set: 96MiB, access_rate: 50k/s, write_fraction: 0.3}}
+"""
+    summary = run_scenario(load_scenario_text(text, "table.yaml")).summary
+    t = summary["totals"]
+    assert t["frontswap_puts"] > 0 and t["frontswap_put_failures"] > 0, t
+    table = summary_table(summary)
+    headers = [str(c.header) for c in table.columns]
+    assert headers == [
+        "guest",
+        "host",
+        "progress",
+        "stall",
+        "p99 fault",
+        "disk pages read",
+        "disk pages written",
+        "puts ok",
+        "puts rejected",
+        "OOM kills",
+    ]
+    assert not any("/" in h for h in headers)
+    col = {h: list(c.cells) for h, c in zip(headers, table.columns)}
+    assert col["guest"] == ["g-1", "g-2", "total"]
+    assert col["puts ok"][-1] == str(t["frontswap_puts"])
+    assert col["puts rejected"][-1] == str(t["frontswap_put_failures"])
+    console = Console(width=200, record=True)
+    console.print(table)
+    assert "puts rejected" in console.export_text()

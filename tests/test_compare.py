@@ -46,7 +46,7 @@ def test_shipped_peaks_and_valleys_compare_shows_every_mechanism(tmp_path):
         summary = json.loads((Path(run["dir"]) / "summary.json").read_text())
         assert summary["mechanism"] == name
         assert m["mean"]["progress"] == summary["totals"]["progress"]
-    for col in ("progress", "p99 fault", "double swaps", "put failures", "balloon lag", "verdict"):
+    for col in ("progress", "p99 fault", "double swaps", "puts rejected", "balloon lag", "verdict"):
         assert col in proc.stdout
 
 

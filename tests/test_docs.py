@@ -76,3 +76,57 @@ def test_output_doc_covers_every_column_and_event_kind(summary):
     missing = [c for c in [*GUEST_COLUMNS, *HOST_COLUMNS] if not documented(c)]
     missing += [e["kind"] for e in summary["events"] if not documented(e["kind"])]
     assert not missing, f"undocumented in docs/output.md: {missing}"
+
+
+def _cli_help(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from overcommit.cli import app
+
+    res = CliRunner().invoke(app, [*args, "--help"], prog_name="overcommit", terminal_width=100)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _help_section(text: str, title: str) -> list[str]:
+    """The lines of a click help section (`Options:`, `Commands:`) up to the next blank line."""
+    lines = text.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [ln for ln in lines if ln.strip()]
+
+
+def readme_commands() -> dict[str, str]:
+    """The README's Commands block: command name -> its text (continuation lines joined)."""
+    block = README.split("\n## Commands\n", 1)[1]
+    entries: dict[str, str] = {}
+    name = None
+    for line in first_code_block(block):
+        if line.startswith("overcommit "):
+            name = line.split()[1]
+            assert name not in entries, f"README Commands lists {name} twice"
+            entries[name] = line
+        else:
+            assert name is not None and line.startswith(" "), line
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def test_readme_command_list_matches_the_cli():
+    """Every command of `overcommit --help` is in the README's Commands block with its
+    arguments and every option its `--help` lists, and the block names nothing the CLI lacks."""
+    cli_cmds = [ln.split()[0] for ln in _help_section(_cli_help(), "Commands") if ln[2] != " "]
+    readme = readme_commands()
+    assert sorted(readme) == sorted(cli_cmds), (sorted(readme), sorted(cli_cmds))
+    for cmd in cli_cmds:
+        text = _cli_help(cmd)
+        usage = text.split("\n", 1)[0]
+        args = usage.split("[OPTIONS]", 1)[1].split()
+        entry = readme[cmd]
+        assert entry.split()[2 : 2 + len(args)] == args, (cmd, entry, args)
+        opts = {
+            m.group(1)
+            for ln in _help_section(text, "Options")
+            if (m := re.match(r"\s+(?:-\w, )?(--[a-z][a-z-]*)", ln))
+        } - {"--help"}
+        named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", entry))
+        assert opts - named == set(), f"README Commands: {cmd} lacks {sorted(opts - named)}"
+        assert named - opts == set(), f"README Commands: {cmd} has no {sorted(named - opts)}"

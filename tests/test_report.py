@@ -151,3 +151,62 @@ def test_marker_kinds():
     assert marker_color("fail_host") and marker_color("migrate_start")
     assert marker_color("migration_abort") and marker_color("restart")
     assert marker_color("boot") is None
+
+
+def test_guest_panels_hide_no_guest():
+    """Four guests at the same progress are four panels, not one line over another; beyond
+    MAX_GUEST_PANELS guests, one panel per host, still every guest in one panel."""
+    from overcommit.report import MAX_GUEST_PANELS, guest_panels
+
+    four = {f"g-{i}": "host-1" for i in range(1, 5)}
+    panels = guest_panels(four)
+    assert [gs for _, gs in panels] == [["g-1"], ["g-2"], ["g-3"], ["g-4"]]
+    assert all("host-1" in title for title, _ in panels)
+    many = {f"g-{i}": f"host-{i % 3}" for i in range(MAX_GUEST_PANELS + 6)}
+    panels = guest_panels(many)
+    assert len(panels) == 3
+    assert sorted(g for _, gs in panels for g in gs) == sorted(many)
+
+
+def test_human_units():
+    from overcommit.report_text import duration, human, size
+
+    assert duration(0.001122) == "1.12 ms" and duration(5.012e-07) == "501 ns"
+    assert duration(3.4e-05) == "34 µs" and duration(68.1) == "68.1 s" and duration(0) == "0"
+    assert duration(200) == "3 min 20 s"
+    assert size(380 * 2**20) == "380 MiB" and size(2 * 2**30) == "2 GiB"
+    assert size(1000 * 2**20) == "0.98 GiB" and size(512) == "512 B"
+    assert human("fault_latency_p99", 0.001122) == "1.12 ms"
+    assert human("progress", 0.440277) == "0.440 (44.0%)"
+    assert human("disk_reads", 292486) == "292,486 (1.12 GiB)"
+    assert human("disk_reads", 292486, None) == "292,486"
+    assert human("reclaimed_bytes", 2**31) == "2 GiB"
+    assert human("host_failures", 1) == "1"
+
+
+def test_run_report_headline_groups_and_units(eventful, tmp_path):
+    """The run page opens with a headline naming the mechanism, guests, progress and the main
+    stall source; totals come in groups in human units, the rest folded into <details>."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [*CLI, "run", str(eventful), "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "report.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    head = page.split("<p class='headline'>", 1)[1].split("</p>", 1)[0]
+    assert head.startswith("frontswap with 2 guests on 1 host over 6 emulated seconds"), head
+    assert f"progress {summary['totals']['progress']:.2f}" in head, head
+    assert "of it " in head  # the main stall source
+    for group in ("work", "memory traffic"):
+        assert f"<h3>{group}</h3>" in page, group
+    assert "<details><summary>all other totals" in page
+    p99 = summary["totals"]["fault_latency"]["p99"]
+    assert f"{p99:.4g}" not in page  # no raw seconds
+    from overcommit.report_text import duration
+
+    assert duration(p99) in page

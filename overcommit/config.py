@@ -119,6 +119,25 @@ MECHANISMS: tuple[str, ...] = (
     "cleancache",
 )
 
+# minimal; superseded by the config package
+_REGISTERED_NAMES: list[str] = []
+_REGISTERED_CONFLICTS: dict[str, dict[str, str]] = {}
+
+
+# minimal; superseded by the config package
+def register_mechanism_name(name: str, conflicts: dict[str, str] | None = None) -> None:
+    """Let scenarios name a mechanism registered from outside the package."""
+    if name not in MECHANISMS and name not in _REGISTERED_NAMES:
+        _REGISTERED_NAMES.append(name)
+    _REGISTERED_CONFLICTS[name] = dict(conflicts or {})
+
+
+# minimal; superseded by the config package
+def known_mechanisms() -> tuple[str, ...]:
+    """The shipped mechanism names, then those registered since."""
+    return MECHANISMS + tuple(_REGISTERED_NAMES)
+
+
 #: Balloon driver profiles (see overcommit.profiles.BALLOON_DRIVERS).
 BALLOON_DRIVERS: tuple[str, ...] = ("virtio", "virtio-sg", "vmw")
 
@@ -992,11 +1011,12 @@ class Scenario(_Model):
                 f"empty name in mechanism {show(value)}; join names with '+' "
                 "like 'frontswap+balloon'"
             )
-        unknown = [part for part in parts if part not in MECHANISMS]
+        known = known_mechanisms()
+        unknown = [part for part in parts if part not in known]
         if unknown:
             plural = "s" if len(unknown) > 1 else ""
             names = ", ".join(repr(name) for name in unknown)
-            raise ValueError(f"unknown mechanism{plural} {names} (known: {', '.join(MECHANISMS)})")
+            raise ValueError(f"unknown mechanism{plural} {names} (known: {', '.join(known)})")
         if "none" in parts and len(parts) > 1:
             raise ValueError("'none' cannot be combined with other mechanisms")
         duplicate = _first_duplicate(parts)

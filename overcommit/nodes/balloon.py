@@ -22,6 +22,14 @@ allocation (idle-memory tax, default 75%), each guest between its floor (the lar
 leaves) and its frames. Shrinking targets apply at once; growth only from RAM that is free and
 unpromised now (the host cannot hand out memory another guest has yet to give back). During a
 `host_reclaim` the host asks every guest back down to its boot memory.
+
+The 2010 thread: Dan Magenheimer's claim that ballooning is slow, because a needy guest must
+wait for other guests to give memory up; `balloon_lag_seconds` and the stall of guests waiting
+for memory measure it against `frontswap`'s immediate puts.
+
+Guest hooks (`BalloonGuest`): the guest sees and boots with maxmem of frames, the balloon
+holding what lies above its memory; a balloon that wants frames presses kswapd
+(`kswapd_goal`); after the epoch's page moves the driver inflates or deflates (`settle`).
 """
 
 from __future__ import annotations

@@ -22,6 +22,14 @@ clean pages at once, dirty pages only after they are written back. A `host_recla
 every budget to 0. Counters: `cache_hits` (read pages served from the cache), `cache_writebacks`
 (dirty pages written to disk), `cache_dropped` (clean pages dropped), `cache_write_through`
 (writes that found no room and went straight to disk).
+
+The 2010 thread: Avi Kivity's alternative to frontswap, a virtual swap disk write-back cached
+in host RAM, batched and asynchronous, which the host can flush without guest help. Compare
+`cached-disk` with `frontswap` for speed, and in a failover drill for how fast memory returns.
+
+Guest hooks (`CachedDiskGuest`): swap-disk reads and writes go through the cache in phase 1
+(`request`), its write-backs reach the disk in phase 2, direct reclaim waits for a copy into
+host RAM instead of a disk write (`stall`).
 """
 
 from __future__ import annotations

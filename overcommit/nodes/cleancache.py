@@ -24,6 +24,14 @@ quota), and on each put that would exceed it. Host RAM counts the pool's pages
 (`ephemeral_pages`) every epoch. A `host_reclaim` sets every quota to 0: the pool empties at
 once, with no guest involvement. Counters: `cleancache_puts`, `cleancache_put_failures`,
 `cleancache_hits`, `cleancache_misses`, `cleancache_evictions`.
+
+The 2010 thread: tmem's second client: clean page-cache pages the guest would drop are kept in
+the host's free RAM, which the host may take back at any time (ephemeral), so the commitment
+objection does not apply. Compare `frontswap+cleancache` with `frontswap` on a file-heavy
+workload.
+
+Guest hooks (`CleancacheGuest`): page-cache victims are put (`request`), page-cache misses get
+first and read the file disk in phase 2 for what the pool no longer held (`reply`).
 """
 
 from __future__ import annotations

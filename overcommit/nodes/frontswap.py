@@ -31,6 +31,17 @@ each put against the bytes the guest may still add (its quota, in billed pages, 
 holds), so outcomes depend on the guest's own pages and the window's directives only. Puts and
 gets cost `costs.tmem_compress_factor` (10) times their plain cost when compressing; with dedup
 each put hashes the page (a page copy's time).
+
+The 2010 thread: Dan Magenheimer's claim that a synchronous, page-at-a-time "put may fail"
+interface lets the hypervisor hand its *free* RAM to guests as fast swap, against Avi Kivity's
+objection that the host is then "at the mercy of your guests to give up their tmem" when a
+node dies. Compare `frontswap` with `none` and `cached-disk` for the speed claim; run a
+failover drill (`host_reclaim`, uncooperative guests) for the commitment claim.
+
+Guest hooks (`FrontswapGuest`): dirty victims are put first (`take_dirty`, phase-1 `request`),
+refused puts go to the disk in phase 2, faults get from the pool (exclusive gets free the
+slot), selfshrink brings pool pages back (`begin`), `drain`/`shrink` give the pool back,
+`leave`/`arrive` move it with a migrating guest.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ swapping*: when the guest itself swaps out a page whose frame the host has alrea
 host must read the frame back first (`double_swaps`, each also a `host_swap_ins` and charged a
 host read), so `host_swap_ins >= double_swaps` always. A guest whose frames need more host swap
 than its share has is killed by the host's OOM killer (`host_oom_kills`) and restarts.
+
+The 2010 thread: Dan Magenheimer's "host swapping is evil": the host pages out frames without
+knowing what they hold, so a guest writing out a page the host has swapped reads it back first
+(double swapping, `double_swaps`), and the guest stalls on faults it cannot see. Run
+`host-swap` (alone or under `balloon`) against `frontswap` to count them.
+
+Guest hooks (`HostSwapGuest`): the guest sees maxmem of frames; after the epoch's page moves
+(`settle`) the frames it used are swapped back in (the vCPU waits: `host_swap_read`) and frames
+above the host's budget are paged out in phase 2; a host swap that cannot take them is a host
+OOM kill.
 """
 
 from __future__ import annotations

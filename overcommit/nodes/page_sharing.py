@@ -24,6 +24,14 @@ ballooning), `hard` (below 32%: compression and host swapping), `low` (below 16%
 combination with page sharing, the balloon policy asks for memory only from `soft` down and
 zswap/zram compress only from `hard` down; host swapping pages out only when RAM is short in
 any state. (VMware's blocking of allocations in `low` is not modelled.)
+
+The 2010 thread: the hypervisor-side alternative nobody in it measured: the host finds
+identical frames and maps them once, with no guest cooperation; a write breaks the sharing.
+Compare `page-sharing` (alone or `+balloon+zswap+host-swap`, vSphere's stack) with `frontswap`.
+
+Guest hooks (`PageSharingGuest`): after the epoch's page moves (`settle`) writes to merged
+frames break copy-on-write (the vCPU waits: `cow_break`) and the scanner merges what the
+host's stable tree holds.
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ and their tmem copies and swap slots freed. Only cooperative guests run the work
 
 Host side (`Selfballoon.plan_window`): the host grants each guest that wants to grow a share of
 its free, unpromised RAM (Xen populates a deflating balloon only from free memory).
+
+The 2010 thread: Xen's answer to "the host is at the mercy of its guests": cooperative guests
+size themselves and shrink their own frontswap, so tmem flows back without the host asking.
+Compare `frontswap+selfballoon` with `frontswap` on a drill where memory must come back.
+
+Guest hooks (`SelfballoonGuest`, with `balloon.BalloonGuest`): the worker's tick at the
+epoch's start (`begin`) sets the balloon's goal and how many frontswap pages to bring back.
 """
 
 from __future__ import annotations

@@ -25,6 +25,15 @@ the guest waits for it; kswapd's compression is background work.
   callback Nitin Gupta asked for in the 2010 thread); `discard: periodic` leaves it as *stale*
   data taking memory until the next discard scan every `discard_interval`, which is the stale-
   data argument of that thread.
+
+The 2010 thread: Nitin Gupta's in-guest compressed swap (compcache/ramzswap, today's zram) and
+its need for an immediate callback when a swap slot is freed; Dave Hansen's "how is a
+RAM-backed frontswap better than a /dev/ramX-backed swap file in practice?". Compare `zram`
+(`discard: immediate` and `periodic`) and `zswap` with `frontswap` and `none`.
+
+Guest hooks (`CompressedSwapGuest`): the pool takes dirty victims before the disk
+(`take_dirty`), its frames come out of the guest's (`frames_held`, `settle`), faults load from
+it (`zpool_load`), direct reclaim waits for compression (`stall`).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from overcommit.nodes.kernel.types import _EI, EphOps, Reply, Request
 from overcommit.nodes.mechanism import Mechanism
 
 if TYPE_CHECKING:
-    from overcommit.nodes.host import HostModel
+    from overcommit.nodes.host import Directives, HostModel
     from overcommit.nodes.kernel.model import GuestModel
 
 
@@ -86,6 +86,9 @@ class CleancacheGuest(GuestMechanism):
 
     def init(self, g: GuestModel) -> None:
         g.cleancache = True
+
+    def start_window(self, g: GuestModel, e0: int, d: Directives) -> None:
+        g.eph_demand = 0  # cleancache puts in the window
 
     def request(self, g: GuestModel, ep: EpochContext, req: Request, phase: int) -> None:
         if phase != 1:
@@ -167,6 +170,7 @@ class CleancacheGuest(GuestMechanism):
         self, g: GuestModel, src: str, flush: bool, out: dict[str, Any]
     ) -> Generator[Request, Reply, None]:
         """Ephemeral pages are dropped (the host may drop them at any time anyway)."""
+        out["ephemeral_dropped"] = g.eph_pages
         if g.eph_pages:
             yield Request(g.name, src, g.disk, eph=EphOps(_U, None, 0, flush_area=True))
             g.eph_pages = 0

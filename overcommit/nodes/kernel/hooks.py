@@ -2,60 +2,10 @@
 
 The core (`kernel.model.GuestModel`, `kernel.epoch`) knows pages, frames, swap slots, reclaim,
 faults, the page cache and OOM; it names no mechanism. A mechanism's guest side is a
-`GuestMechanism` subclass (in the mechanism's own module, next to its host-side `plan_window`):
-its `features` are the guest features it implements (`Mechanism.guest_features`), and the
-core calls its hooks at fixed points. Every hook has a no-op default, so a mechanism overrides
-only the few where it acts. Hooks receive the `GuestModel` (`g`) and, inside an epoch, the
-`EpochContext` (`ep`) that carries the epoch's page sets from stage to stage; a hook reads
-and sets its fields (documented on `EpochContext`) and may keep its own state on itself or on
-`g` (attributes other code reads, such as `g.tmem_pages`, are listed in `GUEST_ATTRS`).
-
-Combinations compose hook objects: the guest holds one object per hook class its features
-select, sorted by `order`, and every stage calls them in that order (the one exception:
-`leave`, which unwinds in reverse order). The orders are fixed so that a combination's floating-
-point sums and store operations happen in one order whatever way its name is spelled.
-
-Lifecycle (no epoch):
-  `init(g)`          build state (construction, and again after a crash: a new incarnation)
-  `boot(g)`          the guest (re)boots: frames held at boot, drivers at their boot state
-  `reset(g)`         fresh workload memory (boot, and a workload restart after an OOM kill)
-  `start_window(g, e0, d)`  take the host's `Directives` for the window starting at `e0`
-
-One epoch, in call order (`kernel.epoch.run`):
-  `quiet_ok(g)`      may the core take the quiet fast path (no reclaim, no store)? Default
-                     False: a mechanism with per-epoch work of its own says no.
-  `begin(g, ep)`     faults are classified: act at the epoch's start (a worker's tick), add
-                     slots this epoch frees (`ep.free_extra`), pages brought back
-                     (`ep.pull_in`, `ep.pull_flush`), pages whose remote copy a get removes
-                     (`ep.taken`)
-  `kswapd_goal(g, ep, want) -> int`  frames kswapd should free in the background
-  `reclaim_plan(g, ep)`  adjust how much reclaim scans (`ep.want`) and kswapd's write budget
-                     (`ep.budget`, -1: unbounded)
-  `take_dirty(g, ep)`    victims are chosen: take dirty victims before the disk (a compressed
-                     pool: `ep.to_pool`, `ep.pool_growth`; a remote store tried first:
-                     `ep.puts_first`), schedule write-backs (`ep.p1_wb`)
-  `request(g, ep, req, phase)`  add this mechanism's ops to the phase's `Request`
-  `reply(g, ep, req, reply, phase)`  check and take in the phase's `Reply`
-  `replied(g, ep)`   after phase 1's replies, before any page moves
-  `evict(g, ep)`     the core has moved the victims out: place the pages this mechanism took
-  `settle(g, ep)`    the epoch's changes are applied: move frames (balloon, pool frames, page
-                     merging, host swap-ins and swap-outs); may set `ep.host_oom`
-  `stall(g, ep, s)`  add this mechanism's stall (seconds) to `s` by source, set the disk
-                     writes reclaim waited for (`ep.sync_disk`, `ep.sync_cached`), count
-
-Failover, faults and migration:
-  `release(g, req, whole)`   add drops of this mechanism's stores (OOM kill; `whole`: the
-                     guest is gone from the host)
-  `released(g, reply, out)`  after those drops: check, forget what the stores held
-  `store_lost(g)`    the host's store died and the guest survives: forget its copies
-  `lost(g) -> dict`  what only the host's stores hold (a backend loss crashes the guest)
-  `drain(g)`, `shrink(g, device, dt)`  generators: give the host back what it lends when asked
-  `stop_cooperating(g)`  the guest ignores the host's requests from now on
-  `leave(g, src, flush, out)`, `arrive(g, dest, records, out)`  generators: a migration moves
-                     what the source host's stores hold
-  `frames_held(g) -> int`, `billed(g) -> int`  frames this mechanism holds inside the guest,
-                     pages billed to the guest outside its RAM
-  `audit(g, full) -> list[str]`  conservation checks (`full`: the recount, each audit interval)
+`GuestMechanism` subclass in the mechanism's own module, next to its host-side `plan_window`;
+the class docstring below lists the hooks and when the core calls them. `EpochContext` carries
+one epoch's page sets from stage to stage; `GUEST_ATTRS` lists the attributes every guest has
+(other code reads them), which a mechanism's `init` sets when it owns them.
 """
 
 from __future__ import annotations
@@ -135,7 +85,62 @@ class EpochContext:
 
 
 class GuestMechanism:
-    """A mechanism's guest side: hooks the paging core calls (see the module docstring)."""
+    """A mechanism's guest side: hooks the paging core calls, each a no-op by default.
+
+    `features` are the guest features the class implements (`Mechanism.guest_features`); the
+    core calls its hooks at fixed points, so a mechanism overrides only the few where it acts.
+    Hooks receive the `GuestModel` (`g`) and, inside an epoch, the `EpochContext` (`ep`) that
+    carries the epoch's page sets from stage to stage; a hook reads and sets its fields and
+    may keep its own state on itself or on `g` (attributes other code reads, such as
+    `g.tmem_pages`, are listed in `GUEST_ATTRS`).
+
+    Combinations compose hook objects: a guest holds one object per hook class its features
+    select, sorted by `order`, and every stage calls them in that order (the one exception:
+    `leave`, which unwinds in reverse order). The orders are fixed so that a combination's
+    floating-point sums and store operations happen in one order however its name is spelled.
+
+    Lifecycle (no epoch):
+      `init(g)`          build state (construction, and again after a crash: a new incarnation)
+      `boot(g)`          the guest (re)boots: frames held at boot, drivers at their boot state
+      `reset(g)`         fresh workload memory (boot, and a workload restart after an OOM kill)
+      `start_window(g, e0, d)`  take the host's `Directives` for the window starting at `e0`
+
+    One epoch, in call order (`kernel.epoch.run`):
+      `quiet_ok(g)`      may the core take the quiet fast path (no reclaim, no store)? Default
+                         False: a mechanism with per-epoch work of its own says no.
+      `begin(g, ep)`     faults are classified: act at the epoch's start (a worker's tick), add
+                         slots this epoch frees (`ep.free_extra`), pages brought back
+                         (`ep.pull_in`, `ep.pull_flush`), pages whose remote copy a get removes
+                         (`ep.taken`)
+      `kswapd_goal(g, ep, want) -> int`  frames kswapd should free in the background
+      `reclaim_plan(g, ep)`  adjust how much reclaim scans (`ep.want`) and kswapd's write budget
+                         (`ep.budget`, -1: unbounded)
+      `take_dirty(g, ep)`    victims are chosen: take dirty victims before the disk (a compressed
+                         pool: `ep.to_pool`, `ep.pool_growth`; a remote store tried first:
+                         `ep.puts_first`), schedule write-backs (`ep.p1_wb`)
+      `request(g, ep, req, phase)`  add this mechanism's ops to the phase's `Request`
+      `reply(g, ep, req, reply, phase)`  check and take in the phase's `Reply`
+      `replied(g, ep)`   after phase 1's replies, before any page moves
+      `evict(g, ep)`     the core has moved the victims out: place the pages this mechanism took
+      `settle(g, ep)`    the epoch's changes are applied: move frames (balloon, pool frames, page
+                         merging, host swap-ins and swap-outs); may set `ep.host_oom`
+      `stall(g, ep, s)`  add this mechanism's stall (seconds) to `s` by source, set the disk
+                         writes reclaim waited for (`ep.sync_disk`, `ep.sync_cached`), count
+
+    Failover, faults and migration:
+      `release(g, req, whole)`   add drops of this mechanism's stores (OOM kill; `whole`: the
+                         guest is gone from the host)
+      `released(g, reply, out)`  after those drops: check, forget what the stores held
+      `store_lost(g)`    the host's store died and the guest survives: forget its copies
+      `lost(g) -> dict`  what only the host's stores hold (a backend loss crashes the guest)
+      `drain(g)`, `shrink(g, device, dt)`  generators: give the host back what it lends when asked
+      `stop_cooperating(g)`  the guest ignores the host's requests from now on
+      `leave(g, src, flush, out)`, `arrive(g, dest, records, out)`  generators: a migration moves
+                         what the source host's stores hold
+      `frames_held(g) -> int`, `billed(g) -> int`  frames this mechanism holds inside the guest,
+                         pages billed to the guest outside its RAM
+      `audit(g, full) -> list[str]`  conservation checks (`full`: the recount, each audit interval)
+    """
 
     #: guest features (`Mechanism.guest_features`) this hook class implements
     features: ClassVar[frozenset[str]] = frozenset()

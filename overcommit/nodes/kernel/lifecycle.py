@@ -99,7 +99,7 @@ class GuestLifecycle:
             "records": None,
             "host_swap_reads": 0,
             "cache_writebacks": 0,
-            "ephemeral_dropped": self.eph_pages,
+            "ephemeral_dropped": 0,
             "tmem_pages_flushed": 0,
         }
         for h in reversed(self.mechs):

@@ -472,7 +472,6 @@ class GuestModel(GuestLifecycle, GuestChecks):
         ahead = self.last_hi > e0
         self.active_n = int(np.count_nonzero(self.last > e0)) if ahead else 0
         self.window_new_puts = 0
-        self.eph_demand = 0
         self.grown = 0
         for h in self.mechs:
             h.start_window(self, e0, directives)

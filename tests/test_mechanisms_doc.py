@@ -50,3 +50,31 @@ def test_unknown_mechanism_is_still_refused():
     )
     with pytest.raises(Exception, match="no-such-mech"):
         load_scenario_text(text, "t.yaml")
+
+
+def test_paging_core_names_no_mechanism():
+    kernel = Path(__file__).resolve().parents[1] / "overcommit" / "nodes" / "kernel"
+    modules = ("frontswap", "host_swap", "balloon", "selfballoon", "cached_disk", "zswap")
+    modules += ("page_sharing", "cleancache")
+    for f in sorted(kernel.glob("*.py")):
+        src = f.read_text()
+        for m in modules:
+            assert f"overcommit.nodes.{m}" not in src, f"{f.name} imports nodes.{m}"
+        assert not re.search(r"\bin (self|g)\.features\b", src), f"{f.name} tests a feature"
+        for attr in ("uses_tmem", "pool", "cache", "balloon", "selfballoon", "billing"):
+            assert not re.search(rf"\b(self|g)\.{attr} is (not )?None", src), (f.name, attr)
+
+
+def test_combinations_compose_hooks_in_a_fixed_order():
+    from overcommit.nodes.mechanism import guest_hooks
+
+    a = build_mechanism("page-sharing+balloon+zswap+host-swap").guest_features
+    b = build_mechanism("host-swap+zswap+balloon+page-sharing").guest_features
+    names = [type(h).__name__ for h in guest_hooks(a)]
+    assert names == [type(h).__name__ for h in guest_hooks(b)]
+    assert names == ["CompressedSwapGuest", "BalloonGuest", "PageSharingGuest", "HostSwapGuest"]
+    sb = [
+        type(h).__name__
+        for h in guest_hooks(build_mechanism("frontswap+selfballoon").guest_features)
+    ]
+    assert sb == ["SelfballoonGuest", "FrontswapGuest", "BalloonGuest"]

@@ -20,6 +20,9 @@ A mechanism has two sides, both in its own module:
 then the host's own frames, then what it lends out of the rest), whatever order the name lists
 them in. Settings come from `host.settings` (the scenario). Counters a mechanism owns are always
 present in the summary, 0 when unused.
+
+`register(cls)` (also `overcommit.register_mechanism`) makes a mechanism defined outside the
+package known to scenarios and guests; docs/mechanisms.md has a worked example.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the `inline` runtime drives everything in one process. See README.md and docs/.
 The notebook API — `overcommit.run(config) -> Result`, `overcommit.compare(...)`,
 `overcommit.sweep(...) -> DataFrame` — is imported on first use (overcommit/api.py), so
 `import overcommit` stays fast. `overcommit.compare` is also the module of that name: calling
-it runs the API function.
+it runs the API function. `overcommit.register_mechanism(cls)` makes a mechanism defined
+outside the package known (docs/mechanisms.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from overcommit import api
 
         return getattr(api, name)
+    if name == "register_mechanism":  # a mechanism defined outside the package
+        from overcommit.nodes.mechanism import register
+
+        return register
     if name == "compare":  # the module, made callable (see overcommit/compare.py)
         import importlib
 
@@ -31,4 +36,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API, "compare"])
+    return sorted([*globals(), *_API, "compare", "register_mechanism"])

@@ -27,6 +27,7 @@ _EXACT = {
     "overcommit.cli": "face",
     "overcommit.api": "face",
     "overcommit.report": "face",
+    "overcommit.report_text": "face",
     "overcommit.compare": "studies",
     "overcommit.drill": "studies",
     "overcommit.capacity": "studies",
@@ -99,12 +100,29 @@ def modules(pkg: Path = PKG) -> dict[str, Path]:
     return out
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:`: imports for annotations, never executed."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and (
+            (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        ):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
 def imports_of(name: str, path: Path, known: set[str]) -> list[Import]:
-    """Every import statement of a module, as the modules it names."""
+    """Every import statement of a module that runs (module or function level; not those
+    under `if TYPE_CHECKING:`), as the modules it names."""
     tree = ast.parse(path.read_text(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: list[Import] = []
+    skip = _type_checking_only(tree)
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [Import(name, a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

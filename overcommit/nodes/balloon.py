@@ -22,6 +22,14 @@ allocation (idle-memory tax, default 75%), each guest between its floor (the lar
 leaves) and its frames. Shrinking targets apply at once; growth only from RAM that is free and
 unpromised now (the host cannot hand out memory another guest has yet to give back). During a
 `host_reclaim` the host asks every guest back down to its boot memory.
+
+The 2010 thread: Dan Magenheimer's claim that ballooning is slow, because a needy guest must
+wait for other guests to give memory up; `balloon_lag_seconds` and the stall of guests waiting
+for memory measure it against `frontswap`'s immediate puts.
+
+Guest hooks (`BalloonGuest`): the guest sees and boots with maxmem of frames, the balloon
+holding what lies above its memory; a balloon that wants frames presses kswapd
+(`kswapd_goal`); after the epoch's page moves the driver inflates or deflates (`settle`).
 """
 
 from __future__ import annotations
@@ -29,12 +37,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from overcommit.nodes.host import fill_by_demand
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.types import _EI
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import BALLOON_DRIVERS, BalloonProfile
 
 if TYPE_CHECKING:
-    from overcommit.nodes.host import HostModel
+    from overcommit.nodes.host import Directives, HostModel
+    from overcommit.nodes.kernel.model import GuestModel
 
 DRIVER_PAGE = 4096  # balloon drivers count 4 KiB pages
 WS_DECAY = 0.9  # per window: how slowly the working-set estimate forgets
@@ -156,6 +169,7 @@ class Balloon(Mechanism):
 
     name = "balloon"
     guest_features = frozenset({"balloon"})
+    guest_hooks = ("BalloonGuest",)
     plan_order = 10
 
     def plan_window(self, host: HostModel) -> None:
@@ -205,3 +219,93 @@ class Balloon(Mechanism):
             if grow_only:
                 g.plan.alloc_target = max(g.plan.alloc_target, g.alloc_pages)
             g.plan.grow_limit = max(g.plan.grow_limit, gr)
+
+
+class BalloonGuest(GuestMechanism):
+    """Guest side: the guest sees maxmem of frames, boots with the balloon holding what lies
+    above its memory; the driver presses kswapd for the frames it wants and moves each epoch."""
+
+    features = frozenset({"balloon", "selfballoon"})
+    order = 50
+    sees_maxmem = True
+
+    def init(self, g: GuestModel) -> None:
+        g.initial_balloon = g.nframes - g.memory_pages
+        # the largest balloon: a share of the frames (vSphere's 65%), or for a self-
+        # ballooning guest its own floor
+        share = max_share(g.settings)
+        g.min_alloc = min(g.memory_pages, max(1, math.ceil(g.nframes * (1.0 - share))))
+        if g.selfballoon is not None:
+            g.min_alloc = min(g.memory_pages, g.selfballoon.floor)
+        g.min_alloc = max(g.min_alloc, g.pinned_n + g.wm_high)
+        coop = float(getattr(g.spec, "cooperation", 1.0))
+        if not g.spec.cooperative:
+            coop = 0.0
+        self.args = (driver_profile(g.settings), g.page_size, g.nframes - g.min_alloc, coop)
+
+    def boot(self, g: GuestModel) -> None:
+        prof, ps, max_size, coop = self.args
+        g.balloon = BalloonDriver(prof, ps, g.balloon_n, max_size, coop)
+
+    def start_window(self, g: GuestModel, e0: int, d: Directives) -> None:
+        if g.selfballoon is None:
+            g.balloon.request(g.nframes, d.alloc_target)
+
+    def kswapd_goal(self, g: GuestModel, ep: EpochContext, want: int) -> int:
+        """The balloon's wish for frames this epoch presses kswapd when free frames run short."""
+        b = g.balloon
+        if b.goal > b.size:
+            bal_want = min(b.goal - b.size, b.allowance(ep.t, ep.dt, ep.pressure))
+            if bal_want:
+                return max(want, g.wm_high + bal_want - ep.free)
+        return want
+
+    def settle(self, g: GuestModel, ep: EpochContext) -> None:
+        ep.discard = _balloon_step(g, ep.t, ep.dt, ep.pressure)
+
+    def stop_cooperating(self, g: GuestModel) -> None:
+        g.balloon.inflates = False
+
+
+def _balloon_step(g: GuestModel, t: float, dt: float, pressure: bool) -> np.ndarray:
+    """Move the balloon for this epoch; returns host-swapped frames it gave back (their
+    host swap copies are discarded unread)."""
+    b = g.balloon
+    goal = b.goal
+    allow = b.allowance(t, dt, pressure)
+    discard = _EI
+    moved = 0
+    limited = False
+    if goal > b.size:
+        want = min(goal - b.size, allow)
+        avail = max(0, g.free_top - g.wm_high)
+        k = min(want, avail)
+        limited = k < want
+        if k:
+            fr = g._take_free(k)
+            g.balloon_stack[g.balloon_n : g.balloon_n + k] = fr
+            g.balloon_n += k
+            discard = g.frames.release(fr)
+            moved = k
+    elif goal < b.size:
+        want = min(b.size - goal, allow)
+        grow_room = max(0, g.directives.grow_limit - g.grown)
+        bill_room = max(0, g.maxmem_pages - g.tmem_pages - g.alloc_pages)
+        if not g.uses_tmem:
+            bill_room = want
+        k = min(want, grow_room, bill_room)
+        limited = k < want
+        if k:
+            fr = g.balloon_stack[g.balloon_n - k : g.balloon_n].astype(np.int64)
+            g.balloon_n -= k
+            g._give_free(fr)
+            if g.eager:
+                g.counters["host_frames_allocated"] += g.frames.back(fr)
+            g.grown += k
+            moved = -k
+    lag0 = b.lag
+    inflated, deflated = b.commit(moved, limited, t, dt, pressure)
+    g.balloon_lag_seconds += b.lag - lag0
+    g.counters["balloon_inflated"] += inflated
+    g.counters["balloon_deflated"] += deflated
+    return discard

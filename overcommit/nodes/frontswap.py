@@ -31,27 +31,59 @@ each put against the bytes the guest may still add (its quota, in billed pages, 
 holds), so outcomes depend on the guest's own pages and the window's directives only. Puts and
 gets cost `costs.tmem_compress_factor` (10) times their plain cost when compressing; with dedup
 each put hashes the page (a page copy's time).
+
+The 2010 thread: Dan Magenheimer's claim that a synchronous, page-at-a-time "put may fail"
+interface lets the hypervisor hand its *free* RAM to guests as fast swap, against Avi Kivity's
+objection that the host is then "at the mercy of your guests to give up their tmem" when a
+node dies. Compare `frontswap` with `none` and `cached-disk` for the speed claim; run a
+failover drill (`host_reclaim`, uncooperative guests) for the commitment claim.
+
+Guest hooks (`FrontswapGuest`): dirty victims are put first (`take_dirty`, phase-1 `request`),
+refused puts go to the disk in phase 2, faults get from the pool (exclusive gets free the
+slot), selfshrink brings pool pages back (`begin`), `drain`/`shrink` give the pool back,
+`leave`/`arrive` move it with a migrating guest.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from overcommit.nodes.host import fill_by_demand
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.types import (
+    _E,
+    FRONTSWAP,
+    NO_SLOT,
+    RAM,
+    SWAP,
+    SWAP_CLUSTER,
+    UNTOUCHED,
+    ZERO_PAGE_KEY,
+    EpochStats,
+    Reply,
+    Request,
+    SwapOps,
+    TmemOps,
+    _member,
+)
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.nodes.zswap import SAMPLE_PAGES, ZBUD_HEADER, measure_sizes
-from overcommit.stores.codec import guest_key, make_payload
+from overcommit.stores.codec import RecordBatch, guest_key, is_common, make_payload
 
 if TYPE_CHECKING:
-    from overcommit.nodes.host import HostModel
+    from overcommit.nodes.host import Directives, HostModel
+    from overcommit.nodes.kernel.model import GuestModel
+    from overcommit.profiles import DeviceQueue
 
 
 class Frontswap(Mechanism):
     name = "frontswap"
     guest_features = frozenset({"tmem"})
+    guest_hooks = ("FrontswapGuest",)
     plan_order = 40
 
     def plan_window(self, host: HostModel) -> None:
@@ -220,3 +252,363 @@ def share_identical(host: HostModel) -> None:
 
 
 __all__ = ["Frontswap", "PoolBilling", "fill_by_demand", "share_identical"]
+
+
+class FrontswapGuest(GuestMechanism):
+    """Guest side: swap-outs are put to host tmem first; faults get them back; selfshrink
+    brings pool pages back; the host may ask the guest to drain or shrink its pool."""
+
+    features = frozenset({"tmem"})
+    order = 10
+
+    def init(self, g: GuestModel) -> None:
+        g.uses_tmem = True
+        tm = getattr(getattr(g.settings, "hosts", None), "tmem", None)
+        if tm is not None and (tm.compress or tm.dedup):
+            g.billing = PoolBilling(
+                g.N,
+                g.page_size,
+                tm.compress,
+                tm.dedup,
+                g.payload,
+                g.workload.compressibility,
+                g.name,
+            )
+        # a compressing pool's puts and gets cost this many times theirs (Xen: ~10x CPU)
+        compressing = g.billing is not None and g.billing.compress
+        g.tm_factor = g.costs.tmem_compress_factor if compressing else 1.0
+
+    def start_window(self, g: GuestModel, e0: int, d: Directives) -> None:
+        g.shrink_left = d.tmem_shrink if g.cooperative else 0
+        if g.billing is not None:  # what the host's shared store now holds costs nothing
+            g.billing.rebase(d.tmem_shared, np.flatnonzero(g.slot == FRONTSWAP))
+
+    def quiet_ok(self, g: GuestModel) -> bool:
+        return g.billing is None
+
+    def billed(self, g: GuestModel) -> int:
+        return g.billing.billed_pages if g.billing is not None else g.tmem_pages
+
+    def begin(self, g: GuestModel, ep: EpochContext) -> None:
+        if g.unuse_left > 0:  # selfshrink: bring pool pages back, flush clean copies
+            ep.pull_in, ep.pull_flush = _unuse_pick(g, ep.uniq, ep.need0)
+        pull_in, pull_fl = ep.pull_in, ep.pull_flush
+        if len(pull_in) or len(pull_fl):
+            ep.free_extra.append(np.union1d(pull_in, pull_fl))
+        self.gets = np.union1d(ep.f_fs, pull_in) if len(pull_in) else ep.f_fs
+        if g.exclusive_gets:
+            ep.taken = self.gets
+
+    def reclaim_plan(self, g: GuestModel, ep: EpochContext) -> None:
+        ep.budget = -1  # kswapd may put anything: tmem takes it or the page waits for disk
+
+    def take_dirty(self, g: GuestModel, ep: EpochContext) -> None:
+        ep.puts_first = True
+
+    def request(self, g: GuestModel, ep: EpochContext, req: Request, phase: int) -> None:
+        if phase != 1:
+            return
+        gets, batch, d = self.gets, ep.batch, ep.d
+        if len(gets) or len(ep.fs_flush) or batch is not None:
+            req.tmem = TmemOps(
+                gets=gets.astype(np.uint32),
+                flushes=ep.fs_flush.astype(np.uint32),
+                puts=batch,
+                quota=d.tmem_quota,
+                capacity=d.tmem_capacity,
+                exclusive_gets=g.exclusive_gets,
+            )
+        bl = g.billing
+        if bl is not None and req.tmem is not None:  # the pool bills what pages take
+            self.leaving = np.union1d(ep.fs_flush, ep.taken) if g.exclusive_gets else ep.fs_flush
+            if batch is not None:
+                self.put_sizes = bl.stored_sizes(batch.payload, len(batch))
+                self.put_keys = _put_keys(g, ep.dirty, ep.vers, batch)
+                req.tmem.costs = bl.costs(self.put_sizes, self.put_keys)
+                req.tmem.room = d.tmem_quota * g.page_size - (bl.bill - bl.removal(self.leaving))
+
+    def reply(
+        self, g: GuestModel, ep: EpochContext, req: Request, reply: Reply, phase: int
+    ) -> None:
+        if phase != 1:
+            return
+        c = g.counters
+        dirty, batch, bl = ep.dirty, ep.batch, g.billing
+        put_ok = np.zeros(len(dirty), bool)
+        if req.tmem is not None:
+            r = reply.tmem
+            gets = self.gets
+            g._check_read(gets, r.found, r.got, "frontswap", ep.violations)
+            if batch is not None:
+                put_ok = np.asarray(r.put_ok, bool)
+            got_fs = r.found if gets is ep.f_fs else r.found[_member(gets, ep.f_fs)]
+            c["frontswap_gets"] += int(np.count_nonzero(got_fs))
+            c["frontswap_flushes"] += int(r.flushed)
+            c["frontswap_invalidated"] += int(r.invalidated)
+            g.tmem_pages = int(r.guest_pages)
+            if bl is not None:
+                bl.remove(self.leaving)
+                if batch is not None:
+                    ok = put_ok
+                    bl.add(dirty[ok], self.put_sizes[ok], self.put_keys[ok])
+                    deduped = ok & bl.shared_hits(self.put_keys)
+                    c["frontswap_dedup_puts"] += int(np.count_nonzero(deduped))
+        self.put_ok = put_ok
+        ep.to_disk = dirty[~put_ok]
+        self.to_fs = dirty[put_ok]
+        if len(ep.to_disk):  # refused puts go to the disk in phase 2
+            ep.p2_through = batch.take(np.flatnonzero(~put_ok))
+
+    def evict(self, g: GuestModel, ep: EpochContext) -> None:
+        g._set_loc(self.to_fs, FRONTSWAP)
+        g._set_slot(self.to_fs, FRONTSWAP)
+
+    def stall(self, g: GuestModel, ep: EpochContext, s: dict[str, float]) -> None:
+        c, costs, ps = g.counters, g.costs, g.page_size
+        ep.n_put, ep.n_fail = len(ep.dirty), len(ep.to_disk)
+        g.window_new_puts += ep.n_put
+        c["frontswap_puts"] += ep.n_put - ep.n_fail
+        c["frontswap_put_failures"] += ep.n_fail
+        c["selfshrink_pages"] += len(ep.pull_in) + len(ep.pull_flush)
+        bl = g.billing
+        lat_fs = costs.minor_fault + costs.get(ps)
+        if bl is not None:  # decompressing gets
+            lat_fs = costs.minor_fault + costs.get(ps) * g.tm_factor
+        s["frontswap_get"] = len(ep.f_fs) * lat_fs
+        s["frontswap_flush"] = len(ep.fs_flush) * costs.flush()
+        g._hist_add(lat_fs, len(ep.f_fs))
+        put_ok, sync_dirty, dirty_async = self.put_ok, ~ep.dirty_async, ep.dirty_async
+        ok_sync = int(np.count_nonzero(put_ok & sync_dirty))
+        fail_sync = int(np.count_nonzero(~put_ok & sync_dirty))
+        s_put = ok_sync * costs.put(ps) + fail_sync * costs.failed_put()
+        if bl is not None:  # compression before the pool decides; dedup hashes the page
+            f = g.tm_factor
+            s_put = ok_sync * costs.put(ps) * f + fail_sync * costs.failed_put() * f
+            if bl.dedup:
+                s_put += (ok_sync + fail_sync) * costs.copy(ps)
+        s["reclaim_put"] += s_put
+        # refused async puts beyond what the disk absorbs in the background are waited for
+        fail_async = int(np.count_nonzero(~put_ok & dirty_async))
+        ep.sync_disk = fail_sync + max(0, fail_async - g._async_budget(ep.device, ep.dt))
+        ep.sync_cached = 0
+
+    def release(self, g: GuestModel, req: Request, whole: bool) -> None:
+        req.tmem = TmemOps(_E, _E, None, 0, 0, g.exclusive_gets, flush_area=True)
+
+    def released(self, g: GuestModel, reply: Reply, out: list[tuple[str, str]]) -> None:
+        if reply.area_flushed != g.tmem_pages:
+            out.append(
+                (
+                    "frontswap",
+                    f"{g.name}: flush area removed {reply.area_flushed} pages, "
+                    f"the pool held {g.tmem_pages}",
+                )
+            )
+        g.tmem_pages = 0
+        if g.billing is not None:
+            g.billing.reset()
+
+    def lost(self, g: GuestModel) -> dict[str, int]:
+        return {"tmem": int(g.census[FRONTSWAP])}
+
+    def store_lost(self, g: GuestModel) -> None:
+        copies = np.flatnonzero(g.slot == FRONTSWAP)  # clean copies of resident pages
+        if len(copies):
+            g._set_slot(copies, NO_SLOT)
+            g.dirty[copies] = True
+            g.slots_used -= len(copies)
+        g.tmem_pages = 0
+        if g.billing is not None:
+            g.billing.reset()
+
+    def drain(self, g: GuestModel) -> Generator[Request, Reply, tuple[int, EpochStats] | None]:
+        """Move every page this guest holds in tmem to its swap disk, then flush the pool.
+
+        A cooperative guest does this when asked (a partial swapoff to disk); an uncooperative
+        one ignores the request. The records written are the ones read back from tmem, so a
+        corrupt copy stays visible to the checkers. The writes are background I/O: they load
+        the shared device but stall no one.
+        """
+        stats = EpochStats(alive=g.alive)
+        if not g.cooperative:
+            return 0, stats
+        held = np.flatnonzero(g.slot == FRONTSWAP)
+        if len(held) == 0:
+            return 0, stats
+        reply = yield Request(
+            g.name, g.host, g.disk, tmem=TmemOps(held.astype(np.uint32), _E, None, 0, 0, False)
+        )
+        g._check_read(held, reply.tmem.found, reply.tmem.got, "frontswap", stats.violations)
+        got = reply.tmem.got
+        req = Request(g.name, g.host, g.disk, swap=SwapOps(_E, _E, got))
+        req.tmem = TmemOps(_E, _E, None, 0, 0, False, flush_area=True)
+        yield req
+        moved = _to_disk(g, held, got)
+        g.tmem_pages = 0
+        if g.billing is not None:
+            g.billing.reset()
+        g.counters["frontswap_flushes"] += len(held)
+        return len(moved), _write_stats(g, stats, moved)
+
+    def shrink(
+        self, g: GuestModel, device: DeviceQueue, dt: float
+    ) -> Generator[Request, Reply, EpochStats | None]:
+        """Cooperative reclaim, one epoch of it: move pool pages to the swap disk at the pace
+        the disk writes (the guest's share of the shared device), as a guest does when its
+        host asks it to shrink its tmem. Exclusive gets, then swap writes of the records read
+        back, so a corrupt copy stays visible to the checkers."""
+        held = np.flatnonzero(g.slot == FRONTSWAP)
+        k = min(g.shrink_left, len(held), g._async_budget(device, dt, fair=True))
+        if k <= 0:
+            return None
+        pick = held[:k]
+        stats = EpochStats(alive=True)
+        reply = yield Request(
+            g.name, g.host, g.disk, tmem=TmemOps(pick.astype(np.uint32), _E, None, 0, 0, True)
+        )
+        r = reply.tmem
+        g._check_read(pick, r.found, r.got, "frontswap", stats.violations)
+        got = r.got
+        if len(got):
+            yield Request(g.name, g.host, g.disk, swap=SwapOps(_E, _E, got))
+        moved = _to_disk(g, pick, got)
+        g.tmem_pages = int(r.guest_pages)
+        if g.billing is not None:
+            g.billing.remove(pick)
+        g.shrink_left -= len(pick)
+        g.counters["tmem_shrink_pages"] += len(moved)
+        return _write_stats(g, stats, moved)
+
+    def leave(
+        self, g: GuestModel, src: str, flush: bool, out: dict[str, Any]
+    ) -> Generator[Request, Reply, None]:
+        """Pool pages are read out (exclusive gets, checked), or with `flush` written to the
+        swap disk; the records read travel in `out["records"]` to `arrive`."""
+        held = np.flatnonzero(g.slot == FRONTSWAP)
+        if len(held) == 0:
+            return
+        reply = yield Request(
+            g.name, src, g.disk, tmem=TmemOps(held.astype(np.uint32), _E, None, 0, 0, True)
+        )
+        r = reply.tmem
+        g._check_read(held, r.found, r.got, "frontswap", out["violations"])
+        got = r.got
+        if not flush:
+            out["records"] = got
+            return
+        if len(got):  # flush-to-swap: the pool's pages go to the guest's swap disk
+            yield Request(g.name, src, g.disk, swap=SwapOps(_E, _E, got))
+        moved = got.pages.astype(np.int64)
+        g._set_loc(moved[g.loc[moved] == FRONTSWAP], SWAP)
+        g._set_slot(moved, SWAP)
+        g.counters["disk_writes"] += len(moved)
+        g.counters["disk_write_ops"] += -(-len(moved) // SWAP_CLUSTER)
+        out["tmem_pages_flushed"] = len(moved)
+        g.tmem_pages = 0
+        if g.billing is not None:
+            g.billing.reset()
+
+    def arrive(
+        self, g: GuestModel, dest: str, records: Any, out: dict[str, Any]
+    ) -> Generator[Request, Reply, None]:
+        """Pool pages go into `dest`'s pool; those it refuses go to the swap disk."""
+        if records is None or len(records) == 0:
+            if records is not None:
+                g.tmem_pages = 0
+            return
+        n = len(records)
+        reply = yield Request(
+            g.name, dest, g.disk, tmem=TmemOps(_E, _E, records, n, 1 << 62, False)
+        )
+        ok = np.asarray(reply.tmem.put_ok, bool)
+        if not ok.all():  # the destination refused some: they go to the swap disk
+            refused = records.take(np.flatnonzero(~ok))
+            yield Request(g.name, dest, g.disk, swap=SwapOps(_E, _E, refused))
+            rp = refused.pages.astype(np.int64)
+            g._set_loc(rp[g.loc[rp] == FRONTSWAP], SWAP)
+            g._set_slot(rp, SWAP)
+            if g.billing is not None:
+                g.billing.remove(rp)
+        out["tmem_pages_moved"] = int(np.count_nonzero(ok))
+        g.tmem_pages = int(reply.tmem.guest_pages)
+
+    def audit(self, g: GuestModel, full: bool) -> list[str]:
+        out = []
+        if not full:
+            fs_view = int(g.slot_census[FRONTSWAP])
+            if fs_view != g.tmem_pages:
+                out.append(
+                    f"{g.name}: guest holds {fs_view} frontswap pages, host pool reports "
+                    f"{g.tmem_pages}"
+                )
+            if g.alloc_pages + g.tmem_billed > g.maxmem_pages and g.tmem_pages:
+                out.append(
+                    f"{g.name}: RAM {g.alloc_pages} + tmem {g.tmem_billed} pages above "
+                    f"maxmem {g.maxmem_pages}"
+                )
+        elif g.billing is not None:
+            held = np.flatnonzero(g.slot == FRONTSWAP)
+            again = g.billing.recount(held)
+            if again != g.billing.bill or np.count_nonzero(g.billing.cost) > len(held):
+                out.append(
+                    f"{g.name}: the pool bills {g.billing.bill} bytes, its pages cost {again}"
+                )
+        return out
+
+
+def _unuse_pick(g: GuestModel, uniq: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """Selfshrink: the next frontswap slots to release, in slot order. Returns (pages to
+    bring back into RAM, resident pages whose clean tmem copy is just flushed)."""
+    cand = np.flatnonzero(g.slot == FRONTSWAP)
+    cand = cand[~np.isin(cand, uniq)][: g.unuse_left]
+    resident = cand[g.loc[cand] == RAM]
+    away = cand[g.loc[cand] == FRONTSWAP]
+    room = max(0, g.free_top - g.wm_high - need)
+    away = away[:room]
+    # pages that found no free frame stay in frontswap; the next epochs try again
+    g.unuse_left -= len(resident) + len(away)
+    return away, resident
+
+
+def _put_keys(
+    g: GuestModel, pages: np.ndarray, versions: np.ndarray, batch: RecordBatch
+) -> np.ndarray:
+    """Content keys of pages put to a deduplicating pool at these versions (0: content no
+    other page can have): a hash of the bytes in `full` mode, the content rule in `digest`
+    mode (the zero page; a never-written page of the shared image)."""
+    keys = np.zeros(len(pages), np.uint64)
+    if g.billing is None or not g.billing.dedup:
+        return keys
+    if g.payload == "full":
+        return batch.checksums.astype(np.uint64)
+    if g.workload.compressibility >= 1.0:
+        keys[:] = ZERO_PAGE_KEY
+        return keys
+    common = (versions == 0) & is_common(pages, g.workload.duplicates)
+    keys[common] = (pages[common].astype(np.uint64) << np.uint64(1)) | np.uint64(1)
+    return keys
+
+
+def _to_disk(g: GuestModel, held: np.ndarray, got: RecordBatch) -> np.ndarray:
+    """Pool pages `held` whose records `got` were written to the swap disk now live there;
+    those missing from the pool (counted lost by the read check) hold nothing."""
+    moved = got.pages.astype(np.int64)
+    lost = np.setdiff1d(held, moved)
+    for pages in (moved, lost):
+        g._set_loc(pages[g.loc[pages] == FRONTSWAP], SWAP)
+    g._set_slot(moved, SWAP)
+    g._set_slot(lost, NO_SLOT)
+    g._set_loc(lost[g.loc[lost] == SWAP], UNTOUCHED)
+    g.slots_used -= len(lost)
+    return moved
+
+
+def _write_stats(g: GuestModel, stats: EpochStats, moved: np.ndarray) -> EpochStats:
+    """Count the background swap writes of `moved` pages (counters and `stats`)."""
+    ops = -(-len(moved) // SWAP_CLUSTER)
+    g.counters["disk_writes"] += len(moved)
+    g.counters["disk_write_ops"] += ops
+    stats.disk_writes = len(moved)
+    stats.dev_ops = ops
+    stats.dev_bytes = len(moved) * g.page_size
+    return stats

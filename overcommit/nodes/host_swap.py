@@ -23,18 +23,35 @@ swapping*: when the guest itself swaps out a page whose frame the host has alrea
 host must read the frame back first (`double_swaps`, each also a `host_swap_ins` and charged a
 host read), so `host_swap_ins >= double_swaps` always. A guest whose frames need more host swap
 than its share has is killed by the host's OOM killer (`host_oom_kills`) and restarts.
+
+The 2010 thread: Dan Magenheimer's "host swapping is evil": the host pages out frames without
+knowing what they hold, so a guest writing out a page the host has swapped reads it back first
+(double swapping, `double_swaps`), and the guest stalls on faults it cannot see. Run
+`host-swap` (alone or under `balloon`) against `frontswap` to count them.
+
+Guest hooks (`HostSwapGuest`): the guest sees maxmem of frames; after the epoch's page moves
+(`settle`) the frames it used are swapped back in (the vCPU waits: `host_swap_read`) and frames
+above the host's budget are paged out in phase 2; a host swap that cannot take them is a host
+OOM kill.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
-from overcommit.nodes.host import fill_by_demand, split_by_demand
+import numpy as np
+
+from overcommit.nodes.host import F_HSWAP, NO_PAGE, fill_by_demand, split_by_demand
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.types import _EI, RAM, HostSwapOps, Reply, Request
 from overcommit.nodes.mechanism import Mechanism
+from overcommit.rng import stream
 
 if TYPE_CHECKING:
-    from overcommit.nodes.host import HostModel
+    from overcommit.nodes.host import Directives, HostModel
+    from overcommit.nodes.kernel.model import GuestModel
 
 WS_DECAY = 0.9  # per window: how slowly the host's working-set estimate forgets
 SWAP_OUT_CLUSTER = 32  # pages per host swap-out write (SWAP_CLUSTER_MAX)
@@ -46,6 +63,7 @@ class HostSwap(Mechanism):
 
     name = "host-swap"
     guest_features = frozenset({"host_swap"})
+    guest_hooks = ("HostSwapGuest",)
     plan_order = 20
 
     def plan_window(self, host: HostModel) -> None:
@@ -106,3 +124,198 @@ class HostSwap(Mechanism):
             g.plan.hswap_device = device
             g.plan.hswap_scan = True
             g.plan.hswap_policy = host.hswap_policy
+
+
+_U = np.empty(0, np.uint32)
+
+
+class HostSwapGuest(GuestMechanism):
+    """Guest side: the guest sees maxmem of frames; the frames an epoch uses come back into
+    host RAM (the vCPU waits), and frames above the host's budget are paged out."""
+
+    features = frozenset({"host_swap"})
+    order = 70  # last: it pages out frames the other mechanisms have settled
+    sees_maxmem = True
+    tracks_frames = True
+
+    def init(self, g: GuestModel) -> None:
+        g.host_swap = True
+        g.hs_rng = stream(g.seed, f"{g.host}/{g.name}", g.incarnation, "hostswap")
+
+    def start_window(self, g: GuestModel, e0: int, d: Directives) -> None:
+        if d.hswap_scan:
+            g.frames.scan()
+
+    def replied(self, g: GuestModel, ep: EpochContext) -> None:
+        """The frames the host must have resident for this epoch, before anything moves: the
+        frames of touched pages and of pages the guest writes out (double swapping)."""
+        self.backed0 = g.frames.private_count
+        hs_touch = g.frame[ep.uniq[ep.loc_u == RAM]].astype(np.int64)
+        out = ep.dirty
+        if len(ep.fvict):  # the guest reads these out too: write-backs and cleancache puts
+            out = np.concatenate([ep.dirty, ep.f_out])
+        self.dirty = g.frame[out].astype(np.int64)
+        self.need = np.concatenate([hs_touch, self.dirty])
+        ep.violations += check_map(g, g.frames.hswapped(np.unique(self.need)))
+
+    def settle(self, g: GuestModel, ep: EpochContext) -> None:
+        """Frames used this epoch come back into RAM (swap-ins); frames above the budget are
+        paged out, chosen as the host can."""
+        d, fs, c = ep.d, g.frames, g.counters
+        need = np.unique(np.concatenate([self.need, ep.in_frames, ep.pool_new]))
+        swap_in = fs.hswapped(need)
+        self.exp_page = fs.rec_page[swap_in].copy()
+        self.exp_ver = fs.rec_ver[swap_in].copy()
+        fs.swap_in(swap_in)
+        fs.touch(need, ep.epoch)
+        self.swap_in, self.out, self.recs = swap_in, _EI, None
+        budget = d.frame_budget
+        over = 0 if budget is None else fs.private_count - budget
+        if over > 0:  # at the device's pace, but never letting an over-budget guest grow
+            grew = max(0, fs.private_count - self.backed0)
+            over = min(over, max(d.hswap_step, grew)) if d.hswap_step else over
+            pool_frames = g.zp_stack[: g.zpool_frames].astype(np.int64)
+            hs_out = fs.pick_victims(over, ep.epoch, d.hswap_policy, g.hs_rng, pool_frames)
+            room = d.hswap_quota - fs.hswapped_count
+            if len(hs_out) > room:  # the host's swap cannot take them: host OOM
+                ep.host_oom = True
+                return
+            pg = g.fpage[hs_out]
+            rp = np.where(pg >= 0, pg, NO_PAGE).astype(np.int64)
+            rv = np.where(pg >= 0, g.version[np.maximum(pg, 0)], 0).astype(np.uint32)
+            fs.swap_out(hs_out, rp, rv)
+            self.out, self.recs = hs_out, g._batch(rp, rv)
+        ep.hs_in, ep.hs_out = len(swap_in), len(self.out)
+        ep.n_double = int(np.count_nonzero(np.isin(self.dirty, swap_in)))
+        c["host_swap_ins"] += ep.hs_in
+        c["host_swap_outs"] += ep.hs_out
+        c["double_swaps"] += ep.n_double
+
+    def request(self, g: GuestModel, ep: EpochContext, req: Request, phase: int) -> None:
+        if phase == 2 and (len(self.swap_in) or len(ep.discard) or len(self.out)):
+            d = ep.d
+            req.hswap = HostSwapOps(
+                self.swap_in.astype(np.uint32),
+                ep.discard.astype(np.uint32),
+                self.out.astype(np.uint32),
+                self.recs,
+                d.hswap_quota,
+                d.hswap_capacity,
+            )
+
+    def reply(
+        self, g: GuestModel, ep: EpochContext, req: Request, reply: Reply, phase: int
+    ) -> None:
+        if phase == 2 and req.hswap is not None:
+            ep.violations += check_reply(
+                g, self.swap_in, self.exp_page, self.exp_ver, reply.hswap, len(self.out)
+            )
+
+    def stall(self, g: GuestModel, ep: EpochContext, s: dict[str, float]) -> None:
+        """The vCPU waits while the host faults a frame back in."""
+        hs_dev = ep.d.hswap_device
+        if ep.hs_in and hs_dev is not None:
+            ps = g.page_size
+            lat_hs = hs_dev.profile.op_time(False, ps) + hs_dev.wait(ps)
+            s["host_swap_read"] = ep.hs_in * lat_hs
+            g._hist_add(lat_hs, ep.hs_in)
+
+    def release(self, g: GuestModel, req: Request, whole: bool) -> None:
+        if whole:
+            req.hswap = HostSwapOps(_U, _U, _U, None, 0, 0, drop=True)
+
+    def leave(
+        self, g: GuestModel, src: str, flush: bool, out: dict[str, Any]
+    ) -> Generator[Request, Reply, None]:
+        """Host-swapped frames are read back (records checked) and freed."""
+        fs = g.frames
+        hs = np.flatnonzero(fs.state == F_HSWAP)
+        out["host_swap_reads"] = len(hs)
+        if len(hs):
+            exp_page, exp_ver = fs.rec_page[hs].copy(), fs.rec_ver[hs].copy()
+            reply = yield Request(
+                g.name, src, g.disk, hswap=HostSwapOps(hs.astype(np.uint32), _U, _U, None, 0, 0)
+            )
+            out["violations"] += check_reply(g, hs, exp_page, exp_ver, reply.hswap, 0)
+            fs.swap_in(hs)
+            g.counters["host_swap_ins"] += len(hs)
+
+    def audit(self, g: GuestModel, full: bool) -> list[str]:
+        fs, budget = g.frames, g.directives.frame_budget
+        if full or budget is None or fs.private_count <= budget:
+            return []
+        if fs.private_count > g._hs_ceiling:
+            return [
+                f"{g.name}: {fs.private_count} frames resident, above both the host's "
+                f"budget {budget} and what it held when the window began"
+            ]
+        return []
+
+
+def check_map(g: GuestModel, swap_in: np.ndarray) -> list[tuple[str, str]]:
+    """A host-swapped frame still holding a guest page must hold the version the host
+    wrote: the guest never changes a frame the host has taken away."""
+    if len(swap_in) == 0:
+        return []
+    pg = g.fpage[swap_in]
+    m = pg >= 0
+    bad = m & (
+        (g.frames.rec_page[swap_in] != pg)
+        | (g.frames.rec_ver[swap_in] != g.version[np.maximum(pg, 0)])
+    )
+    if bad.any():
+        f = int(swap_in[np.flatnonzero(bad)[0]])
+        return [("integrity", f"{g.name}: host-swapped frame {f} changed while paged out")]
+    return []
+
+
+def check_reply(
+    g: GuestModel,
+    swap_in: np.ndarray,
+    exp_page: np.ndarray,
+    exp_ver: np.ndarray,
+    r: Any,
+    n_out: int,
+) -> list[tuple[str, str]]:
+    """Frames read back from host swap: present, at the page and version the host wrote."""
+    out = []
+    found = np.asarray(r.found, bool)
+    if len(swap_in) and not found.all():
+        n = int(np.count_nonzero(~found))
+        g.counters["lost_pages"] += n
+        out.append(
+            (
+                "lost_pages_explained",
+                f"{g.name}: {n} frame(s) missing from host swap, e.g. frame "
+                f"{int(swap_in[~found][0])}",
+            )
+        )
+    got = r.got
+    if len(got):
+        ep, ev = exp_page[found], exp_ver[found]
+        bad = (got.pages.astype(np.int64) != ep) | (got.versions != ev)
+        bad |= g.verify(got)
+        if bad.any():
+            n = int(np.count_nonzero(bad))
+            g.counters["stale_reads"] += n
+            out.append(
+                ("integrity", f"{g.name}: {n} stale or corrupt record(s) read from host swap")
+            )
+    ok = np.asarray(r.write_ok, bool)
+    if n_out and not ok.all():
+        out.append(
+            (
+                "conservation",
+                f"{g.name}: host swap refused {int(np.count_nonzero(~ok))} swap-out(s) "
+                "its quota allowed",
+            )
+        )
+    if r.guest_frames != g.frames.hswapped_count:
+        out.append(
+            (
+                "conservation",
+                f"{g.name}: host swap holds {r.guest_frames} frames, "
+                f"the host counts {g.frames.hswapped_count}",
+            )
+        )
+    return out

@@ -1,15 +1,17 @@
 """The interface every overcommit mechanism implements, and the registry of mechanisms.
 
-A mechanism has two sides:
+A mechanism has two sides, both in its own module:
 
 - **guest side** — `guest_features`: the names of the guest-kernel behaviours it switches on
   (`tmem`: swap-outs are offered to host tmem first; `balloon`: a balloon driver follows host
   targets; `selfballoon`/`selfshrink`: Xen's self-ballooning worker; `host_swap`: the host pages
   the guest's frames out; `cached_disk`: the swap disk is write-back cached in host RAM;
   `zswap`/`zram`: compressed swap inside the guest; `cleancache`: clean page-cache pages go to
-  ephemeral tmem; `page_sharing`: the host merges identical frames). The guest model
-  (`nodes.guest.GuestModel`) reads these and the per-window `Directives`; it never asks a
-  mechanism anything inside a window.
+  ephemeral tmem; `page_sharing`: the host merges identical frames), and `guest_hooks`: the
+  `kernel.hooks.GuestMechanism` classes that implement them (a class, or its name in the
+  mechanism's module). The paging core (`kernel.model.GuestModel`) builds one hook object per
+  class whose `features` its guest has (`guest_hooks`), calls them in their `order`, and
+  reads the per-window `Directives`; it never asks the host anything inside a window.
 - **host side** — `plan_window(host)`: at each sync window's start, turn the guests' reports
   (`host.guests`, `GuestState` mirrors) into each guest's `Directives` (`g.plan`). Lenders book
   what they lend with `host.lend`, so two mechanisms never promise the same free page.
@@ -18,10 +20,14 @@ A mechanism has two sides:
 then the host's own frames, then what it lends out of the rest), whatever order the name lists
 them in. Settings come from `host.settings` (the scenario). Counters a mechanism owns are always
 present in the summary, 0 when unused.
+
+`register(cls)` (also `overcommit.register_mechanism`) makes a mechanism defined outside the
+package known to scenarios and guests; docs/mechanisms.md has a worked example.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, ClassVar
 
 from overcommit.config import CONFLICTS as CONFLICTS
@@ -29,6 +35,7 @@ from overcommit.config import MECHANISMS as _MECHANISM_NAMES
 
 if TYPE_CHECKING:
     from overcommit.nodes.host import HostModel
+    from overcommit.nodes.kernel.hooks import GuestMechanism
 
 
 class Mechanism:
@@ -36,6 +43,8 @@ class Mechanism:
 
     name: ClassVar[str] = "none"
     guest_features: ClassVar[frozenset[str]] = frozenset()
+    #: the guest side: `GuestMechanism` classes (or their names in this class's module)
+    guest_hooks: ClassVar[tuple[type[GuestMechanism] | str, ...]] = ()
     plan_order: ClassVar[int] = 100
 
     @property
@@ -95,7 +104,42 @@ def _registry() -> dict[str, type[Mechanism]]:
         PageSharing,
         Cleancache,
     ]
-    return {c.name: c for c in classes}
+    return {c.name: c for c in [*classes, *_REGISTERED.values()]}
+
+
+#: Mechanisms registered from outside the package (`register`), by name.
+_REGISTERED: dict[str, type[Mechanism]] = {}
+
+
+def register(cls: type[Mechanism], conflicts: dict[str, str] | None = None) -> type[Mechanism]:
+    """Make a mechanism defined outside the package known by its `name` (usable as a
+    decorator): scenarios may name it, alone or `+`-joined, and guests get its hooks.
+    `conflicts` maps names it cannot run with to the reason. For the Ray runtimes, call this
+    at the import of a module the workers import too."""
+    from overcommit.config import register_mechanism_name
+
+    if not isinstance(cls, type) or not issubclass(cls, Mechanism):
+        raise TypeError(f"register() wants a Mechanism subclass, not {cls!r}")
+    register_mechanism_name(cls.name, conflicts)  # validation reads its conflicts from there
+    _REGISTERED[cls.name] = cls
+    return cls
+
+
+def _hook_class(mech: type[Mechanism], ref: type[GuestMechanism] | str) -> type[GuestMechanism]:
+    return getattr(sys.modules[mech.__module__], ref) if isinstance(ref, str) else ref
+
+
+def guest_hooks(features: frozenset[str]) -> list[GuestMechanism]:
+    """One hook object per guest-side class whose features the guest has, in `order`."""
+    if not features:
+        return []
+    seen: list[type[GuestMechanism]] = []
+    for mech in _registry().values():
+        for ref in mech.guest_hooks:
+            cls = _hook_class(mech, ref)
+            if cls not in seen and cls.features & features:
+                seen.append(cls)
+    return [cls() for cls in sorted(seen, key=lambda c: c.order)]
 
 
 #: Known mechanism names (defined with the scenario schema, which validates them).

@@ -16,6 +16,13 @@ and their tmem copies and swap slots freed. Only cooperative guests run the work
 
 Host side (`Selfballoon.plan_window`): the host grants each guest that wants to grow a share of
 its free, unpromised RAM (Xen populates a deflating balloon only from free memory).
+
+The 2010 thread: Xen's answer to "the host is at the mercy of its guests": cooperative guests
+size themselves and shrink their own frontswap, so tmem flows back without the host asking.
+Compare `frontswap+selfballoon` with `frontswap` on a drill where memory must come back.
+
+Guest hooks (`SelfballoonGuest`, with `balloon.BalloonGuest`): the worker's tick at the
+epoch's start (`begin`) sets the balloon's goal and how many frontswap pages to bring back.
 """
 
 from __future__ import annotations
@@ -23,11 +30,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from overcommit.nodes.host import fill_by_demand
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.types import UNTOUCHED
 from overcommit.nodes.mechanism import Mechanism
 
 if TYPE_CHECKING:
     from overcommit.nodes.host import HostModel
+    from overcommit.nodes.kernel.model import GuestModel
 
 MiB = 2**20
 
@@ -109,6 +121,7 @@ class Selfballoon(Mechanism):
 
     name = "selfballoon"
     guest_features = frozenset({"balloon", "selfballoon"})
+    guest_hooks = ("SelfballoonGuest",)  # with `balloon.BalloonGuest`, which both select
     plan_order = 10
 
     def plan_window(self, host: HostModel) -> None:
@@ -120,3 +133,31 @@ class Selfballoon(Mechanism):
         host.lend(sum(grants))
         for g, gr in zip(guests, grants):
             g.plan.grow_limit = max(g.plan.grow_limit, gr)
+
+
+class SelfballoonGuest(GuestMechanism):
+    """Guest side: a cooperative guest runs the worker; each tick sets the balloon's goal and,
+    with frontswap, how many pool pages selfshrink brings back (`g.unuse_left`)."""
+
+    features = frozenset({"selfballoon"})
+    order = 5  # before frontswap, whose `begin` brings back what this tick asked for
+    sees_maxmem = True
+
+    def init(self, g: GuestModel) -> None:
+        if g.spec.cooperative:
+            from overcommit.config import SelfballoonSettings
+
+            cfg = getattr(g.settings, "selfballoon", None) or SelfballoonSettings()
+            g.selfballoon = SelfballoonWorker(
+                cfg, g.page_size, g.nframes, g.wm_high, shrink="tmem" in g.features
+            )
+
+    def begin(self, g: GuestModel, ep: EpochContext) -> None:
+        sb = g.selfballoon
+        if sb is not None and sb.ticks(ep.t, ep.dt):
+            committed = g.N - int(np.count_nonzero(g.loc == UNTOUCHED))
+            target = sb.target(g.alloc_pages, committed, g.tmem_pages)
+            g.balloon.set_own_goal(g.nframes - target)
+            keep = sb.selfshrink(g.tmem_pages)
+            if keep is not None:
+                g.unuse_left = max(0, g.tmem_pages - keep)

@@ -25,18 +25,33 @@ the guest waits for it; kswapd's compression is background work.
   callback Nitin Gupta asked for in the 2010 thread); `discard: periodic` leaves it as *stale*
   data taking memory until the next discard scan every `discard_interval`, which is the stale-
   data argument of that thread.
+
+The 2010 thread: Nitin Gupta's in-guest compressed swap (compcache/ramzswap, today's zram) and
+its need for an immediate callback when a swap slot is freed; Dave Hansen's "how is a
+RAM-backed frontswap better than a /dev/ramX-backed swap file in practice?". Compare `zram`
+(`discard: immediate` and `periodic`) and `zswap` with `frontswap` and `none`.
+
+Guest hooks (`CompressedSwapGuest`): the pool takes dirty victims before the disk
+(`take_dirty`), its frames come out of the guest's (`frames_held`, `settle`), faults load from
+it (`zpool_load`), direct reclaim waits for compression (`stall`).
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.types import _EI, SWAP, ZPOOL
 from overcommit.nodes.mechanism import Mechanism
-from overcommit.stores.codec import guest_key, make_payload
+from overcommit.stores.codec import RecordBatch, guest_key, make_payload
+
+if TYPE_CHECKING:
+    from overcommit.nodes.kernel.model import GuestModel
+    from overcommit.profiles import DeviceQueue
 
 ZBUD_HEADER = 64  # bytes of a zbud page kept for its header
 SAMPLE_PAGES = 16
@@ -270,6 +285,7 @@ class Zswap(Mechanism):
 
     name = "zswap"
     guest_features = frozenset({"zswap"})
+    guest_hooks = ("CompressedSwapGuest",)
     plan_order = 60
 
 
@@ -278,4 +294,217 @@ class Zram(Mechanism):
 
     name = "zram"
     guest_features = frozenset({"zram"})
+    guest_hooks = ("CompressedSwapGuest",)
     plan_order = 60
+
+
+class CompressedSwapGuest(GuestMechanism):
+    """Guest side of zswap and zram: the pool takes dirty victims before the disk, its frames
+    come out of the guest's free frames, faults load (and decompress) from it."""
+
+    features = frozenset({"zswap", "zram"})
+    order = 18  # before cached_disk, whose disk accounting replaces the pool's
+
+    def init(self, g: GuestModel) -> None:
+        from overcommit.config import ZramSettings, ZswapSettings
+
+        kind = "zswap" if "zswap" in g.features else "zram"
+        default = ZswapSettings() if kind == "zswap" else ZramSettings()
+        cfg = getattr(g.settings, kind, None) or default
+        g.pool = CompressedPool(
+            kind,
+            g.N,
+            g.page_size,
+            cfg,
+            g.payload,
+            g.workload.compressibility,
+            g.name,
+            g.memory_pages,
+        )
+        g.zram_slots = g.pool.slots if kind == "zram" else 0
+
+    def reset(self, g: GuestModel) -> None:
+        g.pool.reset()
+
+    def frames_held(self, g: GuestModel) -> int:
+        return g.pool.frames
+
+    def begin(self, g: GuestModel, ep: EpochContext) -> None:
+        if g.pool.kind == "zswap" and len(ep.f_z):  # exclusive loads
+            ep.free_extra.append(ep.f_z)
+
+    def reclaim_plan(self, g: GuestModel, ep: EpochContext) -> None:
+        if ep.d.compress:  # a page reclaimed into the pool frees less than a frame
+            ratio = g.pool.frames_per_page()
+            ep.want = int(math.ceil(ep.want / max(0.05, 1.0 - ratio)))
+            ep.budget = -1  # kswapd may compress anything
+
+    def take_dirty(self, g: GuestModel, ep: EpochContext) -> None:
+        """The compressed pool takes what it can; zram keeps what it cannot take resident."""
+        pool = g.pool
+        dirty = ep.dirty
+        if ep.d.compress and len(dirty):
+            disk_room = g.swap_slots - g.slots_used
+            disk_room += ep.freed_disk if g.zram_slots else len(ep.free_slot)
+            after_free = ep.free + len(ep.victims) - ep.need
+            to_pool, sizes, kept, growth = _pool_decide(
+                g, dirty, ep.vers, ep.batch, after_free, disk_room, ep.z_free
+            )
+            ep.pool_growth = growth
+            if kept.any():  # zram could not take them: the writes failed, pages stay
+                keep_pages = dirty[kept]
+                mask = ~np.isin(ep.victims, keep_pages)
+                ep.victims, ep.is_async, ep.clean = (
+                    ep.victims[mask],
+                    ep.is_async[mask],
+                    ep.clean[mask],
+                )
+                sel = ~kept
+                ep.dirty, ep.dirty_async, ep.vers = dirty[sel], ep.dirty_async[sel], ep.vers[sel]
+                to_pool, sizes = to_pool[sel], sizes[sel]
+                ep.batch = ep.batch.take(np.flatnonzero(sel)) if ep.batch is not None else None
+            ep.to_pool, self.sizes = to_pool, sizes
+        if pool.kind == "zswap" and pool.limit_hit:
+            ep.p1_wb = _zswap_writeback_pick(g, ep.device, ep.dt, np.union1d(ep.uniq, ep.z_free))
+
+    def evict(self, g: GuestModel, ep: EpochContext) -> None:
+        pool, c = g.pool, g.counters
+        if pool.kind == "zswap":
+            pool.drop(ep.z_free)
+        else:
+            c["zpool_discards"] += pool.free_slots(ep.z_free)
+        if pool.discard_due(ep.t, ep.dt):
+            c["zpool_discards"] += pool.discard_scan()
+        ep.stored = stored = ep.dirty[ep.to_pool]
+        if len(stored):
+            pool.store(stored, self.sizes[ep.to_pool], ep.epoch)
+            g._set_loc(stored, ZPOOL)
+            g._set_slot(stored, ZPOOL)
+        wb = ep.p1_wb
+        if len(wb):
+            pool.drop(wb)
+            g._set_loc(wb, SWAP)
+            g._set_slot(wb, SWAP)
+            if pool.frames_needed() <= pool.accept * pool.limit_frames(g.alloc_pages):
+                pool.limit_hit = False
+
+    def settle(self, g: GuestModel, ep: EpochContext) -> None:
+        ep.pool_new = _pool_frames(g)
+
+    def stall(self, g: GuestModel, ep: EpochContext, s: dict[str, float]) -> None:
+        costs, ps = g.costs, g.page_size
+        f_z = ep.f_z
+        g.counters["zpool_loads"] += len(f_z)
+        g.counters["zpool_writebacks"] += len(ep.p1_wb)
+        if len(f_z):  # loads: decompression (same-filled pages are a memset)
+            s["zpool_load"] = len(f_z) * (costs.minor_fault + costs.decompress(ps))
+        g._hist_add(costs.minor_fault + costs.decompress(ps), len(f_z))
+        if len(ep.stored):
+            sync = int(np.count_nonzero(ep.to_pool & ~ep.dirty_async))
+            s["compress"] = sync * costs.compress(ps)
+        # kswapd's refused stores beyond the disk budget are waited for
+        async_disk = len(ep.disk_sync) - ep.sync_disk
+        ep.sync_disk += max(0, async_disk - g._async_budget(ep.device, ep.dt))
+
+    def audit(self, g: GuestModel, full: bool) -> list[str]:
+        if not full:
+            return []
+        p, out = g.pool, []
+        held = int(np.count_nonzero(p.held))
+        slots = int(g.slot_census[ZPOOL])
+        if held != slots:
+            out.append(
+                f"{g.name}: the compressed pool holds {held} pages, {slots} slots point at it"
+            )
+        if p.frames != p.frames_needed():
+            out.append(
+                f"{g.name}: the pool has {p.frames} frames, its contents need {p.frames_needed()}"
+            )
+        return out
+
+
+def _pool_decide(
+    g: GuestModel,
+    dirty: np.ndarray,
+    vers: np.ndarray,
+    batch: RecordBatch | None,
+    after_free: int,
+    disk_room: int,
+    z_free: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Which dirty victims the compressed pool takes, given `after_free` frames free once
+    this epoch's pages are in. Returns (stored mask, sizes, kept-resident mask, growth of
+    the pool in frames). zswap sends what it refuses to the disk (the page holds a disk
+    slot); a zram write that finds no memory fails and the page stays in RAM, unless the
+    disk swap behind zram has a slot for it."""
+    pool = g.pool
+    c = g.counters
+    k = len(dirty)
+    sizes, same = pool.sizes(dirty, vers, batch.payload if batch is not None else None)
+    cand = pool.fits(sizes)  # zbud cannot hold a page that does not compress enough
+    beyond = np.zeros(k, bool)
+    if pool.kind == "zram":  # dirty victims hold no slot: zram's free slots first
+        zroom = g.zram_slots - g.zslots_used + len(z_free)
+        beyond = np.arange(k) >= zroom
+        cand &= ~beyond
+    ss = np.where(cand, pool.stored_size(sizes), 0)
+    drop = z_free if (pool.kind == "zswap" or pool.discard == "immediate") else _EI
+    _, cum = pool.frames_after(drop, ss)
+    limit = pool.limit_frames(g.alloc_pages) if pool.kind == "zswap" else None
+    under = np.ones(k, bool) if limit is None else cum <= limit
+    if limit is not None and (cand & ~under).any():
+        pool.limit_hit = True
+    avail = after_free
+    kept = np.zeros(k, bool)
+    for _ in range(4):
+        ok = cand & under & (cum - pool.frames <= avail)
+        if pool.kind == "zram":
+            failed = cand & ~ok
+            left = max(0, disk_room - int(np.count_nonzero(beyond)))
+            kept = failed & (np.cumsum(failed) > left)
+        if after_free - int(np.count_nonzero(kept)) == avail:
+            break
+        avail = after_free - int(np.count_nonzero(kept))
+    c["zpool_rejects"] += int(np.count_nonzero(~ok & ~beyond))
+    c["zpool_stores"] += int(np.count_nonzero(ok))
+    c["zpool_same_filled"] += int(np.count_nonzero(ok & same))
+    base, cum_ok = pool.frames_after(drop, np.where(ok, ss, 0))
+    growth = (int(cum_ok[-1]) if k else base) - pool.frames
+    return ok, sizes, kept, max(0, growth)
+
+
+def _zswap_writeback_pick(
+    g: GuestModel, device: DeviceQueue, dt: float, busy: np.ndarray
+) -> np.ndarray:
+    """zswap at its limit writes its oldest entries back to disk until it is under the
+    acceptance threshold, at the disk's background pace."""
+    pool = g.pool
+    limit = pool.limit_frames(g.alloc_pages)
+    excess = pool.frames - int(pool.accept * limit)
+    if excess <= 0:
+        pool.limit_hit = False
+        return _EI
+    per_frame = max(1.0, pool.live_pages / max(1, pool.frames))
+    k = min(int(math.ceil(excess * per_frame)), g._async_budget(device, dt))
+    pages = pool.oldest(k + len(busy))
+    pages = pages[(g.loc[pages] == ZPOOL) & ~np.isin(pages, busy)]
+    return pages[:k]
+
+
+def _pool_frames(g: GuestModel) -> np.ndarray:
+    """Give the pool the frames its contents need (or take back those it no longer
+    does); returns the frames newly taken (the host backs them)."""
+    pool = g.pool
+    delta = pool.frames_needed() - pool.frames
+    if delta > 0:
+        fr = g._take_free(min(delta, g.free_top))
+        g.zp_stack[pool.frames : pool.frames + len(fr)] = fr
+        pool.frames += len(fr)
+        g.counters["host_frames_allocated"] += g.frames.back(fr)
+        return fr
+    if delta < 0:
+        k = -delta
+        fr = g.zp_stack[pool.frames - k : pool.frames].astype(np.int64)
+        pool.frames -= k
+        g._give_free(fr)
+    return _EI

@@ -1,0 +1,14 @@
+"""The guest paging core: a guest kernel's memory (pages, frames, swap slots, reclaim,
+faults, OOM) that names no mechanism, and the hook protocol mechanisms plug into.
+
+- `types`: page locations, counters, stall sources, store requests and replies, EpochStats
+- `hooks`: `GuestMechanism` (the protocol) and `EpochContext` (one epoch's page sets)
+- `model`: `GuestModel` (state, frames, victim choice, windows, the quiet epoch)
+- `epoch`: one epoch's stages; `scan`: reclaim orders; `checks`: records and conservation;
+  `lifecycle`: OOM, failover, migration, crash
+"""
+
+from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
+from overcommit.nodes.kernel.model import GuestModel
+
+__all__ = ["EpochContext", "GuestMechanism", "GuestModel"]

@@ -1,0 +1,244 @@
+"""The paging core's records and checks: page records at a version (`_batch`, `verify`), reads
+checked against the versions the guest wrote (`_check_read`), the fault-latency histogram, and
+the conservation checks of pages, frames and slots (ledgers every epoch, a full recount and a
+frame audit each audit interval); mechanisms add theirs through `GuestMechanism.audit`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from overcommit.nodes.host import F_RAM
+from overcommit.nodes.kernel.types import (
+    _HIST_BIN,
+    FILE,
+    FRONTSWAP,
+    NLOC,
+    NO_SLOT,
+    RAM,
+    SWAP,
+    UNTOUCHED,
+    ZPOOL,
+    _hist_bins,
+)
+from overcommit.stores.codec import RecordBatch, make_batch, verify
+
+
+class GuestChecks:
+    """`GuestModel`'s records and checks (a mixin)."""
+
+    def _batch(self, pages: np.ndarray, versions: np.ndarray) -> RecordBatch:
+        """Records of these pages at these versions, with the content they imply."""
+        return make_batch(
+            self.name,
+            np.asarray(pages).astype(np.uint32),
+            np.asarray(versions).astype(np.uint32),
+            self.payload,
+            self.page_size,
+            self.workload.compressibility,
+            self.workload.duplicates,
+        )
+
+    def verify(self, batch: RecordBatch) -> np.ndarray:
+        """Mask of records whose checksum or content is not what their version implies."""
+        return verify(
+            self.name,
+            batch,
+            self.payload,
+            self.page_size,
+            self.workload.compressibility,
+            self.workload.duplicates,
+        )
+
+    def _hist_add(self, latency: float, n: int) -> None:
+        if n > 0:
+            b = _HIST_BIN.get(latency)
+            if b is None:  # the same few latencies recur: look each one's bin up once
+                b = _HIST_BIN[latency] = int(_hist_bins(np.array([latency]))[0])
+                if len(_HIST_BIN) > 4096:
+                    _HIST_BIN.clear()
+            self.hist[b] += n
+
+    def _check_read(
+        self,
+        pages: np.ndarray,
+        found: np.ndarray,
+        got: RecordBatch,
+        where: str,
+        out: list[tuple[str, str]],
+        expect_versions: np.ndarray | None = None,
+    ) -> None:
+        """Compare records read back from a store with the versions the guest last wrote (or
+        with `expect_versions`, aligned with `pages`, for a read after this epoch's writes)."""
+        found = np.asarray(found, bool)
+        missing = pages[~found]
+        if len(missing):
+            self.counters["lost_pages"] += len(missing)
+            out.append(
+                (
+                    "lost_pages_explained",
+                    f"{self.name}: {len(missing)} page(s) missing from {where}, e.g. page "
+                    f"{int(missing[0])} version {int(self.version[missing[0]])}",
+                )
+            )
+        if len(got):
+            if expect_versions is None:
+                expect = self.version[got.pages.astype(np.int64)]
+            else:
+                expect = np.asarray(expect_versions)[found]
+            bad = (got.versions != expect) | self.verify(got)
+            nbad = int(np.count_nonzero(bad))
+            if nbad:
+                i = int(np.flatnonzero(bad)[0])
+                self.counters["stale_reads"] += nbad
+                out.append(
+                    (
+                        "integrity",
+                        f"{self.name}: {nbad} stale record(s) read from {where}, e.g. page "
+                        f"{int(got.pages[i])} has version {int(got.versions[i])}, "
+                        f"last written {int(expect[i])}",
+                    )
+                )
+
+    def location_counts(self) -> dict[str, int]:
+        bc = np.bincount(self.loc, minlength=NLOC)
+        return {
+            "untouched": int(bc[UNTOUCHED]),
+            "ram": int(bc[RAM]),
+            "frontswap": int(bc[FRONTSWAP]),
+            "swap": int(bc[SWAP]),
+            "zpool": int(bc[ZPOOL]),
+            "file": int(bc[FILE]),
+        }
+
+    def conservation(self, full: bool = False) -> list[str]:
+        """Violations of the guest's page, frame and slot conservation (empty when it holds).
+
+        Every epoch the check runs on the ledgers (`census`, `slot_census`, frame and slot
+        counters), which every move of a page updates; `full` also recounts everything from
+        the page and frame tables and compares the ledgers with them (each audit interval).
+        """
+        out = []
+        bc = self.census
+        counts = bc.tolist()  # six numbers: plain Python is cheaper than numpy calls
+        if sum(counts) != self.N or min(counts) < 0:
+            out.append(f"{self.name}: the page ledger does not partition the footprint: {bc}")
+        resident = counts[RAM]
+        held = self.free_top + self.balloon_n + self.zpool_frames
+        if resident + held != self.nframes:
+            out.append(
+                f"{self.name}: resident {resident}, free frames {self.free_top}, balloon "
+                f"{self.balloon_n}, pool {self.zpool_frames}, frames {self.nframes}"
+            )
+        sc = self.slot_census.tolist()
+        zslots = sc[ZPOOL] if self.zram_slots else 0
+        dslots = sc[FRONTSWAP] + sc[SWAP] + (0 if self.zram_slots else sc[ZPOOL])
+        if (
+            dslots != self.slots_used
+            or dslots > self.swap_slots
+            or zslots != self.zslots_used
+            or zslots > max(self.zram_slots, 0)
+        ):
+            out.append(
+                f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
+                f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
+            )
+        for h in self.mechs:
+            out += h.audit(self, False)
+        if full:
+            out += self._recount()
+        return out
+
+    def _recount(self) -> list[str]:
+        """The O(footprint) part of the conservation check: ledgers against the tables."""
+        out = []
+        loc, slot = self.loc, self.slot
+        real = np.array([np.count_nonzero(loc == k) for k in range(NLOC)], np.int64)
+        if np.any(real != self.census):
+            out.append(f"{self.name}: page ledger {self.census} != page table {real}")
+        real_slots = np.array([np.count_nonzero(slot == k) for k in range(NLOC)], np.int64)
+        if np.any(real_slots != self.slot_census):
+            out.append(f"{self.name}: slot ledger {self.slot_census} != slot table {real_slots}")
+        mapped = int(np.count_nonzero(self.frame >= 0))
+        if mapped != int(real[RAM]):
+            out.append(f"{self.name}: {mapped} pages have a frame, {int(real[RAM])} are resident")
+        fs = self.frames
+        if fs.merged_count != int(np.count_nonzero(fs.mkey)):
+            out.append(f"{self.name}: merged frame counter disagrees with the frames")
+        elif fs.merged_count and np.any(fs.state[fs.mkey != 0] != F_RAM):
+            out.append(f"{self.name}: a merged frame is not resident")
+        backed = int(np.count_nonzero(fs.state == 1))
+        hswapped = int(np.count_nonzero(fs.state == 2))
+        if fs.backed_count != backed or fs.hswapped_count != hswapped:
+            out.append(f"{self.name}: host frame counters disagree with the frames' states")
+        if np.count_nonzero((loc >= FRONTSWAP) & (loc <= ZPOOL) & (slot != loc)):
+            out.append(f"{self.name}: a swapped page holds no slot of its kind")
+        if np.count_nonzero(loc[: self.file_lo] == FILE) or np.count_nonzero(
+            slot[self.file_lo :] != NO_SLOT
+        ):
+            out.append(f"{self.name}: an anonymous page was dropped, or a file page swapped")
+        if self.pinned_n and np.count_nonzero(loc[: self.pinned_n] != RAM):
+            out.append(f"{self.name}: a pinned page left RAM")
+        for h in self.mechs:
+            out += h.audit(self, True)
+        return out + self.frame_audit()
+
+    def frame_audit(self) -> list[str]:
+        """Frames: every resident page has one, no frame is used twice or also free."""
+        if self._frames_consistent():
+            return []
+        mapped = self.frame >= 0
+        used = self.frame[mapped]
+        free = self.free_stack[: self.free_top]
+        parts = [
+            used,
+            free,
+            self.balloon_stack[: self.balloon_n],
+            self.zp_stack[: self.zpool_frames],
+        ]
+        both = np.concatenate(parts)
+        seen = np.zeros(self.nframes, bool)
+        seen[both] = True
+        if len(both) != self.nframes or not seen.all():  # n frames, all seen: no repeats
+            return [f"{self.name}: a frame is used twice, or both used and free"]
+        if np.any(self.fpage[used] != np.flatnonzero(mapped)):
+            return [f"{self.name}: the frame-to-page map disagrees with the page table"]
+        return []
+
+    def _frames_consistent(self) -> bool:
+        """`frame_audit`'s verdict when it finds nothing, proven more cheaply (False: maybe not).
+
+        If every frame that maps a page is that page's frame (so those pages hold distinct
+        frames), as many frames map a page as pages have a frame (so those frames are exactly
+        the used ones, and each used frame maps its page back), and the free, balloon and pool
+        stacks hold distinct frames mapping no page, as many as the used ones leave, then
+        every frame is used or held exactly once. Dense passes over the frame table, no
+        index lists: cheaper than `frame_audit`'s own.
+        """
+        fp, fr = self.fpage, self.frame
+        valid = fp >= 0
+        n_used = int(np.count_nonzero(valid))
+        if n_used != int(np.count_nonzero(fr >= 0)):
+            return False
+        if n_used:
+            if int(fp.max()) >= len(fr):
+                return False
+            invalid = ~valid
+            idx = fp.astype(np.int32)
+            idx[invalid] = 0
+            ok = fr[idx] == np.arange(len(fp), dtype=np.int32)  # maps back to this frame
+            ok |= invalid
+            if not ok.all():
+                return False
+        others = np.concatenate(
+            [
+                self.free_stack[: self.free_top],
+                self.balloon_stack[: self.balloon_n],
+                self.zp_stack[: self.zpool_frames],
+            ]
+        )
+        if n_used + len(others) != self.nframes or (fp[others] >= 0).any():
+            return False
+        seen = np.zeros(self.nframes, bool)
+        seen[others] = True
+        return int(np.count_nonzero(seen)) == len(others)

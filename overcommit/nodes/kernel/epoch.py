@@ -1,0 +1,518 @@
+"""One epoch of a guest, as stages over an `EpochContext` (`run` drives them).
+
+`run` is a generator: it yields at most two batched store `Request`s and receives their
+`Reply`s, so the model never touches Redis itself. The stages, with the hooks each calls:
+
+1. `_touches`: the workload's touches (pending ones first, newly mlocked pages, cut to what
+   RAM can hold), live migration's share; a quiet epoch ends here (`_quiet`).
+2. `_faults`: touched pages by location, swap readahead; `begin` hooks; the slots this epoch
+   frees.
+3. `_reclaim`: free frames and watermarks (`kswapd_goal`, `reclaim_plan` hooks), the victims
+   and their records; `take_dirty` hooks; OOM when neither RAM nor swap has room; where dirty
+   victims go.
+4. phase 1: `request`/`reply` hooks around the core's swap-disk and file-disk ops.
+5. `_apply`: `replied` hooks; slots freed, victims out (`evict` hooks), pages in, touches.
+6. `settle` hooks (frames move; a host OOM ends the epoch); phase 2: refused puts and
+   write-backs to the disk, cleancache misses from the file disk, the hooks' ops.
+7. `_count` and `_time`: counters, stall by source (`stall` hooks), latency histogram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from overcommit.nodes.kernel.hooks import EpochContext
+from overcommit.nodes.kernel.types import (
+    _E,
+    _EI,
+    FILE,
+    FRONTSWAP,
+    NO_SLOT,
+    RAM,
+    STALL_SOURCES,
+    SWAP,
+    SWAP_CLUSTER,
+    UNTOUCHED,
+    ZPOOL,
+    EpochStats,
+    Reply,
+    Request,
+    SwapOps,
+    _concat_batches,
+    _counts,
+    _member,
+    _unique,
+)
+from overcommit.profiles import DeviceQueue
+
+if TYPE_CHECKING:
+    from overcommit.nodes.kernel.model import GuestModel
+
+#: the sources an epoch's stall sums, in this order (migration's is added elsewhere)
+EPOCH_SOURCES = STALL_SOURCES[:-1]
+
+
+def run(
+    g: GuestModel, epoch: int, t: float, dt: float, device: DeviceQueue
+) -> Generator[Request, Reply, EpochStats]:
+    """Run one epoch of `g`; yields store requests, receives replies, returns its stats."""
+    if not g.alive:
+        g.downtime_seconds += dt
+        if t + dt >= g.down_until - 1e-9:
+            g.alive = True
+        return EpochStats(alive=False)
+    ep = EpochContext(epoch, t, dt, device, g.directives)
+    quiet = _touches(g, ep)
+    if quiet is not None:
+        return quiet
+    _faults(g, ep)
+    if not _reclaim(g, ep):  # neither RAM nor swap has room
+        return (yield from g._oom_kill(t, dt, ep.work, len(ep.pages)))
+    req = _request1(g, ep)
+    reply = (yield req) if not req.empty() else Reply()
+    _reply1(g, ep, req, reply)
+    _apply(g, ep)
+    for h in g.mechs:
+        h.settle(g, ep)
+        if ep.host_oom:  # the host could not place the guest's frames
+            return (yield from g._oom_kill(t, dt, ep.work, len(ep.pages), host=True))
+    req2 = Request(g.name, g.host, g.disk)
+    p2_writes = _concat_batches(ep.p2_through, ep.p2_wb)
+    if p2_writes is not None:
+        req2.swap = SwapOps(_E, _E, p2_writes, wait=False)  # its reply is not read
+    if len(ep.f_rd2):  # cleancache misses: what the ephemeral pool no longer held
+        req2.files = SwapOps(ep.f_rd2.astype(np.uint32), _E, None)
+    for h in g.mechs:
+        h.request(g, ep, req2, 2)
+    if not req2.empty():
+        reply2 = yield req2
+        for h in g.mechs:
+            h.reply(g, ep, req2, reply2, 2)
+        if req2.files is not None:
+            rf = reply2.files
+            where = "the file disk"
+            g._check_read(ep.f_rd2, rf.found, rf.got, where, ep.violations, ep.f_rd2_ver)
+    _count(g, ep)
+    return _time(g, ep)
+
+
+def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
+    """The epoch's touches; the rest of a quiet epoch (its stats), else None."""
+    dt = ep.dt
+    consumed = min(g.debt, dt)
+    g.debt -= consumed
+    work = dt - consumed
+    mig = g.migration
+    if mig is not None and mig.throttle and mig.active:  # auto-converge throttles the CPU
+        throttled = work * mig.throttle
+        work -= throttled
+        g.stall_seconds += throttled
+        g.stall_by_source["migration"] += throttled
+    wl_t = g.wl_epochs * dt
+    pages, writes = g.workload.touches(g.rng, wl_t, work)
+    g.wl_epochs += 1
+    if g.pending is not None:
+        pages = np.concatenate([g.pending[0], pages])
+        writes = np.concatenate([g.pending[1], writes])
+        g.pending = None
+    pin_to = g._pin_target(wl_t)
+    if pin_to > g.pinned_n:  # mlock faults the newly pinned pages in
+        newpin = np.arange(g.pinned_n, pin_to)
+        pages = np.concatenate([newpin, pages])
+        writes = np.concatenate([np.zeros(len(newpin), bool), writes])
+    elif pin_to < g.pinned_n:  # munlock: the pages become ordinary
+        g.pinned_n = pin_to
+    pages, writes = g._fit(pages, writes)
+    if mig is not None and mig.active:
+        from overcommit.migration.transfer import advance
+
+        pause = advance(mig, ep.t, dt, ep.t + consumed, pages, writes, g.loc)
+        if pause:  # stop-and-copy or remote faults: the guest owes the time
+            g.debt += pause
+            g.stall_seconds += pause
+            g.stall_by_source["migration"] += pause
+    g.counters["touches"] += len(pages)
+    uniq = _unique(pages)
+    loc_u = g.loc[uniq]
+    ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+        work,
+        pages,
+        writes,
+        pin_to,
+        uniq,
+        loc_u,
+    )
+    if g.unuse_left <= 0 and g._plain() and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
+        return g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+    return None
+
+
+def _faults(g: GuestModel, ep: EpochContext) -> None:
+    """Touched pages by location, swap readahead, `begin` hooks, the slots freed."""
+    uniq, loc_u = ep.uniq, ep.loc_u
+    untouched = loc_u == UNTOUCHED
+    f_fnew = f_file = _EI
+    if g.has_files:  # page cache: first reads and misses come from the guest's disk
+        isf_u = uniq >= g.file_lo
+        f_fnew = uniq[untouched & isf_u]
+        f_file = uniq[loc_u == FILE]
+        untouched &= ~isf_u
+    ep.f_fnew, ep.f_file = f_fnew, f_file
+    ep.f_zero = uniq[untouched]
+    ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
+    ep.f_z = f_z = uniq[loc_u == ZPOOL]
+    ep.f_sw = f_sw = uniq[loc_u == SWAP]
+    # swap-in reads an aligned cluster around each disk fault
+    ra = g.readahead
+    if len(f_sw):
+        clusters = _unique(f_sw // ra)
+        reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
+        reads = reads[reads < g.N]
+        reads = reads[g.loc[reads] == SWAP]
+    else:
+        clusters = np.empty(0, np.int64)
+        reads = f_sw
+    ep.clusters, ep.reads = clusters, reads
+    ep.need0 = len(ep.f_zero) + len(f_fs) + len(f_z) + len(reads) + len(f_fnew) + len(f_file)
+    for h in g.mechs:
+        h.begin(g, ep)
+    ep.need = ep.need0 + len(ep.pull_in)
+
+    # slots freed this epoch: written pages, faulted ones when swap is full, mechanisms' own
+    swap_full = 2 * (g.slots_used + g.zslots_used) > g.swap_slots + g.zram_slots
+    wp, wc = _counts(ep.pages[ep.writes])
+    ep.wp, ep.wc, ep.wset = wp, wc, wp
+    free_slot = wp[g.slot[wp] != NO_SLOT]
+    if swap_full:
+        free_slot = np.union1d(free_slot, np.union1d(np.union1d(f_fs, f_sw), f_z))
+    for extra in ep.free_extra:
+        free_slot = np.union1d(free_slot, extra)
+    taken = ep.taken  # an exclusive get already removed the copy (both sorted and distinct)
+    if len(taken) and len(free_slot):
+        free_slot = free_slot[~_member(free_slot, taken)]
+    slot_f = g.slot[free_slot]
+    ep.free_slot = free_slot
+    ep.fs_flush = free_slot[slot_f == FRONTSWAP]
+    ep.sw_free = free_slot[slot_f == SWAP]
+    ep.z_free = free_slot[slot_f == ZPOOL]
+
+
+def _reclaim(g: GuestModel, ep: EpochContext) -> bool:
+    """Victims, where they go and their records; False when neither RAM nor swap has room."""
+    need, free_slot = ep.need, ep.free_slot
+    free = g.free_top
+    ep.free = free
+    ep.pressure = free < g.wm_high
+    # reclaim: kswapd (async) toward the high watermark, as far as the disk lets it write;
+    # then direct reclaim (sync) for whatever the faults still need above the min watermark
+    async_want = g.wm_high - free if free < g.wm_low else 0
+    for h in g.mechs:
+        async_want = h.kswapd_goal(g, ep, async_want)
+    ep.want = async_want + max(0, g.wm_min + need - free)
+    ep.freed_disk = int(np.count_nonzero(g.slot[free_slot] != ZPOOL)) if g.zram_slots else 0
+    if not g.zram_slots:
+        room = g.swap_slots - g.slots_used + len(free_slot)
+    else:
+        freed_z = len(free_slot) - ep.freed_disk
+        room = (g.swap_slots - g.slots_used + ep.freed_disk) + (
+            g.zram_slots - g.zslots_used + freed_z
+        )
+    ep.budget = g._async_budget(ep.device, ep.dt)  # kswapd's write budget (-1: any)
+    for h in g.mechs:
+        h.reclaim_plan(g, ep)
+    want, uniq, pull_in = ep.want, ep.uniq, ep.pull_in
+    if want <= 0:  # nothing to reclaim: no scan (and no exclusion set to build)
+        victims, is_async, clean = _EI, np.zeros(0, bool), np.zeros(0, bool)
+    else:
+        exclude = np.union1d(uniq, pull_in) if len(pull_in) else uniq
+        scan = g._reclaim_order(want, exclude)
+        victims, is_async, clean = g._pick_victims(
+            scan, want, uniq, ep.loc_u, ep.pin_to, ep.wset, free, need, async_want, room, ep.budget
+        )
+    fvict = f_wb = _EI
+    f_wb_async = np.zeros(0, bool)
+    if g.has_files:  # page-cache victims: dropped if clean, else written to their file
+        isf_v = victims >= g.file_lo
+        fvict = victims[isf_v]
+        f_wb = victims[isf_v & ~clean]
+        f_wb_async = is_async[isf_v & ~clean]
+        anon = ~clean & ~isf_v
+        dirty = victims[anon]
+        dirty_async = is_async[anon]
+    else:
+        dirty = victims[~clean]
+        dirty_async = is_async[~clean]
+    ep.fvict, ep.f_wb, ep.f_wb_async, ep.f_out = fvict, f_wb, f_wb_async, f_wb
+
+    # versions the dirty victims leave with (a thrash victim was written this epoch)
+    wp, wc = ep.wp, ep.wc
+    batch = None
+    vers = g.version[dirty].copy()
+    if len(dirty):
+        if len(wp):
+            hit = wp.searchsorted(dirty)
+            was_written = (hit < len(wp)) & (wp[np.minimum(hit, len(wp) - 1)] == dirty)
+            vers[was_written] += wc[hit[was_written]].astype(np.uint32)
+        batch = g._batch(dirty, vers)
+    ep.victims, ep.is_async, ep.clean = victims, is_async, clean
+    ep.dirty, ep.dirty_async, ep.vers, ep.batch = dirty, dirty_async, vers, batch
+    ep.to_pool = np.zeros(len(dirty), bool)
+    for h in g.mechs:  # a compressed pool takes dirty victims; a remote store is tried first
+        h.take_dirty(g, ep)
+    victims, dirty, batch = ep.victims, ep.dirty, ep.batch
+    if free + len(victims) - ep.pool_growth < need:
+        reads, f_sw = ep.reads, ep.f_sw
+        extra = np.setdiff1d(reads, f_sw, assume_unique=True)
+        short = need - free - len(victims) + ep.pool_growth
+        if len(extra) < short:  # neither RAM nor swap has room
+            return False
+        ep.reads = reads = np.setdiff1d(reads, extra[len(extra) - short :], assume_unique=True)
+        need = len(ep.f_zero) + len(ep.f_fs) + len(ep.f_z) + len(reads) + len(pull_in)
+        ep.need = need + len(ep.f_fnew) + len(ep.f_file)
+    if int(np.count_nonzero(~ep.is_async)):
+        g.counters["direct_reclaims"] += 1
+
+    # page-cache victims: dirty ones are written back to their file
+    ep.fwb_batch = None
+    if len(fvict):
+        ep.f_vers = f_vers = g._leave_versions(fvict, wp, wc)
+        if len(f_wb):
+            wbm = np.isin(fvict, f_wb)
+            ep.fwb_batch = g._batch(fvict[wbm], f_vers[wbm])
+
+    # where the dirty victims go: a remote store first, the pool, or the disk
+    disk_mask = ~ep.to_pool
+    ep.disk_batch = None
+    ep.wb_batch = g._batch(ep.p1_wb, g.version[ep.p1_wb]) if len(ep.p1_wb) else None
+    if not ep.puts_first and batch is not None and disk_mask.any():
+        ep.disk_batch = batch if disk_mask.all() else batch.take(np.flatnonzero(disk_mask))
+    ep.disk_mask = disk_mask
+    ep.disk_pages = dirty[disk_mask] if not ep.puts_first else _EI
+    ep.disk_sync = ~ep.dirty_async[disk_mask] if not ep.puts_first else np.zeros(0, bool)
+    return True
+
+
+def _request1(g: GuestModel, ep: EpochContext) -> Request:
+    """Phase 1: the hooks' ops, then swap-disk reads/frees/writes and file-disk I/O."""
+    req = Request(g.name, g.host, g.disk)
+    ep.through_batch = ep.disk_batch
+    ep.disk_reads_dev = ep.reads
+    f_file = ep.f_file
+    # a page never written since the workload began holds its file's original content
+    # (version 0): nothing is stored for it to read
+    ep.f_rd1 = f_file[g.version[f_file] > 0]
+    for h in g.mechs:
+        h.request(g, ep, req, 1)
+    phase1_writes = _concat_batches(ep.through_batch, ep.wb_batch)
+    if len(ep.disk_reads_dev) or len(ep.sw_free) or phase1_writes is not None:
+        req.swap = SwapOps(
+            ep.disk_reads_dev.astype(np.uint32), ep.sw_free.astype(np.uint32), phase1_writes
+        )
+    if len(ep.f_rd1) or ep.fwb_batch is not None:
+        req.files = SwapOps(ep.f_rd1.astype(np.uint32), _E, ep.fwb_batch)
+    return req
+
+
+def _reply1(g: GuestModel, ep: EpochContext, req: Request, reply: Reply) -> None:
+    """Phase 1's answers: the hooks', then the file disk's and the swap disk's reads."""
+    ep.reply = reply
+    ep.f_miss = ep.f_file  # page-cache misses the guest's disk serves
+    ep.to_disk = ep.dirty[ep.disk_mask]
+    for h in g.mechs:
+        h.reply(g, ep, req, reply, 1)
+    violations = ep.violations
+    if req.files is not None and len(ep.f_rd1):
+        rf = reply.files
+        g._check_read(ep.f_rd1, rf.found, rf.got, "the file disk", violations)
+    if req.swap is not None:
+        rs = reply.swap
+        g._check_read(ep.disk_reads_dev, rs.found, rs.got, "swap", violations)
+        g.counters["disk_frees"] += int(rs.freed)
+
+
+def _apply(g: GuestModel, ep: EpochContext) -> None:
+    """Slots freed, victims out, pages in, the touches."""
+    for h in g.mechs:
+        h.replied(g, ep)
+    # apply: slots freed by writes, a full swap, loads and mechanisms; exclusive gets
+    free_slot = ep.free_slot
+    nz = int(np.count_nonzero(g.slot[free_slot] == ZPOOL))
+    if g.zram_slots:
+        g.zslots_used -= nz
+        g.slots_used -= len(free_slot) - nz
+    else:
+        g.slots_used -= len(free_slot)
+    g._set_slot(free_slot, NO_SLOT)
+    taken = ep.taken
+    if len(taken):
+        g._set_slot(taken, NO_SLOT)
+        g.dirty[taken] = True
+        g.slots_used -= len(taken)
+    # apply: evictions
+    victims, clean = ep.victims, ep.clean
+    g._map_out(victims)
+    if g.has_files:  # page-cache pages leave for their file on the guest's disk
+        isf_v = victims >= g.file_lo
+        cl = victims[clean & ~isf_v]
+        g._set_loc(victims[isf_v], FILE)
+    else:
+        cl = victims[clean]
+    g._set_loc(cl, g.slot[cl])
+    for h in g.mechs:
+        h.evict(g, ep)
+    g._set_loc(ep.to_disk, SWAP)
+    g._set_slot(ep.to_disk, SWAP)
+    g.dirty[victims] = False
+    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
+    if g.zram_slots:
+        g.zslots_used += n_stored
+        g.slots_used += n_dirty - n_stored
+    else:
+        g.slots_used += n_dirty
+    # apply: swap-ins and first touches
+    pull_in = ep.pull_in
+    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
+    ep.in_frames = _EI  # the frames they get (for the host's view of them)
+    if any(h.tracks_frames for h in g.mechs):
+        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    ep.newly_backed = g._map_in(incoming)
+    g._set_loc(incoming, RAM)
+    g.dirty[ep.f_zero] = True
+    g.dirty[pull_in] = True
+    g._set_slot(pull_in, NO_SLOT)
+    # apply: the touches themselves (a thrash victim was touched before it left)
+    g.version[ep.wp] += ep.wc.astype(np.uint32)
+    g.dirty[ep.wp] = True
+    g.dirty[victims] = False
+    g._touched(ep.uniq, ep.epoch)
+    g.ref[victims] = False
+    g.pinned_n = max(g.pinned_n, ep.pin_to)
+
+
+def _count(g: GuestModel, ep: EpochContext) -> None:
+    """The epoch's counters (the core's; mechanisms count in their hooks)."""
+    c = g.counters
+    ra = g.readahead
+    f_zero, f_fs, f_z, f_sw, clusters = ep.f_zero, ep.f_fs, ep.f_z, ep.f_sw, ep.clusters
+    c["evictions"] += len(ep.victims)
+    c["first_touches"] += len(f_zero)
+    c["faults"] += len(f_zero) + len(f_fs) + len(f_z) + len(f_sw)
+    c["major_faults"] += len(clusters)
+    c["readahead_pages"] += len(ep.reads) - len(f_sw)
+    disk_reads_dev = ep.disk_reads_dev
+    ep.dev_clusters = len(clusters)
+    if disk_reads_dev is not ep.reads:  # a cluster all of whose pages were cached: no I/O
+        missed = np.unique(disk_reads_dev // ra) if len(disk_reads_dev) else _EI
+        ep.dev_clusters = len(missed)
+    c["disk_reads"] += len(disk_reads_dev)
+    c["disk_read_ops"] += ep.dev_clusters
+    n_through = len(ep.through_batch) if ep.through_batch is not None else 0
+    if ep.puts_first:
+        n_through = len(ep.to_disk)
+    n_wb = (len(ep.p2_wb) if ep.p2_wb is not None else 0) + len(ep.p1_wb)
+    ep.disk_pages_written = n_through + n_wb
+    ep.write_ops = -(-n_through // SWAP_CLUSTER) + -(-n_wb // SWAP_CLUSTER)
+    c["disk_writes"] += ep.disk_pages_written
+    c["disk_write_ops"] += ep.write_ops
+    # the page cache's disk I/O: first reads and misses (pages of one readahead cluster
+    # read in one epoch share an operation), write-backs in batches
+    f_rd = np.concatenate([ep.f_fnew, ep.f_miss]) if len(ep.f_fnew) else ep.f_miss
+    ep.n_fread = n_fread = len(f_rd)
+    ep.n_fops = n_fops = len(_unique(f_rd // ra)) if n_fread else 0
+    ep.n_fwb = n_fwb = len(ep.f_wb)
+    ep.fw_ops = -(-n_fwb // SWAP_CLUSTER)
+    if g.has_files:
+        c["file_reads"] += n_fread
+        c["file_read_ops"] += n_fops
+        c["file_writes"] += n_fwb
+        c["file_write_ops"] += ep.fw_ops
+        c["file_drops"] += len(ep.fvict) - n_fwb
+        c["faults"] += len(ep.f_fnew) + len(ep.f_file)
+        c["major_faults"] += n_fops
+
+
+def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
+    """Synchronous costs on the critical path, by source; the latency histogram; stats."""
+    costs, ps, device, dt = g.costs, g.page_size, ep.device, ep.dt
+    dev = device.profile
+    f_zero, f_sw, clusters = ep.f_zero, ep.f_sw, ep.clusters
+    dev_clusters = ep.dev_clusters
+    s = dict.fromkeys(EPOCH_SOURCES, 0.0)
+    s["first_touch"] = len(f_zero) * costs.minor_fault
+    s["host_alloc"] = ep.newly_backed * costs.host_page_alloc
+    lat_sw = lat_hit = s_sw = 0.0
+    if len(clusters):
+        read_bytes = len(ep.reads) * ps / len(clusters)  # the average cluster actually read
+        lat_sw = costs.major_fault + dev.op_time(False, read_bytes) + device.wait(read_bytes)
+        lat_hit = costs.major_fault + costs.io_exit + costs.copy(read_bytes)
+        s_sw = dev_clusters * lat_sw + (len(clusters) - dev_clusters) * lat_hit
+        s_sw += (len(f_sw) - len(clusters)) * costs.minor_fault
+    s["swap_read"] = s_sw
+    # direct reclaim: the synchronous disk writes (mechanisms set what reclaim waited for)
+    ep.sync_disk = int(np.count_nonzero(ep.disk_sync))
+    ep.sync_cached = 0
+    for h in g.mechs:
+        h.stall(g, ep, s)
+    s_write = 0.0
+    sync_disk, sync_cached = ep.sync_disk, ep.sync_cached
+    if sync_disk:
+        ops = -(-sync_disk // SWAP_CLUSTER)
+        wbytes = sync_disk * ps / ops
+        s_write = ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
+    if sync_cached:
+        ops = -(-sync_cached // SWAP_CLUSTER)
+        s_write += ops * costs.io_exit + costs.copy(sync_cached * ps)
+    # the page cache: reads from the guest's disk, write-backs in direct reclaim
+    n_fread, n_fops, n_fwb = ep.n_fread, ep.n_fops, ep.n_fwb
+    lat_f = 0.0
+    if n_fread:
+        fbytes = n_fread * ps / n_fops
+        lat_f = costs.major_fault + dev.op_time(False, fbytes) + device.wait(fbytes)
+        s["file_read"] = n_fops * lat_f + (n_fread - n_fops) * costs.minor_fault
+    if g.has_files:
+        sync_fw = int(np.count_nonzero(~ep.f_wb_async))
+        sync_fw += max(0, n_fwb - sync_fw - g._async_budget(device, dt))
+        if sync_fw:
+            ops = -(-sync_fw // SWAP_CLUSTER)
+            wbytes = sync_fw * ps / ops
+            s_write += ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
+    s["reclaim_write"] = s_write
+    sources = tuple(s.values())
+    stall = sum(sources)
+    for src, v in zip(EPOCH_SOURCES, sources):
+        g.stall_by_source[src] += v
+    # fault latency histogram (one value per kind of fault this epoch)
+    g._hist_add(costs.minor_fault, len(f_zero))
+    g._hist_add(lat_sw, dev_clusters)
+    g._hist_add(lat_hit, len(clusters) - dev_clusters)
+    g._hist_add(costs.minor_fault, len(f_sw) - len(clusters))
+    if g.has_files:
+        g._hist_add(lat_f, n_fops)
+        g._hist_add(costs.minor_fault, n_fread - n_fops)
+    g._account(dt, ep.work, stall)
+    ep.violations += [("conservation", m) for m in g.conservation()]
+    n_file = len(ep.f_fnew) + len(ep.f_file)
+    return EpochStats(
+        alive=True,
+        work=ep.work,
+        stall=stall,
+        touches=len(ep.pages),
+        faults=len(f_zero) + len(ep.f_fs) + len(ep.f_z) + len(f_sw) + n_file,
+        disk_reads=len(ep.disk_reads_dev),
+        disk_writes=ep.disk_pages_written,
+        puts=ep.n_put - ep.n_fail,
+        put_failures=ep.n_fail,
+        gets=len(ep.f_fs),
+        dev_ops=dev_clusters + ep.write_ops + n_fops + ep.fw_ops,
+        dev_bytes=(len(ep.disk_reads_dev) + ep.disk_pages_written + n_fread + n_fwb) * ps,
+        hswap_ops=ep.hs_in + -(-ep.hs_out // SWAP_CLUSTER),
+        hswap_bytes=(ep.hs_in + ep.hs_out) * ps,
+        host_swap_ins=ep.hs_in,
+        double_swaps=ep.n_double,
+        file_reads=n_fread,
+        cleancache_hits=len(ep.f_file) - len(ep.f_miss),
+        violations=ep.violations,
+    )

@@ -40,8 +40,8 @@ guests:
     maxmem: 160MiB
     swap: 160MiB
     cooperative: {cooperative}
-    workload: {{kind: zipf, working_set: 150MiB, access_rate: 30k/s, write_fraction: 0.0,
-               skew: 0.3}}
+    workload: {{kind: zipf, distribution: power, working_set: 150MiB, access_rate: 30k/s,
+               write_fraction: 0.0, skew: 0.3}}
 events:
   - {{at: 4s, fail_host: host-1}}
 {extra}

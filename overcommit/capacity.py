@@ -562,6 +562,9 @@ def start_ray(num_cpus: int | None = None) -> bool:
     # workers import overcommit from where this process did, installed or not
     here = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    from overcommit.cluster.ray_runtime import quiet_ray
+
+    quiet_ray()
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             ray.init(

@@ -62,11 +62,25 @@ async def drive_async(gen: Generator[Any, Any, Any], execute: Callable[[Any], An
         return stop.value
 
 
-def _lost(req: Any, exc: BaseException) -> InfrastructureError:
+def _lost(req: Any, exc: BaseException, timeout: float | None = None) -> InfrastructureError:
     where = getattr(req, "guest", None)
     host = getattr(req, "host", "?")
     who = f"guest {where} on host {host}" if where else f"host {host}"
+    if isinstance(exc, redis.TimeoutError) and timeout is not None:
+        exc = redis.TimeoutError(f"no reply within {timeout:g} s (redis.timeout)")
     return InfrastructureError(f"lost contact with a Redis store while serving {who}: {exc}")
+
+
+def say_waiting(target: Any, waited: float, bound: float) -> None:
+    """Tell the console what a run waits for (a store that does not answer)."""
+    import sys
+
+    where = "shared storage" if target == SHARED_SERVER else f"host {target}"
+    print(
+        f"waiting for the Redis store of {where} ({waited:.0f} s of {bound:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class SyncExecutor:
@@ -83,6 +97,7 @@ class SyncExecutor:
         self.ops = StoreOps(prefix, payload, page_size)
         self.hosts = {h: ScriptRunner(c) for h, c in host_clients.items()}
         self.shared = ScriptRunner(shared)
+        self.timeout: float | None = None  # the clients' socket timeout (for messages)
 
     def bind(self, host: str, client: redis.Redis | None) -> None:
         """Point `host` at a new server (None: the host is gone)."""
@@ -107,7 +122,7 @@ class SyncExecutor:
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
-            raise _lost(req, exc) from exc
+            raise _lost(req, exc, self.timeout) from exc
 
 
 class AsyncExecutor:
@@ -254,10 +269,15 @@ class InlineRuntime:
             h = placement[spec.name]
             self.guests[h].append(GuestRunner(build_guest(sc, spec, h)))
         self.by_name = {g.name: g for gs in self.guests.values() for g in gs}
-        clients = {h: fleet.host(h).client() for h in self.host_names}
-        shared = fleet.shared.client()
+        # a store that leaves a request unanswered for redis.timeout is lost (a hung server)
+        self.timeouts = {"socket_timeout": sc.redis.timeout}
+        clients = {h: fleet.host(h).client(**self.timeouts) for h in self.host_names}
+        shared = fleet.shared.client(**self.timeouts)
         self.execute = SyncExecutor(clients, shared, self.prefix, sc.payload, sc.page_size)
-        self.mux = StoreMux({**clients, SHARED_SERVER: shared})  # same clients, own connections
+        self.execute.timeout = sc.redis.timeout
+        self.mux = StoreMux(  # same clients, own connections
+            {**clients, SHARED_SERVER: shared}, sc.redis.timeout, say_waiting
+        )
         self.calls = 0
 
     def _host(self, name: str) -> HostRunner:
@@ -325,7 +345,7 @@ class InlineRuntime:
         return []
 
     def _rebind(self, host: str) -> None:
-        client = self.fleet.host(host).client()
+        client = self.fleet.host(host).client(**self.timeouts)
         self.execute.bind(host, client)
         self.mux.bind(host, client)
 

@@ -481,15 +481,28 @@ def run_sweep(
                     break
                 store(run, execute_run(run.scenario, str(out_dir / run.dir)))
     except KeyboardInterrupt:
+        _write_report(plan, outcome, "interrupted by SIGINT")
         raise SweepInterrupted(outcome) from None
     if stopping() and outcome.executed < len(todo):
+        _write_report(plan, outcome, f"stopped after {stop_after} executed run(s)")
         raise SweepInterrupted(outcome)
-    outcome.rows = _plan_rows(plan, outcome.rows)
-    outcome.report = sweep_report(plan, outcome)
+    _write_report(plan, outcome, None)
+    return outcome
+
+
+def _write_report(plan: SweepPlan, outcome: SweepOutcome, stopped: str | None) -> None:
+    """Write sweep.json: `status` complete, or aborted with the `reason` and the `finished`
+    runs' directories (stored so far; the same command resumes the rest)."""
     from overcommit.output import write_json
 
-    write_json(out_dir / SWEEP_JSON, outcome.report)
-    return outcome
+    outcome.rows = _plan_rows(plan, outcome.rows)
+    report = sweep_report(plan, outcome)
+    marks: dict[str, Any] = {"status": "complete"}
+    if stopped is not None:
+        done = list(outcome.rows["dir"]) if len(outcome.rows) else []
+        marks = {"status": "aborted", "reason": stopped, "finished": done}
+    outcome.report = {"schema": report["schema"], **marks, **report}
+    write_json(outcome.out_dir / SWEEP_JSON, outcome.report)
 
 
 def _keys(plan: SweepPlan) -> set[str]:

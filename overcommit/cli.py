@@ -527,7 +527,8 @@ def _execute_sweep(plan: Any, out_dir: Path, parallel: int | None, quiet: bool) 
             err.print(
                 f"interrupted: {o.executed} executed, {o.skipped} skipped, "
                 f"{len(o.plan.runs) - o.executed - o.skipped} left; finished runs are stored in "
-                f"{out_dir / 'results.parquet'}; run the same command again to resume",
+                f"{out_dir / 'results.parquet'} and listed in {out_dir / 'sweep.json'}; "
+                "run the same command again to resume",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -130,7 +130,7 @@ def test_store_killed_mid_run_keeps_the_run(tmp_path, kind, guests):
     try:
         server = _wait_for(proc.pid, "host-1")
         servers = _servers(proc.pid)
-        time.sleep(3.0)  # into the epoch loop
+        time.sleep(25.0 if kind == "ray" else 3.0)  # into the epoch loop (Ray starts slowly)
         server.kill()
         stdout, stderr = _finish(proc)
     finally:
@@ -206,3 +206,57 @@ def test_normal_run_is_complete_quiet_and_leaves_nothing(tmp_path, kind, guests)
     for noise in ("raylet", "WARNING", "worker processes", "Token authentication"):
         assert noise not in console, console
     assert _leftovers(own) == []
+
+
+def _small(tmp: Path, mechanism: str = "frontswap"):
+    from overcommit.config import load_scenario_text
+
+    text = SCENARIO.format(duration="4s", kind="inline", guests="packed", count=6)
+    return load_scenario_text(text.replace("frontswap", mechanism), str(tmp / "abort.yaml"))
+
+
+def _kill_host_1_at(epoch: int):
+    def hook(e: int, runtime, fleet) -> None:
+        if e >= epoch:
+            fleet.host("host-1").kill()
+
+    return hook
+
+
+def test_compare_stopped_by_a_lost_store_keeps_the_finished_runs(tmp_path):
+    from overcommit.cluster.engine import run_scenario
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.compare import run_compare
+
+    runs = [("none", _small(tmp_path, "none")), ("frontswap", _small(tmp_path))]
+
+    def run(sc, out_dir):  # the second run loses host-1's store mid-run
+        hook = _kill_host_1_at(10) if sc.mechanism == "frontswap" else None
+        return run_scenario(sc, out_dir=out_dir, on_window=hook)
+
+    with pytest.raises(InfrastructureError):
+        run_compare(runs, tmp_path / "cmp", run=run)
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert report["status"] == "aborted" and "host-1" in report["reason"]
+    assert list(report["mechanisms"]) == ["none"]  # the finished run only
+    assert report["stopped_run"] == str(tmp_path / "cmp" / "frontswap-s5")
+    stopped = json.loads((tmp_path / "cmp" / "frontswap-s5" / "summary.json").read_text())
+    assert stopped["status"] == "aborted" and stopped["last_epoch"] >= 9
+    finished = json.loads((tmp_path / "cmp" / "none-s5" / "summary.json").read_text())
+    assert finished["status"] == "complete" and "reason" not in finished
+
+
+def test_report_marks_an_aborted_run(tmp_path):
+    from overcommit.cluster.engine import run_scenario
+    from overcommit.cluster.runtime import InfrastructureError
+    from overcommit.report import write_report
+
+    out = tmp_path / "run"
+    with pytest.raises(InfrastructureError) as stopped:
+        run_scenario(_small(tmp_path), out_dir=out, on_window=_kill_host_1_at(10))
+    assert stopped.value.partial.out_dir == out
+    page = write_report(out).read_text()
+    assert "RUN ABORTED" in page and "lost contact with" in page
+    complete = tmp_path / "complete"
+    run_scenario(_small(tmp_path), out_dir=complete)
+    assert "RUN ABORTED" not in write_report(complete).read_text()

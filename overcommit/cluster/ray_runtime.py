@@ -429,6 +429,19 @@ def _deaths() -> tuple[type[BaseException], ...]:
     return (ex.RayActorError, getattr(ex, "ActorUnavailableError", ex.RayActorError))
 
 
+def _store_lost(exc: Any) -> BaseException:
+    """An actor's call failed: a store it lost is an infrastructure failure (named after the
+    host whose store it was, when the actor said); anything else stays what it was."""
+    import redis
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, InfrastructureError):
+        return cause
+    if isinstance(cause, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return InfrastructureError(f"lost contact with a Redis store of the run: {cause}")
+    return exc
+
+
 def check_address(address: str, timeout: float = 3.0) -> None:
     """Fail fast when a HOST:PORT or ray://HOST:PORT address has nothing listening."""
     target = address.split("://", 1)[-1]
@@ -595,6 +608,8 @@ class RayRuntime:
             return ray.get(refs)
         except ray.exceptions.RayActorError as exc:
             raise InfrastructureError(f"a Ray actor of the run died unexpectedly: {exc}") from None
+        except ray.exceptions.RayTaskError as exc:
+            raise _store_lost(exc) from None
 
     def start(self) -> int:
         import redis
@@ -643,6 +658,8 @@ class RayRuntime:
         for h, ref in zip(names, refs):
             try:
                 results.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:
+                raise _store_lost(exc) from None
             except _deaths() as exc:
                 if not self.detect_deaths:
                     raise InfrastructureError(

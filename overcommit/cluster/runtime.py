@@ -12,6 +12,8 @@ computes while the servers work); single requests outside windows go through `Sy
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -83,6 +85,41 @@ def say_waiting(target: Any, waited: float, bound: float) -> None:
     )
 
 
+class _Watch:
+    """Says on the console which store a synchronous request has waited for, about every
+    third of the bound (a daemon thread that only reads what the caller posts)."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self.busy: tuple[Any, float] | None = None  # (server, since when)
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def begin(self, target: Any) -> None:
+        self.busy = (target, time.monotonic())
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="store-watch", daemon=True)
+            self.thread.start()
+
+    def end(self) -> None:
+        self.busy = None
+
+    def _loop(self) -> None:
+        step = min(10.0, max(1.0, self.bound / 3))
+        said: tuple[Any, int] | None = None
+        while not self.stopped.wait(0.25):
+            busy = self.busy
+            if busy is None:
+                continue
+            k = int((time.monotonic() - busy[1]) / step)
+            if k >= 1 and (busy, k) != said:
+                say_waiting(busy[0], k * step, self.bound)
+                said = (busy, k)
+
+    def close(self) -> None:
+        self.stopped.set()
+
+
 class SyncExecutor:
     """Answers store requests with synchronous clients (one round trip per operation)."""
 
@@ -98,6 +135,7 @@ class SyncExecutor:
         self.hosts = {h: ScriptRunner(c) for h, c in host_clients.items()}
         self.shared = ScriptRunner(shared)
         self.timeout: float | None = None  # the clients' socket timeout (for messages)
+        self.watch: _Watch | None = None  # set with the timeout: the console hears of waits
 
     def bind(self, host: str, client: redis.Redis | None) -> None:
         """Point `host` at a new server (None: the host is gone)."""
@@ -114,6 +152,8 @@ class SyncExecutor:
             while True:
                 role, op = step
                 runner = self.shared if role == SHARED else host
+                if self.watch is not None:
+                    self.watch.begin(SHARED_SERVER if role == SHARED else req.host)
                 if isinstance(op, Posted):  # answered like any other here
                     run_sync(runner, op.what)
                     step = plan.send(None)
@@ -123,6 +163,13 @@ class SyncExecutor:
             return stop.value
         except _LOST as exc:
             raise _lost(req, exc, self.timeout) from exc
+        finally:
+            if self.watch is not None:
+                self.watch.end()
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
 
 
 class AsyncExecutor:
@@ -275,6 +322,7 @@ class InlineRuntime:
         shared = fleet.shared.client(**self.timeouts)
         self.execute = SyncExecutor(clients, shared, self.prefix, sc.payload, sc.page_size)
         self.execute.timeout = sc.redis.timeout
+        self.execute.watch = _Watch(sc.redis.timeout)
         self.mux = StoreMux(  # same clients, own connections
             {**clients, SHARED_SERVER: shared}, sc.redis.timeout, say_waiting
         )
@@ -423,3 +471,4 @@ class InlineRuntime:
     def close(self) -> None:
         """Close the mux's connections (the fleet is the driver's)."""
         self.mux.close()
+        self.execute.close()

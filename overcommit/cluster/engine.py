@@ -610,7 +610,11 @@ def _run(
     except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
         # the run stops here: keep what the complete epochs computed, with the reason
         recorder.truncate(done)
-        exc.partial = conclude(done, [], [], windows, stale_keys, abort_reason(exc))  # type: ignore[union-attr]
+        try:
+            partial = conclude(done, [], [], windows, stale_keys, abort_reason(exc))
+        except Exception:  # never hide why the run stopped; the caller writes an empty run
+            partial = None
+        exc.partial = partial  # type: ignore[union-attr]
         raise
     return conclude(epochs, finals, host_summaries, windows, stale_keys, None)
 

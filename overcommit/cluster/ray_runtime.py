@@ -55,8 +55,12 @@ def quiet_ray() -> None:
     Ray prints those messages (e.g. "N PYTHON worker processes have been started on node ...",
     printed when many actors start) from a thread of its own, whatever `log_to_driver` says;
     call this before `ray.init` unless the user asked for Ray's output (`--verbose`).
-    Messages from workers (`log_to_driver`) are not affected.
+    A caller that redirected `sys.stdout` (a drill keeps the raylet's reports of the nodes it
+    removed in the run directory) still gets them there. Messages from workers
+    (`log_to_driver`) are not affected.
     """
+    import sys
+
     import ray._private.worker as worker
 
     show = worker.print_to_stdstream
@@ -64,7 +68,7 @@ def quiet_ray() -> None:
         return
 
     def drop_raylet(data: dict, ignore_prefix: bool) -> None:
-        if data.get("pid") != "raylet":
+        if data.get("pid") != "raylet" or sys.stdout is not sys.__stdout__:
             show(data, ignore_prefix)
 
     drop_raylet.quiet = True  # type: ignore[attr-defined]

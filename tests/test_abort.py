@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,16 @@ guests:
 """
 
 
+_OWN: list[Path] = []  # the runs' own temporary directories, removed after each test
+
+
+@pytest.fixture(autouse=True)
+def _remove_own_tmp():
+    yield
+    while _OWN:
+        shutil.rmtree(_OWN.pop(), ignore_errors=True)
+
+
 def _start(
     tmp: Path,
     duration: str,
@@ -58,6 +69,7 @@ def _start(
     cfg = tmp / "abort.yaml"
     cfg.write_text(SCENARIO.format(duration=duration, kind=kind, guests=guests, count=count))
     own = Path(tempfile.mkdtemp(prefix="oc-t-", dir="/tmp"))  # short: unix socket paths
+    _OWN.append(own)
     env = {**os.environ, "TMPDIR": str(own)}
     out = tmp / "run"
     cmd = [*CLI, "run", str(cfg), "--out", str(out), "--no-report", "-q", *extra]

@@ -86,6 +86,9 @@ def main() -> None:
     args = ap.parse_args()
     reply = window_reply()
     size = len(pickle.dumps(reply, protocol=5))
+    from overcommit.cluster.ray_runtime import quiet_ray
+
+    quiet_ray()  # no raylet warnings on the console
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, num_cpus=2)
     base = measure_pickle(reply, args.calls)
     cpu = platform.processor() or platform.machine()

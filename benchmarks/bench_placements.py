@@ -46,6 +46,9 @@ def main() -> None:
     if any(n != "inline" for n in names):
         import ray
 
+        from overcommit.cluster.ray_runtime import quiet_ray
+
+        quiet_ray()  # no raylet warnings on the console
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = {}
     summaries = {}

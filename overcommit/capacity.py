@@ -481,15 +481,28 @@ def run_sweep(
                     break
                 store(run, execute_run(run.scenario, str(out_dir / run.dir)))
     except KeyboardInterrupt:
+        _write_report(plan, outcome, "interrupted by SIGINT")
         raise SweepInterrupted(outcome) from None
     if stopping() and outcome.executed < len(todo):
+        _write_report(plan, outcome, f"stopped after {stop_after} executed run(s)")
         raise SweepInterrupted(outcome)
-    outcome.rows = _plan_rows(plan, outcome.rows)
-    outcome.report = sweep_report(plan, outcome)
+    _write_report(plan, outcome, None)
+    return outcome
+
+
+def _write_report(plan: SweepPlan, outcome: SweepOutcome, stopped: str | None) -> None:
+    """Write sweep.json: `status` complete, or aborted with the `reason` and the `finished`
+    runs' directories (stored so far; the same command resumes the rest)."""
     from overcommit.output import write_json
 
-    write_json(out_dir / SWEEP_JSON, outcome.report)
-    return outcome
+    outcome.rows = _plan_rows(plan, outcome.rows)
+    report = sweep_report(plan, outcome)
+    marks: dict[str, Any] = {"status": "complete"}
+    if stopped is not None:
+        done = list(outcome.rows["dir"]) if len(outcome.rows) else []
+        marks = {"status": "aborted", "reason": stopped, "finished": done}
+    outcome.report = {"schema": report["schema"], **marks, **report}
+    write_json(outcome.out_dir / SWEEP_JSON, outcome.report)
 
 
 def _keys(plan: SweepPlan) -> set[str]:
@@ -562,6 +575,9 @@ def start_ray(num_cpus: int | None = None) -> bool:
     # workers import overcommit from where this process did, installed or not
     here = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    from overcommit.cluster.ray_runtime import quiet_ray
+
+    quiet_ray()
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             ray.init(

@@ -232,10 +232,21 @@ def _execute(sc: Scenario, out_dir: Path, quiet: bool, verbose: bool = False) ->
         except PreflightError as exc:
             raise _fail(str(exc)) from None
         except (InfrastructureError, RedisUnavailable) as exc:
-            raise _fail(f"infrastructure failure, run stopped: {exc}") from None
-        except KeyboardInterrupt:
-            err.print("interrupted; stores stopped, no run directory written")
-            raise typer.Exit(130) from None
+            _fail(f"infrastructure failure, run stopped: {exc}")
+            raise typer.Exit(_aborted(exc, 2)) from None
+        except KeyboardInterrupt as exc:
+            err.print("interrupted; stores stopped")
+            raise typer.Exit(_aborted(exc, 130)) from None
+        except SystemExit as exc:  # SIGTERM
+            raise typer.Exit(_aborted(exc, exc.code if isinstance(exc.code, int) else 1)) from None
+
+
+def _aborted(exc: BaseException, code: int) -> int:
+    """Name the run directory an aborted run wrote (status `aborted`); returns `code`."""
+    partial = getattr(exc, "partial", None)
+    if partial is not None and partial.out_dir is not None:
+        out.print(f"run directory (aborted): {partial.out_dir}", highlight=False)
+    return code
 
 
 def _fmt_s(v: float) -> str:
@@ -578,7 +589,8 @@ def _execute_sweep(plan: Any, out_dir: Path, parallel: int | None, quiet: bool) 
             err.print(
                 f"interrupted: {o.executed} executed, {o.skipped} skipped, "
                 f"{len(o.plan.runs) - o.executed - o.skipped} left; finished runs are stored in "
-                f"{out_dir / 'results.parquet'}; run the same command again to resume",
+                f"{out_dir / 'results.parquet'} and listed in {out_dir / 'sweep.json'}; "
+                "run the same command again to resume",
                 highlight=False,
                 soft_wrap=True,
             )

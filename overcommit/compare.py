@@ -116,14 +116,20 @@ def run_compare(
     run: Callable[..., Any] | None = None,
 ) -> dict:
     """Run every scenario, write each run directory and `compare.json`; returns its content."""
-    from overcommit.cluster.engine import run_scenario
+    from overcommit.cluster.engine import run_scenario, study_status
+    from overcommit.cluster.runtime import InfrastructureError
     from overcommit.output import write_json
 
     run = run or run_scenario
     done: list[CompareRun] = []
     for i, (mech, sc) in enumerate(runs):
         cr = CompareRun(mech, sc.seed, out_dir / f"{mech}-s{sc.seed}")
-        result = run(sc, out_dir=cr.out_dir)
+        try:
+            result = run(sc, out_dir=cr.out_dir)
+        except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:  # keep what is done
+            report = summarise(runs[0][1], done)
+            write_json(out_dir / "compare.json", study_status(report, exc, cr.out_dir))
+            raise
         cr.valid = result.valid
         cr.exit_code = result.exit_code
         cr.figures = figures(result.summary)
@@ -132,7 +138,7 @@ def run_compare(
         done.append(cr)
         if on_run is not None:
             on_run(i, cr)
-    report = summarise(runs[0][1] if runs else None, done)
+    report = study_status(summarise(runs[0][1] if runs else None, done), None)
     write_json(out_dir / "compare.json", report)
     return report
 

@@ -198,21 +198,19 @@ def run_drill(
     on_run: Callable[[int, DrillRun], None] | None = None,
 ) -> dict:
     """Run every scenario, write each run directory and `drill.json`; returns its content."""
-    from overcommit.cluster.engine import run_scenario
+    from overcommit.cluster.engine import study_status
+    from overcommit.cluster.runtime import InfrastructureError
     from overcommit.output import write_json
 
     done: list[DrillRun] = []
     for i, (mech, sc) in enumerate(runs):
         dr = DrillRun(mech, sc.seed, out_dir / f"{mech}-s{sc.seed}")
-        if real:
-            # Ray reports each removed node's death ("Raylet is terminated ...") on this
-            # process's stdout; those expected reports go to the run directory instead
-            ray_says = io.StringIO()
-            with contextlib.redirect_stdout(ray_says), real_faults(sc) as rf:
-                result = run_scenario(sc, out_dir=dr.out_dir, address=rf.address, real_faults=rf)
-            (dr.out_dir / "ray-messages.txt").write_text(ray_says.getvalue())
-        else:
-            result = run_scenario(sc, out_dir=dr.out_dir)
+        try:
+            result = _drill_run(sc, dr, real)
+        except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:  # keep what is done
+            report = summarise(runs[0][1], done, real)
+            write_json(out_dir / "drill.json", study_status(report, exc, dr.out_dir))
+            raise
         dr.valid = result.valid
         dr.exit_code = result.exit_code
         hyp = result.summary["hypothesis"]
@@ -222,9 +220,23 @@ def run_drill(
         done.append(dr)
         if on_run is not None:
             on_run(i, dr)
-    report = summarise(runs[0][1] if runs else None, done, real)
+    report = study_status(summarise(runs[0][1] if runs else None, done, real), None)
     write_json(out_dir / "drill.json", report)
     return report
+
+
+def _drill_run(sc: Scenario, dr: DrillRun, real: bool) -> Any:
+    from overcommit.cluster.engine import run_scenario
+
+    if not real:
+        return run_scenario(sc, out_dir=dr.out_dir)
+    # Ray reports each removed node's death ("Raylet is terminated ...") on this process's
+    # stdout; those expected reports go to the run directory instead
+    ray_says = io.StringIO()
+    with contextlib.redirect_stdout(ray_says), real_faults(sc) as rf:
+        result = run_scenario(sc, out_dir=dr.out_dir, address=rf.address, real_faults=rf)
+    (dr.out_dir / "ray-messages.txt").write_text(ray_says.getvalue())
+    return result
 
 
 def summarise(scenario: Scenario | None, done: list[DrillRun], real: bool) -> dict:

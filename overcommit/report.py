@@ -246,6 +246,7 @@ def _run_body(d: Path) -> str:
     parts = [
         f"<h1>{html.escape(name)} · {html.escape(str(summary.get('mechanism')))} · seed "
         f"{summary.get('seed')}</h1>",
+        _aborted_banner(summary),
         _headline(run_headline(summary, events, guests)),
         _verdict(summary),
     ]
@@ -275,6 +276,19 @@ def _run_body(d: Path) -> str:
             )
         )
     return _page(f"overcommit run {name}", parts)
+
+
+def _aborted_banner(summary: dict) -> str:
+    """A run that stopped early says so first, with its reason ("" for a complete run)."""
+    if summary.get("status", "complete") == "complete":
+        return ""
+    last = summary.get("last_epoch")
+    upto = "no epoch completed" if last is None else f"series up to epoch {last}"
+    return (
+        "<p class='bad' role='alert' style='border:2px solid #b00;padding:.5em'>"
+        f"<b>RUN ABORTED</b> — {html.escape(str(summary.get('reason')))} "
+        f"({upto}, {_fmt(summary.get('emulated_seconds'))} s emulated)</p>"
+    )
 
 
 def _verdict(summary: dict) -> str:

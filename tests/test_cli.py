@@ -224,7 +224,9 @@ def test_signal_mid_run_leaves_no_redis_server(tmp_path, sig, code):
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert _wait_gone(servers) == []
-    assert not (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())  # what it computed is kept
+    assert summary["status"] == "aborted"
+    assert summary["reason"] == f"interrupted by {signal.Signals(sig).name}"
 
 
 def test_normal_run_leaves_no_redis_server(tmp_path):

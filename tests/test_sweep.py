@@ -107,7 +107,9 @@ def test_2x2x2_sweep_stores_8_real_rows_and_resumes_only_the_missing(tmp_path):
     assert stopped.value.outcome.executed == 3
     stored = pd.read_parquet(tmp_path / RESULTS)
     assert len(stored) == 3 and stored["key"].is_unique
-    assert not (tmp_path / "sweep.json").exists()
+    partial = json.loads((tmp_path / "sweep.json").read_text())  # lists what finished
+    assert partial["status"] == "aborted" and partial["reason"] == "stopped after 3 executed run(s)"
+    assert sorted(partial["finished"]) == sorted(stored["dir"]) and len(partial["finished"]) == 3
 
     outcome = run_sweep(plan, tmp_path, parallel=2)
     assert (outcome.executed, outcome.skipped) == (5, 3)
@@ -123,6 +125,7 @@ def test_2x2x2_sweep_stores_8_real_rows_and_resumes_only_the_missing(tmp_path):
         assert r["status"] == "done" and r["valid"] and r["exit_code"] == 0
         assert "disk_pages" in r and "fault_latency_p99" in r
     report = json.loads((tmp_path / "sweep.json").read_text())
+    assert report["status"] == "complete" and "finished" not in report
     assert report["runs"]["executed"] == 5 and report["runs"]["skipped"] == 3
     assert report["runs"]["planned"] == 8
 

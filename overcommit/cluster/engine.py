@@ -11,10 +11,13 @@ which hosts answer, so the same config and seed give the same summary, series an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import operator
 import platform
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -274,6 +277,53 @@ def run_scenario(
     preflight(scenario)
     plan = Plan(scenario)
     wall0 = time.perf_counter()
+    times: dict[str, float] = {}
+    try:
+        result = _in_stores(
+            scenario,
+            plan,
+            wall0,
+            times,
+            progress,
+            workdir,
+            on_window,
+            address,
+            verbose,
+            real_faults,
+        )
+    except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
+        # keep what the run computed: the complete epochs, or (stopped before the first
+        # window) an empty run, written with status `aborted` and the reason
+        result = getattr(exc, "partial", None) or _empty_result(scenario, plan, abort_reason(exc))
+        exc.partial = result  # type: ignore[union-attr]
+        _write(result, out_dir, wall0, times)
+        raise
+    _write(result, out_dir, wall0, times)
+    return result
+
+
+def _write(result: RunResult, out_dir: Path | None, wall0: float, times: dict) -> None:
+    result.summary["run"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
+    setup = times.get("setup")
+    result.summary["run"]["setup_seconds"] = None if setup is None else round(setup, 3)
+    if out_dir is not None:
+        write_run_dir(out_dir, result.summary, result.guests, result.hosts, result.events)
+        result.out_dir = out_dir
+
+
+def _in_stores(
+    scenario: Any,
+    plan: Plan,
+    wall0: float,
+    times: dict[str, float],
+    progress: ProgressFn | None,
+    workdir: Path | None,
+    on_window: WindowHook | None,
+    address: str | None,
+    verbose: bool,
+    real_faults: Any,
+) -> RunResult:
+    """Start the stores and the runtime, run, and stop them all on every way out."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="overcommit-redis-", dir=workdir) as tmp:
@@ -297,7 +347,12 @@ def run_scenario(
                 from overcommit.cluster.ray_runtime import RayRuntime
 
                 runtime = RayRuntime(
-                    scenario, plan.placement, fleet.shared.url, address=address, verbose=verbose
+                    scenario,
+                    plan.placement,
+                    fleet.shared.url,
+                    address=address,
+                    verbose=verbose,
+                    workdir=Path(tmp),
                 )
             else:
                 runtime = InlineRuntime(scenario, plan.placement, fleet)
@@ -306,18 +361,54 @@ def run_scenario(
                 if not on_ray:
                     raise InfrastructureError("real faults need the ray runtime")
                 runtime.detect_deaths = True
-            setup = time.perf_counter() - wall0  # stores started, hosts and guests placed
-            result = _run(scenario, plan, runtime, progress, hook, real_faults)
+            times["setup"] = time.perf_counter() - wall0  # stores started, hosts placed
+            return _run(scenario, plan, runtime, progress, hook, real_faults)
         finally:
             if runtime is not None:
                 runtime.close()
             fleet.stop_all()
-    result.summary["run"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
-    result.summary["run"]["setup_seconds"] = round(setup, 3)
-    if out_dir is not None:
-        write_run_dir(out_dir, result.summary, result.guests, result.hosts, result.events)
-        result.out_dir = out_dir
-    return result
+
+
+class _NoRuntime:
+    """Stands for the runtime of a run stopped before its runtime started."""
+
+    calls = 0
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+def _empty_result(scenario: Any, plan: Plan, reason: str) -> RunResult:
+    """The result of a run stopped before its first epoch completed."""
+    sc = scenario
+    recorder = Recorder(plan.guest_names, plan.guest_hosts, plan.host_names, 0, sc.epoch)
+    ctl = Controller(sc, plan, min_detection=max(1, round(sc.sync_window / sc.epoch)))
+    keyed = [
+        (
+            (0, -1, i),
+            {"t": 0.0, "epoch": 0, "kind": "boot", "guest": g.name, "host": plan.placement[g.name]}
+            | {"memory": g.memory, "maxmem": g.maxmem},
+        )
+        for i, g in enumerate(plan.specs)
+    ]
+    return _conclude(
+        sc,
+        plan,
+        _NoRuntime(sc.runtime.kind),
+        recorder,
+        checkers.CheckLog(),
+        keyed,
+        ctl,
+        Migrations(sc, plan, ctl),
+        {s.name: fresh_carry(s) for s in plan.specs},
+        dict.fromkeys(FAILOVER_COUNTERS, 0),
+        0,
+        [],
+        [],
+        0,
+        0,
+        reason,
+    )
 
 
 def _timeline(sc: Any, epochs: int) -> list[tuple[int, int, Any]]:
@@ -385,7 +476,6 @@ def _run(
     def log(e: int, kind: str, key: tuple[int, int], **fields: Any) -> None:
         keyed.append(((e, *key), {"t": round(e * dt, 9), "epoch": e, "kind": kind, **fields}))
 
-    stale_keys = runtime.start()
     for i, spec in enumerate(plan.specs):
         log(
             0,
@@ -406,104 +496,174 @@ def _run(
     fo = dict.fromkeys(FAILOVER_COUNTERS, 0)
     ev_iter = 0
     windows = 0
-    e0 = 0
-    while e0 < epochs:
-        ops = nbytes = 0
-        while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
-            _, order, ev = timeline[ev_iter]
-            ctx = _EventContext(
-                sc, runtime, ctl, faults, carries, status, fo, log, e0, order, real_faults, mig
-            )
-            extra = _apply_event(ev, ctx)
-            if extra is not None:
-                ops += extra.dev_ops
-                nbytes += extra.dev_bytes
-                for check, message in extra.violations:
-                    checks.add(check, [message], f"epoch {e0}: ")
-            ev_iter += 1
-        faults.apply(e0)
-        restarts, needs, failed = ctl.step(e0, {h: status[h] for h in status if ctl.alive[h]})
-        for k, (guest, host, carry, downtime) in enumerate(restarts):
-            boot = Boot(e0, e0 * dt, downtime, sc.ha.boot_time)
-            runtime.restart_guest(guest, host, carry, boot)
-            fo["ha_restarts"] += 1
-            log(
-                e0,
-                "ha_restart",
-                (0, 10_000 + k),
-                guest=guest,
-                host=host,
-                incarnation=carry["incarnation"] + 1,
-                downtime_seconds=round(downtime, 9),
-            )
-        for k, (guest, reason) in enumerate(failed):
-            fo["restart_failures"] += 1
-            log(e0, "restart_failed", (0, 20_000 + k), guest=guest, reason=reason)
-        for k, (host, pages) in enumerate(sorted(needs.items())):
-            if faults.needs.get(host, 0) == 0:
-                log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
-        refused, mneeds = mig.step(e0, status, plan.mechanism.guest_features, tmem_held)
-        for k, rec in enumerate(refused):
-            log(e0, "migration_refused", (0, 40_000 + k), guest=rec["guest"], reason=rec["outcome"])
-            mig.records.append(rec)
-        for host, pages in mneeds.items():
-            needs[host] = needs.get(host, 0) + pages
-        for k, (host, pages) in enumerate(sorted(mneeds.items())):
-            if faults.needs.get(host, 0) == 0:
-                log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
-        faults.needs = needs
-        orders = mig.orders(faults.net_factor)
-        # the window ends at the next grid point, event, controller action or end of a
-        # slowdown; while a migration runs, after one epoch
-        later = [(e0 // per_window + 1) * per_window, *ctl.wake_epochs(), *faults.cuts()]
-        later += [x for x in event_epochs if x > e0]
-        e1 = min([epochs, *(x for x in later if x > e0), *([e0 + 1] if mig.busy else [])])
-        windows += 1
-        reports = {}
-        for hw in runtime.run_window(e0, e1, dt, device, needs, orders, ctl.promised_pages()):
-            recorder.record_host(e0, e1, hw)
-            status[hw.name] = hw.status
-            ctl.reported(hw.name, [gw.name for gw in hw.guests])
-            for gw in hw.guests:
-                recorder.record_guest(e0, e1, gw, hw.name)
-                carries[gw.name] = gw.carry
-                reports[gw.name] = gw
-                tmem_held[gw.name] = gw.state.tmem_pages if gw.state is not None else 0
-                for e, kind, fields in gw.events:
-                    log(e, kind, (1, gindex[gw.name]), **fields)
-            for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
-                checks.add(check, [message], f"epoch {e}: ")
-            ops += hw.dev_ops
-            nbytes += hw.dev_bytes
-        for k, host in enumerate(runtime.take_lost() if real_faults is not None else ()):
-            # a real fault: the host's actor died in this window; it failed at the window's
-            # start (its guests ran nothing since), logged so that a replay is exact
-            ctx = _EventContext(
-                sc, runtime, ctl, faults, carries, status, fo, log, e0, 50_000 + k, None, mig
-            )
-            _fail_host(host, ctx, {"detected": "the host's Ray actor died"})
-        device.close_window(ops, nbytes, (e1 - e0) * dt)
-        if plan.mechanism.guest_uses_tmem:
-            for problems in runtime.pool_counts():
-                checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
-        for g, r in mig.running.items():
-            gw = reports.get(g)
-            if gw is not None and gw.stream:
-                runtime.stream(g, r.dest, [p for p, _ in gw.stream], [v for _, v in gw.stream])
-        for k, (kind, fields) in enumerate(mig.after_window(e1, reports, runtime)):
-            log(e1, kind, (-2, k), **fields)
-        if progress is not None:
-            slowest = getattr(runtime, "slowest", None)
-            progress(
-                e1 * dt,
-                epochs * dt,
-                {"epochs": e1, "windows": windows, "slowest_host": slowest},
-            )
-        if hook is not None:
-            hook(e1)
-        e0 = e1
+    e0 = done = 0  # done: epochs whose time series is complete
+    stale_keys = 0
+    conclude = functools.partial(
+        _conclude, sc, plan, runtime, recorder, checks, keyed, ctl, mig, carries, fo
+    )
+    try:
+        stale_keys = runtime.start()
+        while e0 < epochs:
+            ops = nbytes = 0
+            while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
+                _, order, ev = timeline[ev_iter]
+                ctx = _EventContext(
+                    sc, runtime, ctl, faults, carries, status, fo, log, e0, order, real_faults, mig
+                )
+                extra = _apply_event(ev, ctx)
+                if extra is not None:
+                    ops += extra.dev_ops
+                    nbytes += extra.dev_bytes
+                    for check, message in extra.violations:
+                        checks.add(check, [message], f"epoch {e0}: ")
+                ev_iter += 1
+            faults.apply(e0)
+            restarts, needs, failed = ctl.step(e0, {h: status[h] for h in status if ctl.alive[h]})
+            for k, (guest, host, carry, downtime) in enumerate(restarts):
+                boot = Boot(e0, e0 * dt, downtime, sc.ha.boot_time)
+                runtime.restart_guest(guest, host, carry, boot)
+                fo["ha_restarts"] += 1
+                log(
+                    e0,
+                    "ha_restart",
+                    (0, 10_000 + k),
+                    guest=guest,
+                    host=host,
+                    incarnation=carry["incarnation"] + 1,
+                    downtime_seconds=round(downtime, 9),
+                )
+            for k, (guest, reason) in enumerate(failed):
+                fo["restart_failures"] += 1
+                log(e0, "restart_failed", (0, 20_000 + k), guest=guest, reason=reason)
+            for k, (host, pages) in enumerate(sorted(needs.items())):
+                if faults.needs.get(host, 0) == 0:
+                    log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
+            refused, mneeds = mig.step(e0, status, plan.mechanism.guest_features, tmem_held)
+            for k, rec in enumerate(refused):
+                log(
+                    e0,
+                    "migration_refused",
+                    (0, 40_000 + k),
+                    guest=rec["guest"],
+                    reason=rec["outcome"],
+                )
+                mig.records.append(rec)
+            for host, pages in mneeds.items():
+                needs[host] = needs.get(host, 0) + pages
+            for k, (host, pages) in enumerate(sorted(mneeds.items())):
+                if faults.needs.get(host, 0) == 0:
+                    log(e0, "reclaim", (0, 30_000 + k), host=host, pages=pages)
+            faults.needs = needs
+            orders = mig.orders(faults.net_factor)
+            # the window ends at the next grid point, event, controller action or end of a
+            # slowdown; while a migration runs, after one epoch
+            later = [(e0 // per_window + 1) * per_window, *ctl.wake_epochs(), *faults.cuts()]
+            later += [x for x in event_epochs if x > e0]
+            e1 = min([epochs, *(x for x in later if x > e0), *([e0 + 1] if mig.busy else [])])
+            windows += 1
+            reports = {}
+            for hw in runtime.run_window(e0, e1, dt, device, needs, orders, ctl.promised_pages()):
+                recorder.record_host(e0, e1, hw)
+                status[hw.name] = hw.status
+                ctl.reported(hw.name, [gw.name for gw in hw.guests])
+                for gw in hw.guests:
+                    recorder.record_guest(e0, e1, gw, hw.name)
+                    carries[gw.name] = gw.carry
+                    reports[gw.name] = gw
+                    tmem_held[gw.name] = gw.state.tmem_pages if gw.state is not None else 0
+                    for e, kind, fields in gw.events:
+                        log(e, kind, (1, gindex[gw.name]), **fields)
+                for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
+                    checks.add(check, [message], f"epoch {e}: ")
+                ops += hw.dev_ops
+                nbytes += hw.dev_bytes
+            done = e1  # the window's time series is complete
+            for k, host in enumerate(runtime.take_lost() if real_faults is not None else ()):
+                # a real fault: the host's actor died in this window; it failed at the window's
+                # start (its guests ran nothing since), logged so that a replay is exact
+                ctx = _EventContext(
+                    sc, runtime, ctl, faults, carries, status, fo, log, e0, 50_000 + k, None, mig
+                )
+                _fail_host(host, ctx, {"detected": "the host's Ray actor died"})
+            device.close_window(ops, nbytes, (e1 - e0) * dt)
+            if plan.mechanism.guest_uses_tmem:
+                for problems in runtime.pool_counts():
+                    checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
+            for g, r in mig.running.items():
+                gw = reports.get(g)
+                if gw is not None and gw.stream:
+                    runtime.stream(g, r.dest, [p for p, _ in gw.stream], [v for _, v in gw.stream])
+            for k, (kind, fields) in enumerate(mig.after_window(e1, reports, runtime)):
+                log(e1, kind, (-2, k), **fields)
+            if progress is not None:
+                slowest = getattr(runtime, "slowest", None)
+                progress(
+                    e1 * dt,
+                    epochs * dt,
+                    {"epochs": e1, "windows": windows, "slowest_host": slowest},
+                )
+            if hook is not None:
+                hook(e1)
+            e0 = e1
 
-    finals, host_summaries = runtime.finish()
+        finals, host_summaries = runtime.finish()
+    except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
+        # the run stops here: keep what the complete epochs computed, with the reason
+        recorder.truncate(done)
+        try:
+            partial = conclude(done, [], [], windows, stale_keys, abort_reason(exc))
+        except Exception:  # never hide why the run stopped; the caller writes an empty run
+            partial = None
+        exc.partial = partial  # type: ignore[union-attr]
+        raise
+    return conclude(epochs, finals, host_summaries, windows, stale_keys, None)
+
+
+def abort_reason(exc: BaseException) -> str:
+    """Why a run stopped early, in one line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else 0
+        if code > 128:
+            with contextlib.suppress(ValueError):
+                return f"interrupted by {signal.Signals(code - 128).name}"
+        return f"stopped (exit {exc.code})"
+    return f"infrastructure failure: {exc}"
+
+
+def study_status(report: dict, exc: BaseException | None, run_dir: Path | None = None) -> dict:
+    """A study's report (compare.json, drill.json) with its `status` after `schema`:
+    `complete`, or `aborted` with the `reason` and the `stopped_run` directory (written with
+    status `aborted`; the report lists the runs finished before it)."""
+    marks: dict[str, Any] = {"status": "complete"}
+    if exc is not None:
+        marks = {"status": "aborted", "reason": abort_reason(exc), "stopped_run": str(run_dir)}
+    return {"schema": report.get("schema"), **marks, **report}
+
+
+def _conclude(
+    sc: Any,
+    plan: Plan,
+    runtime: Any,
+    recorder: Recorder,
+    checks: checkers.CheckLog,
+    keyed: list[tuple[tuple[int, int, int], dict]],
+    ctl: Controller,
+    mig: Migrations,
+    carries: dict[str, dict],
+    fo: dict[str, int],
+    epochs: int,
+    finals: list,
+    host_summaries: list,
+    windows: int,
+    stale_keys: int,
+    aborted: str | None,
+) -> RunResult:
+    """The run's result after `epochs` complete epochs: the summary, the series, the event
+    log. `aborted` (the reason) marks a run that stopped early: its guests' figures are their
+    accounting at the last complete window, nothing is read back from the stores."""
+    dt = sc.epoch
     by_guest = {name: (summary, violations, hist) for name, summary, violations, hist in finals}
     for name in plan.guest_names:
         if name not in by_guest:  # down at the end: its last incarnation's accounting
@@ -541,7 +701,7 @@ def _run(
         migrations,
         recorder,
     )
-    summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max())
+    summary["totals"]["tmem_pages_peak"] = int(recorder.h["tmem_pages"].sum(axis=1).max(initial=0))
     for total, table, col in (
         ("hswap_pages_peak", recorder.h, "hswap_pages"),
         ("cache_pages_peak", recorder.h, "cache_pages"),
@@ -552,7 +712,9 @@ def _run(
         ("ephemeral_pages_peak", recorder.h, "ephemeral_pages"),
         ("tmem_stored_peak", recorder.h, "tmem_stored"),
     ):
-        summary["totals"][total] = int(table[col].sum(axis=1).max())
+        summary["totals"][total] = int(table[col].sum(axis=1).max(initial=0))
+    if aborted is not None:
+        _mark_aborted(summary, aborted, epochs, ctl)
     summary["run"]["stale_keys_deleted"] = stale_keys
     summary["run"]["nodes"] = getattr(runtime, "nodes", lambda: {})()
     summary["run"]["migration_bytes_crossed"] = getattr(runtime, "crossed", 0)
@@ -563,6 +725,21 @@ def _run(
         events,
         violations=dict(checks.count),
     )
+
+
+def _mark_aborted(summary: dict, reason: str, epochs: int, ctl: Controller) -> None:
+    """Mark a summary as that of a run stopped after `epochs` complete epochs: `status`,
+    `reason` and `last_epoch` at the top; guests on the hosts they ran on, hosts up or down
+    as the driver knew them."""
+    marks = {"status": "aborted", "reason": reason, "last_epoch": epochs - 1 if epochs else None}
+    rest = {k: v for k, v in summary.items() if k not in ("schema", "status")}
+    summary.clear()
+    summary.update({"schema": SCHEMA, **marks, **rest})
+    for name, g in summary["guests"].items():
+        g["host"] = ctl.where.get(name)
+    for name, h in summary["hosts"].items():
+        h["alive"] = bool(ctl.alive[name])
+        h["guests"] = list(ctl.members.get(name, ())) if h["alive"] else []
 
 
 def _survivor_progress(recorder: Recorder, ctl: Controller, ep: Any, epochs: int) -> float | None:
@@ -767,12 +944,14 @@ def _down_host(sc: Any, recorder: Recorder, name: str) -> dict:
         "tmem_pages_end": 0,
         "tmem_stored_end": 0,
         "tmem_shared_pages_end": 0,
-        "tmem_pages_peak": int(recorder.h["tmem_pages"][:, j].max()),
-        "hswap_pages_peak": int(recorder.h["hswap_pages"][:, j].max()),
+        "tmem_pages_peak": int(recorder.h["tmem_pages"][:, j].max(initial=0)),
+        "hswap_pages_peak": int(recorder.h["hswap_pages"][:, j].max(initial=0)),
         "cache_pages_end": 0,
         "ephemeral_pages_end": 0,
         "free_pages_end": 0,
-        "free_pages_min": int(recorder.h["free_pages"][:, j].min()) if ps else 0,
+        "free_pages_min": int(recorder.h["free_pages"][:, j].min())
+        if ps and recorder.epochs
+        else 0,
     }
 
 
@@ -848,6 +1027,7 @@ def _summarise(
 
     return {
         "schema": SCHEMA,
+        "status": "complete",
         "scenario": {k: v for k, v in sc.to_json().items() if k != "runtime"},
         "seed": sc.seed,
         "mechanism": plan.mechanism.name,

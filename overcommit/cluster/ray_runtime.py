@@ -21,6 +21,7 @@ import contextlib
 import copy
 import io
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -48,6 +49,32 @@ def _ray():
     return ray
 
 
+def quiet_ray() -> None:
+    """Keep what Ray's raylet pushes to the driver off this process's console.
+
+    Ray prints those messages (e.g. "N PYTHON worker processes have been started on node ...",
+    printed when many actors start) from a thread of its own, whatever `log_to_driver` says;
+    call this before `ray.init` unless the user asked for Ray's output (`--verbose`).
+    A caller that redirected `sys.stdout` (a drill keeps the raylet's reports of the nodes it
+    removed in the run directory) still gets them there. Messages from workers
+    (`log_to_driver`) are not affected.
+    """
+    import sys
+
+    import ray._private.worker as worker
+
+    show = worker.print_to_stdstream
+    if getattr(show, "quiet", False):
+        return
+
+    def drop_raylet(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet" or sys.stdout is not sys.__stdout__:
+            show(data, ignore_prefix)
+
+    drop_raylet.quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = drop_raylet
+
+
 class _Stores:
     """A Ray-side holder of store clients of the host's Redis and shared storage: asyncio
     clients for single requests, and a `StoreMux` (sync) that runs sync windows."""
@@ -56,8 +83,9 @@ class _Stores:
         import redis
         import redis.asyncio
 
-        self.host_client = redis.asyncio.Redis.from_url(host_url)
-        self.shared_client = redis.asyncio.Redis.from_url(shared_url)
+        bound = {"socket_timeout": sc.redis.timeout}  # a hung store fails the run
+        self.host_client = redis.asyncio.Redis.from_url(host_url, **bound)
+        self.shared_client = redis.asyncio.Redis.from_url(shared_url, **bound)
         self.execute = AsyncExecutor(
             {host: self.host_client},
             self.shared_client,
@@ -66,7 +94,11 @@ class _Stores:
             sc.page_size,
         )
         self.mux = StoreMux(
-            {host: redis.Redis.from_url(host_url), SHARED_SERVER: redis.Redis.from_url(shared_url)}
+            {
+                host: redis.Redis.from_url(host_url, **bound),
+                SHARED_SERVER: redis.Redis.from_url(shared_url, **bound),
+            },
+            sc.redis.timeout,
         )
 
     def at_once(self, gens: list[Any], during: str) -> list[Any]:
@@ -91,13 +123,18 @@ class HostActorImpl:
         shared_url: str,
         mode: str,
         external_url: str | None,
+        workdir: str | None = None,
     ) -> None:
         from overcommit.stores.launcher import RedisServer
 
         self.sc = scenario
         self.name = host
         self.mode = mode
-        self._dir = tempfile.mkdtemp(prefix=f"overcommit-{host}-")
+        # the server's directory: inside the driver's working directory when this node has
+        # it (removed with it, even if this actor is killed), else a temporary one of its own
+        # that `shutdown` removes
+        here = workdir if workdir is not None and os.path.isdir(workdir) else None
+        self._dir = tempfile.mkdtemp(prefix=f"overcommit-{host}-", dir=here)
         self.server = None
         if external_url is None:
             self.server = RedisServer.start(host, Path(self._dir), socket=scenario.redis.socket)
@@ -290,8 +327,10 @@ class HostActorImpl:
         return bool(self.guests)
 
     def shutdown(self) -> None:
+        """Stop the host's Redis server and remove its directory."""
         if self.server is not None:
             self.server.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class GuestActorImpl:
@@ -394,6 +433,19 @@ def _deaths() -> tuple[type[BaseException], ...]:
     return (ex.RayActorError, getattr(ex, "ActorUnavailableError", ex.RayActorError))
 
 
+def _store_lost(exc: Any) -> BaseException:
+    """An actor's call failed: a store it lost is an infrastructure failure (named after the
+    host whose store it was, when the actor said); anything else stays what it was."""
+    import redis
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, InfrastructureError):
+        return cause
+    if isinstance(cause, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return InfrastructureError(f"lost contact with a Redis store of the run: {cause}")
+    return exc
+
+
 def check_address(address: str, timeout: float = 3.0) -> None:
     """Fail fast when a HOST:PORT or ray://HOST:PORT address has nothing listening."""
     target = address.split("://", 1)[-1]
@@ -420,8 +472,10 @@ class RayRuntime:
         *,
         address: str | None = None,
         verbose: bool = False,
+        workdir: Path | None = None,
     ) -> None:
         ray = _ray()
+        self.workdir = None if workdir is None else str(workdir)
         self.scenario = scenario
         self.mode = scenario.runtime.guests
         self.placement = placement
@@ -444,7 +498,7 @@ class RayRuntime:
         self.hosts: dict[str, Any] = {}
         for i, h in enumerate(hosts):
             actor = self._HostActor.options(**self._host_options(i, h)).remote(
-                scenario, h, by_host[h], shared_url, self.mode, ext.get(h)
+                scenario, h, by_host[h], shared_url, self.mode, ext.get(h), self.workdir
             )
             self.hosts[h] = actor
             self.actors.append(actor)
@@ -517,6 +571,8 @@ class RayRuntime:
     def _init_ray(self, verbose: bool) -> None:
         ray = _ray()
         quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else _null()
+        if not verbose:
+            quiet_ray()
         if self.address:
             check_address(self.address)
             try:
@@ -556,6 +612,8 @@ class RayRuntime:
             return ray.get(refs)
         except ray.exceptions.RayActorError as exc:
             raise InfrastructureError(f"a Ray actor of the run died unexpectedly: {exc}") from None
+        except ray.exceptions.RayTaskError as exc:
+            raise _store_lost(exc) from None
 
     def start(self) -> int:
         import redis
@@ -604,6 +662,8 @@ class RayRuntime:
         for h, ref in zip(names, refs):
             try:
                 results.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:
+                raise _store_lost(exc) from None
             except _deaths() as exc:
                 if not self.detect_deaths:
                     raise InfrastructureError(
@@ -660,7 +720,7 @@ class RayRuntime:
         i = self.host_names.index(host)
         ext = self.scenario.redis.hosts or {}
         actor = self._HostActor.options(**self._host_options(i, host)).remote(
-            self.scenario, host, [], self.shared_url, self.mode, ext.get(host)
+            self.scenario, host, [], self.shared_url, self.mode, ext.get(host), self.workdir
         )
         self.actors.append(actor)
         self.infos[host] = self._get(actor.info.remote())

@@ -12,6 +12,8 @@ computes while the servers work); single requests outside windows go through `Sy
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -62,11 +64,60 @@ async def drive_async(gen: Generator[Any, Any, Any], execute: Callable[[Any], An
         return stop.value
 
 
-def _lost(req: Any, exc: BaseException) -> InfrastructureError:
+def _lost(req: Any, exc: BaseException, timeout: float | None = None) -> InfrastructureError:
     where = getattr(req, "guest", None)
     host = getattr(req, "host", "?")
     who = f"guest {where} on host {host}" if where else f"host {host}"
+    if isinstance(exc, redis.TimeoutError) and timeout is not None:
+        exc = redis.TimeoutError(f"no reply within {timeout:g} s (redis.timeout)")
     return InfrastructureError(f"lost contact with a Redis store while serving {who}: {exc}")
+
+
+def say_waiting(target: Any, waited: float, bound: float) -> None:
+    """Tell the console what a run waits for (a store that does not answer)."""
+    import sys
+
+    where = "shared storage" if target == SHARED_SERVER else f"host {target}"
+    print(
+        f"waiting for the Redis store of {where} ({waited:.0f} s of {bound:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _Watch:
+    """Says on the console which store a synchronous request has waited for, about every
+    third of the bound (a daemon thread that only reads what the caller posts)."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self.busy: tuple[Any, float] | None = None  # (server, since when)
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def begin(self, target: Any) -> None:
+        self.busy = (target, time.monotonic())
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="store-watch", daemon=True)
+            self.thread.start()
+
+    def end(self) -> None:
+        self.busy = None
+
+    def _loop(self) -> None:
+        step = min(10.0, max(1.0, self.bound / 3))
+        said: tuple[Any, int] | None = None
+        while not self.stopped.wait(0.25):
+            busy = self.busy
+            if busy is None:
+                continue
+            k = int((time.monotonic() - busy[1]) / step)
+            if k >= 1 and (busy, k) != said:
+                say_waiting(busy[0], k * step, self.bound)
+                said = (busy, k)
+
+    def close(self) -> None:
+        self.stopped.set()
 
 
 class SyncExecutor:
@@ -83,6 +134,8 @@ class SyncExecutor:
         self.ops = StoreOps(prefix, payload, page_size)
         self.hosts = {h: ScriptRunner(c) for h, c in host_clients.items()}
         self.shared = ScriptRunner(shared)
+        self.timeout: float | None = None  # the clients' socket timeout (for messages)
+        self.watch: _Watch | None = None  # set with the timeout: the console hears of waits
 
     def bind(self, host: str, client: redis.Redis | None) -> None:
         """Point `host` at a new server (None: the host is gone)."""
@@ -99,6 +152,8 @@ class SyncExecutor:
             while True:
                 role, op = step
                 runner = self.shared if role == SHARED else host
+                if self.watch is not None:
+                    self.watch.begin(SHARED_SERVER if role == SHARED else req.host)
                 if isinstance(op, Posted):  # answered like any other here
                     run_sync(runner, op.what)
                     step = plan.send(None)
@@ -107,7 +162,14 @@ class SyncExecutor:
         except StopIteration as stop:
             return stop.value
         except _LOST as exc:
-            raise _lost(req, exc) from exc
+            raise _lost(req, exc, self.timeout) from exc
+        finally:
+            if self.watch is not None:
+                self.watch.end()
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
 
 
 class AsyncExecutor:
@@ -254,10 +316,16 @@ class InlineRuntime:
             h = placement[spec.name]
             self.guests[h].append(GuestRunner(build_guest(sc, spec, h)))
         self.by_name = {g.name: g for gs in self.guests.values() for g in gs}
-        clients = {h: fleet.host(h).client() for h in self.host_names}
-        shared = fleet.shared.client()
+        # a store that leaves a request unanswered for redis.timeout is lost (a hung server)
+        self.timeouts = {"socket_timeout": sc.redis.timeout}
+        clients = {h: fleet.host(h).client(**self.timeouts) for h in self.host_names}
+        shared = fleet.shared.client(**self.timeouts)
         self.execute = SyncExecutor(clients, shared, self.prefix, sc.payload, sc.page_size)
-        self.mux = StoreMux({**clients, SHARED_SERVER: shared})  # same clients, own connections
+        self.execute.timeout = sc.redis.timeout
+        self.execute.watch = _Watch(sc.redis.timeout)
+        self.mux = StoreMux(  # same clients, own connections
+            {**clients, SHARED_SERVER: shared}, sc.redis.timeout, say_waiting
+        )
         self.calls = 0
 
     def _host(self, name: str) -> HostRunner:
@@ -325,7 +393,7 @@ class InlineRuntime:
         return []
 
     def _rebind(self, host: str) -> None:
-        client = self.fleet.host(host).client()
+        client = self.fleet.host(host).client(**self.timeouts)
         self.execute.bind(host, client)
         self.mux.bind(host, client)
 
@@ -403,3 +471,4 @@ class InlineRuntime:
     def close(self) -> None:
         """Close the mux's connections (the fleet is the driver's)."""
         self.mux.close()
+        self.execute.close()

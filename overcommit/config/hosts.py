@@ -15,6 +15,7 @@ from overcommit.config.common import (
     Int,
     Name,
     PositiveBandwidth,
+    PositiveDuration,
     PositiveRate,
     PositiveSize,
     RedisUrl,
@@ -141,6 +142,8 @@ class RedisConfig(_Model):
     shared: RedisUrl | None = None
     socket: Literal["unix", "tcp"] = "unix"
     prefix: str = "oc"
+    # how long a store may leave a request unanswered before the run fails (a hung server)
+    timeout: PositiveDuration = 30.0
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> RedisConfig:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import time
 from collections import deque
-from collections.abc import Generator, Hashable
+from collections.abc import Callable, Generator, Hashable
 from typing import Any
 
 import hiredis
@@ -52,10 +53,26 @@ class ServerLost(redis.ConnectionError):
         self.target = target
 
 
-class StoreMux:
-    """One dedicated connection per target server; `run` interleaves plans over them."""
+WaitFn = Callable[[Hashable, float, float], None]
 
-    def __init__(self, clients: dict[Hashable, redis.Redis]) -> None:
+
+class StoreMux:
+    """One dedicated connection per target server; `run` interleaves plans over them.
+
+    With a `timeout`, a server that leaves a request unanswered that long (a hung or stopped
+    process) is lost: `run` raises `ServerLost` naming it. Meanwhile `on_wait(target, waited,
+    timeout)` is called about every third of the bound (at most every 10 s, at least every
+    1 s) so the caller can say what it waits for.
+    """
+
+    def __init__(
+        self,
+        clients: dict[Hashable, redis.Redis],
+        timeout: float | None = None,
+        on_wait: WaitFn | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.on_wait = on_wait
         self.clients: dict[Hashable, redis.Redis] = {}
         self.conns: dict[Hashable, Any] = {}
         self.shas: dict[Hashable, dict[str, str]] = {}
@@ -163,9 +180,10 @@ class StoreMux:
                     if link.out:
                         link.flush()
                 socks = {link.sock: link for link in busy if link.sent}
-                ready, _, _ = select.select(list(socks), [], [])
+                ready, _, _ = select.select(list(socks), [], [], self._tick())
                 for sock in ready:
                     socks[sock].receive()
+                self._waiting(socks.values())
         except ServerLost:
             self._reset()
             raise
@@ -181,6 +199,31 @@ class StoreMux:
         for conn in self.conns.values():
             conn.disconnect()
 
+    def _step(self) -> float:
+        assert self.timeout is not None
+        return min(10.0, max(1.0, self.timeout / 3))
+
+    def _tick(self) -> float | None:
+        """How long one wait for replies may block (None: until one comes)."""
+        return None if self.timeout is None else min(self._step(), self.timeout)
+
+    def _waiting(self, links: Any) -> None:
+        """Report the longest wait for a server's reply; past the bound, the server is lost."""
+        if self.timeout is None or not links:
+            return
+        now = time.monotonic()
+        link = min(links, key=lambda lk: lk.since)
+        waited = now - link.since
+        if waited >= self.timeout:
+            raise ServerLost(
+                link.target,
+                redis.TimeoutError(f"no reply within {self.timeout:g} s (redis.timeout)"),
+            )
+        step = self._step()
+        if self.on_wait is not None and int(waited / step) > int(link.reported / step):
+            self.on_wait(link.target, waited, self.timeout)
+        link.reported = waited
+
 
 _READ_SIZE = 1 << 20
 # A request goes out at once while its server has fewer than this many in flight; else it
@@ -194,7 +237,18 @@ class _Link:
     """One server's side of a `StoreMux.run`: requests queued, sent and awaited, and a reply
     parser fed from the raw socket (the connection's own parser is not used meanwhile)."""
 
-    __slots__ = ("target", "conn", "sock", "reader", "callbacks", "out", "pending", "sent")
+    __slots__ = (
+        "target",
+        "conn",
+        "sock",
+        "reader",
+        "callbacks",
+        "out",
+        "pending",
+        "sent",
+        "since",
+        "reported",
+    )
 
     def __init__(self, target: Hashable, conn: Any, callbacks: dict[str, Any]) -> None:
         self.target = target
@@ -205,12 +259,16 @@ class _Link:
         self.out: list[Any] = []  # queued, not written yet: argument tuples or packed bytes
         self.pending: deque[tuple[int, str]] = deque()  # (plan, command) sent or queued, in order
         self.sent = 0  # written and not answered yet (the head of `pending`)
+        self.since = 0.0  # since when the server has sent nothing while owing a reply
+        self.reported = 0.0  # the wait last reported
 
     def flush(self) -> None:
         """Write every queued request in one send (each send wakes the server up)."""
         parts: list[bytes] = []
         for item in self.out:  # a Raw request is already packed
             parts += [item] if isinstance(item, bytes) else self.conn.pack_commands([item])
+        if not self.sent:  # the server owes nothing yet: its wait starts now
+            self.since, self.reported = time.monotonic(), 0.0
         try:
             self.sock.sendall(b"".join(parts))
         except OSError as exc:
@@ -224,6 +282,7 @@ class _Link:
             data = self.sock.recv(_READ_SIZE)
         except OSError as exc:
             raise ServerLost(self.target, exc) from exc
+        self.since, self.reported = time.monotonic(), 0.0
         if not data:
             raise ServerLost(self.target, redis.ConnectionError("the server closed the connection"))
         self.reader.feed(data)

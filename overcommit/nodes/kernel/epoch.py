@@ -414,7 +414,8 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
         n_through = len(ep.to_disk)
     n_wb = (len(ep.p2_wb) if ep.p2_wb is not None else 0) + len(ep.p1_wb)
     ep.disk_pages_written = n_through + n_wb
-    ep.write_ops = -(-n_through // SWAP_CLUSTER) + -(-n_wb // SWAP_CLUSTER)
+    sc = g.swap_cluster
+    ep.write_ops = -(-n_through // sc) + -(-n_wb // sc)
     c["disk_writes"] += ep.disk_pages_written
     c["disk_write_ops"] += ep.write_ops
     # the page cache's disk I/O: first reads and misses (pages of one readahead cluster
@@ -423,7 +424,7 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
     ep.n_fread = n_fread = len(f_rd)
     ep.n_fops = n_fops = len(_unique(f_rd // ra)) if n_fread else 0
     ep.n_fwb = n_fwb = len(ep.f_wb)
-    ep.fw_ops = -(-n_fwb // SWAP_CLUSTER)
+    ep.fw_ops = -(-n_fwb // sc)
     if g.has_files:
         c["file_reads"] += n_fread
         c["file_read_ops"] += n_fops
@@ -450,6 +451,7 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         lat_hit = costs.major_fault + costs.io_exit + costs.copy(read_bytes)
         s_sw = dev_clusters * lat_sw + (len(clusters) - dev_clusters) * lat_hit
         s_sw += (len(f_sw) - len(clusters)) * costs.minor_fault
+        g.counters["io_exits"] += len(clusters) - dev_clusters  # read clusters a cache served
     s["swap_read"] = s_sw
     # direct reclaim: the synchronous disk writes (mechanisms set what reclaim waited for)
     ep.sync_disk = int(np.count_nonzero(ep.disk_sync))
@@ -459,12 +461,13 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     s_write = 0.0
     sync_disk, sync_cached = ep.sync_disk, ep.sync_cached
     if sync_disk:
-        ops = -(-sync_disk // SWAP_CLUSTER)
+        ops = -(-sync_disk // g.swap_cluster)
         wbytes = sync_disk * ps / ops
         s_write = ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
     if sync_cached:
-        ops = -(-sync_cached // SWAP_CLUSTER)
+        ops = -(-sync_cached // g.swap_cluster)
         s_write += ops * costs.io_exit + costs.copy(sync_cached * ps)
+        g.counters["io_exits"] += ops
     # the page cache: reads from the guest's disk, write-backs in direct reclaim
     n_fread, n_fops, n_fwb = ep.n_fread, ep.n_fops, ep.n_fwb
     lat_f = 0.0
@@ -476,7 +479,7 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         sync_fw = int(np.count_nonzero(~ep.f_wb_async))
         sync_fw += max(0, n_fwb - sync_fw - g._async_budget(device, dt))
         if sync_fw:
-            ops = -(-sync_fw // SWAP_CLUSTER)
+            ops = -(-sync_fw // g.swap_cluster)
             wbytes = sync_fw * ps / ops
             s_write += ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
     s["reclaim_write"] = s_write

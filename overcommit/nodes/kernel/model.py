@@ -118,6 +118,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.base_pinned = min(int(round(spec.pinned * self.N)), self.memory_pages)
         self.pinned_n = self.base_pinned
         self.readahead = int(spec.readahead)
+        self.swap_cluster = int(getattr(spec, "swap_cluster", SWAP_CLUSTER))  # pages per write
         wm = spec.watermarks
         self.wm_min = max(1, math.ceil(wm.min * self.memory_pages))
         self.wm_low = max(self.wm_min + 1, math.ceil(wm.low * self.memory_pages))
@@ -442,7 +443,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         share of the device time the previous window left idle (with `fair`, at least its
         equal share of the device)."""
         prof = device.profile
-        per_page = max(1.0 / (SWAP_CLUSTER * prof.iops), self.page_size / prof.bandwidth)
+        per_page = max(1.0 / (self.swap_cluster * prof.iops), self.page_size / prof.bandwidth)
         idle = max(0.0, 1.0 - device.util)
         if fair:
             idle = max(idle, 1.0)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from overcommit.nodes.kernel import readahead
 from overcommit.nodes.kernel.hooks import EpochContext
 from overcommit.nodes.kernel.types import (
     _E,
@@ -165,8 +166,8 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
     ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
     ep.f_z = f_z = uniq[loc_u == ZPOOL]
     ep.f_sw = f_sw = uniq[loc_u == SWAP]
-    # swap-in reads an aligned cluster around each disk fault
-    ra = g.readahead
+    # swap-in reads an aligned cluster around each disk fault, of the adapted window
+    ep.ra_win = ra = readahead.window(g, f_sw)
     if len(f_sw):
         clusters = _unique(f_sw // ra)
         reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
@@ -353,6 +354,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         g.slots_used -= len(taken)
     # apply: evictions
     victims, clean = ep.victims, ep.clean
+    readahead.evicted(g, victims)
     g._map_out(victims)
     if g.has_files:  # page-cache pages leave for their file on the guest's disk
         isf_v = victims >= g.file_lo
@@ -380,6 +382,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         ep.in_frames = g._incoming_frames(_EI, len(incoming))
     ep.newly_backed = g._map_in(incoming)
     g._set_loc(incoming, RAM)
+    readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
     g.dirty[ep.f_zero] = True
     g.dirty[pull_in] = True
     g._set_slot(pull_in, NO_SLOT)
@@ -405,7 +408,7 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
     disk_reads_dev = ep.disk_reads_dev
     ep.dev_clusters = len(clusters)
     if disk_reads_dev is not ep.reads:  # a cluster all of whose pages were cached: no I/O
-        missed = np.unique(disk_reads_dev // ra) if len(disk_reads_dev) else _EI
+        missed = np.unique(disk_reads_dev // ep.ra_win) if len(disk_reads_dev) else _EI
         ep.dev_clusters = len(missed)
     c["disk_reads"] += len(disk_reads_dev)
     c["disk_read_ops"] += ep.dev_clusters

@@ -60,6 +60,8 @@ COUNTERS = (
     "frontswap_invalidated",
     "frontswap_dedup_puts",
     "readahead_pages",
+    "readahead_hits",
+    "readahead_misses",
     "evictions",
     "direct_reclaims",
     # CPU events: hypercalls (tmem puts, failed puts, gets, flushes) and I/O exits (one per

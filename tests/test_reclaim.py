@@ -53,7 +53,11 @@ def _whole_order(g, want, exclude):
 
 
 def _whole_order_victims(g, want, uniq, loc_u, pin_to, wset, free, need, async_want, room, budget):
-    order, commit = _whole_order(g, want, uniq)
+    # pages read ahead and not touched since come first, in page order (kernel.readahead)
+    first = np.flatnonzero(g.ra & (g.loc == RAM))
+    first = first[(first >= g.pinned_n) & ~np.isin(first, uniq)]
+    order, commit = _whole_order(g, want, np.union1d(uniq, first))
+    order = np.concatenate([first, order])
     if free + len(order) < need:
         order = np.concatenate([order, uniq[(loc_u == RAM) & (uniq >= max(g.pinned_n, pin_to))]])
     written = _member(order, wset)
@@ -73,7 +77,8 @@ def _whole_order_victims(g, want, uniq, loc_u, pin_to, wset, free, need, async_w
     direct_n = max(0, g.wm_min + need - free - len(async_pick))
     take = np.sort(np.concatenate([async_pick, rest[:direct_n]]))
     if commit is not None:
-        commit(order[take])
+        victims = order[take]
+        commit(victims[~g.ra[victims]])
     return order[take], is_async[take], clean[take]
 
 
@@ -81,7 +86,10 @@ def _guest(rng: np.random.Generator, lru: str) -> SimpleNamespace:
     n = int(rng.choice([40, 300, 5000, 60000]))
     loc = np.where(rng.random(n) < rng.random(), RAM, rng.choice([0, 2, 3], n)).astype(np.int8)
     pinned = int(rng.integers(0, n // 3 + 1)) if rng.random() < 0.3 else 0
-    return SimpleNamespace(
+    ra = (loc == RAM) & (rng.random(n) < 0.1) if rng.random() < 0.5 else np.zeros(n, bool)
+    g = SimpleNamespace(
+        ra=ra,
+        ra_n=int(np.count_nonzero(ra)),
         N=n,
         spec=SimpleNamespace(lru=lru),
         loc=loc,
@@ -95,6 +103,8 @@ def _guest(rng: np.random.Generator, lru: str) -> SimpleNamespace:
         file_lo=n,
         wm_min=int(rng.integers(1, 20)),
     )
+    g._policy_order = lambda k, exclude: GuestModel._policy_order(g, k, exclude)
+    return g
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -217,6 +217,7 @@ class GuestGroup(_Model):
     priority: Int = 0
     pinned: Fraction = 0.0
     readahead: Int = Field(8, ge=1, le=256)
+    swap_cluster: Int = Field(32, ge=1, le=1024)
     lru: Literal["clock", "lru"] = "clock"
     watermarks: Annotated[Watermarks, _EMPTY_IS_DEFAULT] = _default(Watermarks)
     oom_restart: Duration = 5.0
@@ -253,6 +254,7 @@ class GuestSpec:
     watermarks: Watermarks
     oom_restart: float
     workload: ZipfWorkload | PhasesWorkload | TraceWorkload
+    swap_cluster: int = 32
 
     @property
     def footprint(self) -> int:

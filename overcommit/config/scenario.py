@@ -199,6 +199,7 @@ class Scenario(_Model):
                         watermarks=group.watermarks,
                         oom_restart=group.oom_restart,
                         workload=group.workload,
+                        swap_cluster=group.swap_cluster,
                     )
                 )
         return specs

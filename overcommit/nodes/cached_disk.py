@@ -261,11 +261,18 @@ class CachedDiskGuest(GuestMechanism):
         c["cache_writebacks"] += len(step.writeback)
         c["cache_dropped"] += len(step.drops)
         c["cache_write_through"] += int(np.count_nonzero(~step.cached))
+        c["cache_writes"] += int(np.count_nonzero(step.cached))
 
     def stall(self, g: GuestModel, ep: EpochContext, s: dict[str, float]) -> None:
         step, disk_sync = self.step, ep.disk_sync
         ep.sync_disk = int(np.count_nonzero(~step.cached & disk_sync))
         ep.sync_cached = int(np.count_nonzero(step.cached & disk_sync))
+        # kswapd's writes into the cache: an I/O exit per batch and the copy, on the vCPU
+        n_bg = int(np.count_nonzero(step.cached & ~disk_sync))
+        if n_bg:
+            ops = -(-n_bg // g.swap_cluster)
+            s["background_cpu"] += ops * g.costs.io_exit + g.costs.copy(n_bg * g.page_size)
+            g.counters["io_exits"] += ops
 
     def release(self, g: GuestModel, req: Request, whole: bool) -> None:
         req.cache = CacheOps(_U, _U, _U, _U, None, drop=True)

@@ -147,6 +147,10 @@ class CleancacheGuest(GuestMechanism):
             sync_v = ~ep.is_async[ep.victims >= g.file_lo]  # aligned with fvict
             s["reclaim_put"] += int(np.count_nonzero(ok & sync_v)) * costs.put(ps)
             s["reclaim_put"] += int(np.count_nonzero(~ok & sync_v)) * costs.failed_put()
+            # kswapd's puts: the same CPU, off the faulting path
+            s["background_cpu"] += int(np.count_nonzero(ok & ~sync_v)) * costs.put(ps)
+            s["background_cpu"] += int(np.count_nonzero(~ok & ~sync_v)) * costs.failed_put()
+        g.counters["hypercalls"] += len(ep.f_file) + len(ok)
         g._hist_add(lat_cc, n_hit)
 
     def release(self, g: GuestModel, req: Request, whole: bool) -> None:

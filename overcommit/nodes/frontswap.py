@@ -60,7 +60,6 @@ from overcommit.nodes.kernel.types import (
     NO_SLOT,
     RAM,
     SWAP,
-    SWAP_CLUSTER,
     UNTOUCHED,
     ZERO_PAGE_KEY,
     EpochStats,
@@ -387,8 +386,16 @@ class FrontswapGuest(GuestMechanism):
             if bl.dedup:
                 s_put += (ok_sync + fail_sync) * costs.copy(ps)
         s["reclaim_put"] += s_put
-        # refused async puts beyond what the disk absorbs in the background are waited for
+        # kswapd's puts cost the same CPU, off the faulting path: the vCPU does no work then
+        ok_async = int(np.count_nonzero(put_ok & dirty_async))
         fail_async = int(np.count_nonzero(~put_ok & dirty_async))
+        f = g.tm_factor if bl is not None else 1.0
+        s_bg = ok_async * costs.put(ps) * f + fail_async * costs.failed_put() * f
+        if bl is not None and bl.dedup:
+            s_bg += (ok_async + fail_async) * costs.copy(ps)
+        s["background_cpu"] += s_bg
+        c["hypercalls"] += ep.n_put + len(ep.f_fs) + len(ep.fs_flush)
+        # refused async puts beyond what the disk absorbs in the background are waited for
         ep.sync_disk = fail_sync + max(0, fail_async - g._async_budget(ep.device, ep.dt))
         ep.sync_cached = 0
 
@@ -502,7 +509,7 @@ class FrontswapGuest(GuestMechanism):
         g._set_loc(moved[g.loc[moved] == FRONTSWAP], SWAP)
         g._set_slot(moved, SWAP)
         g.counters["disk_writes"] += len(moved)
-        g.counters["disk_write_ops"] += -(-len(moved) // SWAP_CLUSTER)
+        g.counters["disk_write_ops"] += -(-len(moved) // g.swap_cluster)
         out["tmem_pages_flushed"] = len(moved)
         g.tmem_pages = 0
         if g.billing is not None:
@@ -605,7 +612,7 @@ def _to_disk(g: GuestModel, held: np.ndarray, got: RecordBatch) -> np.ndarray:
 
 def _write_stats(g: GuestModel, stats: EpochStats, moved: np.ndarray) -> EpochStats:
     """Count the background swap writes of `moved` pages (counters and `stats`)."""
-    ops = -(-len(moved) // SWAP_CLUSTER)
+    ops = -(-len(moved) // g.swap_cluster)
     g.counters["disk_writes"] += len(moved)
     g.counters["disk_write_ops"] += ops
     stats.disk_writes = len(moved)

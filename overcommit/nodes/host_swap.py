@@ -9,9 +9,11 @@ recent touches, quick to grow and slow to forget). A guest may grow toward its w
 into RAM that is free at the window's start; what growing guests lack (and the host's own 1%
 headroom) is taken from guests above their share, paged out at the pace the host swap device
 writes (`hswap_step` pages per epoch, in 32-page clusters); a guest being paged out never grows
-meanwhile. While RAM suffices, nothing is paged out. The host
-also splits its swap area among the guests (`hswap_quota`) and rescans the frames' accessed bits
-(`hswap_scan`).
+meanwhile. While RAM suffices, nothing is paged out. A host that reclaims (`host_reclaim`)
+takes back everything it lent: each guest's budget falls to its boot `memory` (what it reserved;
+host swap takes frames whatever the guest does with them), paged out at the device's pace. The
+host also splits its swap area among the guests (`hswap_quota`) and rescans the frames'
+accessed bits (`hswap_scan`).
 
 Guest side (in `GuestModel`, with `nodes.host.GuestFrames`): at the end of every epoch, frames
 above the budget are paged out to the host swap (records in the host's Redis,
@@ -80,29 +82,10 @@ class HostSwap(Mechanism):
             e = max(float(g.active_pages), WS_DECAY * memo.get("hws", 0.0))
             memo["hws"] = e
             est.append(e)
-        if sum(usable) <= room:
-            targets = usable
-        else:  # RAM is short: each guest's fair share by demand
-            targets = fill_by_demand(room, [e + 1.0 for e in est], usable)
-        # what each guest wants to grow by: toward its working set (+25%), within its share
-        want = [min(t, max(b, math.ceil(1.25 * e))) for t, b, e in zip(targets, backed, est)]
-        grow = [max(0, w - b) for w, b in zip(want, backed)]
-        headroom = math.ceil(HEADROOM * room)
-        free_now = max(0, room - sum(backed) - headroom)
-        grants = fill_by_demand(free_now, [float(x) for x in grow], grow) if sum(grow) else grow
-        # RAM left over after the growers goes to anyone below its share
-        left = free_now - sum(grants)
-        room_up = [max(0, t - b - gr) for t, b, gr in zip(targets, backed, grants)]
-        extra = fill_by_demand(left, [e + 1.0 for e in est], room_up) if left > 0 else room_up
-        if left <= 0:
-            extra = [0] * len(guests)
-        # what the growers lack, and the host's own headroom, comes from guests above share
-        short = max(0, sum(grow) - sum(grants)) + max(0, sum(backed) + headroom - room)
-        excess = [max(0, b - t) for b, t in zip(backed, targets)]
-        cuts = fill_by_demand(short, [float(x) for x in excess], excess) if short else excess
-        if not short:
-            cuts = [0] * len(guests)
-        budgets = [b + gr + x - c for b, gr, x, c in zip(backed, grants, extra, cuts)]
+        if host.reclaiming:  # take back all it lent: frames above each guest's boot memory
+            budgets = [min(b, g.memory_pages) for g, b in zip(guests, backed)]
+        else:
+            budgets = _budgets(room, usable, backed, est)
         shrinking = sum(1 for b0, b in zip(backed, budgets) if b0 > b)
         step = 0
         dev = host.hswap_device
@@ -124,6 +107,36 @@ class HostSwap(Mechanism):
             g.plan.hswap_device = device
             g.plan.hswap_scan = True
             g.plan.hswap_policy = host.hswap_policy
+
+
+def _budgets(room: int, usable: list[int], backed: list[int], est: list[float]) -> list[int]:
+    """Each guest's resident-frame budget for the window: all it may use while that fits in
+    `room`, else a fair share by demand; growth only into free RAM, cuts from guests above
+    their share (see the module docstring)."""
+    if sum(usable) <= room:
+        targets = usable
+    else:  # RAM is short: each guest's fair share by demand
+        targets = fill_by_demand(room, [e + 1.0 for e in est], usable)
+    # what each guest wants to grow by: toward its working set (+25%), within its share
+    want = [min(t, max(b, math.ceil(1.25 * e))) for t, b, e in zip(targets, backed, est)]
+    grow = [max(0, w - b) for w, b in zip(want, backed)]
+    headroom = math.ceil(HEADROOM * room)
+    free_now = max(0, room - sum(backed) - headroom)
+    grants = fill_by_demand(free_now, [float(x) for x in grow], grow) if sum(grow) else grow
+    # RAM left over after the growers goes to anyone below its share
+    left = free_now - sum(grants)
+    room_up = [max(0, t - b - gr) for t, b, gr in zip(targets, backed, grants)]
+    extra = fill_by_demand(left, [e + 1.0 for e in est], room_up) if left > 0 else room_up
+    if left <= 0:
+        extra = [0] * len(backed)
+    # what the growers lack, and the host's own headroom, comes from guests above share
+    short = max(0, sum(grow) - sum(grants)) + max(0, sum(backed) + headroom - room)
+    excess = [max(0, b - t) for b, t in zip(backed, targets)]
+    cuts = fill_by_demand(short, [float(x) for x in excess], excess) if short else excess
+    if not short:
+        cuts = [0] * len(backed)
+    budgets = [b + gr + x - c for b, gr, x, c in zip(backed, grants, extra, cuts)]
+    return budgets
 
 
 _U = np.empty(0, np.uint32)

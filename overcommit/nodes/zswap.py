@@ -402,6 +402,9 @@ class CompressedSwapGuest(GuestMechanism):
         if len(ep.stored):
             sync = int(np.count_nonzero(ep.to_pool & ~ep.dirty_async))
             s["compress"] = sync * costs.compress(ps)
+            # kswapd's stores are compressed on the vCPU too, off the faulting path
+            n_bg = int(np.count_nonzero(ep.to_pool & ep.dirty_async))
+            s["background_cpu"] += n_bg * costs.compress(ps)
         # kswapd's refused stores beyond the disk budget are waited for
         async_disk = len(ep.disk_sync) - ep.sync_disk
         ep.sync_disk += max(0, async_disk - g._async_budget(ep.device, ep.dt))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from overcommit.nodes.kernel import readahead
 from overcommit.nodes.kernel.hooks import EpochContext
 from overcommit.nodes.kernel.types import (
     _E,
@@ -165,8 +166,8 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
     ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
     ep.f_z = f_z = uniq[loc_u == ZPOOL]
     ep.f_sw = f_sw = uniq[loc_u == SWAP]
-    # swap-in reads an aligned cluster around each disk fault
-    ra = g.readahead
+    # swap-in reads an aligned cluster around each disk fault, of the adapted window
+    ep.ra_win = ra = readahead.window(g, f_sw)
     if len(f_sw):
         clusters = _unique(f_sw // ra)
         reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
@@ -353,6 +354,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         g.slots_used -= len(taken)
     # apply: evictions
     victims, clean = ep.victims, ep.clean
+    readahead.evicted(g, victims)
     g._map_out(victims)
     if g.has_files:  # page-cache pages leave for their file on the guest's disk
         isf_v = victims >= g.file_lo
@@ -380,6 +382,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         ep.in_frames = g._incoming_frames(_EI, len(incoming))
     ep.newly_backed = g._map_in(incoming)
     g._set_loc(incoming, RAM)
+    readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
     g.dirty[ep.f_zero] = True
     g.dirty[pull_in] = True
     g._set_slot(pull_in, NO_SLOT)
@@ -405,7 +408,7 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
     disk_reads_dev = ep.disk_reads_dev
     ep.dev_clusters = len(clusters)
     if disk_reads_dev is not ep.reads:  # a cluster all of whose pages were cached: no I/O
-        missed = np.unique(disk_reads_dev // ra) if len(disk_reads_dev) else _EI
+        missed = np.unique(disk_reads_dev // ep.ra_win) if len(disk_reads_dev) else _EI
         ep.dev_clusters = len(missed)
     c["disk_reads"] += len(disk_reads_dev)
     c["disk_read_ops"] += ep.dev_clusters
@@ -414,7 +417,8 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
         n_through = len(ep.to_disk)
     n_wb = (len(ep.p2_wb) if ep.p2_wb is not None else 0) + len(ep.p1_wb)
     ep.disk_pages_written = n_through + n_wb
-    ep.write_ops = -(-n_through // SWAP_CLUSTER) + -(-n_wb // SWAP_CLUSTER)
+    sc = g.swap_cluster
+    ep.write_ops = -(-n_through // sc) + -(-n_wb // sc)
     c["disk_writes"] += ep.disk_pages_written
     c["disk_write_ops"] += ep.write_ops
     # the page cache's disk I/O: first reads and misses (pages of one readahead cluster
@@ -423,7 +427,7 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
     ep.n_fread = n_fread = len(f_rd)
     ep.n_fops = n_fops = len(_unique(f_rd // ra)) if n_fread else 0
     ep.n_fwb = n_fwb = len(ep.f_wb)
-    ep.fw_ops = -(-n_fwb // SWAP_CLUSTER)
+    ep.fw_ops = -(-n_fwb // sc)
     if g.has_files:
         c["file_reads"] += n_fread
         c["file_read_ops"] += n_fops
@@ -450,6 +454,7 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         lat_hit = costs.major_fault + costs.io_exit + costs.copy(read_bytes)
         s_sw = dev_clusters * lat_sw + (len(clusters) - dev_clusters) * lat_hit
         s_sw += (len(f_sw) - len(clusters)) * costs.minor_fault
+        g.counters["io_exits"] += len(clusters) - dev_clusters  # read clusters a cache served
     s["swap_read"] = s_sw
     # direct reclaim: the synchronous disk writes (mechanisms set what reclaim waited for)
     ep.sync_disk = int(np.count_nonzero(ep.disk_sync))
@@ -459,12 +464,13 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     s_write = 0.0
     sync_disk, sync_cached = ep.sync_disk, ep.sync_cached
     if sync_disk:
-        ops = -(-sync_disk // SWAP_CLUSTER)
+        ops = -(-sync_disk // g.swap_cluster)
         wbytes = sync_disk * ps / ops
         s_write = ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
     if sync_cached:
-        ops = -(-sync_cached // SWAP_CLUSTER)
+        ops = -(-sync_cached // g.swap_cluster)
         s_write += ops * costs.io_exit + costs.copy(sync_cached * ps)
+        g.counters["io_exits"] += ops
     # the page cache: reads from the guest's disk, write-backs in direct reclaim
     n_fread, n_fops, n_fwb = ep.n_fread, ep.n_fops, ep.n_fwb
     lat_f = 0.0
@@ -476,7 +482,7 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         sync_fw = int(np.count_nonzero(~ep.f_wb_async))
         sync_fw += max(0, n_fwb - sync_fw - g._async_budget(device, dt))
         if sync_fw:
-            ops = -(-sync_fw // SWAP_CLUSTER)
+            ops = -(-sync_fw // g.swap_cluster)
             wbytes = sync_fw * ps / ops
             s_write += ops * (dev.op_time(True, wbytes) + device.wait(wbytes))
     s["reclaim_write"] = s_write

@@ -19,9 +19,11 @@ Reclaim picks cold pages by a named LRU approximation (`lru`: exact last-touch e
 second chance over referenced bits). Below the low watermark kswapd reclaims asynchronously up
 to the high watermark (no stall, device bandwidth used); a fault that would take free memory
 below the min watermark reclaims synchronously (direct reclaim: the guest stalls). Swap-in
-reads ahead an aligned cluster of `readahead` pages from disk. When neither RAM nor swap has
-room the OOM killer ends the workload, which restarts after `oom_restart` seconds; when the
-host cannot place the guest's frames the host's OOM killer ends the whole guest.
+reads ahead an aligned cluster of up to `readahead` pages from disk (the window adapts to its
+hits, and pages read ahead are reclaimed first until touched: `kernel.readahead`). When
+neither RAM nor swap has room the OOM killer ends the workload, which restarts after
+`oom_restart` seconds; when the host cannot place the guest's frames the host's OOM killer
+ends the whole guest.
 
 This is the paging core: it names no mechanism. Mechanisms act through the hooks of
 `kernel.hooks.GuestMechanism` (one object per mechanism in `self.mechs`, in a fixed order),
@@ -40,10 +42,11 @@ import numpy as np
 
 from overcommit.nodes.host import Directives, GuestFrames
 from overcommit.nodes.kernel import epoch as _epoch
+from overcommit.nodes.kernel import readahead as _ra
 from overcommit.nodes.kernel.checks import GuestChecks
 from overcommit.nodes.kernel.hooks import GUEST_ATTRS, GuestMechanism
 from overcommit.nodes.kernel.lifecycle import GuestLifecycle
-from overcommit.nodes.kernel.scan import _ClockScan, _OrderScan
+from overcommit.nodes.kernel.scan import _ClockScan, _FirstScan, _OrderScan
 from overcommit.nodes.kernel.types import (
     _EI,
     COUNTERS,
@@ -118,6 +121,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.base_pinned = min(int(round(spec.pinned * self.N)), self.memory_pages)
         self.pinned_n = self.base_pinned
         self.readahead = int(spec.readahead)
+        self.swap_cluster = int(getattr(spec, "swap_cluster", SWAP_CLUSTER))  # pages per write
         wm = spec.watermarks
         self.wm_min = max(1, math.ceil(wm.min * self.memory_pages))
         self.wm_low = max(self.wm_min + 1, math.ceil(wm.low * self.memory_pages))
@@ -224,6 +228,10 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.active_n = 0  # pages with last > window_start (see active_pages)
         self.ref = np.zeros(n, bool)  # referenced bit (clock)
         self.hand = 0
+        self.ra = np.zeros(n, bool)  # read ahead, not touched since (kernel.readahead)
+        self.ra_n = 0  # pages flagged in `ra`
+        self.ra_hits_since = 0  # readahead hits since the window was last set
+        self.ra_window = self.readahead  # the swap readahead window, in pages
         for h in self.mechs:
             h.reset(self)
         inb = np.zeros(self.nframes, bool)
@@ -325,8 +333,17 @@ class GuestModel(GuestLifecycle, GuestChecks):
         whose referenced bit is clear, in sweep order, then (a full turn) the referenced ones,
         in sweep order; it computes only as long a prefix of that order as the caller asks
         for. `commit(page)` records the scan (clock hand and cleared referenced bits) once the
-        victims are chosen, given the victim furthest along the order.
+        victims are chosen, given the victim furthest along the order. Under either, pages
+        read ahead and not touched since come first (`kernel.readahead`).
         """
+        first = _ra.first(self, exclude)
+        if len(first):  # pages read ahead and not touched since come first (either policy)
+            inner = self._policy_order(k, np.union1d(exclude, first))
+            return _FirstScan(first, inner, self.ra)
+        return self._policy_order(k, exclude)
+
+    def _policy_order(self, k: int, exclude: np.ndarray) -> _OrderScan:
+        """`lru`'s or `clock`'s order of the candidates (see `_reclaim_order`)."""
         if self.spec.lru == "lru":
             mask = self.loc == RAM
             mask[: self.pinned_n] = False
@@ -442,7 +459,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         share of the device time the previous window left idle (with `fair`, at least its
         equal share of the device)."""
         prof = device.profile
-        per_page = max(1.0 / (SWAP_CLUSTER * prof.iops), self.page_size / prof.bandwidth)
+        per_page = max(1.0 / (self.swap_cluster * prof.iops), self.page_size / prof.bandwidth)
         idle = max(0.0, 1.0 - device.util)
         if fair:
             idle = max(idle, 1.0)
@@ -509,6 +526,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
             self.active_n = int(np.count_nonzero(self.last > self.window_start))
         self.last_hi = max(self.last_hi, epoch + 1)
         self.ref[uniq] = True
+        _ra.touched(self, uniq)
 
     def _plain(self) -> bool:
         """No page cache and no mechanism with per-epoch work of its own (`quiet_ok`)."""

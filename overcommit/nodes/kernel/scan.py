@@ -1,5 +1,6 @@
 """Reclaim orders: exact LRU (`OrderScan`, computed whole) and the clock (`ClockScan`,
-computed lazily from the hand as far as the victim choice needs)."""
+computed lazily from the hand as far as the victim choice needs); `FirstScan` puts pages read
+ahead and not yet touched before either."""
 
 from __future__ import annotations
 
@@ -120,3 +121,29 @@ class _ClockScan(_OrderScan):
                 r = ref[lo:e]
                 r &= ~cm[: e - lo]
         g.hand = page + 1
+
+
+class _FirstScan(_OrderScan):
+    """`first` (readahead pages not yet touched, like Linux's unreferenced inactive pages),
+    then `inner`'s order without them."""
+
+    def __init__(self, first: np.ndarray, inner: _OrderScan, flagged: np.ndarray) -> None:
+        self.first = first
+        self.inner = inner
+        self.flagged = flagged  # the per-page flag of `first`'s pages
+        self.total = len(first) + inner.total
+
+    @property
+    def complete(self) -> bool:  # type: ignore[override]
+        return self.inner.complete
+
+    def prefix(self, m: int) -> np.ndarray:
+        """`first`, then at least `m` more pages of the inner order (or all of it)."""
+        rest = self.inner.prefix(m)
+        rest = rest[~self.flagged[rest]]
+        return np.concatenate([self.first, rest])
+
+    def commit(self, page: int) -> None:
+        """The inner scan records up to `page` when the victims reached it."""
+        if not self.flagged[page]:
+            self.inner.commit(page)

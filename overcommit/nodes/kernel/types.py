@@ -16,7 +16,7 @@ from overcommit.stores.codec import RecordBatch
 UNTOUCHED, RAM, FRONTSWAP, SWAP, ZPOOL, FILE = 0, 1, 2, 3, 4, 5
 NLOC = 6
 NO_SLOT = 0
-SWAP_CLUSTER = 32  # pages per write I/O in reclaim (SWAP_CLUSTER_MAX)
+SWAP_CLUSTER = 32  # default pages per write I/O in reclaim (SWAP_CLUSTER_MAX; swap_cluster)
 BALLOONING = frozenset({"balloon", "selfballoon"})  # features whose guest sees maxmem
 ZERO_PAGE_KEY = np.uint64(0x2E20)  # page-sharing: the key of the zero page in digest mode
 
@@ -38,6 +38,8 @@ STALL_SOURCES = (
     "cow_break",
     "file_read",
     "cleancache_get",
+    # CPU the guest's vCPU spends on background reclaim (kswapd's puts, exits, compression)
+    "background_cpu",
     "migration",  # live migration: the stop-and-copy pause, auto-converge throttling, remote faults
 )
 
@@ -58,8 +60,14 @@ COUNTERS = (
     "frontswap_invalidated",
     "frontswap_dedup_puts",
     "readahead_pages",
+    "readahead_hits",
+    "readahead_misses",
     "evictions",
     "direct_reclaims",
+    # CPU events: hypercalls (tmem puts, failed puts, gets, flushes) and I/O exits (one per
+    # batch into a host disk cache, one per read cluster found there)
+    "hypercalls",
+    "io_exits",
     "lost_pages",
     "stale_reads",
     "guest_oom_kills",
@@ -78,6 +86,7 @@ COUNTERS = (
     "cache_writebacks",
     "cache_dropped",
     "cache_write_through",
+    "cache_writes",
     # zswap / zram
     "zpool_stores",
     "zpool_loads",

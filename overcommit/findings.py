@@ -175,11 +175,11 @@ def overrides_for(st: Study, quick: bool, value: Any = None) -> dict[str, Any]:
     return o
 
 
-def command_for(st: Study, seeds: int, quick: bool) -> str:
+def command_for(st: Study, seeds: int, quick: bool, config: str | None = None) -> str:
     """The `overcommit sweep` command that reruns a study's runs (same scenario, overrides,
     mechanisms and seeds; each override a one-value grid axis, the varied knob an axis of its
-    values)."""
-    cfg = st.scenario if st.scenario and "\n" not in st.scenario else "<inline scenario>"
+    values). `config`: where an inline scenario was written."""
+    cfg = config or str(st.scenario)
     parts = ["overcommit", "sweep", str(cfg)]
     o = overrides_for(st, quick, None)
     o.pop("runtime.kind")
@@ -384,7 +384,12 @@ def run_findings(
             entry["points"].append(p)
         entry["answer"] = " ".join(p["sentence"] for p in entry["points"])
         entry["command"] = findings_command(st, n, quick)
-        entry["equivalent"] = command_for(st, n, quick)
+        config = None
+        if st.scenario and "\n" in st.scenario:  # an inline scenario: kept beside its runs
+            (out_dir / st.id).mkdir(parents=True, exist_ok=True)
+            config = str(out_dir / st.id / "scenario.yaml")
+            Path(config).write_text(st.scenario)
+        entry["equivalent"] = command_for(st, n, quick, config)
     doc = {"schema": SCHEMA, "quick": quick, "studies": out}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "findings.json", doc)

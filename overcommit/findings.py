@@ -214,7 +214,8 @@ def _fmt(v: float, unit: str) -> str:
         if abs(v) < 1:
             return f"{v * 1e3:.3g} ms"
         return f"{v:.3g} s"
-    return f"{v:.3g}" + (f" {unit}" if unit else "")
+    text = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return text + (f" {unit}" if unit else "")
 
 
 def _ci_text(mean: float, half: float | None, unit: str) -> str:

@@ -64,7 +64,7 @@ def _plot(st: dict) -> Any | None:
         return None
     from overcommit.report import _figure
 
-    fig = _figure(7, 3)
+    fig = _figure(9, 3.2)
     ax = fig.add_subplot()
     mechs = st["mechanisms"]
     width = 0.8 / max(1, len(mechs))
@@ -86,7 +86,7 @@ def _plot(st: dict) -> Any | None:
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=m)
     ax.set_xticks(range(len(points)))
     ax.set_xticklabels([p["label"] or "all" for p in points])
-    ax.set_ylabel(words + (f" ({unit})" if unit else ""))
+    ax.set_title(words + (f" ({unit})" if unit else "") + ", mean and 95% CI")
     ax.legend()
     return fig
 

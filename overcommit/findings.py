@@ -205,23 +205,46 @@ def findings_command(st: Study, seeds: int, quick: bool) -> str:
     )
 
 
-def _fmt(v: float, unit: str) -> str:
-    if unit == "B":
-        return f"{v / 2**30:.3g} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.3g} MiB"
+def _scale(v: float, unit: str) -> tuple[float, str]:
+    """(divisor, suffix) that shows `v` in a readable unit (s -> ms/us, B -> MiB/GiB)."""
     if unit == "s":
         if abs(v) < 1e-3:
-            return f"{v * 1e6:.3g} us"
+            return 1e-6, " us"
         if abs(v) < 1:
-            return f"{v * 1e3:.3g} ms"
-        return f"{v:.3g} s"
-    text = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-    return text + (f" {unit}" if unit else "")
+            return 1e-3, " ms"
+        return 1.0, " s"
+    if unit == "B":
+        return (2**30, " GiB") if abs(v) >= 2**30 else (2**20, " MiB")
+    return 1.0, f" {unit}" if unit else ""
 
 
-def _ci_text(mean: float, half: float | None, unit: str) -> str:
-    if half is None:  # one seed: no interval (the report says so once)
-        return _fmt(mean, unit)
-    return f"{_fmt(mean, unit)} ({_fmt(mean - half, unit)}–{_fmt(mean + half, unit)})"
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _fmt(v: float, unit: str) -> str:
+    """One value with its unit."""
+    div, suffix = _scale(v, unit)
+    return _num(v / div) + suffix
+
+
+def _ci_text(mean: float, half: float | None, unit: str, floor: float | None = None) -> str:
+    """`mean (low–high) unit`, in the mean's unit; one seed: the mean alone (the report
+    says so once); the same value in every seed: `(every seed)`. `floor` clips the low end
+    (0 for a figure that cannot be negative)."""
+    div, suffix = _scale(mean, unit)
+    if half is None:
+        return _num(mean / div) + suffix
+    if half <= 1e-12 * max(1.0, abs(mean)):
+        return f"{_num(mean / div)}{suffix} (every seed)"
+    low = mean - half if floor is None else max(floor, mean - half)
+    return f"{_num(mean / div)} ({_num(low / div)}–{_num((mean + half) / div)}){suffix}"
+
+
+def _mean_text(values: list[float], unit: str) -> str:
+    """Mean and CI of per-seed values (the low end clipped at 0 when none is negative)."""
+    mean, half = mean_ci(values)
+    return _ci_text(mean, half, unit, 0.0 if min(values) >= 0 else None)
 
 
 def summarise_point(st: Study, report: dict, label: str) -> dict:
@@ -245,8 +268,7 @@ def summarise_point(st: Study, report: dict, label: str) -> dict:
             return point
         point["sentence"] = (
             f"{where}{ans.phrase or ans.of} gets {_ratio_text(r)} the {words} of {ans.over}"
-            f" ({_ci_text(*mean_ci(list(a.values())), unit)} vs"
-            f" {_ci_text(*mean_ci(list(b.values())), unit)})"
+            f" ({_mean_text(list(a.values()), unit)} vs {_mean_text(list(b.values()), unit)})"
         )
         if ans.second is not None:
             w2, u2 = figure_words(st, ans.second)
@@ -257,8 +279,8 @@ def summarise_point(st: Study, report: dict, label: str) -> dict:
             if r2 is not None:
                 point["sentence"] += (
                     f"; its {w2} is {_ratio_text(r2)} that of {ans.over}"
-                    f" ({_ci_text(*mean_ci(list(a2.values())), u2)} vs"
-                    f" {_ci_text(*mean_ci(list(b2.values())), u2)})"
+                    f" ({_mean_text(list(a2.values()), u2)} vs"
+                    f" {_mean_text(list(b2.values()), u2)})"
                 )
         point["sentence"] += "."
     else:
@@ -275,7 +297,7 @@ def summarise_point(st: Study, report: dict, label: str) -> dict:
                     continue
                 mean, half = mean_ci(list(v.values()))
                 point["means"][f][m] = {"mean": mean, "ci95": half}
-                parts.append(f"{m} {_ci_text(mean, half, u)}")
+                parts.append(f"{m} {_mean_text(list(v.values()), u)}")
             head = (ans.phrase or w[:1].upper() + w[1:]) if k == 0 else w[:1].upper() + w[1:]
             sentences.append(f"{head}: " + "; ".join(parts) + ".")
         point["sentence"] = where + " ".join(sentences)
@@ -298,7 +320,9 @@ def _ratio_text(r: dict) -> str:
     mean, half = r["mean"], r["ci95"]
     if half is None:
         return f"{mean:.2f}x"
-    return f"{mean:.2f}x ({mean - half:.2f}–{mean + half:.2f})"
+    if half <= 1e-12 * max(1.0, abs(mean)):
+        return f"{mean:.2f}x (every seed)"
+    return f"{mean:.2f}x ({max(0.0, mean - half):.2f}–{mean + half:.2f})"
 
 
 def figure_words(st: Study, figure: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import pytest
 
 from overcommit.findings import (
     STUDIES_DIR,
-    _fmt,
+    _ci_text,
     _vary_points,
     load_studies,
     overrides_for,
@@ -151,7 +151,7 @@ def test_sentences_carry_the_runs_numbers(findings_run) -> None:
         ratios.append(fs["totals"]["progress"] / cd["totals"]["progress"])
     mean = sum(ratios) / 2
     half = 12.706 * abs(ratios[0] - ratios[1]) / 2  # t(1) * s / sqrt(2), s = |d| / sqrt(2)
-    want = f"frontswap gets {mean:.2f}x ({mean - half:.2f}–{mean + half:.2f}) the work done"
+    want = f"frontswap gets {mean:.2f}x ({max(0, mean - half):.2f}–{mean + half:.2f}) the work done"
     assert want in answer_a, (want, answer_a)
     assert "fault latency" in answer_a
 
@@ -161,9 +161,10 @@ def test_sentences_carry_the_runs_numbers(findings_run) -> None:
     ]
     m = sum(stalls) / 2
     h = 12.706 * abs(stalls[0] - stalls[1]) / 2
-    want_b = f"none {_fmt(m, 's')} ({_fmt(m - h, 's')}–{_fmt(m + h, 's')})"
+    want_b = f"none {_ci_text(m, h, 's', 0.0)}"
     assert want_b in answer_b, (want_b, answer_b)
-    assert m > 0  # the tiny scenario does reach pressure
+    assert m > 0 and h > 0  # the tiny scenario does reach pressure, differently per seed
+    assert re.search(r"none [\d.]+ \([\d.]+–[\d.]+\) m?s", answer_b), answer_b
 
 
 def test_a_bad_study_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -75,3 +75,87 @@ guests:
     assert default.distribution == "zipf" and power.distribution == "power"
     assert make_workload(default, 4096).phases[0].distribution == "zipf"
     assert make_workload(power, 4096).phases[0].distribution == "power"
+
+
+def _load_workload(text: str):
+    from overcommit.config import load_scenario_text
+    from overcommit.workloads import make_workload
+
+    sc = load_scenario_text(
+        "name: w\nduration: 1s\npage_size: 64KiB\nhosts: {ram: 1GiB}\nguests:\n"
+        f"  - {{name: g, memory: 256MiB, workload: {text}}}\n",
+        "<t>",
+    )
+    return make_workload(sc.guests[0].workload, 64 * 1024)
+
+
+def test_sweep_writes_the_region_in_order_at_its_rate() -> None:
+    """region 1MiB from 512KiB on = pages 8..23 (16 pages); 37 pages/s over 0.1 s epochs is
+    3.7 a epoch, the fraction carried: after N epochs exactly floor(3.7 N) writes, in page
+    order, wrapping at the region's end."""
+    from overcommit.workloads import TouchStreams
+
+    wl = _load_workload("{kind: sweep, region: 1MiB, start: 512KiB, rate: 37}")
+    assert wl.footprint == 24
+    streams = TouchStreams(1, "g", 0, "workload/0")
+    pages, writes = [], []
+    epochs = 50
+    for e in range(epochs):
+        p, w = wl.touches(streams, e * 0.1, 0.1)
+        assert len(p) in (3, 4)
+        pages.append(p)
+        writes.append(w)
+    allp = np.concatenate(pages)
+    assert np.concatenate(writes).all()
+    n = int(37 * 0.1 * epochs + 1e-9)
+    assert len(allp) == n  # 185
+    assert np.array_equal(allp, 8 + np.arange(n) % 16)
+    assert set(allp.tolist()) == set(range(8, 24))  # every region page, nothing outside it
+    # after only 4 epochs (14 writes) the first 14 pages of the region, once each
+    fresh = TouchStreams(2, "g", 0, "workload/0")
+    first = np.concatenate([wl.touches(fresh, e * 0.1, 0.1)[0] for e in range(4)])
+    assert first.tolist() == list(range(8, 22))
+    # a stall (no work) writes nothing and does not move the writer
+    assert len(wl.touches(fresh, 0.4, 0.0)[0]) == 0
+    assert wl.touches(fresh, 0.5, 0.1)[0][0] == 22
+
+
+BURSTS = (
+    "{kind: bursts, working_set: 1MiB, access_rate: 100, burst: {duration: {dist: exponential,"
+    " mean: 2s}, gap: {dist: exponential, mean: 5s}, working_set: 4MiB, access_rate: 1k/s}}"
+)
+
+
+def test_burst_episodes_follow_the_seed() -> None:
+    from overcommit.rng import stream
+    from overcommit.workloads import TouchStreams
+
+    wl = _load_workload(BURSTS)
+    assert wl.footprint == 64
+    eps = wl.episodes(TouchStreams(7, "g", 0, "workload/0"), 100.0)
+    again = wl.episodes(TouchStreams(7, "g", 0, "workload/0"), 100.0)
+    other = wl.episodes(TouchStreams(8, "g", 0, "workload/0"), 100.0)
+    assert eps == again and eps != other
+    assert eps[-1][1] > 100.0
+    # the boundaries are the seeded gap, burst, gap, ... draws of the incarnation's own stream
+    rng = stream(7, "g", 0, "workload/0/bursts")
+    end = 0.0
+    for start, stop in eps:
+        gap, dur = rng.exponential(5.0), rng.exponential(2.0)
+        assert start == pytest.approx(end + gap) and stop == pytest.approx(start + dur)
+        end = stop
+    # touches follow the episodes: the burst's rate and larger working set inside one
+    s = TouchStreams(7, "g", 0, "workload/0")
+    start, stop = wl.episodes(s, 0.0)[0]
+    inside = wl.touches(s, start + 1e-6, 1.0)[0]
+    outside = wl.touches(s, start / 2, 1.0)[0]
+    assert len(inside) > 500 and len(outside) < 200
+    assert wl.episode_at(s, start + 1e-6) == (1, 0) and wl.episode_at(s, stop + 1e-6)[0] == 0
+
+
+def test_bad_burst_distribution_is_one_located_line() -> None:
+    from overcommit.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        _load_workload(BURSTS.replace("mean: 2s", "min: 2s"))
+    assert "burst" in str(exc.value) and "\n" not in str(exc.value).strip()

@@ -1,5 +1,6 @@
 """The guest side of a scenario: `GuestGroup`, `Watermarks`, the workloads (`ZipfWorkload`,
-`PhasesWorkload` of `Phase`s, `TraceWorkload` with `read_trace`), `footprint`, and the expanded
+`PhasesWorkload` of `Phase`s, `TraceWorkload` with `read_trace`, `SweepWorkload`,
+`BurstsWorkload` with `Burst` and `DurationDist`), `footprint`, and the expanded
 `GuestSpec`."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from overcommit.config.common import (
 from overcommit.units import format_size, parse_duration, parse_fraction, parse_rate, parse_size
 
 #: Values of ``guests[].workload.kind``.
-WORKLOAD_KINDS: tuple[str, ...] = ("zipf", "phases", "trace")
+WORKLOAD_KINDS: tuple[str, ...] = ("zipf", "phases", "trace", "sweep", "bursts")
 
 
 class Watermarks(_Model):
@@ -192,13 +193,92 @@ class TraceWorkload(_Model):
         return max(p.working_set for p in self._points)
 
 
+class SweepWorkload(_Model):
+    """A sequential writer: writes `region` bytes from offset `start` in page order, looping,
+    at `rate` pages per second of work."""
+
+    kind: Literal["sweep"]
+    region: PositiveSize
+    rate: PositiveRate
+    start: Size = 0
+    compressibility: Fraction = 0.5
+    duplicates: Fraction = 0.0
+    file_cache: Fraction = 0.0
+
+    @property
+    def footprint(self) -> int:
+        """Bytes the workload can touch (the region and the untouched pages before it)."""
+        return self.start + self.region
+
+
+class DurationDist(_Model):
+    """A random duration: `{dist: exponential, mean: 60s}`, `{dist: uniform, min: 10s, max:
+    1m}` or `{dist: fixed, value: 30s}`."""
+
+    dist: Literal["exponential", "uniform", "fixed"]
+    mean: PositiveDuration | None = None
+    min: PositiveDuration | None = None
+    max: PositiveDuration | None = None
+    value: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DurationDist:
+        need = {"exponential": ("mean",), "uniform": ("min", "max"), "fixed": ("value",)}
+        want = need[self.dist]
+        for name in ("mean", "min", "max", "value"):
+            given = getattr(self, name) is not None
+            if given != (name in want):
+                verb = "needs" if name in want else "does not take"
+                raise ValueError(f"dist {self.dist} {verb} '{name}'")
+        if self.dist == "uniform" and not self.max > self.min:  # type: ignore[operator]
+            raise ValueError("uniform: max must be greater than min")
+        return self
+
+    def as_dict(self) -> dict:
+        """The fields that are set, in seconds (for the generator)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Burst(_Model):
+    """The overload episodes of a `bursts` workload."""
+
+    duration: DurationDist
+    gap: DurationDist
+    working_set: PositiveSize
+    access_rate: PositiveRate
+    write_fraction: Fraction | None = None
+
+
+class BurstsWorkload(_Model):
+    """A base Zipf setting, and bursts of a larger working set and rate whose durations and
+    gaps are drawn (seeded, per guest) from the given distributions."""
+
+    kind: Literal["bursts"]
+    working_set: PositiveSize
+    access_rate: PositiveRate
+    write_fraction: Fraction = 0.3
+    skew: Float = Field(0.99, ge=0)
+    distribution: Distribution = "zipf"
+    burst: Burst
+    compressibility: Fraction = 0.5
+    duplicates: Fraction = 0.0
+    file_cache: Fraction = 0.0
+
+    @property
+    def footprint(self) -> int:
+        """Bytes the workload can touch (the larger of the two working sets)."""
+        return max(self.working_set, self.burst.working_set)
+
+
+AnyWorkload = ZipfWorkload | PhasesWorkload | TraceWorkload | SweepWorkload | BurstsWorkload
+
 Workload = Annotated[
-    Union[ZipfWorkload, PhasesWorkload, TraceWorkload],  # noqa: UP007
+    Union[ZipfWorkload, PhasesWorkload, TraceWorkload, SweepWorkload, BurstsWorkload],  # noqa: UP007
     Field(discriminator="kind"),
 ]
 
 
-def footprint(workload: ZipfWorkload | PhasesWorkload | TraceWorkload) -> int:
+def footprint(workload: AnyWorkload) -> int:
     """Bytes a workload can touch: its working set, or the largest phase working set."""
     return workload.footprint
 
@@ -253,7 +333,7 @@ class GuestSpec:
     lru: str
     watermarks: Watermarks
     oom_restart: float
-    workload: ZipfWorkload | PhasesWorkload | TraceWorkload
+    workload: AnyWorkload
     swap_cluster: int = 32
 
     @property

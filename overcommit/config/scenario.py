@@ -43,11 +43,9 @@ from overcommit.config.events import (
     parse_conditions,
 )
 from overcommit.config.guests import (
+    AnyWorkload,
     GuestGroup,
     GuestSpec,
-    PhasesWorkload,
-    TraceWorkload,
-    ZipfWorkload,
     _group_guest_names,
     footprint,
 )
@@ -209,7 +207,7 @@ class Scenario(_Model):
         return [name for group in self.guests for name in _group_guest_names(group)]
 
     @staticmethod
-    def footprint(workload: ZipfWorkload | PhasesWorkload | TraceWorkload) -> int:
+    def footprint(workload: AnyWorkload) -> int:
         """Bytes a workload can touch (max working set)."""
         return footprint(workload)
 

@@ -1,4 +1,5 @@
-"""Page-touch generators: zipf, phases, and trace replay (phases from a CSV).
+"""Page-touch generators: zipf, phases, trace replay (phases from a CSV), a sequential
+writer (`sweep`) and overload episodes (`bursts`).
 
 A touch is (page index, is-write). The touch *sequence* comes from two streams of its own
 (ranks and write flags) and the number of touches per epoch from a third, so a guest that
@@ -43,6 +44,15 @@ class TouchStreams:
         self._key = (seed, name, incarnation, purpose)
         self.count = stream(seed, name, incarnation, f"{purpose}/count")
         self._pairs: dict[tuple[int, int], tuple[np.random.Generator, np.random.Generator]] = {}
+        self.state: dict = {}  # a stateful generator's position (sweep, bursts)
+        self._extra: dict[str, np.random.Generator] = {}
+
+    def extra(self, label: str) -> np.random.Generator:
+        """A further stream of this incarnation's, by label (the same one on every call)."""
+        if label not in self._extra:
+            seed, name, inc, purpose = self._key
+            self._extra[label] = stream(seed, name, inc, f"{purpose}/{label}")
+        return self._extra[label]
 
     def pair(self, phase: int, cycle: int) -> tuple[np.random.Generator, np.random.Generator]:
         key = (phase, cycle)
@@ -207,11 +217,12 @@ class Workload:
 
 
 def make_workload(spec, page_size: int) -> Workload:
-    """Build a generator from a scenario workload (`zipf`, `phases` or `trace`).
+    """Build a generator from a scenario workload (`zipf`, `phases`, `trace`, `sweep` or
+    `bursts`).
 
     A trace is a phased workload: each row holds from its time until the next row's, the last
     one until the end of the run."""
-    law = spec.distribution
+    law = getattr(spec, "distribution", "zipf")
     if spec.kind == "trace":
         pts = spec.points
         phases = [
@@ -229,6 +240,30 @@ def make_workload(spec, page_size: int) -> Workload:
         return Workload(
             footprint, phases, False, spec.compressibility, spec.duplicates, spec.file_cache
         )
+    extra = (spec.compressibility, spec.duplicates, spec.file_cache)
+    if spec.kind == "sweep":
+        start = spec.start // page_size
+        return SweepWorkload(start, max(1, spec.region // page_size), spec.rate, *extra)
+    if spec.kind == "bursts":
+        b = spec.burst
+        base = Phase(
+            math.inf,
+            max(1, spec.working_set // page_size),
+            spec.access_rate,
+            spec.write_fraction,
+            spec.skew,
+            distribution=law,
+        )
+        wf = spec.write_fraction if b.write_fraction is None else b.write_fraction
+        burst = Phase(
+            math.inf,
+            max(1, b.working_set // page_size),
+            b.access_rate,
+            wf,
+            spec.skew,
+            distribution=law,
+        )
+        return BurstsWorkload(base, burst, b.gap.as_dict(), b.duration.as_dict(), *extra)
     if spec.kind == "zipf":
         ws = max(1, spec.working_set // page_size)
         ph = Phase(math.inf, ws, spec.access_rate, spec.write_fraction, spec.skew, distribution=law)
@@ -249,3 +284,119 @@ def make_workload(spec, page_size: int) -> Workload:
     return Workload(
         footprint, phases, spec.repeat, spec.compressibility, spec.duplicates, spec.file_cache
     )
+
+
+class SweepWorkload(Workload):
+    """A sequential writer: writes `region` pages in order from page `start`, looping, at
+    `rate` pages per second of work (the classic dirtying pattern of migration studies).
+
+    The count per epoch is exact (rate x work, the fraction carried to the next epoch) and
+    the position lives in the incarnation's `TouchStreams`, so a restarted guest begins again
+    at the region's first page and a stalled one writes the same pages, later."""
+
+    def __init__(
+        self,
+        start_page: int,
+        region_pages: int,
+        rate: float,
+        compressibility: float,
+        duplicates: float = 0.0,
+        file_cache: float = 0.0,
+    ) -> None:
+        if region_pages <= 0:
+            raise ValueError("sweep region must be at least one page")
+        ph = Phase(math.inf, region_pages, rate, 1.0, 0.0)
+        super().__init__(
+            start_page + region_pages, [ph], False, compressibility, duplicates, file_cache
+        )
+        self.start_page = start_page
+        self.region_pages = region_pages
+        self.rate = rate
+
+    def touches(
+        self, streams: TouchStreams, t: float, work_seconds: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        due = self.rate * max(0.0, work_seconds) + streams.state.get("carry", 0.0)
+        n = int(due)
+        streams.state["carry"] = due - n
+        pos = streams.state.get("pos", 0)
+        streams.state["pos"] = (pos + n) % self.region_pages
+        pages = (pos + np.arange(n, dtype=np.int64)) % self.region_pages + self.start_page
+        return pages, np.ones(n, bool)
+
+
+def draw_duration(rng: np.random.Generator, dist: dict) -> float:
+    """One draw (seconds, > 0) from `{dist: fixed|exponential|uniform, ...}` (values already
+    in seconds: `value`, `mean`, or `min` and `max`)."""
+    kind = dist["dist"]
+    if kind == "fixed":
+        return float(dist["value"])
+    if kind == "exponential":
+        return max(1e-3, float(rng.exponential(dist["mean"])))
+    if kind == "uniform":
+        return float(rng.uniform(dist["min"], dist["max"]))
+    raise ValueError(f"unknown distribution {kind!r}")
+
+
+class BurstsWorkload(Workload):
+    """Overload episodes: a base Zipf setting, and bursts of a larger working set and rate.
+
+    The episode boundaries (a gap, then a burst, then a gap, ...) are drawn from the
+    incarnation's own `bursts` stream, lazily and in order, so they depend on the seed, the
+    guest and its incarnation only: every mechanism sees the same episodes at the same
+    workload times. Gap k draws its touches from phase 0 cycle k, burst k from phase 1 cycle k
+    (see `TouchStreams.pair`)."""
+
+    def __init__(
+        self,
+        base: Phase,
+        burst: Phase,
+        gap_dist: dict,
+        burst_dist: dict,
+        compressibility: float,
+        duplicates: float = 0.0,
+        file_cache: float = 0.0,
+    ) -> None:
+        footprint = max(base.ws_pages, burst.ws_pages)
+        super().__init__(footprint, [base, burst], False, compressibility, duplicates, file_cache)
+        self.gap_dist = gap_dist
+        self.burst_dist = burst_dist
+
+    def episodes(self, streams: TouchStreams, until: float) -> list[tuple[float, float]]:
+        """The bursts (start, end) in workload time, drawn up to at least `until`."""
+        eps: list[tuple[float, float]] = streams.state.setdefault("bursts", [])
+        rng = streams.extra("bursts")
+        end = eps[-1][1] if eps else 0.0
+        while end <= until:
+            start = end + draw_duration(rng, self.gap_dist)
+            end = start + draw_duration(rng, self.burst_dist)
+            eps.append((start, end))
+        return eps
+
+    def episode_at(self, streams: TouchStreams, t: float) -> tuple[int, int]:
+        """(phase, cycle) at workload time t: (1, k) inside burst k, else (0, k) in the gap
+        before burst k."""
+        for k, (start, end) in enumerate(self.episodes(streams, t)):
+            if t < start:
+                return 0, k
+            if t < end:
+                return 1, k
+        raise AssertionError("episodes() draws past t")
+
+    def pinned_at(self, t: float) -> float:
+        return 0.0
+
+    def touches(
+        self, streams: TouchStreams, t: float, work_seconds: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index, cycle = self.episode_at(streams, t)
+        ph = self.phases[index]
+        lam = ph.rate * work_seconds
+        n = int(streams.count.poisson(lam)) if lam > 0 else 0
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, bool)
+        rank_rng, write_rng = streams.pair(index, cycle)
+        ws = max(1, min(ph.ws_pages, self.footprint))
+        pages = self._ranks_to_pages(_draw_ranks(rank_rng, n, ws, ph.skew, ph.distribution))
+        writes = write_rng.random(n) < ph.write_fraction
+        return pages, writes

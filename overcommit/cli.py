@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
+from overcommit.gameday_cli import register as register_gameday
 
 app = typer.Typer(
     add_completion=False,
@@ -668,6 +669,12 @@ def print_drill(report: dict) -> None:
     wide.print(table)
     for line in reasons:
         out.print(f"restart failed: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+# -- game days: up, inject, status, down (the commands live in overcommit/gameday_cli.py) ------
+register_gameday(
+    app, {"load": _load, "print_summary": print_summary, "write_report": _write_report}
+)
 
 
 def main() -> None:

@@ -93,8 +93,13 @@ def replay_events(events: list[dict]) -> list[dict]:
 
 
 def with_replay(scenario: Scenario, events: list[dict]) -> Scenario:
-    """The scenario with its timeline replaced by an event log's (chaos off)."""
-    return apply_overrides(scenario, {"chaos": None, "events": replay_events(events)})
+    """The scenario with its timeline replaced by an event log's (chaos off); a game day's
+    log ends with an `end` line whose time becomes the duration."""
+    overrides: dict[str, Any] = {"chaos": None, "events": replay_events(events)}
+    ends = [ev["t"] for ev in events if ev.get("kind") == "end"]
+    if ends:
+        overrides["duration"] = ends[-1]
+    return apply_overrides(scenario, overrides)
 
 
 @dataclass

@@ -99,6 +99,13 @@ class Recorder:
         self.h = {c: np.zeros((epochs, len(host_names)), np.int64) for c in HOST_COLUMNS}
         self.ghost = np.full(gshape, -1, np.int32)  # the host each guest ran on, per epoch
 
+    def truncate(self, epochs: int) -> None:
+        """Keep the first `epochs` epochs (a run that ended early, like a game day's)."""
+        self.epochs = epochs
+        self.g = {c: a[:epochs] for c, a in self.g.items()}
+        self.h = {c: a[:epochs] for c, a in self.h.items()}
+        self.ghost = self.ghost[:epochs]
+
     def record_guest(self, e0: int, e1: int, window: Any, host: str | None = None) -> None:
         """Store one guest's rows for epochs [e0, e1), run on `host`."""
         i = self.gidx[window.name]

@@ -579,6 +579,12 @@ def drill(
     set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    junit: Path | None = typer.Option(
+        None,
+        "--junit",
+        help="Also write JUnit XML: a test case per mechanism and fault, failed when an "
+        "invariant or the hypothesis fails.",
+    ),
 ) -> None:
     """Failover drill: the scenario's faults under each mechanism, recovery side by side."""
     from overcommit.compare import exit_code
@@ -605,6 +611,10 @@ def drill(
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"drill-{sc.name}-{stamp}"
     report = _execute_drill(runs, out_dir, quiet, real_faults)
+    if junit is not None:
+        from overcommit.drill import write_junit
+
+        write_junit(report, junit)
     if not quiet:
         print_drill(report)
     if not no_report:

@@ -358,9 +358,23 @@ class GameDayDriver:
             seed=self.sc.seed,
             horizon=float(self.sc.duration),
             injections=list(self.control.applied),
+            processes=self.processes(),
             **self.meta,
         )
         return snap
+
+    def processes(self) -> dict:
+        """The day's processes on their nodes: this driver and what it started (the shared
+        storage's redis-server), each host actor and its redis-server."""
+        import psutil
+
+        me = psutil.Process()
+        infos = getattr(self.control.runtime, "infos", None) or {}
+        return {
+            "driver": me.pid,
+            "driver_children": [p.pid for p in me.children(recursive=True)],
+            "hosts": {h: {"pid": i["pid"], "redis_pid": i["redis_pid"]} for h, i in infos.items()},
+        }
 
     def inject(self, request: dict) -> dict:
         """Check an injection against the scenario and the cluster's state, then queue it for

@@ -56,6 +56,7 @@ class LiveControl:
             "checks": {"valid": True, "failed": []},
         }
         self.stopped_at: int | None = None
+        self.runtime: Any = None  # the run's runtime, once the first window starts
 
     # -- the commands' side ---------------------------------------------------------------------
     def inject(self, event: Any, provenance: dict) -> None:
@@ -101,6 +102,7 @@ class LiveControl:
 
     def before_events(self, events: list[Any], runtime: Any) -> None:
         """Injected events the models read themselves go to the runtime's hosts and guests."""
+        self.runtime = runtime
         for ev in events:
             if ev.action in SELF_READ:
                 runtime.add_event(ev)

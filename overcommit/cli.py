@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
+from overcommit.gameday_cli import register as register_gameday
 
 
 class _Command(typer.core.TyperCommand):
@@ -30,6 +31,8 @@ class _Command(typer.core.TyperCommand):
         for param in self.params:
             if isinstance(param, typer.core.TyperArgument):
                 name = param.metavar or param.name.upper()
+                if not param.required:
+                    name = f"[{name}]"
                 param.display_type_rich = lambda ctx=None: None  # type: ignore[method-assign]
                 param.get_usage_pieces = lambda ctx, n=name: [n]  # type: ignore[method-assign]
 
@@ -663,6 +666,13 @@ def drill(
     set_: list[str] | None = typer.Option(None, "--set", metavar="PATH=VALUE", help=_SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    junit: Path | None = typer.Option(
+        None,
+        "--junit",
+        metavar="FILE",
+        help="Also write JUnit XML: a test case per mechanism and fault, failed when an "
+        "invariant or the hypothesis fails.",
+    ),
 ) -> None:
     """Failover drill: the scenario's faults under each mechanism, recovery side by side."""
     from overcommit.compare import exit_code
@@ -689,6 +699,10 @@ def drill(
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"drill-{sc.name}-{stamp}"
     report = _execute_drill(runs, out_dir, quiet, real_faults)
+    if junit is not None:
+        from overcommit.drill import write_junit
+
+        write_junit(report, junit)
     if not quiet:
         print_drill(report)
     if not no_report:
@@ -805,6 +819,18 @@ def findings(
         raise typer.Exit(130) from None
     md, _ = write_findings(out_dir, doc)
     out.print(f"findings: {md}", highlight=False)
+
+
+# -- game days: up, inject, status, down (the commands live in overcommit/gameday_cli.py) ------
+register_gameday(
+    app,
+    {
+        "load": _load,
+        "print_summary": print_summary,
+        "write_report": _write_report,
+        "command_class": _Command,
+    },
+)
 
 
 def main() -> None:

@@ -93,8 +93,99 @@ def replay_events(events: list[dict]) -> list[dict]:
 
 
 def with_replay(scenario: Scenario, events: list[dict]) -> Scenario:
-    """The scenario with its timeline replaced by an event log's (chaos off)."""
-    return apply_overrides(scenario, {"chaos": None, "events": replay_events(events)})
+    """The scenario with its timeline replaced by an event log's (chaos off); a game day's
+    log ends with an `end` line whose time becomes the duration."""
+    overrides: dict[str, Any] = {"chaos": None, "events": replay_events(events)}
+    ends = [ev["t"] for ev in events if ev.get("kind") == "end"]
+    if ends:
+        overrides["duration"] = ends[-1]
+    return apply_overrides(scenario, overrides)
+
+
+#: Event kinds that are faults (a drill's JUnit file has one test case per fault).
+FAULT_KINDS = ("fail_host", "tmem_backend_failure", "slow_storage", "network", "stop_cooperating")
+
+
+def outcome(summary: dict) -> tuple[list[dict], dict[str, list[str]], list[dict]]:
+    """A run's faults (kind, target, time), its failed checkers with their evidence, and the
+    hypothesis conditions it did not meet."""
+    faults = [
+        {"kind": e["kind"], "target": e.get("host") or e.get("guest"), "t": e["t"]}
+        for e in summary["events"]
+        if e["kind"] in FAULT_KINDS and "skipped" not in e
+    ]
+    checks = {k: v["evidence"] for k, v in summary["checks"].items() if not v["ok"]}
+    hyp = summary["hypothesis"]
+    conds = [] if hyp is None else [d for d in hyp["details"] if not d["ok"]]
+    return faults, checks, conds
+
+
+def junit_xml(report: dict) -> str:
+    """drill.json as JUnit XML: a test suite per mechanism, a test case per run and fault
+    (one per run without faults), failed when an invariant failed or the hypothesis was not
+    met (a `within` clause counts against the failure it measured)."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("testsuites", name=f"drill {report['scenario']}")
+    total = failed = 0
+    for mech, m in report["mechanisms"].items():
+        suite = ET.SubElement(root, "testsuite", name=f"{report['scenario']}.{mech}")
+        cases = fails = 0
+        for run in m["runs"]:
+            faults = run["faults"] or [None]
+            host_failures = [f for f in run["faults"] if f["kind"] == "fail_host"]
+            for fault in faults:
+                name = "no faults" if fault is None else (
+                    f"{fault['kind']} {fault['target'] or ''} at {fault['t']:g}s".replace("  ", " ")
+                )  # fmt: skip
+                case = ET.SubElement(
+                    suite,
+                    "testcase",
+                    classname=f"drill.{report['scenario']}.{mech}",
+                    name=f"{name} (seed {run['seed']})",
+                )
+                problems = [
+                    f"invariant {k} failed: {'; '.join(ev[:3])}"
+                    for k, ev in run["failed_checks"].items()
+                ]
+                for c in run["failed_conditions"]:
+                    value = c["value"]
+                    if isinstance(value, list):  # `within D of each failure`: per failure
+                        if fault is None or fault["kind"] != "fail_host":
+                            continue
+                        i = host_failures.index(fault)
+                        value = value[i] if i < len(value) else None
+                        if value is None or _holds(c["condition"], value):
+                            continue
+                    problems.append(f"hypothesis not met: {c['condition']} (value {value})")
+                cases += 1
+                if problems:
+                    fails += 1
+                    f = ET.SubElement(case, "failure", message=problems[0])
+                    f.text = "\n".join(problems)
+                out = ET.SubElement(case, "system-out")
+                out.text = f"run directory: {run['dir']}"
+        suite.set("tests", str(cases))
+        suite.set("failures", str(fails))
+        total, failed = total + cases, failed + fails
+    root.set("tests", str(total))
+    root.set("failures", str(failed))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _holds(condition: str, value: float) -> bool:
+    from overcommit.config.events import parse_conditions
+
+    (c,) = parse_conditions(condition.split(" within ", 1)[0])
+    return c.holds(value)
+
+
+def write_junit(report: dict, path: Path) -> None:
+    from overcommit.output import atomic_write
+
+    text = junit_xml(report)
+    atomic_write(Path(path), lambda f: f.write(text))
 
 
 @dataclass
@@ -107,6 +198,9 @@ class DrillRun:
     hypothesis: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    faults: list[dict] = field(default_factory=list)
+    failed_checks: dict[str, list[str]] = field(default_factory=dict)
+    failed_conditions: list[dict] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -217,6 +311,7 @@ def run_drill(
         dr.hypothesis = None if hyp is None else hyp["status"]
         dr.figures = figures(result.summary)
         dr.reasons = failure_reasons(result.summary)
+        dr.faults, dr.failed_checks, dr.failed_conditions = outcome(result.summary)
         done.append(dr)
         if on_run is not None:
             on_run(i, dr)
@@ -252,6 +347,9 @@ def summarise(scenario: Scenario | None, done: list[DrillRun], real: bool) -> di
                 "exit_code": dr.exit_code,
                 "hypothesis": dr.hypothesis,
                 "restart_failure_reasons": dr.reasons,
+                "faults": dr.faults,
+                "failed_checks": dr.failed_checks,
+                "failed_conditions": dr.failed_conditions,
                 **dr.figures,
             }
         )

@@ -37,12 +37,16 @@ def test_drill_command_puts_mechanisms_side_by_side(tmp_path):
             "--out",
             str(out),
             "--no-report",
+            "--set",
+            "hypothesis=restart_failures == 0",
+            "--junit",
+            str(tmp_path / "junit.xml"),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 1, p.stderr  # frontswap's hypothesis is not met
     report = json.loads((out / "drill.json").read_text())
     fs, hs = report["mechanisms"]["frontswap"], report["mechanisms"]["host-swap"]
     assert fs["mean"]["restart_failures"] == 2 and fs["mean"]["recovery_seconds"] is None
@@ -51,6 +55,24 @@ def test_drill_command_puts_mechanisms_side_by_side(tmp_path):
     assert "restart failed: frontswap s11: g-1: host-2 still lacked" in p.stdout
     assert "never" in p.stdout  # frontswap's guests never came back
     assert (out / "frontswap-s11" / "summary.json").exists()
+    # JUnit: a test case per mechanism and fault, failed where the hypothesis failed
+    from xml.etree import ElementTree as ET
+
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    assert root.get("tests") == "2" and root.get("failures") == "1"
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    assert set(cases) == {
+        ("drill.failover.frontswap", "fail_host host-1 at 4s (seed 11)"),
+        ("drill.failover.host-swap", "fail_host host-1 at 4s (seed 11)"),
+    }
+    failure = cases[("drill.failover.frontswap", "fail_host host-1 at 4s (seed 11)")].find(
+        "failure"
+    )
+    assert failure.get("message") == "hypothesis not met: restart_failures == 0 (value 2)"
+    assert (
+        cases[("drill.failover.host-swap", "fail_host host-1 at 4s (seed 11)")].find("failure")
+        is None
+    )
 
 
 def test_drill_set_option_errors_are_located(tmp_path):

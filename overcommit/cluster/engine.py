@@ -265,6 +265,7 @@ def run_scenario(
     address: str | None = None,
     verbose: bool = False,
     real_faults: Any = None,
+    live: Any = None,
 ) -> RunResult:
     """Run a validated scenario; write the run directory if asked.
 
@@ -272,6 +273,9 @@ def run_scenario(
     epoch of the next one); tests use it to inject faults where they would happen.
     `real_faults` (Ray only; see `overcommit.drill.RealFaults`) turns `fail_host` and
     `recover_host` events into removed and added Ray nodes: the driver detects the deaths.
+    `live` (a `overcommit.cluster.live.LiveControl`) paces a game day's windows against the
+    wall clock, adds the events injected meanwhile at each window's start and may end the run
+    there (see docs/gameday.md).
     """
     _check_hypothesis_names(scenario)
     preflight(scenario)
@@ -290,6 +294,7 @@ def run_scenario(
             address,
             verbose,
             real_faults,
+            live,
         )
     except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
         # keep what the run computed: the complete epochs, or (stopped before the first
@@ -322,6 +327,7 @@ def _in_stores(
     address: str | None,
     verbose: bool,
     real_faults: Any,
+    live: Any = None,
 ) -> RunResult:
     """Start the stores and the runtime, run, and stop them all on every way out."""
     import tempfile
@@ -361,8 +367,8 @@ def _in_stores(
                 if not on_ray:
                     raise InfrastructureError("real faults need the ray runtime")
                 runtime.detect_deaths = True
-            times["setup"] = time.perf_counter() - wall0  # stores started, hosts placed
-            return _run(scenario, plan, runtime, progress, hook, real_faults)
+            times["setup"] = time.perf_counter() - wall0  # stores started, hosts and guests placed
+            return _run(scenario, plan, runtime, progress, hook, real_faults, live)
         finally:
             if runtime is not None:
                 runtime.close()
@@ -459,6 +465,7 @@ def _run(
     progress: ProgressFn | None,
     hook: Callable[[int], None] | None,
     real_faults: Any = None,
+    live: Any = None,
 ) -> RunResult:
     sc = scenario
     dt = sc.epoch
@@ -505,6 +512,16 @@ def _run(
         stale_keys = runtime.start()
         while e0 < epochs:
             ops = nbytes = 0
+            if live is not None:  # a game day: wait for the wall clock, take injected events
+                injected, stop = live.boundary(e0, dt)
+                if stop:
+                    epochs = e0  # the day ends here: everything below sees a run this long
+                    recorder.truncate(epochs)
+                    break
+                at = next((i for i in range(ev_iter, len(timeline)) if timeline[i][0] != e0), None)
+                at = len(timeline) if at is None else at
+                timeline[at:at] = [(e0, len(timeline) + k, ev) for k, ev in enumerate(injected)]
+                live.before_events(injected, runtime)
             while ev_iter < len(timeline) and timeline[ev_iter][0] == e0:
                 _, order, ev = timeline[ev_iter]
                 ctx = _EventContext(
@@ -604,6 +621,8 @@ def _run(
                 )
             if hook is not None:
                 hook(e1)
+            if live is not None:
+                live.window_done(e1, recorder, ctl, mig, checks, fo)
             e0 = e1
 
         finals, host_summaries = runtime.finish()

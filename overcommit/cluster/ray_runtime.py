@@ -112,6 +112,16 @@ class _Stores:
         return self.at_once(gens, f"epochs {e0}-{e1 - 1}")
 
 
+def _add_event(event: Any, *scenarios: Any) -> None:
+    """Append an injected timeline event to each distinct scenario's events (a host or guest
+    model reads its timeline from the scenario it was built with)."""
+    seen: set[int] = set()
+    for sc in scenarios:
+        if sc is not None and id(sc.events) not in seen:
+            seen.add(id(sc.events))
+            sc.events.append(event)
+
+
 class HostActorImpl:
     """A host: its Redis server, its bookkeeping, and its guests (inside it, or as actors)."""
 
@@ -234,6 +244,12 @@ class HostActorImpl:
             finals = [(g.name, *final) for g, final in zip(self.guests, done)]
         return finals, self.runner.summary(), self.calls
 
+    def add_event(self, event: Any) -> None:
+        """An injected event this host (and its packed guests) read from their timeline."""
+        _add_event(
+            event, self.sc, self.runner.host.settings, *(g.model.settings for g in self.guests)
+        )
+
     # -- faults ------------------------------------------------------------------------------
     async def backend_failure(self, t: float, reboot: float) -> tuple[dict, str]:
         """Kill this host's Redis and start an empty one; returns what each guest lost and
@@ -355,6 +371,10 @@ class GuestActorImpl:
 
     def node_id(self) -> str:
         return _ray().get_runtime_context().get_node_id()
+
+    def add_event(self, event: Any) -> None:
+        """An injected event this guest reads from its timeline."""
+        _add_event(event, self.sc, None if self.runner is None else self.runner.model.settings)
 
     def rebind(self, host_url: str) -> None:
         """The host's Redis was replaced: talk to the new one."""
@@ -701,6 +721,14 @@ class RayRuntime:
             zip(missing, self._get([self.hosts[h].pool_counts.remote() for h in missing]))
         )
         return [counted[h] for h in self.hosts]
+
+    def add_event(self, event: Any) -> None:
+        """A timeline event the hosts and guests read themselves (`host_reclaim`,
+        `host_release`, `stop_cooperating`) injected into a running game day: every live host
+        and guest actor adds it to its timeline, and so do guests started later."""
+        self.scenario.events.append(event)
+        actors = [*self.hosts.values(), *self.guest_actors.values()]
+        self._get([a.add_event.remote(event) for a in actors])
 
     # -- faults ------------------------------------------------------------------------------
     def fail_host(self, host: str) -> None:

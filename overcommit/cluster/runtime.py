@@ -387,6 +387,12 @@ class InlineRuntime:
             out.append(hr.check_counts(used, counts))
         return out
 
+    def add_event(self, event: Any) -> None:
+        """A timeline event the hosts and guests read themselves (`host_reclaim`,
+        `host_release`, `stop_cooperating`) injected into a running game day: every model here
+        reads this scenario, so adding it to its timeline is enough."""
+        self.scenario.events.append(event)
+
     # -- faults ------------------------------------------------------------------------------
     def take_lost(self) -> list[str]:
         """Hosts that died unannounced (never here: inline has no real faults)."""

@@ -40,12 +40,12 @@ from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.host_swap import HEADROOM
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
-from overcommit.stores.diskcache import _CacheOps
-from overcommit.stores.ephemeral import _EphOps
-from overcommit.stores.hostswap import _HostSwapOps
+from overcommit.stores.diskcache import CacheStoreOps
+from overcommit.stores.ephemeral import EphemeralStoreOps
+from overcommit.stores.hostswap import HostSwapStoreOps
 from overcommit.stores.pipeline import Posted
-from overcommit.stores.swap import _SwapOps
-from overcommit.stores.tmem import _TmemOps
+from overcommit.stores.swap import SwapStoreOps
+from overcommit.stores.tmem import TmemStoreOps
 
 # Every guest recounts its ledgers from its page and frame tables when a window crosses a
 # multiple of this many epochs (30 s at the default epoch, and at the end); every epoch it
@@ -592,11 +592,11 @@ class StoreOps:
     def __init__(self, prefix: str, payload: str, page_size: int) -> None:
         self.payload = payload
         self.page_size = page_size
-        self.tmem = _TmemOps(prefix)
-        self.swap = _SwapOps(prefix)
-        self.hswap = _HostSwapOps(prefix)
-        self.cache = _CacheOps(prefix)
-        self.eph = _EphOps(prefix)
+        self.tmem = TmemStoreOps(prefix)
+        self.swap = SwapStoreOps(prefix)
+        self.hswap = HostSwapStoreOps(prefix)
+        self.cache = CacheStoreOps(prefix)
+        self.eph = EphemeralStoreOps(prefix)
 
     def plan(self, req: Any) -> Generator[tuple[str, Any], Any, Any]:
         """Yields (role, store operation) steps; returns the reply."""

@@ -8,7 +8,7 @@ legible fonts) embedded as `data:image/png;base64` images. The page fetches noth
 scripts, no style sheets, no images from elsewhere.
 
 - run: per-host memory stacked by use over time (hosts.parquet: reserve, guest frames, tmem,
-  ephemeral pool, disk cache, migration buffers, free), guest progress over time
+  ephemeral pool, disk cache, free), guest progress over time
   (guests.parquet: work over alive time in a moving window), one small panel per guest so that
   no guest hides another (per host, mean with min–max band and the slowest guest, beyond
   MAX_GUEST_PANELS guests), with a vertical line at every event whose kind is in MARKER_KINDS
@@ -78,7 +78,6 @@ HOST_STACK = (
     ("tmem_pages", "tmem", "#ff7f0e"),
     ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
     ("cache_pages", "disk cache", "#2ca02c"),
-    ("buffer_pages", "migration buffers", "#9467bd"),
     ("free_pages", "free", "#e8f4e8"),
 )
 

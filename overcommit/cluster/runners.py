@@ -303,7 +303,7 @@ class GuestRunner:
         if g.counters["lost_pages"]:
             violations.append(
                 (
-                    "lost_pages_explained",
+                    "no_missing_pages",
                     f"{g.name}: {g.counters['lost_pages']} page(s) lost, unexplained by any fault",
                 )
             )
@@ -489,7 +489,6 @@ class HostRunner:
             violations += [(e, "conservation", m) for m in h.epoch_checks(use)]
         rows["ram_pages"][:] = h.ram_pages
         rows["reserve_pages"][:] = h.reserve_pages
-        rows["buffer_pages"][:] = h.buffer_pages
         rows["tmem_capacity"][:] = h.tmem_capacity
         rows["ephemeral_capacity"][:] = h.ephemeral_capacity
         rows["tmem_stored"][:] = total("tmem_pages")

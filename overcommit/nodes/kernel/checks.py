@@ -76,7 +76,7 @@ class GuestChecks:
             self.counters["lost_pages"] += len(missing)
             out.append(
                 (
-                    "lost_pages_explained",
+                    "no_missing_pages",
                     f"{self.name}: {len(missing)} page(s) missing from {where}, e.g. page "
                     f"{int(missing[0])} version {int(self.version[missing[0]])}",
                 )

@@ -26,8 +26,9 @@ page's content in `full` payload mode and on a sample at the workload's compress
 stored whole, a same-filled page costs nothing. With `dedup` the host bills content several
 pages hold once (`share_identical`, by content key): at each window's start, content held by
 two or more pool pages (in one guest or across guests) joins the host's shared store (a
-billing table) and stays there while any guest still holds it; a put of content in that store costs the guest nothing, and the shared
-store's bytes are billed to the host, once, for the whole window. The tmem Lua script decides
+billing table) and stays there while any guest still holds it; a put of content in that
+store costs the guest nothing, and the shared store's bytes are billed to the host, once, for
+the whole window. The tmem Lua script decides
 each put against the bytes the guest may still add (its quota, in billed pages, less what it
 holds), so outcomes depend on the guest's own pages and the window's directives only. Puts and
 gets cost `costs.tmem_compress_factor` (10) times their plain cost when compressing; with dedup

@@ -501,7 +501,8 @@ def _compare_body(d: Path, name: str = "compare.json", label: str = "compare") -
             means = [v * scale for v in means]
             yerr = [e * scale if e is not None else 0.0 for e in errs] if any(errs) else None
             ax.bar(range(len(names)), means, yerr=yerr, capsize=4, color="#4c72b0")
-            ax.set_title(f + (f" ({unit})" if unit else ""), loc="left")
+            note = ", modelled per fault" if f.startswith("fault_latency") else ""
+            ax.set_title(f + (f" ({unit}{note})" if unit or note else ""), loc="left")
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=30, ha="right")
         for ax in axes[len(figs) :]:

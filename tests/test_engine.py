@@ -393,3 +393,45 @@ def test_drain_carries_a_stale_tmem_copy_to_disk_where_it_is_caught():
     assert done
     assert not r.valid
     assert r.summary["checks"]["integrity"]["violations"] > 0
+
+
+def test_pool_counter_disagreeing_with_the_stored_records_makes_the_run_invalid():
+    """A raw write into the host's Redis moves a guest's pool counter off what it holds: the
+    `frontswap` check names it and the run is invalid (exit 3)."""
+    from overcommit.stores.tmem import meta_key
+
+    def bump(runtime, fleet):
+        g = runtime.models()[0]
+        fleet.host(g.host).client().hincrby(meta_key("oc"), f"n:{g.name}", 5)
+        return g.name
+
+    hook, done = _inject_at(40, bump)
+    r = run_scenario(small(), on_window=hook)
+    assert done
+    assert not r.valid and r.exit_code == 3
+    ev = " ".join(r.summary["checks"]["frontswap"]["evidence"])
+    assert f"pool counter for {done[0]}" in ev
+
+
+def test_a_put_accepted_while_frozen_is_caught():
+    """Redis forgets a frozen client's flag (a raw HDEL), so its puts succeed while the host
+    froze it: the `frontswap` check names them and the run is invalid."""
+    from overcommit.stores.tmem import meta_key
+
+    extra = """events:
+  - {at: 2s, tmem_freeze: host-1}
+  - {at: 6s, tmem_thaw: host-1}"""
+
+    def unfreeze(runtime, fleet):
+        raw = fleet.host("host-1").client()
+        names = [g.name for g in runtime.models()]
+        for n in names:
+            raw.hdel(meta_key("oc"), f"frozen:{n}")
+        return names
+
+    hook, done = _inject_at(25, unfreeze)
+    r = run_scenario(small(extra=extra), on_window=hook)
+    assert done
+    assert not r.valid and r.exit_code == 3
+    ev = " ".join(r.summary["checks"]["frontswap"]["evidence"])
+    assert "succeeded while frozen" in ev

@@ -435,3 +435,30 @@ def test_a_put_accepted_while_frozen_is_caught():
     assert not r.valid and r.exit_code == 3
     ev = " ".join(r.summary["checks"]["frontswap"]["evidence"])
     assert "succeeded while frozen" in ev
+
+
+@pytest.mark.parametrize("mechanism", ["none", "frontswap"])
+def test_quiet_epoch_fast_path_gives_the_general_paths_results(mechanism, monkeypatch):
+    """An epoch whose touches all hit RAM takes `_quiet_epoch`; forcing every epoch down the
+    general path gives byte-identical results."""
+    from overcommit.nodes.kernel.model import GuestModel
+
+    sc = small(mechanism, swap="0MiB", **{"guests.0.workload.working_set": "40MiB"})
+    taken = []
+    quiet = GuestModel._quiet_epoch
+
+    def counting(self, *a, **k):
+        taken.append(1)
+        return quiet(self, *a, **k)
+
+    monkeypatch.setattr(GuestModel, "_quiet_epoch", counting)
+    fast = run_scenario(sc)
+    assert len(taken) > 50  # the fast path ran
+    monkeypatch.setattr(GuestModel, "_plain", lambda self: False)
+    taken.clear()
+    general = run_scenario(sc)
+    assert not taken
+    assert comparable(general.summary) == comparable(fast.summary)
+    pd.testing.assert_frame_equal(general.guests, fast.guests)
+    pd.testing.assert_frame_equal(general.hosts, fast.hosts)
+    assert general.events == fast.events

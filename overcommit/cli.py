@@ -739,6 +739,7 @@ def print_drill(report: dict) -> None:
             ),
         ),
         ("restart failures", lambda m: num(m["restart_failures"], ",.0f")),
+        ("reclaim needed", lambda m: f"{m['reclaim_needed_bytes'] / 2**20:,.0f} MiB"),
         ("reclaimed", lambda m: f"{m['reclaimed_bytes'] / 2**20:,.0f} MiB"),
         ("reclaim time", lambda m: f"{m['reclaim_seconds']:.1f}s"),
         ("survivors' progress", lambda m: num(m["survivor_progress"], ".3f")),

@@ -35,6 +35,7 @@ DEFAULT_MECHANISMS: tuple[str, ...] = ("none", "frontswap", "host-swap", "balloo
 FIGURES: tuple[str, ...] = (
     "recovery_seconds",
     "restart_failures",
+    "reclaim_needed_bytes",
     "reclaimed_bytes",
     "reclaim_seconds",
     "survivor_progress",
@@ -51,6 +52,7 @@ def figures(summary: dict) -> dict[str, Any]:
     return {
         "recovery_seconds": f["recovery_seconds"],
         "restart_failures": f["restart_failures"],
+        "reclaim_needed_bytes": f["reclaim_needed_bytes"],
         "reclaimed_bytes": f["reclaimed_bytes"],
         "reclaim_seconds": f["reclaim_seconds"],
         "survivor_progress": f["survivor_progress_during_recovery"],

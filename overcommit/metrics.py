@@ -60,7 +60,6 @@ HOST_COLUMNS: dict[str, str] = {
     "guest_frames": "guest frames backed by host RAM",
     "tmem_pages": "host RAM the persistent pool takes (its pages, unless compressed/deduplicated)",
     "cache_pages": "disk cache pages",
-    "buffer_pages": "migration buffer pages",
     "free_pages": "free host RAM",
     "tmem_capacity": "the pool's cap for the current sync window",
     "hswap_pages": "guest frames in host swap (not in RAM)",

@@ -8,7 +8,7 @@ legible fonts) embedded as `data:image/png;base64` images. The page fetches noth
 scripts, no style sheets, no images from elsewhere.
 
 - run: per-host memory stacked by use over time (hosts.parquet: reserve, guest frames, tmem,
-  ephemeral pool, disk cache, migration buffers, free), guest progress over time
+  ephemeral pool, disk cache, free), guest progress over time
   (guests.parquet: work over alive time in a moving window), one small panel per guest so that
   no guest hides another (per host, mean with min–max band and the slowest guest, beyond
   MAX_GUEST_PANELS guests), with a vertical line at every event whose kind is in MARKER_KINDS
@@ -78,7 +78,6 @@ HOST_STACK = (
     ("tmem_pages", "tmem", "#ff7f0e"),
     ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
     ("cache_pages", "disk cache", "#2ca02c"),
-    ("buffer_pages", "migration buffers", "#9467bd"),
     ("free_pages", "free", "#e8f4e8"),
 )
 
@@ -516,7 +515,8 @@ def _compare_body(d: Path, name: str = "compare.json", label: str = "compare") -
             means = [v * scale for v in means]
             yerr = [e * scale if e is not None else 0.0 for e in errs] if any(errs) else None
             ax.bar(range(len(names)), means, yerr=yerr, capsize=4, color="#4c72b0")
-            ax.set_title(f + (f" ({unit})" if unit else ""), loc="left")
+            note = ", modelled per fault" if f.startswith("fault_latency") else ""
+            ax.set_title(f + (f" ({unit}{note})" if unit or note else ""), loc="left")
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=30, ha="right")
         for ax in axes[len(figs) :]:

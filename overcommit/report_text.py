@@ -429,7 +429,8 @@ def compare_headline(report: dict, label: str = "compare") -> list[str]:
         s2 = f"Least stall: {low} ({duration(stall[low])})"
     if p99:
         lp = min(p99, key=p99.get)
-        s2 += f"{'; lowest' if s2 else 'Lowest'} p99 fault latency: {lp} ({duration(p99[lp])})"
+        lead = "; lowest" if s2 else "Lowest"
+        s2 += f"{lead} p99 fault latency (modelled): {lp} ({duration(p99[lp])})"
     s2 += (
         f"; {', '.join(bad)} not valid" if bad else "; every run valid" if s2 else "Every run valid"
     )

@@ -116,11 +116,15 @@ def test_real_node_kill_is_detected_survived_and_replayable():
     )
     seen: dict = {}
 
+    after: list[tuple[int, list[int]]] = []  # (window end, host-1's Redis if still running)
+
     def look(epoch, runtime, fleet):
         if not seen:
             seen["pids"] = [i["pid"] for i in runtime.infos.values()]
             seen["redis"] = [i["redis_pid"] for i in runtime.infos.values()]
+            seen["redis-1"] = runtime.infos["host-1"]["redis_pid"]
             seen["nodes"] = dict(runtime.nodes())
+        after.append((epoch, _procs([seen["redis-1"]])))
 
     rf = RealFaults(sc.host_names())
     try:
@@ -134,6 +138,10 @@ def test_real_node_kill_is_detected_survived_and_replayable():
     fail = next(e for e in r.events if e["kind"] == "fail_host")
     assert fail["host"] == "host-1" and "detected" in fail
     assert fail["t"] == pytest.approx(4.0)  # detected at the window the node died in
+    # the failed host's Redis is gone at the failure, not only when the run ends: in the
+    # first window after it (checked right then, from the window hook) and every later one
+    later = [alive for epoch, alive in after if epoch > fail["epoch"]]
+    assert later and all(alive == [] for alive in later), after
     ep = s["failover"]["episodes"][0]
     assert ep["host"] == "host-1" and set(ep["guests"]) == {"g-1", "g-4"}
     assert s["totals"]["ha_restarts"] + s["totals"]["restart_failures"] == 2

@@ -89,6 +89,18 @@ def test_run_exercises_frontswap_and_is_valid(frontswap_run):
     assert t["stale_reads"] == 0 and t["lost_pages"] == 0
 
 
+def test_no_constant_placeholder_columns_and_checks_named_for_what_they_check(frontswap_run):
+    """Every host column is a figure the run computes (no always-zero placeholder such as
+    migration buffers), and the checkers are named for what they check."""
+    assert "buffer_pages" not in frontswap_run.hosts.columns
+    assert set(frontswap_run.summary["checks"]) == {
+        "conservation",
+        "integrity",
+        "frontswap",
+        "no_missing_pages",
+    }
+
+
 def test_conservation_every_epoch_from_time_series(frontswap_run):
     h = frontswap_run.hosts
     lhs = h["ram_pages"]
@@ -97,7 +109,6 @@ def test_conservation_every_epoch_from_time_series(frontswap_run):
         + h["guest_frames"]
         + h["tmem_pages"]
         + h["cache_pages"]
-        + h["buffer_pages"]
         + h["free_pages"]
     )
     assert (lhs == rhs).all()
@@ -173,7 +184,7 @@ def test_record_deleted_from_redis_is_a_lost_page():
     assert done and len(done[0]) == 2
     assert not r.valid
     checks = r.summary["checks"]
-    assert not checks["integrity"]["ok"] or not checks["lost_pages_explained"]["ok"]
+    assert not checks["integrity"]["ok"] or not checks["no_missing_pages"]["ok"]
 
 
 def test_freeze_makes_every_put_fail_until_thaw():
@@ -382,3 +393,72 @@ def test_drain_carries_a_stale_tmem_copy_to_disk_where_it_is_caught():
     assert done
     assert not r.valid
     assert r.summary["checks"]["integrity"]["violations"] > 0
+
+
+def test_pool_counter_disagreeing_with_the_stored_records_makes_the_run_invalid():
+    """A raw write into the host's Redis moves a guest's pool counter off what it holds: the
+    `frontswap` check names it and the run is invalid (exit 3)."""
+    from overcommit.stores.tmem import meta_key
+
+    def bump(runtime, fleet):
+        g = runtime.models()[0]
+        fleet.host(g.host).client().hincrby(meta_key("oc"), f"n:{g.name}", 5)
+        return g.name
+
+    hook, done = _inject_at(40, bump)
+    r = run_scenario(small(), on_window=hook)
+    assert done
+    assert not r.valid and r.exit_code == 3
+    ev = " ".join(r.summary["checks"]["frontswap"]["evidence"])
+    assert f"pool counter for {done[0]}" in ev
+
+
+def test_a_put_accepted_while_frozen_is_caught():
+    """Redis forgets a frozen client's flag (a raw HDEL), so its puts succeed while the host
+    froze it: the `frontswap` check names them and the run is invalid."""
+    from overcommit.stores.tmem import meta_key
+
+    extra = """events:
+  - {at: 2s, tmem_freeze: host-1}
+  - {at: 6s, tmem_thaw: host-1}"""
+
+    def unfreeze(runtime, fleet):
+        raw = fleet.host("host-1").client()
+        names = [g.name for g in runtime.models()]
+        for n in names:
+            raw.hdel(meta_key("oc"), f"frozen:{n}")
+        return names
+
+    hook, done = _inject_at(25, unfreeze)
+    r = run_scenario(small(extra=extra), on_window=hook)
+    assert done
+    assert not r.valid and r.exit_code == 3
+    ev = " ".join(r.summary["checks"]["frontswap"]["evidence"])
+    assert "succeeded while frozen" in ev
+
+
+@pytest.mark.parametrize("mechanism", ["none", "frontswap"])
+def test_quiet_epoch_fast_path_gives_the_general_paths_results(mechanism, monkeypatch):
+    """An epoch whose touches all hit RAM takes `_quiet_epoch`; forcing every epoch down the
+    general path gives byte-identical results."""
+    from overcommit.nodes.kernel.model import GuestModel
+
+    sc = small(mechanism, swap="0MiB", **{"guests.0.workload.working_set": "40MiB"})
+    taken = []
+    quiet = GuestModel._quiet_epoch
+
+    def counting(self, *a, **k):
+        taken.append(1)
+        return quiet(self, *a, **k)
+
+    monkeypatch.setattr(GuestModel, "_quiet_epoch", counting)
+    fast = run_scenario(sc)
+    assert len(taken) > 50  # the fast path ran
+    monkeypatch.setattr(GuestModel, "_plain", lambda self: False)
+    taken.clear()
+    general = run_scenario(sc)
+    assert not taken
+    assert comparable(general.summary) == comparable(fast.summary)
+    pd.testing.assert_frame_equal(general.guests, fast.guests)
+    pd.testing.assert_frame_equal(general.hosts, fast.hosts)
+    assert general.events == fast.events

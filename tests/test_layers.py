@@ -289,6 +289,28 @@ def test_model_imports_no_ray_redis_or_cluster():
     assert not bad, "\n".join(bad)
 
 
+def private_store_imports(pkg: Path = PKG) -> list[str]:
+    """`from overcommit.stores... import _name` outside the storage layer: a private name
+    used across layers (the store ops the cluster drives are public)."""
+    out = []
+    for name, path in modules(pkg).items():
+        if name.startswith("overcommit.stores"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "overcommit.stores"
+            ):
+                for a in node.names:
+                    if a.name.startswith("_"):
+                        out.append(f"{shown(path)}:{node.lineno}: {node.module}.{a.name}")
+    return out
+
+
+def test_no_private_store_names_imported():
+    bad = private_store_imports()
+    assert not bad, "private store names imported from another layer:\n" + "\n".join(bad)
+
+
 def test_allowed_exceptions_still_exist():
     """An allow-list entry whose import is gone must be deleted (so it cannot hide a new one)."""
     mods = modules()

@@ -931,7 +931,6 @@ def test_cleancache_puts_every_reclaimed_file_page_and_serves_misses_from_the_ho
         + h["tmem_pages"]
         + h["ephemeral_pages"]
         + h["cache_pages"]
-        + h["buffer_pages"]
         + h["free_pages"]
     )
     assert (total == h["ram_pages"]).all() and (h["free_pages"] >= 0).all()

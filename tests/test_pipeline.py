@@ -9,13 +9,13 @@ import redis
 from overcommit.stores.codec import make_batch
 from overcommit.stores.launcher import RedisServer
 from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, targeted
-from overcommit.stores.swap import _SwapOps
-from overcommit.stores.tmem import Command, ScriptRunner, _TmemOps, run_sync
+from overcommit.stores.swap import SwapStoreOps
+from overcommit.stores.tmem import Command, ScriptRunner, TmemStoreOps, run_sync
 
 
 def _ops(prefix: str, guest: str, i: int):
     """The store operations of one guest, as (target, op factory) steps."""
-    tm, sw = _TmemOps(prefix), _SwapOps(prefix)
+    tm, sw = TmemStoreOps(prefix), SwapStoreOps(prefix)
     pages = np.arange(10 * i, 10 * i + 40, dtype=np.uint32)
     batch = make_batch(guest, pages, np.full(40, i + 1, np.uint32), "digest", 4096, 0.5)
     return tm, sw, pages, batch
@@ -128,7 +128,7 @@ def test_restarted_server_reloads_scripts_after_bind(redis_fleet, redis_prefix, 
 
 def _posting(prefix: str, guest: str):
     """A posted write, then a read of the same disk: the read sees the write."""
-    sw = _SwapOps(prefix)
+    sw = SwapStoreOps(prefix)
     batch = make_batch(guest, np.arange(5), np.full(5, 3), "digest", 4096, 0.5)
     op = sw.write(f"{guest}#0", guest, batch, "digest", 4096)
     assert (yield "shared", Posted(next(op))) is None  # the plan goes on at once

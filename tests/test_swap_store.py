@@ -116,12 +116,12 @@ def test_read_all_by_hvals_and_by_hscan_agree(client, redis_prefix, mode, monkey
 async def test_write_as_one_hset_leaves_what_a_batch_leaves(
     client, redis_fleet, redis_prefix, mode
 ) -> None:
-    """`_SwapOps.write` (one pre-packed HSET) and a writes-only batch (the script) leave the
+    """`SwapStoreOps.write` (one pre-packed HSET) and a writes-only batch (the script) leave the
     same hash, over a sync and an asyncio client; a page written twice keeps its last record."""
-    from overcommit.stores.swap import _SwapOps
+    from overcommit.stores.swap import SwapStoreOps
     from overcommit.stores.tmem import ScriptRunner, run_async, run_sync
 
-    ops = _SwapOps(redis_prefix)
+    ops = SwapStoreOps(redis_prefix)
     pages = np.array([7, 3, 9, 3])
     batch = make_batch("vm", pages, np.array([1, 1, 1, 2]), mode, PS, C)
     store = SwapStore(client, prefix=redis_prefix)

@@ -9,8 +9,11 @@
   none the guest has in RAM, and none at an old version.
 - `frontswap`: pool counters in Redis equal what the guests hold; billing (RAM + tmem <= maxmem)
   never exceeded; no put succeeded while the client was frozen.
-- `lost_pages_explained`: every page lost was destroyed by a fault event (this version models
-  no fault that destroys pages, so any loss is unexplained).
+- `no_missing_pages`: no page a running guest expects in a store is missing: a swap-in, a
+  frontswap get, a host-swap frame or a page-cache read during the run, and the pages counted
+  `lost_pages` by the end. A host that dies takes its pages with it, but the guests that
+  owned them crash and restart empty (failover counts those as `*_pages_lost`), so a running
+  guest never legitimately misses one.
 
 Outcomes (OOM kills, put failures, progress) are measured elsewhere and never decide validity.
 """
@@ -24,7 +27,7 @@ import numpy as np
 from overcommit.nodes.guest import FILE, FRONTSWAP, RAM, SWAP, GuestModel
 from overcommit.stores.codec import RecordBatch
 
-CHECKS = ("conservation", "integrity", "frontswap", "lost_pages_explained")
+CHECKS = ("conservation", "integrity", "frontswap", "no_missing_pages")
 MAX_EVIDENCE = 10
 
 

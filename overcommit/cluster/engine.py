@@ -583,13 +583,17 @@ def _run(
                 recorder.record_host(e0, e1, hw)
                 status[hw.name] = hw.status
                 ctl.reported(hw.name, [gw.name for gw in hw.guests])
+                freed = 0
                 for gw in hw.guests:
                     recorder.record_guest(e0, e1, gw, hw.name)
+                    if needs.get(hw.name, 0) and gw.name in carries:
+                        freed += _freed_pages(carries[gw.name], gw.carry)
                     carries[gw.name] = gw.carry
                     reports[gw.name] = gw
                     tmem_held[gw.name] = gw.state.tmem_pages if gw.state is not None else 0
                     for e, kind, fields in gw.events:
                         log(e, kind, (1, gindex[gw.name]), **fields)
+                ctl.freed(hw.name, freed)
                 for e, check, message in sorted(hw.violations, key=lambda v: v[0]):
                     checks.add(check, [message], f"epoch {e}: ")
                 ops += hw.dev_ops
@@ -972,6 +976,22 @@ def _down_host(sc: Any, recorder: Recorder, name: str) -> dict:
         if ps and recorder.epochs
         else 0,
     }
+
+
+#: guest counters of pages a mechanism gave back to its host (what reclaim frees)
+FREEING_COUNTERS = (
+    "tmem_shrink_pages",
+    "balloon_inflated",
+    "selfshrink_pages",
+    "host_swap_outs",
+    "cache_dropped",
+)
+
+
+def _freed_pages(before: dict, after: dict) -> int:
+    """Pages a guest's mechanisms freed for its host between two of its carries."""
+    b, a = before.get("counters", {}), after.get("counters", {})
+    return sum(max(0, a.get(k, 0) - b.get(k, 0)) for k in FREEING_COUNTERS)
 
 
 def _latency(hist: np.ndarray) -> dict[str, float]:

@@ -85,7 +85,8 @@ class Episode:
     guests: list[str]
     restarted: dict[str, tuple[int, str]] = field(default_factory=dict)  # guest -> (epoch, host)
     failures: list[dict] = field(default_factory=list)
-    reclaimed_pages: int = 0
+    reclaimed_pages: int = 0  # what the restarts lacked when reclaim began (the deficit)
+    freed_pages: int = 0  # what the target hosts' mechanisms actually freed meanwhile
     reclaim_epochs: int = 0
 
 
@@ -329,6 +330,17 @@ class Controller:
             needs[h] = needs.get(h, 0) + deficit
         return restarts, needs, failures
 
+    def freed(self, host: str, pages: int) -> None:
+        """Pages `host`'s mechanisms freed in a window while it was asked to reclaim for a
+        restart (pool pages shrunk to disk, balloon inflation, host swap-outs, cache drops):
+        credited to the earliest episode reclaiming there."""
+        if pages <= 0:
+            return
+        for p in sorted(self.pending, key=lambda p: p.episode):
+            if p.target == host and p.reclaim_from is not None:
+                self.episodes[p.episode].freed_pages += pages
+                return
+
     def _started(self, p: Pending, host: str, e: int) -> None:
         self.pending.remove(p)
         self.members[host].append(p.guest)
@@ -403,7 +415,8 @@ class Controller:
                     "restarted": {g: h for g, (_, h) in ep.restarted.items()},
                     "restart_failures": len(ep.failures),
                     "failures": list(ep.failures),
-                    "reclaimed_bytes": ep.reclaimed_pages * self.ps,
+                    "reclaim_needed_bytes": ep.reclaimed_pages * self.ps,
+                    "reclaimed_bytes": ep.freed_pages * self.ps,
                     "reclaim_seconds": round(ep.reclaim_epochs * self.dt, 9),
                     "survivor_progress_during_recovery": prog,
                 }
@@ -415,6 +428,7 @@ class Controller:
             "episodes": eps,
             "recovery_seconds": (None if any(r is None for r in recs) else max(recs, default=0.0)),
             "restart_failures": sum(x["restart_failures"] for x in eps),
+            "reclaim_needed_bytes": sum(x["reclaim_needed_bytes"] for x in eps),
             "reclaimed_bytes": sum(x["reclaimed_bytes"] for x in eps),
             "reclaim_seconds": round(sum(x["reclaim_seconds"] for x in eps), 9),
             "survivor_progress_during_recovery": (

@@ -40,12 +40,12 @@ from overcommit.nodes.host import Directives, GuestState, HostModel, HostUse
 from overcommit.nodes.host_swap import HEADROOM
 from overcommit.nodes.mechanism import Mechanism
 from overcommit.profiles import DeviceQueue
-from overcommit.stores.diskcache import _CacheOps
-from overcommit.stores.ephemeral import _EphOps
-from overcommit.stores.hostswap import _HostSwapOps
+from overcommit.stores.diskcache import CacheStoreOps
+from overcommit.stores.ephemeral import EphemeralStoreOps
+from overcommit.stores.hostswap import HostSwapStoreOps
 from overcommit.stores.pipeline import Posted
-from overcommit.stores.swap import _SwapOps
-from overcommit.stores.tmem import _TmemOps
+from overcommit.stores.swap import SwapStoreOps
+from overcommit.stores.tmem import TmemStoreOps
 
 # Every guest recounts its ledgers from its page and frame tables when a window crosses a
 # multiple of this many epochs (30 s at the default epoch, and at the end); every epoch it
@@ -303,7 +303,7 @@ class GuestRunner:
         if g.counters["lost_pages"]:
             violations.append(
                 (
-                    "lost_pages_explained",
+                    "no_missing_pages",
                     f"{g.name}: {g.counters['lost_pages']} page(s) lost, unexplained by any fault",
                 )
             )
@@ -489,7 +489,6 @@ class HostRunner:
             violations += [(e, "conservation", m) for m in h.epoch_checks(use)]
         rows["ram_pages"][:] = h.ram_pages
         rows["reserve_pages"][:] = h.reserve_pages
-        rows["buffer_pages"][:] = h.buffer_pages
         rows["tmem_capacity"][:] = h.tmem_capacity
         rows["ephemeral_capacity"][:] = h.ephemeral_capacity
         rows["tmem_stored"][:] = total("tmem_pages")
@@ -592,11 +591,11 @@ class StoreOps:
     def __init__(self, prefix: str, payload: str, page_size: int) -> None:
         self.payload = payload
         self.page_size = page_size
-        self.tmem = _TmemOps(prefix)
-        self.swap = _SwapOps(prefix)
-        self.hswap = _HostSwapOps(prefix)
-        self.cache = _CacheOps(prefix)
-        self.eph = _EphOps(prefix)
+        self.tmem = TmemStoreOps(prefix)
+        self.swap = SwapStoreOps(prefix)
+        self.hswap = HostSwapStoreOps(prefix)
+        self.cache = CacheStoreOps(prefix)
+        self.eph = EphemeralStoreOps(prefix)
 
     def plan(self, req: Any) -> Generator[tuple[str, Any], Any, Any]:
         """Yields (role, store operation) steps; returns the reply."""

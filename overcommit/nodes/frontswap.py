@@ -17,16 +17,18 @@ a cooperative guest does so at the pace its share of the shared storage device w
 uncooperative one ignores the request.
 
 Compression and deduplication (`hosts.tmem.compress`, `hosts.tmem.dedup`; Xen: ~2x pages
-stored for ~10x CPU): the pool then bills host RAM, the guest's quota and its maxmem by what
+stored for ~10x CPU) are modelled in billing only: the host's Redis stores every page's record
+whole, duplicates included, and the pool bills host RAM, the guest's quota and its maxmem by what
 its pages take, not by their number (`PoolBilling`, the guest-side table of what each of its
 pool pages costs). With `compress` a page costs its compressed size, measured with zlib on the
 page's content in `full` payload mode and on a sample at the workload's compressibility in
 `digest` mode; a page that does not compress below a page less the allocator's header is
-stored whole, a same-filled page costs nothing. With `dedup` the host stores content several
-pages hold once (`share_identical`): at each window's start, content held by two or more pool
-pages (in one guest or across guests) joins the host's shared store and stays there while any
-guest still holds it; a put of content in that store costs the guest nothing, and the shared
-store's bytes are billed to the host, once, for the whole window. The tmem Lua script decides
+stored whole, a same-filled page costs nothing. With `dedup` the host bills content several
+pages hold once (`share_identical`, by content key): at each window's start, content held by
+two or more pool pages (in one guest or across guests) joins the host's shared store (a
+billing table) and stays there while any guest still holds it; a put of content in that
+store costs the guest nothing, and the shared store's bytes are billed to the host, once, for
+the whole window. The tmem Lua script decides
 each put against the bytes the guest may still add (its quota, in billed pages, less what it
 holds), so outcomes depend on the guest's own pages and the window's directives only. Puts and
 gets cost `costs.tmem_compress_factor` (10) times their plain cost when compressing; with dedup

@@ -14,7 +14,7 @@ growth) comes only from RAM that is free *and* promised to no guest's current al
 (`HostModel.lendable`), booked in a fixed order so two lenders never promise the same page.
 Conservation, checked every epoch:
 
-    ram = reserve + resident guest frames + tmem + ephemeral + disk cache + migration buffers + free
+    ram = reserve + resident guest frames + tmem + ephemeral + disk cache + free
 """
 
 from __future__ import annotations
@@ -349,7 +349,6 @@ class HostModel:
         self.ephemeral_pages = 0  # cleancache pool, from the guests' reports
         self.ephemeral_capacity = 0  # cleancache: the guests' quotas for the current window
         self.shared_pages = 0  # page-sharing: host frames holding shared content
-        self.buffer_pages = 0  # migration buffers; 0 here
         self.granted = 0  # pages lent in the window being planned (see lend)
         self.frozen = False
         self.reclaiming = False  # a host_reclaim event: lend nothing, take back what it can
@@ -380,8 +379,8 @@ class HostModel:
         self.ephemeral_pages = sum(g.ephemeral_pages for g in self.guests)
 
     def pools_pages(self) -> int:
-        """RAM the host holds outside guest frames: tmem, ephemeral, cache, buffers."""
-        return self.tmem_pages() + self.ephemeral_pages + self.cache_pages + self.buffer_pages
+        """RAM the host holds outside guest frames: tmem, ephemeral, cache."""
+        return self.tmem_pages() + self.ephemeral_pages + self.cache_pages
 
     def free_pages(self, use: HostUse | None = None) -> int:
         if use is None:
@@ -400,7 +399,6 @@ class HostModel:
             - use.tmem
             - use.ephemeral
             - use.cache
-            - self.buffer_pages
         )
 
     def guest_room(self) -> int:
@@ -439,8 +437,7 @@ class HostModel:
             out.append(
                 f"{self.name}: RAM overdrawn: ram {self.ram_pages} < reserve {self.reserve_pages}"
                 f" + frames {use.backed} + shared {use.shared} + tmem {use.tmem}"
-                f" + ephemeral {use.ephemeral} + cache {use.cache}"
-                f" + buffers {self.buffer_pages} (pages)"
+                f" + ephemeral {use.ephemeral} + cache {use.cache} (pages)"
             )
         if use.tmem > self.tmem_capacity:
             out.append(f"{self.name}: tmem {use.tmem} pages above window cap {self.tmem_capacity}")

@@ -298,7 +298,7 @@ def check_reply(
         g.counters["lost_pages"] += n
         out.append(
             (
-                "lost_pages_explained",
+                "no_missing_pages",
                 f"{g.name}: {n} frame(s) missing from host swap, e.g. frame "
                 f"{int(swap_in[~found][0])}",
             )

@@ -61,7 +61,9 @@ class CacheBatchResult:
     dirty: int
 
 
-class _CacheOps:
+class CacheStoreOps:
+    """The disk-cache operations, each a generator of Redis requests."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.meta = dcache_meta_key(prefix)
@@ -127,7 +129,7 @@ class DiskCacheStore:
     """A host's disk caches over a synchronous ``redis.Redis`` client."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _CacheOps(prefix)
+        self._ops = CacheStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -164,7 +166,7 @@ class AsyncDiskCacheStore:
     """:class:`DiskCacheStore` over a ``redis.asyncio.Redis`` client."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _CacheOps(prefix)
+        self._ops = CacheStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -194,3 +196,7 @@ class AsyncDiskCacheStore:
 
     async def host_pages(self) -> tuple[int, int]:
         return await run_async(self._runner, self._ops.host_pages())
+
+
+#: the former private name, kept for importers not yet updated
+_CacheOps = CacheStoreOps

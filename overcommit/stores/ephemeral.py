@@ -69,7 +69,9 @@ class EphBatchResult:
     host_used: int  # host-wide ephemeral pages after the batch
 
 
-class _EphOps:
+class EphemeralStoreOps:
+    """The ephemeral (cleancache) pool operations, each a generator of Redis requests."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.meta = eph_meta_key(prefix)
@@ -125,7 +127,7 @@ class EphemeralPool:
     """A host's ephemeral pools over a synchronous ``redis.Redis`` client."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _EphOps(prefix)
+        self._ops = EphemeralStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -161,7 +163,7 @@ class AsyncEphemeralPool:
     """:class:`EphemeralPool` over a ``redis.asyncio.Redis`` client."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _EphOps(prefix)
+        self._ops = EphemeralStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -189,3 +191,7 @@ class AsyncEphemeralPool:
 
     async def used(self) -> int:
         return await run_async(self._runner, self._ops.used())
+
+
+#: the former private name, kept for importers not yet updated
+_EphOps = EphemeralStoreOps

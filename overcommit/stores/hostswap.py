@@ -56,7 +56,9 @@ class HostSwapResult:
     host_used: int
 
 
-class _HostSwapOps:
+class HostSwapStoreOps:
+    """The host-swap operations, each a generator of Redis requests."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.meta = hswap_meta_key(prefix)
@@ -128,7 +130,7 @@ class HostSwapStore:
     """A host's swap area over a synchronous ``redis.Redis`` client."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _HostSwapOps(prefix)
+        self._ops = HostSwapStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -170,7 +172,7 @@ class AsyncHostSwapStore:
     """:class:`HostSwapStore` over a ``redis.asyncio.Redis`` client."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _HostSwapOps(prefix)
+        self._ops = HostSwapStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -205,3 +207,7 @@ class AsyncHostSwapStore:
 
     async def used(self) -> int:
         return await run_async(self._runner, self._ops.used())
+
+
+#: the former private name, kept for importers not yet updated
+_HostSwapOps = HostSwapStoreOps

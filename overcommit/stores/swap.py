@@ -65,7 +65,7 @@ def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
     return head + row.tobytes()
 
 
-class _SwapOps:
+class SwapStoreOps:
     """The swap-disk operations, each a generator of Redis requests."""
 
     def __init__(self, prefix: str) -> None:
@@ -111,7 +111,7 @@ class SwapStore:
     """Swap disks over a synchronous ``redis.Redis`` client of the shared store."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _SwapOps(prefix)
+        self._ops = SwapStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -146,7 +146,7 @@ class AsyncSwapStore:
     """:class:`SwapStore` over a ``redis.asyncio.Redis`` client."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _SwapOps(prefix)
+        self._ops = SwapStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -174,3 +174,7 @@ class AsyncSwapStore:
 
     async def drop(self, disk: str) -> int:
         return await run_async(self._runner, self._ops.drop(disk))
+
+
+#: the former private name, kept for importers not yet updated
+_SwapOps = SwapStoreOps

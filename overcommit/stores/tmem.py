@@ -219,7 +219,7 @@ class TmemBatchResult:
     host_used: int  # host-wide persistent pages after the batch
 
 
-class _TmemOps:
+class TmemStoreOps:
     """The tmem operations, each a generator of Redis requests (see module docstring)."""
 
     def __init__(self, prefix: str) -> None:
@@ -313,7 +313,7 @@ class TmemPool:
     """A host's tmem pools over a synchronous ``redis.Redis`` client."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _TmemOps(prefix)
+        self._ops = TmemStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
         self.client = client  # the host's Redis (other host stores share it)
@@ -383,7 +383,7 @@ class AsyncTmemPool:
     """:class:`TmemPool` over a ``redis.asyncio.Redis`` client."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = _TmemOps(prefix)
+        self._ops = TmemStoreOps(prefix)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
         self.client = client
@@ -441,3 +441,7 @@ class AsyncTmemPool:
 
     async def guests(self) -> list[str]:
         return await run_async(self._runner, self._ops.guests())
+
+
+#: the former private name, kept for importers not yet updated
+_TmemOps = TmemStoreOps

@@ -59,6 +59,11 @@ class GuestChecks:
                     _HIST_BIN.clear()
             self.hist[b] += n
 
+    def _hist_add_each(self, latencies: np.ndarray) -> None:
+        """Add one fault per latency (each its own value, e.g. its queue position's)."""
+        if len(latencies):
+            self.hist += np.bincount(_hist_bins(latencies), minlength=len(self.hist))
+
     def _check_read(
         self,
         pages: np.ndarray,
@@ -76,7 +81,7 @@ class GuestChecks:
             self.counters["lost_pages"] += len(missing)
             out.append(
                 (
-                    "lost_pages_explained",
+                    "no_missing_pages",
                     f"{self.name}: {len(missing)} page(s) missing from {where}, e.g. page "
                     f"{int(missing[0])} version {int(self.version[missing[0]])}",
                 )

@@ -15,6 +15,14 @@
 6. `settle` hooks (frames move; a host OOM ends the epoch); phase 2: refused puts and
    write-backs to the disk, cleancache misses from the file disk, the hooks' ops.
 7. `_count` and `_time`: counters, stall by source (`stall` hooks), latency histogram.
+
+Fault latencies are modelled per fault, not measured: a read from the guest's disk (a swap-in
+cluster or a page-cache readahead cluster) takes the fixed fault cost, the window's queueing
+on the device (`DeviceQueue.wait`) and the service time of the pages actually read for it,
+plus the service time of the reads the epoch issued before it on that device (its queue
+position, `queued_latencies`). The stall charged stays each read's own cost (the reads
+ahead of a fault are charged once, to themselves), so the latencies of an epoch's faults
+overlap and sum to more than its stall.
 """
 
 from __future__ import annotations
@@ -438,6 +446,30 @@ def _count(g: GuestModel, ep: EpochContext) -> None:
         c["major_faults"] += n_fops
 
 
+def queued_latencies(
+    device: DeviceQueue, read_bytes: np.ndarray, fixed: float, ahead: float = 0.0
+) -> tuple[np.ndarray, float]:
+    """The latency of each of an epoch's reads on `device`, in issue order, and the service
+    time they add to the epoch's queue: the i-th read waits for the `ahead` seconds already
+    queued and the service of the reads before it, then its own (`fixed` plus the window's
+    queueing, `device.wait`, plus its service time for its own size)."""
+    if not len(read_bytes):
+        return np.zeros(0), ahead
+    dev = device.profile
+    svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
+    wait = np.array([device.wait(float(b)) for b in read_bytes])
+    done = ahead + np.cumsum(svc)
+    return fixed + wait + done, float(done[-1])
+
+
+def _cluster_bytes(pages: np.ndarray, ra: int, ps: int) -> np.ndarray:
+    """Bytes actually read for each readahead cluster `pages` fall in, in cluster order."""
+    if not len(pages):
+        return np.zeros(0)
+    _, n = np.unique(pages // ra, return_counts=True)
+    return n.astype(np.float64) * ps
+
+
 def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     """Synchronous costs on the critical path, by source; the latency histogram; stats."""
     costs, ps, device, dt = g.costs, g.page_size, ep.device, ep.dt
@@ -490,13 +522,20 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     stall = sum(sources)
     for src, v in zip(EPOCH_SOURCES, sources):
         g.stall_by_source[src] += v
-    # fault latency histogram (one value per kind of fault this epoch)
+    # fault latency histogram: device reads one value each (queue position, own size)
     g._hist_add(costs.minor_fault, len(f_zero))
-    g._hist_add(lat_sw, dev_clusters)
+    ahead = 0.0
+    if dev_clusters:
+        sizes = _cluster_bytes(ep.disk_reads_dev, g.readahead, ps)
+        lat, ahead = queued_latencies(device, sizes, costs.major_fault)
+        g._hist_add_each(lat)
     g._hist_add(lat_hit, len(clusters) - dev_clusters)
     g._hist_add(costs.minor_fault, len(f_sw) - len(clusters))
     if g.has_files:
-        g._hist_add(lat_f, n_fops)
+        if n_fops:
+            f_rd = np.concatenate([ep.f_fnew, ep.f_miss]) if len(ep.f_fnew) else ep.f_miss
+            sizes = _cluster_bytes(_unique(f_rd), g.readahead, ps)
+            g._hist_add_each(queued_latencies(device, sizes, costs.major_fault, ahead)[0])
         g._hist_add(costs.minor_fault, n_fread - n_fops)
     g._account(dt, ep.work, stall)
     ep.violations += [("conservation", m) for m in g.conservation()]

@@ -275,17 +275,24 @@ def advance(
 
 
 def stale_at_switch(
-    m: MigrationState, loc: np.ndarray, version: np.ndarray, pool: bool
+    m: MigrationState,
+    loc: np.ndarray,
+    version: np.ndarray,
+    pool: bool,
+    received: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pages the destination should hold at switch-over but whose last version it never got:
+    """Pages the destination should hold at switch-over but whose last version it never got
+    (`received`: the versions it holds, -1 for none; default the guest's own account):
     resident (and compressed-pool) pages neither changed after the switch nor left at the
     source for post-copy."""
+    if received is None:
+        received = m.received
     held = (loc == RAM) | (loc == ZPOOL) if pool else loc == RAM
     held &= ~m.dirty
     if m.remote is not None and len(m.remote):
         held[m.remote] = False
     want = np.flatnonzero(held)
-    return want[m.received[want] != version[want]]
+    return want[received[want] != version[want]]
 
 
 def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: float) -> float:

@@ -359,31 +359,13 @@ class GuestActorImpl:
         streamed page newer than it (versions only grow), and every page the destination
         holds (resident, or in a compressed pool; not changed after the switch, not left at
         the source for post-copy) with the version that streamed. Returns the pages checked."""
-        import numpy as np
-
-        from overcommit.migration.transfer import stale_at_switch
+        from overcommit.migration.transfer import takeover_problem
 
         self.runner = runner = copy.deepcopy(runner)  # object-store arrays are read-only
-        g = runner.model
-        received = self.received
-        if received is None:
-            received = np.full(g.N, -1, np.int64)
-        seen = received >= 0
-        newer = np.flatnonzero(seen & (received > g.version))
-        if len(newer):
-            raise RuntimeError(
-                f"{g.name}: {len(newer)} streamed page(s) newer than the state that arrived "
-                f"(e.g. pages {newer[:5].tolist()})"
-            )
-        if g.migration is None:
-            return int(np.count_nonzero(seen))
-        stale = stale_at_switch(g.migration, g.loc, g.version, g.pool is not None, received)
-        if len(stale):
-            raise RuntimeError(
-                f"{g.name}: {len(stale)} page(s) the state that arrived holds at a version that "
-                f"did not stream (e.g. pages {stale[:5].tolist()})"
-            )
-        return int(np.count_nonzero(seen))
+        problem, checked = takeover_problem(runner.model, self.received)
+        if problem:
+            raise RuntimeError(problem)
+        return checked
 
     async def arrive(self, dest: str, records: Any) -> dict:
         return await drive_async(self.runner.arrive(dest, records), self.stores.execute)

@@ -357,3 +357,31 @@ def epoch(g: Any, ep: Any) -> None:
         g.debt += pause
         g.stall_seconds += pause
         g.stall_by_source["migration"] += pause
+
+
+def takeover_problem(g: Any, received: np.ndarray | None) -> tuple[str | None, int]:
+    """Check the state of guest `g` that arrived at switch-over against the versions that
+    streamed (`received`, -1: none): no streamed page newer than it (versions only grow), and
+    every page the destination holds at the version that streamed (`stale_at_switch`).
+    Returns (what is wrong, or None; the streamed pages checked)."""
+    if received is None:
+        received = np.full(g.N, -1, np.int64)
+    seen = received >= 0
+    checked = int(np.count_nonzero(seen))
+    newer = np.flatnonzero(seen & (received > g.version))
+    if len(newer):
+        return (
+            f"{g.name}: {len(newer)} streamed page(s) newer than the state that arrived "
+            f"(e.g. pages {newer[:5].tolist()})",
+            checked,
+        )
+    if g.migration is None:
+        return None, checked
+    stale = stale_at_switch(g.migration, g.loc, g.version, g.pool is not None, received)
+    if len(stale):
+        return (
+            f"{g.name}: {len(stale)} page(s) the state that arrived holds at a version that "
+            f"did not stream (e.g. pages {stale[:5].tolist()})",
+            checked,
+        )
+    return None, checked

@@ -9,6 +9,7 @@ import pytest
 
 from overcommit.cluster.engine import run_scenario
 from overcommit.config import apply_overrides, load_scenario_text
+from overcommit.stores.codec import record_len
 from overcommit.stores.tmem import TmemPool
 
 # One guest whose whole working set is resident (pinned), writing uniformly (skew 0).
@@ -400,3 +401,52 @@ def test_cached_disk_dirty_pages_are_written_back_before_the_move():
     g = r.guests[r.guests.guest == "a-1"]
     moved_at = next(e["epoch"] for e in r.events if e["kind"] == "migrated")
     assert int(g[g.epoch == moved_at - 1].cache_dirty.iloc[0]) == m["cache_writebacks"]
+
+
+def test_a_thrashing_guests_readahead_pages_reach_the_destination():
+    # a-1 thrashes: swap-ins read ahead whole clusters, pages it never touched that epoch
+    sc = mech("none", **{"migration.bandwidth": "64MiB/s"})
+    r = run_scenario(sc)
+    s = r.summary
+    (m,) = s["migrations"]
+    assert m["outcome"] == "completed"
+    assert s["guests"]["a-1"]["counters"]["readahead_pages"] > 0
+    # at switch-over every page the destination holds carries the version the source has
+    # (an integrity violation otherwise)
+    assert s["valid"], s["checks"]
+    assert s["checks"]["integrity"]["violations"] == 0
+
+
+@pytest.mark.parametrize("mechanism", ["zswap", "zram"])
+def test_a_compressed_pool_is_sent_as_its_stored_bytes(mechanism):
+    r = run_scenario(mech(mechanism))
+    s = r.summary
+    assert s["valid"], s["checks"]
+    (m,) = s["migrations"]
+    assert m["outcome"] == "completed"
+    g = r.guests[r.guests.guest == "a-1"]
+    before = g[g.epoch == 39].iloc[0]  # the epoch before the migration starts
+    assert before.zpool_frames > 0 and before.zpool_bytes > 0
+    round1 = next(e for e in r.events if e["kind"] == "migration_round" and e["round"] == 1)
+    # resident pages whole, the pool's frames as the compressed bytes it stores, the other
+    # free frames of the allocation as zero pages (16 bytes)
+    zero = int(before.alloc_pages - before.resident_pages - before.zpool_frames)
+    expect = int(before.resident_pages) * PS + int(before.zpool_bytes) + zero * 16
+    assert round1["bytes"] == expect
+    assert round1["pages"] >= int(before.resident_pages + before.zpool_pages)
+
+
+def test_each_round_is_logged_with_the_bytes_of_the_pages_it_sent():
+    sc = mech("none", **{"migration.bandwidth": "64MiB/s"})
+    digest = run_scenario(sc)
+    full = run_scenario(apply_overrides(sc, {"payload": "full"}))
+    for r, page_bytes in ((digest, PS), (full, record_len("a-1", "full", PS))):
+        (m,) = r.summary["migrations"]
+        rounds = [e for e in r.events if e["kind"] == "migration_round"]
+        assert [e["round"] for e in rounds] == list(range(1, len(rounds) + 1))
+        assert len(rounds) == m["rounds"] + 1  # the rounds, then the stop-and-copy
+        assert sum(e["bytes"] for e in rounds) == pytest.approx(m["bytes_sent"], abs=2)
+        for e in rounds[1:]:  # every later round: resident pages, each its full record
+            assert e["bytes"] == e["pages"] * page_bytes
+        assert rounds[-1]["seconds"] == pytest.approx(m["downtime_seconds"], abs=1e-6)
+    assert full.events != digest.events

@@ -612,8 +612,8 @@ def _run(
                     checks.add("frontswap", problems, f"epoch {e1 - 1}: ")
             for g, r in mig.running.items():
                 gw = reports.get(g)
-                if gw is not None and gw.stream:
-                    runtime.stream(g, r.dest, [p for p, _ in gw.stream], [v for _, v in gw.stream])
+                if gw is not None and gw.stream and not r.moved:
+                    runtime.stream(g, r.dest, gw.stream)
             for k, (kind, fields) in enumerate(mig.after_window(e1, reports, runtime)):
                 log(e1, kind, (-2, k), **fields)
             if progress is not None:

@@ -393,32 +393,38 @@ class GuestActorImpl:
         runner, self.runner = self.runner, None
         return out, runner
 
-    def receive(self, rounds: list[tuple[Any, Any]]) -> int:
-        """A destination actor takes a window's rounds, (pages, their versions), as they are
-        sent; returns the pages it holds."""
+    def receive(self, rounds: list[bytes]) -> int:
+        """A destination actor takes a window's rounds, each the encoded records of the pages
+        it sent, checks every record (checksum, and content with `payload: full`) and keeps
+        the versions they carry; returns the pages it holds."""
         import numpy as np
 
+        from overcommit.stores.codec import decode
+
+        g = self.runner.model
         if self.received is None:
-            self.received = np.full(self.runner.model.N, -1, np.int64)  # -1: not sent yet
-        for pages, versions in rounds:
-            self.received[pages] = versions
+            self.received = np.full(g.N, -1, np.int64)  # -1: not sent yet
+        for blob in rounds:
+            batch = decode(g.name, blob, g.payload, g.page_size)
+            bad = g.verify(batch)
+            if bad.any():
+                pages = batch.pages[bad][:5].tolist()
+                raise RuntimeError(f"{g.name}: {int(bad.sum())} corrupt record(s) streamed {pages}")
+            self.received[batch.pages.astype(np.int64)] = batch.versions
         return int(np.count_nonzero(self.received >= 0))
 
     async def take_over(self, runner: Any) -> int:
-        """Switch-over: the runner arrives; every page streamed earlier must be no newer than
-        the state that arrived (versions only grow). Returns the streamed pages checked."""
-        import numpy as np
+        """Switch-over: the runner arrives. What streamed must be the state that arrived: no
+        streamed page newer than it (versions only grow), and every page the destination
+        holds (resident, or in a compressed pool; not changed after the switch, not left at
+        the source for post-copy) with the version that streamed. Returns the pages checked."""
+        from overcommit.migration.transfer import takeover_problem
 
         self.runner = runner = copy.deepcopy(runner)  # object-store arrays are read-only
-        if self.received is None:
-            return 0
-        seen = self.received >= 0
-        bad = int(np.count_nonzero(runner.model.version[seen] < self.received[seen]))
-        if bad:
-            raise RuntimeError(
-                f"{runner.model.name}: {bad} streamed page(s) newer than the state that arrived"
-            )
-        return int(np.count_nonzero(seen))
+        problem, checked = takeover_problem(runner.model, self.received)
+        if problem:
+            raise RuntimeError(problem)
+        return checked
 
     async def arrive(self, dest: str, records: Any) -> dict:
         return await drive_async(self.runner.arrive(dest, records), self.stores.execute)
@@ -431,7 +437,15 @@ class GuestActorImpl:
 
     async def window(self, e0: int, e1: int, dt: float, device: Any, directives: Any) -> Any:
         self.calls += 1
-        return self.stores.windows([self.runner.window(e0, e1, dt, device, directives)], e0, e1)[0]
+        out = self.stores.windows([self.runner.window(e0, e1, dt, device, directives)], e0, e1)[0]
+        if out.stream:  # a migration's rounds leave as the records of their pages
+            from overcommit.stores.codec import encode
+
+            g = self.runner.model
+            out.stream = [
+                encode(g.name, g._batch(p, v), g.payload, g.page_size) for p, v in out.stream
+            ]
+        return out
 
     async def drain(self) -> Any:
         return await drive_async(self.runner.drain(), self.stores.execute)
@@ -539,6 +553,7 @@ class RayRuntime:
         self.counted: dict[str, list[str]] = {}
         self.incoming: dict[str, tuple[str, Any]] = {}  # migrating guest -> (dest, actor-to-be)
         self.crossed = 0  # bytes of guest state that crossed between actors in migrations
+        self.streamed = 0  # of which page records streamed by the rounds
 
     def await_death(self, host: str, timeout: float = 60.0) -> None:
         """Wait until the host's actor is gone (its Ray node was just removed), so the next
@@ -773,8 +788,9 @@ class RayRuntime:
         self._get(self.hosts[host].add_guest.remote(guest, carry, boot, actor))
         self.guests_on[host].append(guest)
 
-    def stream(self, guest: str, dest: str, pages: list[Any], versions: list[Any]) -> None:
-        """Actors: a migrating guest's rounds stream to its actor-to-be on the destination."""
+    def stream(self, guest: str, dest: str, rounds: list[Any]) -> None:
+        """Actors: a migrating guest's rounds, the page records its actor encoded, stream to
+        its actor-to-be on the destination."""
         if self.mode != "actors":
             return
         held = self.incoming.get(guest)
@@ -782,8 +798,10 @@ class RayRuntime:
             self.cancel_migration(guest)
             held = (dest, self._guest_actor(guest, dest, 0, register=False))
             self.incoming[guest] = held
-        self.crossed += sum(p.nbytes + v.nbytes for p, v in zip(pages, versions))
-        self._get(held[1].receive.remote(list(zip(pages, versions))))
+        nbytes = sum(len(blob) for blob in rounds)
+        self.crossed += nbytes
+        self.streamed += nbytes
+        self._get(held[1].receive.remote(rounds))
 
     def move_guest(self, guest: str, source: str, dest: str, flush_tmem: bool) -> dict:
         """A migrated guest now runs on `dest`: its memory leaves the source's stores and

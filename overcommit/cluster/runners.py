@@ -243,9 +243,7 @@ class GuestRunner:
         out.state = self.state()
         out.carry = g.carry()
         if g.migration is not None:
-            out.migration = g.migration.record()
-            out.stream = [(p, g.version[p]) for p in g.migration.sent]
-            g.migration.sent = []
+            _migration_window(g, out, dt)
         return out
 
     def leave_source(self, flush_tmem: bool) -> Generator[Any, Any, dict]:
@@ -715,3 +713,51 @@ class StoreOps:
                 yield HOST, (self.tmem.freeze(g) if req.frozen else self.tmem.thaw(g))
             return None
         raise TypeError(f"unknown store request {type(req).__name__}")
+
+
+def _migration_window(g: Any, out: GuestWindow, dt: float) -> None:
+    """A migrating guest's window: its record, the rounds' pages (with the versions they
+    carried) streamed to the destination, one event per round sent, and at switch-over a
+    check that every page the destination should now hold carries its last version."""
+    from overcommit.migration.transfer import stale_at_switch
+
+    m = g.migration
+    out.migration = m.record()
+    out.stream = [(p, g.version[p]) for p in m.sent]
+    for p, v in out.stream:
+        m.received[p] = v
+    m.sent = []
+    for k in range(m.logged, len(m.rounds_log)):
+        end, pages, secs, nbytes = m.rounds_log[k]
+        out.events.append(
+            (
+                int(end / dt - 1e-9),
+                "migration_round",
+                {
+                    "guest": g.name,
+                    "round": k + 1,
+                    "pages": pages,
+                    "bytes": int(round(nbytes)),
+                    "seconds": round(secs, 9),
+                },
+            )
+        )
+    m.logged = len(m.rounds_log)
+    if m.phase in ("done", "postcopy") and not m.checked:
+        m.checked = True
+        stale = stale_at_switch(m, g.loc, g.version, g.pool is not None)
+        if len(stale):
+            out.violations.append(
+                (
+                    _switch_epoch(m, dt),
+                    "integrity",
+                    f"{g.name}: {len(stale)} page(s) the destination holds without their last "
+                    f"version at switch-over (e.g. pages {stale[:5].tolist()})",
+                )
+            )
+
+
+def _switch_epoch(m: Any, dt: float) -> int:
+    """The epoch of a migration's switch-over."""
+    t = m.switched if m.switched is not None else (m.end or 0.0)
+    return int(t / dt - 1e-9)

@@ -452,7 +452,7 @@ class InlineRuntime:
             self.execute(Freeze(dest, [guest], True))
         return out
 
-    def stream(self, guest: str, dest: str, pages: list[Any], versions: list[Any]) -> None:
+    def stream(self, guest: str, dest: str, rounds: list[Any]) -> None:
         """Nothing crosses a process boundary here."""
 
     def cancel_migration(self, guest: str) -> None:

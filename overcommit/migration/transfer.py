@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-RAM = 1  # guest page location: resident (nodes.guest.RAM)
+RAM = 1  # guest page locations (nodes.kernel.types)
+ZPOOL = 4
 
 
 @dataclass
@@ -59,6 +60,7 @@ class MigrationState:
     order: MigrationOrder
     start: float
     page_size: int
+    page_bytes: int = 0  # bytes one full page costs on the wire (its record in `full` mode)
     phase: str = "precopy"  # precopy -> done | aborted; precopy -> postcopy -> done
     rounds: int = 1
     round_left: float = 0.0  # bytes of the current round still to send
@@ -71,10 +73,17 @@ class MigrationState:
     end: float | None = None
     switched: float | None = None  # post-copy: when the guest switched to the destination
     remote_faults: int = 0
-    dirty: np.ndarray | None = None  # pages dirtied since the current round started
+    dirty: np.ndarray | None = None  # pages changed since the current round started (after
+    # the switch: pages the guest changed at the destination)
     remote: np.ndarray | None = None  # post-copy: pages still at the source, in push order
-    rounds_log: list[tuple[float, int, float]] = field(default_factory=list)  # (end, pages, s)
+    # (end, pages, seconds, bytes) of each round sent, the stop-and-copy included
+    rounds_log: list[tuple[float, int, float, float]] = field(default_factory=list)
+    round_pages: int = 0  # pages the current round sends
+    round_started: float = 0.0
+    logged: int = 0  # rounds already reported in the event log
+    checked: bool = False  # the destination's view was checked at switch-over
     sent: list[np.ndarray] = field(default_factory=list)  # pages of each round (streamed)
+    received: np.ndarray | None = None  # the destination's view: version per page (-1: none)
 
     @property
     def active(self) -> bool:
@@ -99,18 +108,33 @@ class MigrationState:
 
 
 def start(
-    order: MigrationOrder, t: float, loc: np.ndarray, alloc_pages: int, ps: int, tmem_pages: int
+    order: MigrationOrder,
+    t: float,
+    loc: np.ndarray,
+    alloc_pages: int,
+    ps: int,
+    tmem_pages: int,
+    page_bytes: int | None = None,
+    zsize: np.ndarray | None = None,
+    pool_frames: int = 0,
 ) -> MigrationState:
-    """Round 1 begins at `t`: every allocated frame, and `tmem_pages` pool pages."""
-    m = MigrationState(order, t, ps)
+    """Round 1 begins at `t`: every allocated frame, and `tmem_pages` pool pages. A page
+    costs `page_bytes` (default `ps`); a compressed pool's `pool_frames` frames go as the
+    stored sizes `zsize` of the pages it holds, not as zero pages."""
+    m = MigrationState(order, t, ps, page_bytes or ps)
+    m.round_started = t
     resident = np.flatnonzero(loc == RAM)
-    m.sent.append(resident)
-    m.pages_sent = len(resident) + tmem_pages
-    zero = max(0, alloc_pages - len(resident))
+    pooled = np.flatnonzero(zsize > 0) if zsize is not None else np.zeros(0, np.int64)
+    only = pooled[loc[pooled] == ZPOOL]  # (the others are copies of resident pages)
+    m.sent.append(np.union1d(resident, only) if len(only) else resident)
+    m.pages_sent = m.round_pages = len(resident) + len(pooled) + tmem_pages
+    zero = max(0, alloc_pages - len(resident) - (pool_frames if zsize is not None else 0))
+    zbytes = float(zsize[pooled].sum()) if len(pooled) else 0.0
     m.round_left = m.round_bytes = float(
-        (len(resident) + tmem_pages) * ps + zero * order.zero_page_bytes
+        (len(resident) + tmem_pages) * m.page_bytes + zbytes + zero * order.zero_page_bytes
     )
     m.dirty = np.zeros(len(loc), bool)
+    m.received = np.full(len(loc), -1, np.int64)
     return m
 
 
@@ -132,26 +156,62 @@ def dirtying(
     return pos, pages[pos]
 
 
+def untouched_changes(
+    pages: np.ndarray, changed: np.ndarray, readahead: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, pages) for frames whose content changed this epoch without a touch of
+    their own (`changed`: pages read ahead, brought back by unuse, stored into a compressed
+    pool): at the first touch of their readahead cluster, else at the epoch's start."""
+    if len(changed) == 0:
+        return np.zeros(0, np.int64), changed
+    pos = np.zeros(len(changed), np.int64)
+    if len(pages):
+        clusters, first = np.unique(pages // readahead, return_index=True)
+        c = changed // readahead
+        i = np.minimum(np.searchsorted(clusters, c), len(clusters) - 1)
+        hit = clusters[i] == c
+        pos[hit] = first[i[hit]]
+    return pos, changed
+
+
+def _held(loc: np.ndarray, zsize: np.ndarray | None) -> np.ndarray:
+    """Frames the destination must mirror: resident pages, and a compressed pool's pages."""
+    return (loc == RAM) | (loc == ZPOOL) if zsize is not None else loc == RAM
+
+
+def _bytes(m: MigrationState, pages: np.ndarray, loc: np.ndarray, zs: np.ndarray | None) -> float:
+    """Bytes sending `pages` costs: resident ones whole, pool ones as their stored size."""
+    if zs is None or len(pages) == 0:
+        return float(len(pages) * m.page_bytes)
+    inpool = loc[pages] == ZPOOL
+    return float((len(pages) - int(np.count_nonzero(inpool))) * m.page_bytes) + float(
+        zs[pages[inpool]].sum()
+    )
+
+
 def advance(
     m: MigrationState,
     t: float,
     dt: float,
     busy_from: float,
     pages: np.ndarray,
-    writes: np.ndarray,
+    pos: np.ndarray,
+    dpages: np.ndarray,
     loc: np.ndarray,
+    zsize: np.ndarray | None = None,
 ) -> float:
-    """Run the migration through epoch [t, t + dt), the guest's touches (in time order) spread
-    over [busy_from, t + dt). Returns the pause (stop-and-copy downtime, or post-copy remote
-    fault stalls) the guest owes."""
-    o, ps = m.order, m.page_size
+    """Run the migration through epoch [t, t + dt), the guest's touches `pages` (in time
+    order) spread over [busy_from, t + dt); `dpages` changed content at touch positions
+    `pos` (ascending); `loc` is where pages are at the epoch's end. Returns the pause
+    (stop-and-copy downtime, or post-copy remote fault stalls) the guest owes."""
+    o = m.order
     bw = max(1.0, o.bandwidth)
     end = t + dt
     if m.phase == "postcopy":
+        m.dirty[dpages] = True  # changed at the destination
         return _postcopy(m, t, dt, pages, bw)
     if m.phase != "precopy":
         return 0.0
-    pos, dpages = dirtying(pages, writes, loc)
     n = max(1, len(pages))
     times = busy_from + (pos + 0.5) * ((end - busy_from) / n)
     k = 0
@@ -168,14 +228,15 @@ def advance(
         j = k + int(np.searchsorted(times[k:], finish, side="left"))
         m.dirty[dpages[k:j]] = True
         k = j
-        nxt = np.flatnonzero(m.dirty & (loc == RAM))
-        nb = float(len(nxt) * ps)
-        m.rounds_log.append((finish, len(nxt), nb / bw))
+        nxt = np.flatnonzero(m.dirty & _held(loc, zsize))
+        nb = _bytes(m, nxt, loc, zsize)
+        m.rounds_log.append((finish, m.round_pages, finish - m.round_started, m.round_bytes))
         if o.mode == "postcopy" and m.rounds >= o.postcopy_after:
             m.phase = "postcopy"
             m.switched = finish
             m.remote = nxt
             m.dirty[:] = False
+            m.dirty[dpages[k:]] = True  # changed at the destination
             if len(nxt) == 0:
                 m.phase, m.end = "done", finish
                 return 0.0
@@ -187,8 +248,11 @@ def advance(
             m.bytes_sent += nb
             m.pages_resent += len(nxt)
             m.sent.append(nxt)
+            m.rounds_log.append((finish + m.downtime, len(nxt), m.downtime, nb))
             m.phase = "done"
             m.end = finish + m.downtime
+            m.dirty[:] = False
+            m.dirty[dpages[k:]] = True  # changed at the destination, after the stop
             return m.downtime
         if m.rounds >= o.max_rounds:
             m.phase = "aborted"
@@ -204,13 +268,36 @@ def advance(
         m.pages_resent += len(nxt)
         m.sent.append(nxt)
         m.round_left = m.round_bytes = nb
+        m.round_pages = len(nxt)
+        m.round_started = finish
         m.dirty[:] = False
         tau = finish
 
 
+def stale_at_switch(
+    m: MigrationState,
+    loc: np.ndarray,
+    version: np.ndarray,
+    pool: bool,
+    received: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pages the destination should hold at switch-over but whose last version it never got
+    (`received`: the versions it holds, -1 for none; default the guest's own account):
+    resident (and compressed-pool) pages neither changed after the switch nor left at the
+    source for post-copy."""
+    if received is None:
+        received = m.received
+    held = (loc == RAM) | (loc == ZPOOL) if pool else loc == RAM
+    held &= ~m.dirty
+    if m.remote is not None and len(m.remote):
+        held[m.remote] = False
+    want = np.flatnonzero(held)
+    return want[received[want] != version[want]]
+
+
 def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: float) -> float:
     """One epoch (or its rest) of post-copy: remote faults on touched pages, then the push."""
-    o, ps = m.order, m.page_size
+    o, ps = m.order, m.page_bytes
     remote = m.remote if m.remote is not None else np.zeros(0, np.int64)
     stall = 0.0
     if len(remote) and len(pages):
@@ -221,16 +308,80 @@ def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: flo
             stall = nf * (o.fault_latency + ps / bw)
             m.bytes_sent += nf * ps
             m.pages_resent += nf
+            m.sent.append(remote[hit])
             remote = remote[~hit]
     can = int(bw * dt // ps)
     if can >= len(remote):
         m.bytes_sent += len(remote) * ps
         m.pages_resent += len(remote)
+        m.sent.append(remote)
         m.end = t + len(remote) * ps / bw
         m.phase = "done"
         m.remote = remote[:0]
         return stall
     m.bytes_sent += can * ps
     m.pages_resent += can
+    m.sent.append(remote[:can])
     m.remote = remote[can:]
     return stall
+
+
+def zsizes(g: Any) -> np.ndarray | None:
+    """A guest's compressed pool's stored size per page, None without one."""
+    pool = getattr(g, "pool", None)
+    return pool.size if pool is not None else None
+
+
+def epoch(g: Any, ep: Any) -> None:
+    """The migration through epoch `ep` of guest `g`, after its frames changed: the touches'
+    marks (`ep.mig_marks`, taken where pages were at the epoch's start) and every frame given
+    content without a touch of its own (readahead, unuse, stores into a compressed pool).
+    The pause the guest owes is charged to it as migration stall."""
+    m = g.migration
+    pages = ep.pages
+    pos, dpages = getattr(ep, "mig_marks", (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    zs = zsizes(g)
+    changed = getattr(ep, "incoming", np.zeros(0, np.int64))
+    if len(changed):
+        changed = np.setdiff1d(changed, ep.uniq)
+    if zs is not None and len(ep.stored):
+        changed = np.union1d(changed, ep.stored)
+    if len(changed):
+        cpos, cpages = untouched_changes(pages, changed, g.readahead)
+        pos = np.concatenate([pos, cpos])
+        dpages = np.concatenate([dpages, cpages])
+        order = np.argsort(pos, kind="stable")
+        pos, dpages = pos[order], dpages[order]
+    pause = advance(m, ep.t, ep.dt, ep.busy_from, pages, pos, dpages, g.loc, zs)
+    if pause:  # stop-and-copy or remote faults: the guest owes the time
+        g.debt += pause
+        g.stall_seconds += pause
+        g.stall_by_source["migration"] += pause
+
+
+def takeover_problem(g: Any, received: np.ndarray | None) -> tuple[str | None, int]:
+    """Check the state of guest `g` that arrived at switch-over against the versions that
+    streamed (`received`, -1: none): no streamed page newer than it (versions only grow), and
+    every page the destination holds at the version that streamed (`stale_at_switch`).
+    Returns (what is wrong, or None; the streamed pages checked)."""
+    if received is None:
+        received = np.full(g.N, -1, np.int64)
+    seen = received >= 0
+    checked = int(np.count_nonzero(seen))
+    newer = np.flatnonzero(seen & (received > g.version))
+    if len(newer):
+        return (
+            f"{g.name}: {len(newer)} streamed page(s) newer than the state that arrived "
+            f"(e.g. pages {newer[:5].tolist()})",
+            checked,
+        )
+    if g.migration is None:
+        return None, checked
+    stale = stale_at_switch(g.migration, g.loc, g.version, g.pool is not None, received)
+    if len(stale):
+        return (
+            f"{g.name}: {len(stale)} page(s) the state that arrived holds at a version that "
+            f"did not stream (e.g. pages {stale[:5].tolist()})",
+            checked,
+        )
+    return None, checked

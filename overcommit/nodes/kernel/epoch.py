@@ -84,6 +84,7 @@ def run(
     reply = (yield req) if not req.empty() else Reply()
     _reply1(g, ep, req, reply)
     _apply(g, ep)
+    _migrate(g, ep)
     for h in g.mechs:
         h.settle(g, ep)
         if ep.host_oom:  # the host could not place the guest's frames
@@ -135,14 +136,11 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
     elif pin_to < g.pinned_n:  # munlock: the pages become ordinary
         g.pinned_n = pin_to
     pages, writes = g._fit(pages, writes)
-    if mig is not None and mig.active:
-        from overcommit.migration.transfer import advance
+    ep.busy_from = ep.t + consumed
+    if mig is not None and mig.active:  # what the touches dirty, by where pages were
+        from overcommit.migration.transfer import dirtying
 
-        pause = advance(mig, ep.t, dt, ep.t + consumed, pages, writes, g.loc)
-        if pause:  # stop-and-copy or remote faults: the guest owes the time
-            g.debt += pause
-            g.stall_seconds += pause
-            g.stall_by_source["migration"] += pause
+        ep.mig_marks = dirtying(pages, writes, g.loc)
     g.counters["touches"] += len(pages)
     uniq = _unique(pages)
     loc_u = g.loc[uniq]
@@ -155,8 +153,19 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         loc_u,
     )
     if g.unuse_left <= 0 and g._plain() and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
-        return g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+        if stats is not None:
+            _migrate(g, ep)
+        return stats
     return None
+
+
+def _migrate(g: GuestModel, ep: EpochContext) -> None:
+    """Live migration's share of the epoch, once its frames have changed (`transfer.epoch`)."""
+    if g.migration is not None and g.migration.active:
+        from overcommit.migration.transfer import epoch
+
+        epoch(g, ep)
 
 
 def _faults(g: GuestModel, ep: EpochContext) -> None:
@@ -385,6 +394,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
     # apply: swap-ins and first touches
     pull_in = ep.pull_in
     incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
+    ep.incoming = incoming
     ep.in_frames = _EI  # the frames they get (for the host's view of them)
     if any(h.tracks_frames for h in g.mechs):
         ep.in_frames = g._incoming_frames(_EI, len(incoming))

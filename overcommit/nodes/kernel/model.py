@@ -475,11 +475,22 @@ class GuestModel(GuestLifecycle, GuestChecks):
             self.migration = None  # none, or the driver ended it (done, or abandoned)
         elif self.migration is None or self.migration.order.id != order.id:
             if self.alive:
-                from overcommit.migration.transfer import start
+                from overcommit.migration.transfer import start, zsizes
+                from overcommit.stores.codec import record_len
 
                 tm = int(np.count_nonzero(self.slot == FRONTSWAP)) if order.send_tmem else 0
+                ps = self.page_size
+                zs = zsizes(self)
                 self.migration = start(
-                    order, e0 * self.epoch_seconds, self.loc, self.alloc_pages, self.page_size, tm
+                    order,
+                    e0 * self.epoch_seconds,
+                    self.loc,
+                    self.alloc_pages,
+                    ps,
+                    tm,
+                    record_len(self.name, "full", ps) if self.payload == "full" else ps,
+                    zs,
+                    self.pool.frames if zs is not None else 0,
                 )
         else:
             self.migration.order.bandwidth = order.bandwidth

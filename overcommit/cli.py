@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
+from overcommit.findings_cli import register as register_findings
 from overcommit.gameday_cli import register as register_gameday
 
 
@@ -770,56 +771,8 @@ def print_drill(report: dict) -> None:
         out.print(f"restart failed: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-# --- findings -------------------------------------------------------------------------------
-
-
-@app.command(cls=_Command, short_help="Answer the 2010 frontswap thread's questions from runs.")
-def findings(
-    quick: bool = typer.Option(
-        False, "--quick", help="One seed and short durations (same report shape)."
-    ),
-    seeds: int | None = typer.Option(
-        None, metavar="N", min=1, help="Seeds per run (default: each study's; 1 with --quick)."
-    ),
-    out_dir: Path | None = typer.Option(
-        None, "--out", metavar="DIR", help="Output directory (default: runs/findings-<time>)."
-    ),
-    only: str | None = typer.Option(
-        None, metavar="a,b,...", help="Only these studies (their ids), e.g. a,c."
-    ),
-    studies_dir: Path | None = typer.Option(
-        None, "--studies", metavar="DIR", help="Study YAML directory (default: configs/studies)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
-) -> None:
-    """Run the study set (configs/studies/*.yaml) and write findings.md, findings.json and
-    findings.html: each question, who asked it, the answer with numbers and 95% CIs, a plot,
-    the command that reruns it and the assumptions it rests on."""
-    from overcommit.findings import STUDIES_DIR, StudyError, load_studies, run_findings
-    from overcommit.findings_report import write_findings
-
-    names = [x.strip() for x in (only or "").split(",") if x.strip()] or None
-    try:
-        studies = load_studies(studies_dir or STUDIES_DIR, names)
-    except StudyError as exc:
-        raise _fail(str(exc)) from None
-    if out_dir is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = Path("runs") / f"findings-{stamp}"
-
-    def on_point(sid: str, label: str) -> None:
-        if not quiet:
-            out.print(f"study {sid} {label}".rstrip(), highlight=False)
-
-    try:
-        doc = run_findings(studies, out_dir, quick=quick, seeds=seeds, on_point=on_point)
-    except ConfigError as exc:
-        raise _fail(str(exc).splitlines()[0]) from None
-    except KeyboardInterrupt:
-        err.print("interrupted; finished runs are in their directories")
-        raise typer.Exit(130) from None
-    md, _ = write_findings(out_dir, doc)
-    out.print(f"findings: {md}", highlight=False)
+# -- findings (the command lives in overcommit/findings_cli.py) -----------------------------
+register_findings(app, {"command_class": _Command, "fail": _fail, "out": out, "err": err})
 
 
 # -- game days: up, inject, status, down (the commands live in overcommit/gameday_cli.py) ------

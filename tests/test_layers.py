@@ -30,6 +30,7 @@ _EXACT = {
     "overcommit.report_text": "face",
     "overcommit.findings_report": "face",
     "overcommit.gameday_cli": "face",
+    "overcommit.findings_cli": "face",
     "overcommit.compare": "studies",
     "overcommit.drill": "studies",
     "overcommit.capacity": "studies",

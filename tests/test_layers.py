@@ -326,9 +326,16 @@ def test_allowed_exceptions_still_exist():
 
 
 def test_model_loads_without_ray_or_redis():
+    """The model (hosts, the guest's paging core, every mechanism, migration) imports neither
+    Ray nor Redis: a fresh interpreter that loads all of it has neither in sys.modules."""
     code = (
         "import sys\n"
         "import overcommit.nodes.host\n"
+        "import overcommit.nodes.guest\n"
+        "import overcommit.nodes.kernel.model\n"
+        "from overcommit.nodes.mechanism import MECHANISMS, build_mechanism, guest_hooks\n"
+        "mechs = [build_mechanism(m) for m in MECHANISMS]\n"
+        "hooks = [guest_hooks(m.guest_features) for m in mechs]\n"
         "import overcommit.migration\n"
         "import overcommit.migration.planner\n"
         "import overcommit.migration.transfer\n"

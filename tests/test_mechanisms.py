@@ -877,7 +877,7 @@ guests:
     memory: 64MiB
     swap: 96MiB
     readahead: 1  # no swap readahead pages to reclaim first: page-cache pages go sooner
-    workload: {kind: zipf, working_set: 120MiB, access_rate: 30k/s, write_fraction: 0.2,
+    workload: {kind: zipf, working_set: 120MiB, access_rate: 50k/s, write_fraction: 0.2,
                skew: 0.5, file_cache: 60%}
 events:
   - {at: 5s, host_reclaim: host-1}

@@ -155,7 +155,7 @@ def test_double_swapping_under_host_swap(tmp_path):
 
 
 def test_cleancache_hands_dropped_pages_back_instead_of_a_disk_read(tmp_path):
-    runs = compare(tmp_path, "cleancache.yaml", "none,cleancache", "--duration", "20s")
+    runs = compare(tmp_path, "cleancache.yaml", "none,cleancache", "--duration", "40s")
     none, cc = runs["none"]["totals"], runs["cleancache"]["totals"]
     assert cc["cleancache_hits"] > 0 and none["cleancache_hits"] == 0
     assert cc["file_reads"] < none["file_reads"], (cc["file_reads"], none["file_reads"])

@@ -87,7 +87,18 @@ _SET_HELP = "Override a config value: PATH=VALUE (e.g. guests.0.cooperative=fals
 def validate(
     config: Path = typer.Argument(..., metavar="CONFIG", help="Scenario YAML file."),
 ) -> None:
-    """Check a scenario file without running it."""
+    """Check a scenario (or a findings study) file without running it."""
+    from overcommit.findings import StudyError, is_study, load_study, validate_study
+
+    if is_study(config):
+        try:
+            st = load_study(config)
+            n = validate_study(st)
+        except (StudyError, ConfigError) as exc:
+            raise _fail(str(exc).splitlines()[0]) from None
+        what = f"{n} scenario(s) checked" if n else "not yet answered"
+        out.print(f"{config}: study {st.id}: ok — {what}", highlight=False)
+        return
     sc = _load(config, {})
     from overcommit.cluster.engine import PreflightError, estimate_store_bytes, preflight
 

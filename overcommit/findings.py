@@ -153,6 +153,33 @@ def load_studies(directory: Path = STUDIES_DIR, only: list[str] | None = None) -
     return sorted(studies, key=lambda s: s.id)
 
 
+def is_study(path: Path) -> bool:
+    """Whether a YAML file is a study (it asks a `question`) rather than a scenario."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # the scenario loader reports it, located
+    return isinstance(data, dict) and "question" in data
+
+
+def validate_study(st: Study) -> int:
+    """Load every scenario an answered study runs (each point, full and `--quick`, under each
+    of its mechanisms); ConfigError names the first bad one. Returns how many were checked."""
+    from overcommit.studies import load
+
+    if st.status != "answered":
+        return 0
+    checked = 0
+    points = [(None, "")] if st.vary is None else _vary_points(st.vary)
+    for value, _ in points:
+        for quick in (False, True):
+            sc = load(scenario_source(st), overrides_for(st, quick, value))
+            for m in st.mechanisms:  # every mechanism is known and fits the scenario
+                load(sc, {"mechanism": m})
+                checked += 1
+    return checked
+
+
 def scenario_source(st: Study) -> str | Path:
     """The study's scenario: a path (relative to the repository root) or YAML text."""
     assert st.scenario is not None

@@ -18,10 +18,8 @@ from overcommit.findings import (
     _ci_text,
     _vary_points,
     load_studies,
-    overrides_for,
-    scenario_source,
+    validate_study,
 )
-from overcommit.studies import load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,12 +84,33 @@ def test_every_shipped_study_and_its_scenarios_validate() -> None:
         if st.status != "answered":
             assert st.reason
             continue
-        points = [(None, "")] if st.vary is None else _vary_points(st.vary)
-        for value, _ in points:
-            for quick in (False, True):
-                sc = load(scenario_source(st), overrides_for(st, quick, value))
-                for m in st.mechanisms:  # every mechanism is known and fits the scenario
-                    load(sc, {"mechanism": m})
+        # every point, full and quick, under every mechanism: known and fitting the scenario
+        assert validate_study(st) == 2 * len(st.mechanisms) * (
+            1 if st.vary is None else len(_vary_points(st.vary))
+        )
+
+
+def test_validate_checks_a_study_file(tmp_path) -> None:
+    """`overcommit validate` on a shipped study checks it and every scenario it runs; a study
+    whose mechanism is unknown fails with one line and exit 2."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "overcommit", "validate", str(STUDIES_DIR / "a-xx-for-yy.yaml")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert ok.returncode == 0 and "study a: ok" in ok.stdout, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    text = (STUDIES_DIR / "a-xx-for-yy.yaml").read_text()
+    bad.write_text(
+        text.replace(
+            "mechanisms: [frontswap, cached-disk]", "mechanisms: [frontswap, cached-disk, nope]"
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "overcommit", "validate", str(bad)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.fixture(scope="module")

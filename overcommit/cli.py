@@ -20,6 +20,8 @@ from rich.table import Table
 from overcommit.config import ConfigError, Scenario, apply_overrides, load_scenario
 from overcommit.findings_cli import register as register_findings
 from overcommit.gameday_cli import register as register_gameday
+from overcommit.report_text import duration
+from overcommit.tables import SUMMARY_COLUMNS, summary_table  # noqa: F401 (tests import them here)
 
 
 class _Command(typer.core.TyperCommand):
@@ -264,67 +266,6 @@ def _aborted(exc: BaseException, code: int) -> int:
     return code
 
 
-def _fmt_s(v: float) -> str:
-    if v == 0:
-        return "0"
-    if v < 1e-3:
-        return f"{v * 1e6:.1f}µs"
-    if v < 1:
-        return f"{v * 1e3:.1f}ms"
-    return f"{v:.2f}s"
-
-
-#: The run table's columns (headers as printed).
-SUMMARY_COLUMNS = (
-    "guest",
-    "host",
-    "progress",
-    "stall",
-    "p99 fault",
-    "disk pages read",
-    "disk pages written",
-    "puts ok",
-    "puts rejected",
-    "OOM kills",
-)
-
-
-def summary_table(summary: dict) -> Table:
-    """The compact end-of-run table: one row per guest and a total row. `puts ok` are the
-    frontswap puts the pool stored, `puts rejected` those it refused (they went to swap)."""
-    table = Table(
-        title=f"{summary['scenario']['name']} · {summary['mechanism']} · "
-        f"seed {summary['seed']} · {summary['emulated_seconds']:g}s emulated"
-    )
-    for col in SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("guest", "host") else "right")
-
-    def cells(c: dict, progress: float, stall: float, p99: float) -> list[str]:
-        return [
-            f"{progress:.3f}",
-            _fmt_s(stall),
-            _fmt_s(p99),
-            str(c["disk_reads"]),
-            str(c["disk_writes"]),
-            str(c["frontswap_puts"]),
-            str(c["frontswap_put_failures"]),
-            str(c["guest_oom_kills"]),
-        ]
-
-    for name, g in summary["guests"].items():
-        table.add_row(
-            name,
-            g["host"],
-            *cells(g["counters"], g["progress"], g["stall_seconds"], g["fault_latency"]["p99"]),
-        )
-    t = summary["totals"]
-    table.add_section()
-    table.add_row(
-        "total", "", *cells(t, t["progress"], t["stall_seconds"], t["fault_latency"]["p99"])
-    )
-    return table
-
-
 def print_summary(summary: dict) -> None:
     """The run table, then the verdict, hypothesis and failed checks' evidence."""
     table = summary_table(summary)
@@ -454,12 +395,12 @@ def print_compare(report: dict) -> None:
     cols = (
         ("mechanism", None, None),
         ("progress", "progress", lambda v: f"{v:.3f}"),
-        ("stall", "stall_seconds", _fmt_s),
-        ("p99 fault", "fault_latency_p99", _fmt_s),
+        ("stall", "stall_seconds", duration),
+        ("p99 fault", "fault_latency_p99", duration),
         ("disk pages", "disk_pages", lambda v: f"{v:,.0f}"),
         ("double swaps", "double_swaps", lambda v: f"{v:,.0f}"),
         ("puts rejected", "put_failures", lambda v: f"{v:,.0f}"),
-        ("balloon lag", "balloon_lag_seconds", _fmt_s),
+        ("balloon lag", "balloon_lag_seconds", duration),
         ("OOM kills", "oom_kills", lambda v: f"{v:,.1f}" if v % 1 else f"{v:,.0f}"),
         ("verdict", None, None),
     )

@@ -31,6 +31,7 @@ _EXACT = {
     "overcommit.findings_report": "face",
     "overcommit.gameday_cli": "face",
     "overcommit.findings_cli": "face",
+    "overcommit.tables": "face",
     "overcommit.compare": "studies",
     "overcommit.drill": "studies",
     "overcommit.capacity": "studies",

@@ -199,11 +199,15 @@ class Workload:
         ranks %= self.footprint
         return ranks
 
+    def _phase(self, streams: TouchStreams, t: float) -> tuple[int, int]:
+        """(phase index, cycle) the touches at workload time `t` come from."""
+        return self.phase_at(t)
+
     def touches(
         self, streams: TouchStreams, t: float, work_seconds: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Touches issued during `work_seconds` of work starting at workload time `t`."""
-        index, cycle = self.phase_at(t)
+        index, cycle = self._phase(streams, t)
         ph = self.phases[index]
         lam = ph.rate * work_seconds
         n = int(streams.count.poisson(lam)) if lam > 0 else 0
@@ -386,17 +390,5 @@ class BurstsWorkload(Workload):
     def pinned_at(self, t: float) -> float:
         return 0.0
 
-    def touches(
-        self, streams: TouchStreams, t: float, work_seconds: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        index, cycle = self.episode_at(streams, t)
-        ph = self.phases[index]
-        lam = ph.rate * work_seconds
-        n = int(streams.count.poisson(lam)) if lam > 0 else 0
-        if n == 0:
-            return np.empty(0, np.int64), np.empty(0, bool)
-        rank_rng, write_rng = streams.pair(index, cycle)
-        ws = max(1, min(ph.ws_pages, self.footprint))
-        pages = self._ranks_to_pages(_draw_ranks(rank_rng, n, ws, ph.skew, ph.distribution))
-        writes = write_rng.random(n) < ph.write_fraction
-        return pages, writes
+    def _phase(self, streams: TouchStreams, t: float) -> tuple[int, int]:
+        return self.episode_at(streams, t)

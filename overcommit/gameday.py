@@ -13,6 +13,11 @@ Where each day runs is recorded in a state file, `NAME.json` under `$OVERCOMMIT_
 own (`ray start --head --block` in a new session, its temp dir under /tmp, recorded in
 `ray.json`) that outlives `up`; `down` of the last day on it stops it.
 
+While the day runs, its driver serves a live dashboard (`overcommit.dashboard`) on 127.0.0.1
+of the driver's node, at a URL with a random token that `up` and `status` print; `down` stops
+it with the day. On a day whose hosts are pinned one per Ray node (`runtime.pin: resource`),
+`inject fail-host HOST --real` removes the host's Ray node (`overcommit.cluster.live.LiveNodes`).
+
 A day's event log replays it: `events.jsonl` holds the run's events (injected ones with
 `injected_by` and `wall_time`) and a last line `{"kind": "end", "t": ...}` with the emulated
 time the day stopped, which `run --replay` takes as the duration.
@@ -38,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overcommit.cluster.live import LiveControl
+from overcommit.cluster.live import LiveControl, LiveNodes, NodeError
 from overcommit.config import EVENT_ACTIONS, Scenario
 from overcommit.drill import with_replay
 
@@ -312,10 +317,15 @@ class GameDayDriver:
         self.name = name
         self.meta = meta
         self.control = LiveControl(pace)
+        pinned = scenario.runtime.pin == "resource"
+        self.nodes = LiveNodes(self.control, scenario.host_names()) if pinned else None
         self.result: Any = None
         self.error: str | None = None
         self.exit_code: int | None = None
         self.done = threading.Event()
+        self.dashboard: Any = None
+        self.dashboard_error: str | None = None
+        self._start_dashboard()
         self.thread = threading.Thread(target=self._main, name="gameday", daemon=True)
         self.thread.start()
 
@@ -324,13 +334,29 @@ class GameDayDriver:
         from overcommit.cluster.runtime import InfrastructureError
 
         try:
-            self.result = run_scenario(self.sc, live=self.control)
+            self.result = run_scenario(self.sc, live=self.control, real_faults=self.nodes)
         except (PreflightError, InfrastructureError) as exc:
             self.error = str(exc)
         except BaseException as exc:  # reported to the commands, never lost in a log
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.done.set()
+
+    def _start_dashboard(self) -> None:
+        from overcommit.dashboard import Dashboard
+
+        title = f"{self.name} · {self.sc.name}"
+        try:
+            self.dashboard = Dashboard(self._dashboard_data, title)
+            self.dashboard.start()
+        except Exception as exc:  # the day runs on without its page; status says why
+            self.dashboard, self.dashboard_error = None, f"{type(exc).__name__}: {exc}"
+
+    def _dashboard_data(self) -> dict:
+        from overcommit.dashboard import data
+
+        st = self.status(light=True)
+        return data(self.control, self.sc, st, self.nodes)
 
     def ready(self, timeout: float = 300.0) -> dict:
         """Wait until the first window ran (or the start failed)."""
@@ -339,10 +365,19 @@ class GameDayDriver:
             if self.control.snapshot["epoch"] > 0:
                 break
             time.sleep(0.1)
-        return {"error": self.error, "epoch": self.control.snapshot["epoch"]}
+        return {
+            "error": self.error,
+            "epoch": self.control.snapshot["epoch"],
+            "dashboard": self.dashboard.url if self.dashboard is not None else None,
+            "dashboard_error": self.dashboard_error,
+        }
 
-    def status(self) -> dict:
+    def status(self, light: bool = False) -> dict:
+        """The last window's snapshot and the day's facts (`light`: without the per-host and
+        per-guest tables and the processes, for the dashboard)."""
         snap = dict(self.control.snapshot)
+        if light:
+            snap = {k: v for k, v in snap.items() if k not in ("hosts", "guests")}
         if self.error is not None:
             state = "failed"
         elif self.done.is_set():
@@ -358,9 +393,13 @@ class GameDayDriver:
             seed=self.sc.seed,
             horizon=float(self.sc.duration),
             injections=list(self.control.applied),
-            processes=self.processes(),
+            dashboard=self.dashboard.url if self.dashboard is not None else None,
+            dashboard_error=self.dashboard_error,
+            real_nodes_removed=list(self.nodes.removed) if self.nodes is not None else [],
             **self.meta,
         )
+        if not light:
+            snap["processes"] = self.processes()
         return snap
 
     def processes(self) -> dict:
@@ -383,7 +422,16 @@ class GameDayDriver:
             return {"error": f"cluster {self.name!r} is stopping; nothing injected"}
         try:
             event = make_event(self.sc, request, self.control.snapshot)
-        except GameDayError as exc:
+            if request.get("real"):
+                if self.nodes is None:
+                    raise GameDayError(
+                        "fail-host --real needs the hosts pinned one per Ray node "
+                        "(runtime.pin: resource; see docs/cluster.md)"
+                    )
+                self.nodes.node_of(event.target)
+            if event.action == "recover_host" and self.nodes and event.target in self.nodes.removed:
+                self.nodes.node_of(event.target, "recover-host")  # a node to start it on
+        except (GameDayError, NodeError) as exc:
             return {"error": str(exc)}
         prov = {
             "action": event.action,
@@ -391,6 +439,8 @@ class GameDayDriver:
             "by": request.get("by") or "unknown",
             "wall_time": _now(),
         }
+        if request.get("real"):
+            prov["real"] = True
         self.control.inject(event, prov)
         return {"error": None, "queued": prov, "after_t": self.control.snapshot["t"]}
 
@@ -400,6 +450,9 @@ class GameDayDriver:
         self.control.request_stop({"by": by, "wall_time": _now()})
         if not self.done.wait(timeout):
             return {"error": f"the driver did not stop within {timeout:g}s"}
+        if self.dashboard is not None:
+            with contextlib.suppress(Exception):
+                self.dashboard.stop()
         if self.error is not None:
             return {"error": self.error}
         return self._payload(by)
@@ -416,7 +469,8 @@ class GameDayDriver:
             "reason": "down" if stopped is not None else "horizon",
             "by": by,
         }
-        plain = [{k: v for k, v in e.items() if k != "chaos"} for e in r.events]
+        events = r.events if self.nodes is None else self.nodes.plain(r.events)
+        plain = [{k: v for k, v in e.items() if k != "chaos"} for e in events]
         summary = dict(r.summary)
         summary["events"] = plain
         replayed = with_replay(self.sc, [*plain, end])
@@ -426,7 +480,7 @@ class GameDayDriver:
             "gameday": {"name": self.name, **self.meta, "ended": end["reason"], "ended_by": by},
             "injections": list(self.control.applied),
         }
-        log = [dict(e) for e in r.events]
+        log = [dict(e) for e in events]
         for inj in self.control.applied:
             for e in log:
                 if (
@@ -437,6 +491,8 @@ class GameDayDriver:
                 ):
                     e["injected_by"] = inj["by"]
                     e["wall_time"] = inj["wall_time"]
+                    if inj.get("real"):
+                        e["real"] = True
                     break
         return {
             "error": None,
@@ -526,8 +582,6 @@ def make_event(sc: Scenario, req: dict, snap: dict) -> Any:
         raise GameDayError(f"{word} takes no --to (only migrate does)")
     if req.get("real") and action not in ("fail_host",):
         raise GameDayError(f"--real applies to fail-host only, not {word}")
-    if req.get("real"):
-        raise GameDayError("fail-host --real needs a day whose hosts are pinned to Ray nodes")
     try:
         return Event(at=0.0, **fields)
     except ValidationError as exc:
@@ -595,6 +649,11 @@ def start_day(
 
     meta = {"pace": pace, "config": rec["config"], "address": address, "started_by": by}
     opts: dict[str, Any] = {"name": name, "namespace": NAMESPACE}
+    node = _driver_node(sc.host_names())
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     if not foreground:
         opts["lifetime"] = "detached"
     cls = ray.remote(num_cpus=0, max_concurrency=16, max_restarts=0)(GameDayDriver)
@@ -612,7 +671,31 @@ def start_day(
         if local:
             stop_local_ray_if_unused()
         raise GameDayError(f"cluster {name!r} did not start: {ready['error']}")
+    rec["dashboard"] = ready["dashboard"]
+    rec["dashboard_error"] = ready["dashboard_error"]
+    _write(path, rec)
     return rec, actor
+
+
+def _driver_node(hosts: list[str]) -> str | None:
+    """The Ray node for a day's driver (and its dashboard): one that holds no host's custom
+    resource, so that `inject --real` never removes it; the node `up` joined through when it
+    is one, else the head node. None: any node (no such node)."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    free = [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and not any(n.get("Resources", {}).get(h, 0) > 0 for h in hosts)
+    ]
+    for n in free:
+        if n["NodeID"] == here:
+            return here
+    for n in free:
+        if "node:__internal_head__" in n.get("Resources", {}):
+            return n["NodeID"]
+    return free[0]["NodeID"] if free else None
 
 
 def _with_ray_runtime(sc: Scenario) -> Scenario:

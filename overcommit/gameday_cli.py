@@ -81,10 +81,17 @@ def status_tables(st: dict) -> Group:
             str(g["restarts"]),
             mig,
         )
-    lines = [hosts, guests]
+    lines = [hosts, guests, _dashboard_line(st)]
     if st.get("error"):
         lines.append(f"[red]error:[/] {st['error']}")
     return Group(*lines)
+
+
+def _dashboard_line(st: dict) -> str:
+    """Where the day's live dashboard is (from a status or the day's state record)."""
+    if st.get("dashboard"):
+        return f"dashboard: {st['dashboard']}"
+    return f"dashboard: none ({st.get('dashboard_error') or 'not served'})"
 
 
 def list_table(rows: list[dict]) -> Table:
@@ -171,6 +178,7 @@ def register(app: typer.Typer, helpers: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        out.print(_dashboard_line(rec), highlight=False, soft_wrap=True)
         if not foreground:
             raise typer.Exit(0)
         raise typer.Exit(_foreground(day, rec, actor, who))
@@ -238,7 +246,9 @@ def register(app: typer.Typer, helpers: dict[str, Any]) -> None:
             None, metavar="TEXT", help="Who injects it (default: user@host)."
         ),
         real: bool = typer.Option(
-            False, "--real", help="fail-host: remove the host's real Ray node too."
+            False,
+            "--real",
+            help="fail-host: remove the host's Ray node (hosts pinned one per node).",
         ),
     ) -> None:
         """Inject a fault or an operation into a running cluster at its next window."""

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -98,6 +100,7 @@ def wait_for(env, name, pred, timeout=120):
         st = status(env, name)
         if pred(st):
             return st
+        assert st["state"] != "failed", st["error"]
         assert time.monotonic() < end, f"timed out waiting; last status: {st['t']} {st['state']}"
         time.sleep(0.5)
 
@@ -125,6 +128,15 @@ def assert_gone(pids, timeout=30):
     assert alive() == []
 
 
+def fetch(url):
+    """(status, body) of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def up(env, config, ray_head, name, *extra, pace="2x"):
     return cli(env, "up", config, "--address", ray_head["address"], "--name", name,
                "--pace", pace, *extra)  # fmt: skip
@@ -135,18 +147,37 @@ def test_up_inject_status_down_and_replay(ray_head, env, config, tmp_path):
     p = up(env, config, ray_head, "day", "--out", out)
     assert p.returncode == 0, p.stderr
     assert "cluster day is up" in p.stdout
-    wait_for(env, "day", lambda s: s["t"] >= 3)
+    st = wait_for(env, "day", lambda s: s["t"] >= 3)
+    # the live dashboard: its URL printed by up and status, 403 without the token
+    url = st["dashboard"]
+    assert url.startswith("http://127.0.0.1:") and f"dashboard: {url}" in p.stdout
+    assert f"dashboard: {url}" in cli(env, "status", "day", check=0).stdout
+    base, token = url.split("?", 1)
+    assert fetch(base)[0] == 403 and fetch(base + "data")[0] == 403
+    code, body = fetch(base + "data?" + token)
+    assert code == 200
+    before = json.loads(body)
+    assert [h["name"] for h in before["hosts"]] == ["host-1", "host-2", "host-3"]
+    assert "fail_host" not in [e["kind"] for e in before["events"]]
     p = cli(env, "inject", "day", "fail-host", "host-1", "--by", "tester", check=0)
     assert "fail-host host-1 queued by tester" in p.stdout
     st = wait_for(env, "day", lambda s: s["guests"]["g-1"]["restarts"] >= 1)
     assert st["hosts"]["host-1"]["up"] is False and st["state"] == "running"
     (inj,) = st["injections"]
     assert inj["action"] == "fail_host" and inj["by"] == "tester"
+    after = json.loads(fetch(base + "data?" + token)[1])
+    assert after["epoch"] > before["epoch"] and len(after["t"]) > len(before["t"])
+    assert {h["name"]: h["up"] for h in after["hosts"]}["host-1"] is False
+    kinds = [e["kind"] for e in after["events"]]
+    assert "fail_host" in kinds and "ha_restart" in kinds
+    assert "fail_host" in [m["kind"] for m in after["markers"]]
     pids = pids_of(st)
     assert len(pids) >= 7  # the driver, its shared redis-server, 3 hosts and their servers
     p = cli(env, "down", "day", "--no-report", check=0)
     assert f"run directory: {out}" in p.stdout
     assert_gone(pids)
+    with pytest.raises(urllib.error.URLError):  # the dashboard went with the day
+        fetch(url)
     assert cli(env, "status", "day").returncode == 2
     # the run directory is what `run` writes
     for f in ("summary.json", "events.jsonl", "guests.parquet", "hosts.csv"):
@@ -228,6 +259,8 @@ def test_bad_commands_exit_2_and_leave_the_day_untouched(ray_head, env, config, 
             ("inject", "bad", "migrate", "g-1", "--to", "host-1"): "g-1 already runs on host-1",
             ("inject", "bad", "slow-storage", "--factor", "2", "--duration", "5s"): "factor",
             ("inject", "bad", "slow-storage", "--factor", "0.5"): "needs --factor F",
+            ("inject", "bad", "fail-host", "host-1", "--real"): "needs the hosts pinned",
+            ("inject", "bad", "host-reclaim", "host-1", "--real"): "--real applies to fail-host",
             ("down", "nope"): "no cluster named 'nope' is up",
             ("status", "nope"): "no cluster named 'nope' is up",
         }

@@ -38,6 +38,7 @@ _EXACT = {
     "overcommit.studies": "studies",
     "overcommit.findings": "studies",
     "overcommit.gameday": "studies",
+    "overcommit.dashboard": "studies",
     "overcommit.units": "base",
     "overcommit.profiles": "base",
     "overcommit.rng": "base",

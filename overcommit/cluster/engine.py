@@ -469,7 +469,7 @@ def _run(
             if hook is not None:
                 hook(e1)
             if live is not None:
-                live.window_done(e1, recorder, ctl, mig, checks, fo)
+                live.window_done(e1, recorder, ctl, mig, checks, fo, keyed)
             e0 = e1
 
         finals, host_summaries = runtime.finish()

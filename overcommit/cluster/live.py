@@ -5,11 +5,17 @@ live=...)`, running in one thread) and the commands that reach it from other thr
 `status`, `down`). At every window's start the driver calls `boundary`: it waits until the wall
 clock has caught up with emulated time at the day's pace, then hands over the events injected
 since the last boundary, or tells the driver to end the run there. After every window the
-driver calls `window_done`, which keeps a snapshot of every host and guest for `status`.
+driver calls `window_done`, which keeps a snapshot of every host and guest for `status`, and
+the run's time series and event log for the live dashboard (`overcommit.dashboard`).
+
+`LiveNodes` is a day's `real_faults` when its hosts are pinned one per Ray node: a `fail-host
+--real` injection removes the host's Ray node (its raylet is killed, as a machine dying
+would), any other `fail_host` kills the host's actor only, as on any day.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -57,6 +63,10 @@ class LiveControl:
         }
         self.stopped_at: int | None = None
         self.runtime: Any = None  # the run's runtime, once the first window starts
+        self.recorder: Any = None  # the run's time series, complete up to snapshot["epoch"]
+        self.log: list = []  # the run's event log so far: (sort key, event) in any order
+        self.real_pending: set[str] = set()  # hosts whose next fail_host removes their node
+        self.e0 = 0  # the epoch of the window starting now
 
     # -- the commands' side ---------------------------------------------------------------------
     def inject(self, event: Any, provenance: dict) -> None:
@@ -81,6 +91,7 @@ class LiveControl:
         """Called at the start of the window at epoch `e0`: wait for the wall clock, then
         return (events injected meanwhile, stamped `at` this boundary; whether to stop)."""
         now = time.monotonic()
+        self.e0 = e0
         if self.t0 is None:
             self.t0 = now
         if self.pace is not None and e0 > 0:
@@ -96,6 +107,8 @@ class LiveControl:
         events = []
         for ev, prov in pending:
             ev = ev.model_copy(update={"at": round(e0 * dt, 9)})
+            if prov.get("real") and ev.action == "fail_host":
+                self.real_pending.add(ev.target)
             events.append(ev)
             self.applied.append({**prov, "epoch": e0, "t": round(e0 * dt, 9)})
         return events, False
@@ -108,15 +121,154 @@ class LiveControl:
                 runtime.add_event(ev)
 
     def window_done(
-        self, e1: int, recorder: Any, ctl: Any, mig: Any, checks: Any, fo: dict
+        self,
+        e1: int,
+        recorder: Any,
+        ctl: Any,
+        mig: Any,
+        checks: Any,
+        fo: dict,
+        log: list | None = None,
     ) -> None:
-        """Keep a snapshot of the cluster after the window that ended at epoch `e1`."""
+        """Keep a snapshot of the cluster after the window that ended at epoch `e1` (and the
+        time series and the event log `log`, read by the dashboard)."""
         snap = status_snapshot(e1, recorder, ctl, mig, checks, fo)
+        self.recorder = recorder
+        if log is not None:
+            self.log = log
         snap["pace"] = self.pace
         snap["wall_seconds"] = round(time.monotonic() - (self.t0 or time.monotonic()), 3)
         with self._lock:
             snap["pending_injections"] = len(self._pending)
             self.snapshot = snap
+
+
+def events_so_far(control: LiveControl, nodes: LiveNodes | None = None) -> list[dict]:
+    """The run's event log up to now, in the order `events.jsonl` will have it."""
+    keyed = list(control.log)  # the driver appends meanwhile
+    events = [e for _, e in sorted(keyed, key=lambda kv: kv[0])]
+    return events if nodes is None else nodes.plain(events)
+
+
+class NodeError(Exception):
+    """A host has no Ray node of its own to remove; the message is one line."""
+
+
+class LiveNodes:
+    """A game day's real faults (the engine's `real_faults`) on a cluster whose hosts are
+    pinned one per Ray node by custom resources (`runtime.pin: resource`)."""
+
+    def __init__(self, control: LiveControl, hosts: list[str]) -> None:
+        self.control = control
+        self.hosts = hosts
+        self.removed: list[str] = []  # hosts whose Ray node was removed, in order
+        self.simulated: set[tuple[int, str]] = set()  # (epoch, host) of the other fail_hosts
+
+    def plain(self, events: list[dict]) -> list[dict]:
+        """The log with `detected` only on the fail_hosts a Ray node's death caused (the
+        engine tags every fail_host of a run with real faults)."""
+        out = []
+        for e in events:
+            if e["kind"] == "fail_host" and (e["epoch"], e.get("host")) in self.simulated:
+                e = {k: v for k, v in e.items() if k != "detected"}
+            out.append(e)
+        return out
+
+    def node_of(self, host: str, what: str = "fail-host --real") -> dict:
+        """The alive Ray node of `host`: it holds the host's custom resource and no other
+        host's, and not this driver. Raises NodeError otherwise."""
+        import ray
+
+        here = ray.get_runtime_context().get_node_id()
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        mine = [n for n in alive if n.get("Resources", {}).get(host, 0) > 0]
+        if not mine:
+            raise NodeError(
+                f"{what}: no Ray node has the custom resource {host!r} (start one "
+                f"node per host with --resources '{{\"{host}\": 1}}'; see docs/cluster.md)"
+            )
+        if len(mine) > 1:
+            raise NodeError(f"{what}: {len(mine)} Ray nodes have the resource {host!r}")
+        node = mine[0]
+        others = [h for h in self.hosts if h != host and node["Resources"].get(h, 0) > 0]
+        if others:
+            raise NodeError(
+                f"{what}: {host}'s Ray node also holds {', '.join(others)}; "
+                "removing it would fail them too"
+            )
+        if node["NodeID"] == here:
+            raise NodeError(f"{what}: {host}'s Ray node runs the day's driver")
+        return node
+
+    def kill(self, host: str) -> None:
+        """`fail_host`: remove the host's Ray node when the injection asked for it (`--real`),
+        otherwise kill the host's actor (as every day's `fail_host` does)."""
+        if host in self.control.real_pending:
+            self.control.real_pending.discard(host)
+            shutdown_raylet(self.node_of(host))
+            self.removed.append(host)
+            return
+        import ray
+
+        self.simulated.add((self.control.e0, host))
+        actor = self.control.runtime.hosts.get(host)
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+
+    def revive(self, host: str, timeout: float = 60.0) -> None:
+        """`recover_host` of a host whose node was removed: wait for a node with its resource
+        (an operator starts one); the host's new actor is placed there."""
+        if host not in self.removed:
+            return
+        from overcommit.cluster.runtime import InfrastructureError
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.node_of(host, "recover-host")
+                break
+            except NodeError as exc:
+                if time.monotonic() > end:
+                    raise InfrastructureError(f"recover-host {host}: {exc}") from None
+            time.sleep(1.0)
+        self.removed.remove(host)
+
+
+def shutdown_raylet(node: dict, timeout: float = 60.0) -> None:
+    """Kill a Ray node's raylet (SIGKILL, as a machine dying would): a task pinned to the
+    node finds the raylet by its node id and kills it; every worker on the node dies with
+    it, and Ray marks the node dead."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(_kill_raylet)
+    ref = task.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+    ).remote(node["NodeID"])
+    try:
+        found = ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise NodeError(f"the raylet of node {node['NodeID'][:12]} did not die") from None
+    except Exception:  # the task's worker died with its raylet: what was asked
+        return
+    if not found:
+        raise NodeError(f"no raylet process of node {node['NodeID'][:12]} on its machine")
+
+
+def _kill_raylet(node_id: str) -> bool:
+    """(A task on the node.) SIGKILL the raylet whose command line names `node_id`."""
+    import os
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and os.path.basename(cmd[0]) == "raylet" and f"--node_id={node_id}" in cmd:
+            os.kill(proc.pid, signal.SIGKILL)
+            return True
+    return False
 
 
 def status_snapshot(e1: int, rec: Any, ctl: Any, mig: Any, checks: Any, fo: dict) -> dict:

@@ -325,18 +325,19 @@ def test_foreground_day_ends_on_sigint_with_its_run_directory(ray_head, env, con
     assert cli(env, "status", "fg").returncode == 2
 
 
-def test_docs_session_uses_real_commands_and_options():
-    """Every `overcommit` line of docs/gameday.md's session and synopsis names a command and
-    options that the command's --help lists (no Ray needed)."""
+@pytest.mark.parametrize("page", ["gameday.md", "cluster.md"])
+def test_docs_session_uses_real_commands_and_options(page):
+    """Every `overcommit` line of docs/gameday.md's and docs/cluster.md's session (and
+    synopsis) names a command and options that the command's --help lists (no Ray needed)."""
     import re
 
     from typer.testing import CliRunner
 
     from overcommit.cli import app
 
-    doc = (ROOT / "docs" / "gameday.md").read_text()
+    doc = (ROOT / "docs" / page).read_text()
     lines = re.findall(r"^\$? ?overcommit (\w+) (.*)$", doc, re.M)
-    assert {cmd for cmd, _ in lines} >= {"up", "inject", "status", "down", "run"}
+    assert {cmd for cmd, _ in lines} >= {"up", "inject", "status", "down"}
     runner = CliRunner()
     helps = {}
     for cmd, rest in lines:
@@ -346,3 +347,30 @@ def test_docs_session_uses_real_commands_and_options():
             helps[cmd] = result.output
         for opt in re.findall(r"(--[a-z-]+)", rest):
             assert opt in helps[cmd], f"overcommit {cmd} has no {opt}"
+
+
+def test_cluster_recipe_pins_one_host_per_node():
+    """docs/cluster-launcher.yaml has a node type per host of docs/cluster-lab.yaml, each one
+    machine with that host's custom resource alone, a head with none, and installs this
+    checkout with pip on every node; the scenario loads and pins hosts by resource."""
+    import yaml
+
+    from overcommit.config import load_scenario
+
+    sc = load_scenario(ROOT / "docs" / "cluster-lab.yaml")
+    assert sc.runtime.pin == "resource" and sc.runtime.kind == "ray"
+    hosts = sc.host_names()
+    launcher = yaml.safe_load((ROOT / "docs" / "cluster-launcher.yaml").read_text())
+    types = launcher["available_node_types"]
+    head = types[launcher["head_node_type"]]
+    assert not set(head["resources"]) & set(hosts)
+    for h in hosts:
+        t = types[h]
+        assert t["min_workers"] == t["max_workers"] == 1
+        assert {k for k in t["resources"] if k in hosts} == {h} and t["resources"][h] == 1
+    assert launcher["max_workers"] == len(hosts)
+    assert launcher["file_mounts"]["~/overcommit"] == "."
+    assert launcher["file_mounts"]["~/lab.yaml"] == "docs/cluster-lab.yaml"
+    assert any("pip install" in c and "~/overcommit" in c for c in launcher["setup_commands"])
+    doc = (ROOT / "docs" / "cluster.md").read_text()
+    assert "cluster-launcher.yaml" in doc and "fail-host host-2 --real" in doc

@@ -55,12 +55,14 @@ class _Elements(html.parser.HTMLParser):
             self._li.append(data)
 
     def find(self, tag: str, **attrs: str) -> list[dict]:
+        """Elements with each attribute containing the value (`class_` is `class`,
+        `data_kind` is `data-kind`)."""
+        want = {k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()}
         return [
             a
             for t, a in self.elements
-            if t == tag and all(k.replace("_", "-") in a and v in a[k.replace("_", "-")]
-                                for k, v in attrs.items())
-        ]  # fmt: skip
+            if t == tag and all(k in a and v in (a[k] or "") for k, v in want.items())
+        ]
 
 
 def browse(url: str, profile, *args: str, budget: int = 6000) -> str:
@@ -116,6 +118,9 @@ def test_dashboard_updates_after_an_injection(ray_head, env, config, tmp_path): 
         assert guests == ["g-1", "g-2", "g-3"]
         n_before = [int(a["data-n"]) for a in before.find("polyline", class_="progress")]
         assert len(n_before) == 3 and min(n_before) >= 20
+        lines_before = [a["points"] for a in before.find("polyline", class_="progress")]
+        (svg,) = before.find("svg", data_n="")[:1]  # a host panel's plot: its time points
+        t_before = int(svg["data-n"])
         assert before.find("line", class_="marker", data_kind="fail_host") == []
         assert not any("fail_host" in li for li in before.items)
 
@@ -129,8 +134,12 @@ def test_dashboard_updates_after_an_injection(ray_head, env, config, tmp_path): 
         assert sorted(hosts2) == ["host-1", "host-2", "host-3"]
         assert hosts2["host-1"]["data-up"] == "false" and "down" in hosts2["host-1"]["class"]
         assert hosts2["host-2"]["data-up"] == "true"
-        n_after = [int(a["data-n"]) for a in after.find("polyline", class_="progress")]
-        assert min(n_after) > max(n_before)  # the progress plots grew
+        # the plots moved on: more time points, every progress line redrawn
+        (svg2,) = after.find("svg", data_n="")[:1]
+        assert int(svg2["data-n"]) > t_before
+        lines_after = [a["points"] for a in after.find("polyline", class_="progress")]
+        assert len(lines_after) == 3
+        assert all(a != b for a, b in zip(lines_after, lines_before))
         assert len(after.find("line", class_="marker", data_kind="fail_host")) == 3  # per panel
         assert after.find("line", class_="marker", data_kind="ha_restart")
         items = after.items

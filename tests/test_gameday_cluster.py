@@ -3,8 +3,8 @@ each with the host's custom resource (`ray.cluster_utils.Cluster`, one CPU each)
 hosts pinned one per node (`runtime.pin: resource`). `inject fail-host --real` removes a real
 Ray node: the host's actor and Redis server die with it, the driver logs the failure and HA
 restarts the guest on a survivor; `recover-host` is refused until a node with the host's
-resource joins again, then brings the host back on it. The run directory is valid and its log
-replays.
+resource joins again, then brings the host back on it; a `fail-host` without `--real` kills
+a host's actor only. The run directory is valid and its log replays.
 """
 
 from __future__ import annotations
@@ -136,20 +136,27 @@ def test_gameday_session_on_three_ray_nodes_with_a_real_node_failure(cluster, en
         cluster.wait_for_nodes()
     cli(env, "inject", "lab", "recover-host", "host-2", check=0)
     st = wait_for(env, "lab", lambda s: s["hosts"]["host-2"]["up"])
+    # a fail-host without --real on the same day: the host's actor only, its node stays
+    on_3 = st["hosts"]["host-3"]["guests"]
     pids = sorted({*pids, *pids_of(st)} - set(host2_pids))
+    cli(env, "inject", "lab", "fail-host", "host-3", check=0)
+    st = wait_for(env, "lab", lambda s: not s["hosts"]["host-3"]["up"])
+    assert st["real_nodes_removed"] == []  # host-2 is back
+    assert not _raylet_exited(cluster.host_nodes["host-3"])
 
     p = cli(env, "down", "lab", "--no-report")
     assert p.returncode in (0, 1), p.stdout + p.stderr  # 1: no hypothesis is met or not
     assert_gone(pids)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["valid"], summary["checks"]
-    assert summary["totals"]["host_failures"] == 1
-    assert summary["totals"]["ha_restarts"] == len(on_2)
+    assert summary["totals"]["host_failures"] == 2
     log = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
-    (fail,) = [e for e in log if e["kind"] == "fail_host"]
+    fail, fail_3 = [e for e in log if e["kind"] == "fail_host"]
     assert fail["host"] == "host-2" and fail["real"] is True
     assert fail["detected"] == "the host's Ray actor died" and fail["injected_by"] == "chaos-team"
-    restarts = [e for e in log if e["kind"] == "ha_restart"]
+    assert fail_3["host"] == "host-3" and "real" not in fail_3 and "detected" not in fail_3
+    assert sorted(fail_3["guests"]) == sorted(on_3)
+    restarts = [e for e in log if e["kind"] == "ha_restart" and e["epoch"] < fail_3["epoch"]]
     assert sorted(e["guest"] for e in restarts) == sorted(on_2)
     assert all(e["epoch"] > fail["epoch"] and e["host"] != "host-2" for e in restarts)
     (rec,) = [e for e in log if e["kind"] == "recover_host"]

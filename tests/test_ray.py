@@ -347,7 +347,7 @@ def test_migration_same_results_and_the_guest_really_moves(cluster):
 
 
 @pytest.mark.parametrize(
-    "ending", ["runs out in post-copy", "destination fails", "source store fails"]
+    "ending", ["runs out in post-copy", "destination fails", "source fails", "source store fails"]
 )
 def test_postcopy_same_results_in_every_placement(cluster, ending):
     """A post-copy migration whose remote pages the guest reads from host-1's Redis after it
@@ -359,6 +359,7 @@ def test_postcopy_same_results_in_every_placement(cluster, ending):
 
     extra = {
         "destination fails": "  - {at: 4.9s, fail_host: host-2}",
+        "source fails": "  - {at: 4.9s, fail_host: host-1}",
         "source store fails": "  - {at: 4.9s, tmem_backend_failure: host-1}",
     }.get(ending, "")
     base = apply_overrides(
@@ -375,6 +376,8 @@ def test_postcopy_same_results_in_every_placement(cluster, ending):
     if extra:
         (m,) = ref[0]["migrations"]
         assert m["outcome"].startswith("lost: ") and m["remote_pages_read"] > 0
+        if ending == "source fails":  # lost with host-1; HA restarted it on host-2
+            assert m["remote_pages_lost"] > 0
         if ending == "source store fails":  # the guest crashed on host-2 and rebooted there
             assert m["remote_pages_lost"] > 0 and ref[0]["guests"]["a-1"]["host"] == "host-2"
     else:

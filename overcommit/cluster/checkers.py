@@ -175,8 +175,13 @@ def remote_pages(g: GuestModel, held: RecordBatch | None) -> list[str]:
     where = f"the post-copy pages at {m.source}"
     out = []
     pages = held.pages.astype(np.int64)
-    missing = np.setdiff1d(remote, pages)
-    extra = np.setdiff1d(pages, remote)
+    top = max(g.N, int(pages.max()) + 1 if len(pages) else 0)
+    want = np.zeros(top, bool)  # masks over page numbers: no sorts of the record set
+    want[remote] = True
+    have = np.zeros(top, bool)
+    have[pages] = True
+    missing = np.flatnonzero(want & ~have)
+    extra = np.flatnonzero(have & ~want)
     if len(missing):
         out.append(
             f"{g.name}: {len(missing)} remote page(s) are not in {where}, e.g. page "
@@ -187,7 +192,7 @@ def remote_pages(g: GuestModel, held: RecordBatch | None) -> list[str]:
             f"{g.name}: {where} hold {len(extra)} page(s) no longer remote, e.g. page "
             f"{int(extra[0])}"
         )
-    known = np.isin(pages, remote)
+    known = want[pages]
     if known.any():
         p = pages[known]
         want = m.stash_versions[np.searchsorted(m.stash_pages, p)]

@@ -13,11 +13,14 @@ from overcommit.cluster import checkers
 from overcommit.migration import remote
 
 
-def remote_epoch(g: Any, e: int) -> Generator[Any, Any, list[tuple[int, str, str]]]:
-    """After epoch `e`: post-copy's writes to and reads from the source store, checked."""
+def remote_epoch(
+    g: Any, e: int, audit: bool = False
+) -> Generator[Any, Any, list[tuple[int, str, str]]]:
+    """After epoch `e`: post-copy's writes to and reads from the source store, checked (with
+    `audit`, the whole store is read back whatever its size)."""
     if not remote.due(g):
         return []
-    found, held = yield from remote.epoch_io(g)
+    found, held = yield from remote.epoch_io(g, audit)
     out = [(e, check, msg) for check, msg in found]
     if held is not None:
         out += [(e, "integrity", msg) for msg in checkers.remote_pages(g, held)]

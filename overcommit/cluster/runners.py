@@ -223,7 +223,8 @@ class GuestRunner:
             shrink = (yield from g.shrink_tmem(device, dt)) if g.shrink_left else None
             s: EpochStats = yield from g.epoch(e, e * dt, dt, device)
             if g.migration is not None:  # post-copy: pages to or from the source's store
-                out.violations += yield from remote_epoch(g, e)
+                audit = (e + 1) % AUDIT_EPOCHS == 0
+                out.violations += yield from remote_epoch(g, e, audit)
             if shrink is not None:  # the reclaim's writes load the device like the epoch's
                 s.disk_writes += shrink.disk_writes
                 s.dev_ops += shrink.dev_ops

@@ -9,7 +9,8 @@ atomic call routed to the SOURCE host's store (`RemoteOps.host`), whichever host
 runs on. Every record read must be there and carry the version the guest stashed (a missing
 page counts as lost, a wrong one as a stale read), and the hash must then hold exactly as many
 pages as are still remote: none once the push is over, so no hash is left behind. At
-switch-over and at the end of a run still in post-copy, the whole hash is read back for the
+switch-over, every epoch while the hash is small (`FULL_CHECK_BYTES`; a larger one each audit
+interval) and at the end of a run still in post-copy, the whole hash is read back for the
 checkers (`checkers.remote_pages`). Like the epoch, these are generators over requests: the
 model never touches Redis.
 """
@@ -22,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.stores.codec import RecordBatch
+from overcommit.stores.codec import RecordBatch, record_len
 
 _E = np.empty(0, np.uint32)
+#: the whole source store is read back every epoch while its records take at most this many
+#: bytes (larger ones: at switch-over, each audit interval and at the end of the run)
+FULL_CHECK_BYTES = 1 << 20
 
 
 @dataclass
@@ -62,9 +66,13 @@ def expected(m: Any, pages: np.ndarray) -> np.ndarray:
     return m.stash_versions[np.searchsorted(m.stash_pages, pages)]
 
 
-def epoch_io(g: Any) -> Generator[RemoteOps, RemoteReply, tuple[list, RecordBatch | None]]:
+def epoch_io(
+    g: Any, audit: bool = False
+) -> Generator[RemoteOps, RemoteReply, tuple[list, RecordBatch | None]]:
     """After an epoch: write the remote pages to the source at switch-over, read back those
-    faulted or pushed. Returns (violations (check, message), the whole hash when read)."""
+    faulted or pushed, and read the whole hash back for the checkers at switch-over, when it
+    is small (`FULL_CHECK_BYTES`) or with `audit`. Returns (violations (check, message), the
+    whole hash when read)."""
     m = g.migration
     stash = None
     if m.stash is not None:
@@ -78,9 +86,10 @@ def epoch_io(g: Any) -> Generator[RemoteOps, RemoteReply, tuple[list, RecordBatc
     m.fetch = []
     if stash is None and not len(pages):
         return [], None
-    req = RemoteOps(
-        g.name, m.source, m.order.id, stash, pages.astype(np.uint32), read_all=stash is not None
-    )
+    left = len(m.remote) if m.remote is not None and m.phase == "postcopy" else 0
+    small = left * record_len(g.name, g.payload, g.page_size) <= FULL_CHECK_BYTES
+    whole = stash is not None or audit or small
+    req = RemoteOps(g.name, m.source, m.order.id, stash, pages.astype(np.uint32), read_all=whole)
     rep = yield req
     out: list[tuple[str, str]] = []
     where = f"the post-copy pages at {m.source}"
@@ -95,7 +104,6 @@ def epoch_io(g: Any) -> Generator[RemoteOps, RemoteReply, tuple[list, RecordBatc
         f = rep.fetched
         m.remote_read += int(np.count_nonzero(f.found))
         g._check_read(pages, f.found, f.got, where, out, expected(m, pages))
-    left = len(m.remote) if m.remote is not None and m.phase == "postcopy" else 0
     if rep.left != left:
         out.append(
             (

@@ -346,6 +346,46 @@ def test_migration_same_results_and_the_guest_really_moves(cluster):
     assert runs["inline"].summary["run"]["migration_bytes_crossed"] == 0
 
 
+@pytest.mark.parametrize(
+    "ending", ["runs out in post-copy", "destination fails", "source fails", "source store fails"]
+)
+def test_postcopy_same_results_in_every_placement(cluster, ending):
+    """A post-copy migration whose remote pages the guest reads from host-1's Redis after it
+    moved to host-2 (with actors: from its new actor on host-2's node): identical results in
+    every placement, whether the run ends in post-copy (the final read-back reads host-1 too)
+    or the destination fails in it (host-1 drops what it held), or host-1's Redis fails in it
+    (the guest crashes on host-2)."""
+    from test_migration import mech
+
+    extra = {
+        "destination fails": "  - {at: 4.9s, fail_host: host-2}",
+        "source fails": "  - {at: 4.9s, fail_host: host-1}",
+        "source store fails": "  - {at: 4.9s, tmem_backend_failure: host-1}",
+    }.get(ending, "")
+    base = apply_overrides(
+        mech("frontswap", duration="4.9s" if not extra else "6s", extra=extra),
+        {"runtime.kind": "ray", "runtime.pin": "resource", "migration.mode": "postcopy"},
+    )
+    runs = {
+        "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
+        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "actors": run_scenario(apply_overrides(base, {"runtime.guests": "actors"})),
+    }
+    ref = comparable(runs["inline"])
+    assert ref[0]["valid"], ref[0]["checks"]
+    if extra:
+        (m,) = ref[0]["migrations"]
+        assert m["outcome"].startswith("lost: ") and m["remote_pages_read"] > 0
+        if ending == "source fails":  # lost with host-1; HA restarted it on host-2
+            assert m["remote_pages_lost"] > 0
+        if ending == "source store fails":  # the guest crashed on host-2 and rebooted there
+            assert m["remote_pages_lost"] > 0 and ref[0]["guests"]["a-1"]["host"] == "host-2"
+    else:
+        assert any(e["kind"] == "migrated" for e in ref[3])
+    for name in ("packed", "actors"):
+        assert_same_run(runs[name], ref, name)
+
+
 def _actors_migration(duration: str = "6s"):
     from test_migration import mech
 

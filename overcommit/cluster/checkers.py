@@ -6,7 +6,9 @@
   held that the guest does not own. Reads during the run (gets, swap-ins) are checked too. The
   guest's file disk holds every file page that has left RAM at its current version (a dirty
   page in RAM may be newer); the ephemeral pool (cleancache) may have dropped any page but holds
-  none the guest has in RAM, and none at an old version.
+  none the guest has in RAM, and none at an old version. During post-copy the source host's
+  store of the pages left there holds exactly the pages still remote, each at the version the
+  guest had at switch-over (`remote_pages`), and once the push is over it is gone.
 - `frontswap`: pool counters in Redis equal what the guests hold; billing (RAM + tmem <= maxmem)
   never exceeded; no put succeeded while the client was frozen.
 - `no_missing_pages`: no page a running guest expects in a store is missing: a swap-in, a
@@ -160,6 +162,48 @@ def integrity(
     eph = getattr(back, "eph", None)
     if eph is not None:
         out += _ephemeral_pool(g, *eph)
+    return out
+
+
+def remote_pages(g: GuestModel, held: RecordBatch | None) -> list[str]:
+    """A post-copy migration's source store (`overcommit.stores.postcopy`) must hold exactly
+    the pages still remote, each at the version the guest had when it switched over."""
+    m = g.migration
+    if m is None or m.stash_pages is None or held is None:
+        return []
+    remote = m.remote if m.phase == "postcopy" and m.remote is not None else held.pages[:0]
+    where = f"the post-copy pages at {m.source}"
+    out = []
+    pages = held.pages.astype(np.int64)
+    top = max(g.N, int(pages.max()) + 1 if len(pages) else 0)
+    want = np.zeros(top, bool)  # masks over page numbers: no sorts of the record set
+    want[remote] = True
+    have = np.zeros(top, bool)
+    have[pages] = True
+    missing = np.flatnonzero(want & ~have)
+    extra = np.flatnonzero(have & ~want)
+    if len(missing):
+        out.append(
+            f"{g.name}: {len(missing)} remote page(s) are not in {where}, e.g. page "
+            f"{int(missing[0])}"
+        )
+    if len(extra):
+        out.append(
+            f"{g.name}: {where} hold {len(extra)} page(s) no longer remote, e.g. page "
+            f"{int(extra[0])}"
+        )
+    known = want[pages]
+    if known.any():
+        p = pages[known]
+        want = m.stash_versions[np.searchsorted(m.stash_pages, p)]
+        wrong = (held.versions[known] != want) | g.verify(held)[known]
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            out.append(
+                f"{g.name}: {int(wrong.sum())} stale or corrupt record(s) in {where}, e.g. page "
+                f"{int(p[i])} holds version {int(held.versions[known][i])}, stashed "
+                f"{int(want[i])}"
+            )
     return out
 
 

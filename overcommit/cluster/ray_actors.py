@@ -25,6 +25,7 @@ from overcommit.cluster.runtime import (
 )
 from overcommit.nodes import build_mechanism
 from overcommit.stores.pipeline import StoreMux
+from overcommit.stores.tmem import ScriptRunner
 
 
 def _ray():
@@ -42,6 +43,10 @@ class _Stores:
         import redis.asyncio
 
         bound = {"socket_timeout": sc.redis.timeout}  # a hung store fails the run
+        self.bound = bound
+        self.host = host
+        self.peers: dict[str, str] = {}  # other hosts' stores this one reads (post-copy)
+        self.shared_url = shared_url
         self.host_client = redis.asyncio.Redis.from_url(host_url, **bound)
         self.shared_client = redis.asyncio.Redis.from_url(shared_url, **bound)
         self.execute = AsyncExecutor(
@@ -58,6 +63,25 @@ class _Stores:
             },
             sc.redis.timeout,
         )
+
+    def peer(self, host: str, url: str) -> None:
+        """Requests may also go to `host`'s Redis at `url`: a post-copy guest that arrived
+        here reads the pages it left at its source from there."""
+        import redis
+        import redis.asyncio
+
+        if host == self.host:
+            return
+        self.peers[host] = url
+        self.execute.hosts[host] = ScriptRunner(redis.asyncio.Redis.from_url(url, **self.bound))
+        self.mux.bind(host, redis.Redis.from_url(url, **self.bound))
+
+    def renew(self, host_url: str, sc: Any) -> _Stores:
+        """New stores for a replaced Redis of this host, with the same peers."""
+        new = _Stores(self.host, host_url, self.shared_url, sc)
+        for host, url in self.peers.items():
+            new.peer(host, url)
+        return new
 
     def at_once(self, gens: list[Any], during: str) -> list[Any]:
         """Run runner generators (windows, final read-backs) to completion, all at once over
@@ -178,6 +202,15 @@ class HostActorImpl:
         self.wall += wall
         return out, wall, problems
 
+    def peer(self, host: str, url: str) -> None:
+        """Packed: a post-copy guest that arrived here reads its source's store at `url`."""
+        self.stores.peer(host, url)
+
+    async def store(self, req: Any) -> Any:
+        """Answer one store request against this host's stores (e.g. drop the pages a
+        post-copy migration left here)."""
+        return await self.stores.execute(req)
+
     async def set_frozen(self, frozen: bool) -> None:
         self.runner.host.frozen = frozen
         await self.stores.execute(Freeze(self.name, self.guest_names, frozen))
@@ -219,7 +252,7 @@ class HostActorImpl:
         self.server.kill()
         self.server = RedisServer.start(self.name, Path(self._dir), socket=self.sc.redis.socket)
         self.url = self.server.url
-        self.stores = _Stores(self.name, self.url, self.shared_url, self.sc)
+        self.stores = self.stores.renew(self.url, self.sc)
         lost = {}
         if self.mode == "actors":
             for n, a in zip(self.guest_names, self.actors):
@@ -296,6 +329,17 @@ class HostActorImpl:
         del self.guest_names[i]
         del self.states[i]
 
+    async def crash_guest(self, name: str, t: float, reboot: float) -> None:
+        """The guest crashes here and reboots in place (a post-copy whose source lost the
+        pages it still held)."""
+        i = self.guest_names.index(name)
+        if self.mode == "actors":
+            await self.actors[i].crash.remote(t, reboot)
+            self.states[i] = await self.actors[i].state.remote()
+        else:
+            await drive_async(self.guests[i].crash(t, reboot), self.stores.execute)
+            self.states[i] = self.guests[i].state()
+
     def has_guest_state(self) -> bool:
         """Whether this actor holds any guest's memory state (it does only when packed)."""
         return bool(self.guests)
@@ -336,7 +380,11 @@ class GuestActorImpl:
 
     def rebind(self, host_url: str) -> None:
         """The host's Redis was replaced: talk to the new one."""
-        self.stores = _Stores(self.runner.model.host, host_url, self.shared_url, self.sc)
+        self.stores = self.stores.renew(host_url, self.sc)
+
+    def peer(self, host: str, url: str) -> None:
+        """This guest reads the pages its post-copy migration left at `host` from `url`."""
+        self.stores.peer(host, url)
 
     async def backend_lost(self, t: float, reboot: float) -> dict:
         return await drive_async(self.runner.backend_lost(t, reboot), self.stores.execute)
@@ -386,6 +434,9 @@ class GuestActorImpl:
 
     async def arrive(self, dest: str, records: Any) -> dict:
         return await drive_async(self.runner.arrive(dest, records), self.stores.execute)
+
+    async def crash(self, t: float, reboot: float) -> None:
+        await drive_async(self.runner.crash(t, reboot), self.stores.execute)
 
     async def release(self) -> None:
         await drive_async(self.runner.release_host_stores(), self.stores.execute)

@@ -435,7 +435,23 @@ class RayRuntime:
         self.guests_on[source].remove(guest)
         out.update(self._get(self.hosts[dest].enter.remote(guest, runner, records, actor)))
         self.guests_on[dest].append(guest)
+        # post-copy: the guest reads the pages it left at the source from the source's Redis
+        there = actor if actor is not None else self.hosts[dest]
+        self._get(there.peer.remote(source, self.infos[source]["redis_url"]))
         return out
+
+    def crash_in_place(self, guest: str, t: float, reboot: float) -> None:
+        """The guest crashes where it runs and reboots there (GuestRunner.crash)."""
+        self._get(self.hosts[self.host_of(guest)].crash_guest.remote(guest, t, reboot))
+
+    def drop_remote(self, guest: str, source: str, migration: int) -> None:
+        """Drop the pages a post-copy migration that ended early left at `source`."""
+        from overcommit.migration.remote import RemoteOps
+
+        if source in self.hosts:
+            self._get(
+                self.hosts[source].store.remote(RemoteOps(guest, source, migration, drop=True))
+            )
 
     def cancel_migration(self, guest: str) -> None:
         """A migration ended without a move: the actor that was to receive it stops."""

@@ -20,7 +20,9 @@ import numpy as np
 
 from overcommit.cluster import checkers
 from overcommit.cluster.failover import HostStatus, hist_latency
+from overcommit.cluster.migrating import migration_window, remote_epoch, remote_final
 from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS
+from overcommit.migration.remote import RemoteOps, RemoteReply
 from overcommit.nodes.frontswap import share_identical
 from overcommit.nodes.guest import (
     COUNTERS,
@@ -44,6 +46,7 @@ from overcommit.stores.diskcache import CacheStoreOps
 from overcommit.stores.ephemeral import EphemeralStoreOps
 from overcommit.stores.hostswap import HostSwapStoreOps
 from overcommit.stores.pipeline import Posted
+from overcommit.stores.postcopy import RemoteStoreOps
 from overcommit.stores.swap import SwapStoreOps
 from overcommit.stores.tmem import TmemStoreOps
 
@@ -219,6 +222,9 @@ class GuestRunner:
             hooms = g.counters["host_oom_kills"]
             shrink = (yield from g.shrink_tmem(device, dt)) if g.shrink_left else None
             s: EpochStats = yield from g.epoch(e, e * dt, dt, device)
+            if g.migration is not None:  # post-copy: pages to or from the source's store
+                audit = (e + 1) % AUDIT_EPOCHS == 0
+                out.violations += yield from remote_epoch(g, e, audit)
             if shrink is not None:  # the reclaim's writes load the device like the epoch's
                 s.disk_writes += shrink.disk_writes
                 s.dev_ops += shrink.dev_ops
@@ -243,7 +249,7 @@ class GuestRunner:
         out.state = self.state()
         out.carry = g.carry()
         if g.migration is not None:
-            _migration_window(g, out, dt)
+            migration_window(g, out, dt)
         return out
 
     def leave_source(self, flush_tmem: bool) -> Generator[Any, Any, dict]:
@@ -256,6 +262,12 @@ class GuestRunner:
 
     def release_host_stores(self) -> Generator[Any, Any, None]:
         yield from self.model.release_host_stores()
+
+    def crash(self, t: float, reboot: float) -> Generator[Any, Any, None]:
+        """The guest crashes where it runs (pages it could not fault in are gone) and reboots
+        in place after `reboot` seconds: its host's stores and disks are dropped first."""
+        yield from self.model.release_host_stores()
+        yield from self.model.crash(t, reboot)
 
     def backend_lost(self, t: float, reboot: float) -> Generator[Any, Any, dict[str, int]]:
         """The host's Redis died under this guest (see GuestModel.backend_lost)."""
@@ -294,6 +306,8 @@ class GuestRunner:
         back = reply if isinstance(reply, StoreReadback) else StoreReadback(*reply)
         violations = [("integrity", m) for m in checkers.integrity(g, back.tmem, back.swap, back)]
         violations += [("conservation", m) for m in g.conservation(full=True)]
+        if g.migration is not None:  # a run that ends in post-copy: what the source holds
+            violations += yield from remote_final(g)
         if g.counters["stale_reads"]:
             violations.append(
                 ("integrity", f"{g.name}: {g.counters['stale_reads']} stale read(s) in the run")
@@ -594,6 +608,7 @@ class StoreOps:
         self.hswap = HostSwapStoreOps(prefix)
         self.cache = CacheStoreOps(prefix)
         self.eph = EphemeralStoreOps(prefix)
+        self.remote = RemoteStoreOps(prefix)
 
     def plan(self, req: Any) -> Generator[tuple[str, Any], Any, Any]:
         """Yields (role, store operation) steps; returns the reply."""
@@ -706,6 +721,8 @@ class StoreOps:
                 recs = yield HOST, self.eph.read_all(req.guest, mode, ps)
                 back.eph = (recs, (yield HOST, self.eph.guest_count(req.guest)))
             return back
+        if isinstance(req, RemoteOps):  # `req.host` is the post-copy source, whose store
+            return (yield from self._remote(req))
         if isinstance(req, PoolCounts):
             return (yield HOST, self.tmem.counts(req.guests))
         if isinstance(req, Freeze):
@@ -714,50 +731,22 @@ class StoreOps:
             return None
         raise TypeError(f"unknown store request {type(req).__name__}")
 
-
-def _migration_window(g: Any, out: GuestWindow, dt: float) -> None:
-    """A migrating guest's window: its record, the rounds' pages (with the versions they
-    carried) streamed to the destination, one event per round sent, and at switch-over a
-    check that every page the destination should now hold carries its last version."""
-    from overcommit.migration.transfer import stale_at_switch
-
-    m = g.migration
-    out.migration = m.record()
-    out.stream = [(p, g.version[p]) for p in m.sent]
-    for p, v in out.stream:
-        m.received[p] = v
-    m.sent = []
-    for k in range(m.logged, len(m.rounds_log)):
-        end, pages, secs, nbytes = m.rounds_log[k]
-        out.events.append(
-            (
-                int(end / dt - 1e-9),
-                "migration_round",
-                {
-                    "guest": g.name,
-                    "round": k + 1,
-                    "pages": pages,
-                    "bytes": int(round(nbytes)),
-                    "seconds": round(secs, 9),
-                },
-            )
-        )
-    m.logged = len(m.rounds_log)
-    if m.phase in ("done", "postcopy") and not m.checked:
-        m.checked = True
-        stale = stale_at_switch(m, g.loc, g.version, g.pool is not None)
-        if len(stale):
-            out.violations.append(
-                (
-                    _switch_epoch(m, dt),
-                    "integrity",
-                    f"{g.name}: {len(stale)} page(s) the destination holds without their last "
-                    f"version at switch-over (e.g. pages {stale[:5].tolist()})",
-                )
-            )
-
-
-def _switch_epoch(m: Any, dt: float) -> int:
-    """The epoch of a migration's switch-over."""
-    t = m.switched if m.switched is not None else (m.end or 0.0)
-    return int(t / dt - 1e-9)
+    def _remote(self, req: RemoteOps) -> Generator[tuple[str, Any], Any, RemoteReply]:
+        """Post-copy's pages at the source (`overcommit.migration.remote`): stash, fetch, then
+        read everything or count."""
+        mode, ps, ops = self.payload, self.page_size, self.remote
+        rep = RemoteReply()
+        if req.drop:
+            rep.dropped = yield HOST, ops.drop(req.guest, req.migration)
+            return rep
+        if req.stash is not None:
+            rep.stashed = yield HOST, ops.stash(req.guest, req.migration, req.stash, mode, ps)
+        if len(req.fetch):
+            rep.fetched = yield HOST, ops.fetch(req.guest, req.migration, req.fetch, mode, ps)
+            rep.left = rep.fetched.pages_after
+        if req.read_all:
+            rep.held = yield HOST, ops.read_all(req.guest, req.migration, mode, ps)
+            rep.left = len(rep.held)
+        elif not len(req.fetch):
+            rep.left = yield HOST, ops.count(req.guest, req.migration)
+        return rep

@@ -458,6 +458,17 @@ class InlineRuntime:
     def cancel_migration(self, guest: str) -> None:
         """Nothing to release here."""
 
+    def crash_in_place(self, guest: str, t: float, reboot: float) -> None:
+        """The guest crashes where it runs and reboots there (GuestRunner.crash)."""
+        drive(self.by_name[guest].crash(t, reboot), self.execute)
+
+    def drop_remote(self, guest: str, source: str, migration: int) -> None:
+        """Drop the pages a post-copy migration that ended early left at `source`."""
+        from overcommit.migration.remote import RemoteOps
+
+        if source in self.hosts:
+            self.execute(RemoteOps(guest, source, migration, drop=True))
+
     def crash_guest(self, guest: str) -> None:
         """The guest dies where it runs (a post-copy whose source died): its state is gone."""
         runner = self.by_name.pop(guest)

@@ -158,7 +158,9 @@ def _apply_event(ev: Any, ctx: _EventContext) -> EpochStats | None:
     return None
 
 
-def _emit_crash(ctx: _EventContext, order: int, guest: str, host: str | None, reason: str) -> None:
+def _emit_crash(
+    ctx: _EventContext, order: int, guest: str, host: str | None, reason: str, **extra: Any
+) -> None:
     """Log a guest's crash with what its carried accounting says it lost."""
     c = ctx.carries[guest]
     ctx.emit(
@@ -169,6 +171,7 @@ def _emit_crash(ctx: _EventContext, order: int, guest: str, host: str | None, re
         reason=reason,
         tmem_pages_lost=c["lost_tmem"],
         hswap_pages_lost=c["lost_hswap"],
+        **extra,
     )
 
 
@@ -197,7 +200,10 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
     for k, g in enumerate(guests):
         _emit_crash(ctx, 1 + k, g, target, "host failed")
     episode = len(ctl.episodes) - 1
-    for k, (g, what) in enumerate(lost_remote):
+    for k, (g, what, info) in enumerate(lost_remote):
+        if what == "drop":  # the destination died in post-copy: the source drops what it held
+            runtime.drop_remote(g, info["source"], info["migration"])
+            continue
         if what != "lost":
             runtime.cancel_migration(g)
             continue
@@ -208,7 +214,14 @@ def _fail_host(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
         ctx.fo["guests_crashed"] += 1
         ctx.fo["tmem_pages_lost"] += c["lost_tmem"]
         ctx.fo["hswap_pages_lost"] += c["lost_hswap"]
-        _emit_crash(ctx, 500 + k, g, host, "post-copy source failed")
+        _emit_crash(
+            ctx,
+            500 + k,
+            g,
+            host,
+            "post-copy source failed",
+            remote_pages_lost=info["remote_lost"],
+        )
 
 
 def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> None:
@@ -236,4 +249,21 @@ def _backend_failure(target: str, ctx: _EventContext, tag: dict[str, Any]) -> No
             tmem_pages_lost=lost[g]["tmem"],
             hswap_pages_lost=lost[g]["hswap"],
             cache_pages_lost=lost[g]["cache"],
+        )
+    # post-copy guests that left pages in that Redis lose them: they crash where they run
+    for k, (g, pages) in enumerate(
+        [] if ctx.mig is None else ctx.mig.source_store_lost(target, ctx.e)
+    ):
+        host = ctl.where.get(g)
+        runtime.crash_in_place(g, ctx.e * ctx.sc.epoch, ctx.sc.ha.boot_time)
+        ctx.fo["guests_crashed"] += 1
+        ctx.emit(
+            "guest_crash",
+            600 + k,
+            guest=g,
+            host=host,
+            reason="post-copy source failed",
+            tmem_pages_lost=0,
+            hswap_pages_lost=0,
+            remote_pages_lost=pages,
         )

@@ -47,6 +47,7 @@ class Running:
     evacuation: str | None = None
     last: dict | None = None  # the guest side's last record
     moved_info: dict | None = None
+    remote_lost: int = 0  # post-copy: pages still at the source when it failed
 
 
 class Migrations:
@@ -259,11 +260,16 @@ class Migrations:
             inc.remove(guest)
         self.ctl.unpromise(r.dest, guest)
         runtime.cancel_migration(guest)
+        if r.moved and self.ctl.alive.get(r.source, False):  # post-copy's pages at the source
+            runtime.drop_remote(guest, r.source, r.id)
         self.records.append(self._record(r, e, outcome))
 
-    def host_failed(self, host: str, e: int) -> list[tuple[str, str]]:
-        """A host died: what becomes of the migrations through it. Returns (guest, action):
-        `lost` for a post-copy guest whose source died (the caller crashes it)."""
+    def host_failed(self, host: str, e: int) -> list[tuple[str, str, dict]]:
+        """A host died: what becomes of the migrations through it. Returns (guest, action,
+        details): `lost` for a post-copy guest whose source died (the caller crashes it; the
+        pages still at the source, `remote_lost`, died with it), `drop` for one whose
+        destination died (the caller drops the pages it left at the `source`), `died` and
+        `abandon` for a pre-copy migration."""
         out = []
         for g, r in list(self.running.items()):
             if host not in (r.source, r.dest):
@@ -273,16 +279,20 @@ class Migrations:
             if g in inc:
                 inc.remove(g)
             self.ctl.unpromise(r.dest, g)
+            info = {"source": r.source, "migration": r.id, "remote_lost": 0}
             if r.moved:  # post-copy: the guest runs at the destination, part of it at the source
                 outcome = "lost: a host failed during post-copy"
                 if host == r.source:
-                    out.append((g, "lost"))
+                    r.remote_lost = info["remote_lost"] = (r.last or {}).get("remote_left", 0)
+                    out.append((g, "lost", info))
+                else:
+                    out.append((g, "drop", info))
             elif host == r.source:
                 outcome = "lost: the source failed"
-                out.append((g, "died"))
+                out.append((g, "died", info))
             else:
                 outcome = "abandoned: the destination failed; the guest runs on at the source"
-                out.append((g, "abandon"))
+                out.append((g, "abandon", info))
             self.records.append(self._record(r, e, outcome))
         for r in list(self.waiting):
             if host in (r.source, r.dest):
@@ -291,12 +301,26 @@ class Migrations:
         self.queues.pop(host, None)
         return out
 
+    def source_store_lost(self, host: str, e: int) -> list[tuple[str, int]]:
+        """`host`'s Redis died (a tmem backend failure; the host lives): post-copy guests that
+        left pages there lose them. Returns (guest, pages lost); the caller crashes each."""
+        out = []
+        for g, r in list(self.running.items()):
+            if r.source != host or not r.moved:
+                continue
+            del self.running[g]
+            self.ctl.unpromise(r.dest, g)
+            r.remote_lost = (r.last or {}).get("remote_left", 0)
+            out.append((g, r.remote_lost))
+            self.records.append(self._record(r, e, "lost: the source's store failed in post-copy"))
+        return out
+
     def _record(self, r: Running, e: int, outcome: str) -> dict:
         last = r.last or {}
         info = r.moved_info or {}
         began = r.began if r.began is not None else r.start
         total = last.get("total_seconds")
-        return {
+        rec = {
             "guest": r.guest,
             "source": r.source,
             "destination": r.dest or None,
@@ -318,6 +342,10 @@ class Migrations:
             "ephemeral_dropped": info.get("ephemeral_dropped", 0),
             "outcome": outcome,
         }
+        if r.mode == "postcopy":  # pages read from the source's store, lost with the source
+            rec["remote_pages_read"] = last.get("remote_read", 0)
+            rec["remote_pages_lost"] = r.remote_lost
+        return rec
 
     def summary(self) -> list[dict]:
         return sorted(self.records, key=lambda x: (x["t"], x["guest"]))

@@ -16,7 +16,9 @@ them; the pause itself is charged to the guest as stall in the following epoch.
 Post-copy starts as pre-copy; after `postcopy_after` rounds the guest switches to the destination
 (no copy pause) with the last dirty set still at the source: a touch of such a page is a remote
 fault (a stall of `fault_latency` plus the page's transfer), and a background push streams the
-rest in page order at the migration's bandwidth until none is left.
+rest in page order at the migration's bandwidth until none is left. Those pages really stay in
+the source host's Redis until then: this module marks what to write there (`stash`) and what to
+read back (`fetch`); `overcommit.migration.remote` turns that into the store requests.
 
 The planner (`overcommit.migration.planner`) gives each migration its bandwidth every window (its
 own limit, and a fair share of each host's NIC) and moves the guest when this side says so.
@@ -76,6 +78,15 @@ class MigrationState:
     dirty: np.ndarray | None = None  # pages changed since the current round started (after
     # the switch: pages the guest changed at the destination)
     remote: np.ndarray | None = None  # post-copy: pages still at the source, in push order
+    # post-copy's source store (overcommit.migration.remote): the pages to write there at
+    # switch-over, those written and the versions they carry, the pages faulted or pushed
+    # since the last read from it, the host whose Redis holds them, pages read from it
+    stash: np.ndarray | None = None
+    stash_pages: np.ndarray | None = None
+    stash_versions: np.ndarray | None = None
+    fetch: list[np.ndarray] = field(default_factory=list)
+    source: str | None = None
+    remote_read: int = 0
     # (end, pages, seconds, bytes) of each round sent, the stop-and-copy included
     rounds_log: list[tuple[float, int, float, float]] = field(default_factory=list)
     round_pages: int = 0  # pages the current round sends
@@ -102,6 +113,8 @@ class MigrationState:
             "pages_resent": self.pages_resent,
             "throttle": round(self.throttle, 6),
             "remote_faults": self.remote_faults,
+            "remote_read": self.remote_read,
+            "remote_left": len(self.remote) if self.phase == "postcopy" else 0,
             "switched": self.switched,
             "end": self.end,
         }
@@ -234,7 +247,7 @@ def advance(
         if o.mode == "postcopy" and m.rounds >= o.postcopy_after:
             m.phase = "postcopy"
             m.switched = finish
-            m.remote = nxt
+            m.remote = m.stash = nxt
             m.dirty[:] = False
             m.dirty[dpages[k:]] = True  # changed at the destination
             if len(nxt) == 0:
@@ -309,12 +322,14 @@ def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: flo
             m.bytes_sent += nf * ps
             m.pages_resent += nf
             m.sent.append(remote[hit])
+            m.fetch.append(remote[hit])
             remote = remote[~hit]
     can = int(bw * dt // ps)
     if can >= len(remote):
         m.bytes_sent += len(remote) * ps
         m.pages_resent += len(remote)
         m.sent.append(remote)
+        m.fetch.append(remote)
         m.end = t + len(remote) * ps / bw
         m.phase = "done"
         m.remote = remote[:0]
@@ -322,6 +337,7 @@ def _postcopy(m: MigrationState, t: float, dt: float, pages: np.ndarray, bw: flo
     m.bytes_sent += can * ps
     m.pages_resent += can
     m.sent.append(remote[:can])
+    m.fetch.append(remote[:can])
     m.remote = remote[can:]
     return stall
 

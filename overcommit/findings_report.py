@@ -31,6 +31,10 @@ SOURCES: dict[str, str] = {
     "costs.decompress_bandwidth": "lzo-rle/lz4 class compressors (overcommit/profiles.py; "
     "REFERENCE.md, zswap / zram)",
     "costs.ram_bandwidth": "a page copy at ~10 GB/s (overcommit/profiles.py)",
+    "costs.major_fault": "the guest's fault path and I/O submission, a typical figure "
+    "(overcommit/profiles.py); charged per swap-in read, not per frontswap get",
+    "costs.minor_fault": "a zero-fill fault, a typical figure (overcommit/profiles.py); charged "
+    "per frontswap get and first touch",
     "balloon": "virtio-balloon 7 GB in ~4.1 s, vmw_balloon 512-2048 pages/s under pressure "
     "(REFERENCE.md, Ballooning)",
     "migration": "pre-copy rounds and stop-and-copy (REFERENCE.md, Live migration; Clark et al., "

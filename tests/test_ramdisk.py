@@ -236,3 +236,41 @@ def test_exits_per_page_stall_matches_the_costs_by_hand(redis_fleet, redis_prefi
     assert k2["io_exits"] == exits + bg_exits
     # the break-even of the write path: batching wins once X / B < H + P (B > 3.33 here)
     assert (r["reclaim_write"] < s["reclaim_put"]) == (batch > X / (H + P))
+
+
+MIGRATE = """
+name: rd-mig
+seed: 2
+duration: 8s
+page_size: 64KiB
+runtime: {kind: inline}
+mechanism: ramdisk
+hosts: {count: 2, ram: 512MiB, reserve: 32MiB}
+shared_storage: {device: ssd}
+guests:
+  - name: vm
+    host: host-1
+    memory: 64MiB
+    maxmem: 96MiB
+    swap: 128MiB
+    workload: {kind: zipf, working_set: 110MiB, access_rate: 20k/s, write_fraction: 0.3,
+               skew: 0.5}
+events:
+  - {at: 3s, migrate: vm, to: host-2}
+"""
+
+
+def test_a_migrating_guest_writes_its_ramdisk_to_shared_storage_and_gets_a_new_one():
+    r = run_scenario(load_scenario_text(MIGRATE, "mig.yaml"))
+    assert r.valid, invalid(r)
+    (m,) = r.summary["migrations"]
+    assert m["outcome"] == "completed"
+    size = 32 * MiB // (64 * 1024)  # maxmem - memory
+    held = r.hosts.pivot(index="epoch", columns="host", values="cache_pages")
+    before = held.loc[29]
+    assert before["host-1"] == size and before["host-2"] == 0
+    # at the switch the source's RAM disk went to the guest's swap disk (shared storage)
+    assert m["cache_writebacks"] == size
+    # the destination committed a RAM disk of its own, which the guest fills again
+    end = held.iloc[-1]
+    assert end["host-1"] == 0 and 0 < end["host-2"] <= size

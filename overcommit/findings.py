@@ -160,17 +160,8 @@ def load_study(path: Path) -> Study:
                     f"{path}: answer figure {f!r} is not one of " + ", ".join(FIGURE_WORDS)
                 )
         v = st.vary
-        kinds = (
-            0
-            if v is None
-            else sum(
-                (
-                    v.points is not None,
-                    v.grid is not None,
-                    v.path is not None or v.values is not None,
-                )
-            )
-        )
+        forms = (v.points, v.grid, v.path or v.values) if v is not None else ()
+        kinds = sum(f is not None for f in forms)
         if v is not None and (kinds != 1 or (v.path is None) != (v.values is None)):
             raise StudyError(f"{path}: vary needs one of: path and values, points, or grid")
         be = st.answer.break_even
@@ -538,8 +529,9 @@ def _axis_value(v: Any) -> float:
 
 
 def _crossing(xs: list[float], rs: list[float]) -> tuple[float | None, int]:
-    """Where the ratios `rs` (at increasing `xs`) first cross 1, on the log of x; (None, -1)
-    when they stay on one side, (None, 1) above, (None, 0) below."""
+    """Where the ratios `rs` (at increasing `xs`) first cross 1, interpolated linearly in the
+    ratio on the log of x: (x, -1); when they stay on one side, (None, 1) above 1 and
+    (None, 0) below."""
     for i in range(len(xs) - 1):
         r1, r2 = rs[i], rs[i + 1]
         if (r1 - 1.0) * (r2 - 1.0) <= 0 and r1 != r2:
@@ -574,10 +566,13 @@ def break_even(st: Study, points: list[dict]) -> list[dict]:
             xs.append(_axis_value(av))
             for seed, v in zip(r["seeds"], r["per_seed"]):
                 per_seed.setdefault(seed, []).append(v)
+        order = sorted(range(len(xs)), key=lambda i: xs[i])  # the axis in increasing order
+        xs = [xs[i] for i in order]
+        per_seed = {
+            k: [rs[i] for i in order] for k, rs in per_seed.items() if len(rs) == len(order)
+        }
         where = f"with {be.per} {pv}" if per is not None else "over the grid"
-        found = [
-            _crossing(xs, rs) for rs in per_seed.values() if len(rs) == len(xs) and len(xs) > 1
-        ]
+        found = [_crossing(xs, rs) for rs in per_seed.values() if len(xs) > 1]
         cross = [x for x, _ in found if x is not None]
         unit = "s" if isinstance(along.values[0], str) else ""
         lo = [rs[0] > 1.0 for rs in per_seed.values() if rs]  # the side at the smallest value

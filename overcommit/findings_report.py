@@ -89,7 +89,8 @@ def _plot(st: dict) -> Any | None:
         xs = [j + (i - (len(mechs) - 1) / 2) * width for j in range(len(points))]
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=m)
     ax.set_xticks(range(len(points)))
-    ax.set_xticklabels([p["label"] or "all" for p in points])
+    slant = {"rotation": 30, "ha": "right", "fontsize": 7} if len(points) > 6 else {}
+    ax.set_xticklabels([p["label"] or "all" for p in points], **slant)  # long grid labels
     ax.set_title(words + (f" ({unit})" if unit else "") + ", mean and 95% CI")
     ax.legend()
     return fig

@@ -274,3 +274,26 @@ def test_a_migrating_guest_writes_its_ramdisk_to_shared_storage_and_gets_a_new_o
     # the destination committed a RAM disk of its own, which the guest fills again
     end = held.iloc[-1]
     assert end["host-1"] == 0 and 0 < end["host-2"] <= size
+
+
+def test_a_committed_ramdisk_is_room_no_one_else_gets():
+    """What a RAM disk has not written yet stays promised to it: the host's room for guest
+    allocations (restarts, arriving guests) and its lending leave it out; what it holds is
+    counted once, in the pools."""
+    from overcommit.nodes.host import GuestState, HostModel
+    from overcommit.nodes.ramdisk import RamDisk
+
+    ps = 64 * 1024
+    h = HostModel("h", 1024 * MiB, 64 * MiB, ps, "eager", None, False)
+    g = GuestState("g", alloc_pages=1024, maxmem_pages=1536, memory_pages=1024, swap_pages=4096)
+    h.guests = [g]
+    room = h.guest_room()
+    RamDisk().plan_window(h)
+    assert h.committed == {"g": 512} and g.plan.cache_budget == 512
+    assert h.guest_room() == room - 512
+    g.cache_pages = 200  # written: now in the pools, the rest still promised
+    h.refresh()
+    assert h.guest_room() == room - 512
+    assert h.lendable() == room - 512 - 1024
+    RamDisk().plan_window(h)  # a fixed size: no second commitment
+    assert h.committed == {"g": 512} and h.guest_room() == room - 512

@@ -86,19 +86,16 @@ class RamDisk(Mechanism):
         guests = host.guests
         if not guests:
             return
-        known = [host.memo.get(g.name, {}).get("ramdisk") for g in guests]
-        # what a RAM disk committed earlier has not yet used stays promised to it
-        host.lend(sum(max(0, k - g.cache_pages) for g, k in zip(guests, known) if k is not None))
-        new = [i for i, k in enumerate(known) if k is None and guests[i].alive]
+        # what a RAM disk committed earlier has not used stays promised to it: the host's
+        # room for allocations and lending leaves it out (`HostModel.committed_unused`)
+        new = [g for g in guests if g.name not in host.committed and g.alive]
         if new:
-            want = [ramdisk_size(guests[i]) for i in new]
+            want = [ramdisk_size(g) for g in new]
             grants = fill_by_demand(host.lendable(), [float(w) for w in want], want)
-            host.lend(sum(grants))
-            for i, k in zip(new, grants):
-                host.memo.setdefault(guests[i].name, {})["ramdisk"] = k
-                known[i] = k
-        for g, k in zip(guests, known):
-            g.plan.cache_budget = k or 0
+            for g, k in zip(new, grants):
+                host.committed[g.name] = k
+        for g in guests:
+            g.plan.cache_budget = host.committed.get(g.name, 0)
 
 
 class RamDiskState(DiskCache):

@@ -69,6 +69,7 @@ ALLOWED = {
             "host_swap",
             "none",
             "page_sharing",
+            "ramdisk",
             "selfballoon",
             "zswap",
         )

@@ -14,6 +14,7 @@ the face layer (`overcommit.findings_report`) writes findings.md and findings.ht
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,10 @@ FIGURE_WORDS: dict[str, tuple[str, str]] = {
     "disk_reads": ("disk page reads", "pages"),
     "tmem_pages_peak": ("peak pages in host tmem", "pages"),
     "balloon_lag_seconds": ("balloon lag", "s"),
+    "hypercalls": ("hypercalls", ""),
+    "io_exits": ("I/O exits", ""),
+    "frontswap_put_failures": ("refused puts", "pages"),
+    "cache_write_through": ("swap-outs past the host's RAM, to the disk", "pages"),
 }
 
 
@@ -66,14 +71,34 @@ class Point(_M):
     set: dict[str, Any]
 
 
+class Axis(_M):
+    """One axis of a `grid`: `name` (in labels and the break-even sentence), the `--set`
+    paths it sets (all to the same value) and its values."""
+
+    name: str
+    set: list[str]
+    values: list[Any]
+
+
 class Vary(_M):
-    """A knob over values (`path`, `values`, optional `labels`), or named `points`, each a
-    set of overrides."""
+    """A knob over values (`path`, `values`, optional `labels`), named `points`, each a set of
+    overrides, or a `grid` of axes (every combination a point, the last axis varying fastest)."""
 
     path: str | None = None
     values: list[Any] | None = None
     labels: list[str] | None = None
     points: list[Point] | None = None
+    grid: list[Axis] | None = None
+
+
+class BreakEven(_M):
+    """Where a ratio answer crosses 1 along a grid axis (`along`), for each value of another
+    (`per`), interpolated between the two points around the crossing on the log of `along`."""
+
+    along: str
+    per: str | None = None
+    below: str  # what a ratio below 1 means ("frontswap stalls less")
+    above: str  # ... and above 1
 
 
 class Answer(_M):
@@ -85,6 +110,7 @@ class Answer(_M):
     phrase: str = ""  # opening words of the answer sentence
     also: list[str] = []  # each: further figures, phrased after the first
     words: dict[str, str] = {}  # figure -> "words|unit" for figures FIGURE_WORDS lacks
+    break_even: BreakEven | None = None  # ratio over a grid: where it crosses 1
 
 
 class Quick(_M):
@@ -134,8 +160,22 @@ def load_study(path: Path) -> Study:
                     f"{path}: answer figure {f!r} is not one of " + ", ".join(FIGURE_WORDS)
                 )
         v = st.vary
-        if v is not None and (v.points is None) == (v.path is None or v.values is None):
-            raise StudyError(f"{path}: vary needs either path and values, or points")
+        forms = (v.points, v.grid, v.path or v.values) if v is not None else ()
+        kinds = sum(f is not None for f in forms)
+        if v is not None and (kinds != 1 or (v.path is None) != (v.values is None)):
+            raise StudyError(f"{path}: vary needs one of: path and values, points, or grid")
+        be = st.answer.break_even
+        if be is not None:
+            names = [a.name for a in (v.grid or [])] if v is not None else []
+            if (
+                st.answer.kind != "ratio"
+                or be.along not in names
+                or (be.per is not None and be.per not in names)
+            ):
+                raise StudyError(
+                    f"{path}: answer.break_even needs a ratio answer and grid axes named "
+                    f"{be.along!r}" + (f" and {be.per!r}" if be.per else "")
+                )
     elif not st.reason:
         raise StudyError(f"{path}: a not-answered study needs a reason")
     return st
@@ -195,7 +235,7 @@ def overrides_for(st: Study, quick: bool, value: Any = None) -> dict[str, Any]:
         o.update(st.quick.set)
         if st.quick.duration:
             o["duration"] = st.quick.duration
-    if st.vary is not None and st.vary.points is not None:
+    if st.vary is not None and (st.vary.points is not None or st.vary.grid is not None):
         o.update(value or {})
     elif st.vary is not None:
         o[st.vary.path] = value
@@ -213,7 +253,12 @@ def command_for(st: Study, seeds: int, quick: bool, config: str | None = None) -
     duration = o.pop("duration", None)
     if st.vary is not None and st.vary.points is not None:
         return ""  # named points change several knobs at once: no single sweep
-    if st.vary is not None:
+    if st.vary is not None and st.vary.grid is not None:
+        if any(len(a.set) != 1 for a in st.vary.grid):
+            return ""  # an axis that sets several knobs to one value: no sweep grid for it
+        for a in st.vary.grid:
+            o[a.set[0]] = ",".join(str(v) for v in a.values)
+    elif st.vary is not None:
         o[str(st.vary.path)] = ",".join(str(v) for v in st.vary.values or [])
     for k, v in o.items():
         parts += ["--grid", f"{k}={v}"]
@@ -435,6 +480,11 @@ def run_findings(
             p["dir"] = str(d)
             entry["points"].append(p)
         entry["answer"] = " ".join(p["sentence"] for p in entry["points"])
+        if st.answer is not None and st.answer.break_even is not None:
+            entry["break_even"] = break_even(st, entry["points"])
+            entry["answer"] = " ".join(b["sentence"] for b in entry["break_even"]) + (
+                " Per point: " + entry["answer"]
+            )
         entry["command"] = findings_command(st, n, quick)
         config = None
         if st.scenario and "\n" in st.scenario:  # an inline scenario: kept beside its runs
@@ -451,6 +501,15 @@ def run_findings(
 def _vary_points(v: Vary) -> list[tuple[Any, str]]:
     if v.points is not None:
         return [(p.set, p.label) for p in v.points]
+    if v.grid is not None:
+        import itertools
+
+        out = []
+        for combo in itertools.product(*(a.values for a in v.grid)):
+            sets = {p: x for a, x in zip(v.grid, combo) for p in a.set}
+            label = ", ".join(f"{a.name} {x}" for a, x in zip(v.grid, combo))
+            out.append((sets, label))
+        return out
     assert v.path is not None and v.values is not None
     labels = v.labels or [f"{v.path.rsplit('.', 1)[-1]}={x}" for x in v.values]
     return list(zip(v.values, labels, strict=False))
@@ -458,3 +517,91 @@ def _vary_points(v: Vary) -> list[tuple[Any, str]]:
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-")
+
+
+def _axis_value(v: Any) -> float:
+    """A grid value as a number (`5us` -> 5e-06, `32` -> 32.0)."""
+    if isinstance(v, int | float):
+        return float(v)
+    from overcommit.units import parse_duration
+
+    return float(parse_duration(str(v)))
+
+
+def _crossing(xs: list[float], rs: list[float]) -> tuple[float | None, int]:
+    """Where the ratios `rs` (at increasing `xs`) first cross 1, interpolated linearly in the
+    ratio on the log of x: (x, -1); when they stay on one side, (None, 1) above 1 and
+    (None, 0) below."""
+    for i in range(len(xs) - 1):
+        r1, r2 = rs[i], rs[i + 1]
+        if (r1 - 1.0) * (r2 - 1.0) <= 0 and r1 != r2:
+            f = (1.0 - r1) / (r2 - r1)
+            lx = math.log(xs[i]) + f * (math.log(xs[i + 1]) - math.log(xs[i]))
+            return math.exp(lx), -1
+    return None, int(rs[0] > 1.0) if rs else -1
+
+
+def break_even(st: Study, points: list[dict]) -> list[dict]:
+    """For each value of the `per` axis (or once), the value of the `along` axis at which the
+    study's ratio crosses 1: per seed, then the mean and 95% CI over the seeds that cross."""
+    assert st.answer is not None and st.answer.break_even is not None
+    assert st.vary is not None and st.vary.grid is not None
+    be = st.answer.break_even
+    axes = {a.name: a for a in st.vary.grid}
+    along, per = axes[be.along], axes.get(be.per) if be.per else None
+    by_label = {p["label"]: p for p in points}
+    out = []
+    for pv in per.values if per is not None else [None]:
+        xs, per_seed = [], {}
+        for av in along.values:
+            label = ", ".join(
+                f"{a.name} {(av if a is along else pv)}"
+                for a in st.vary.grid
+                if a is along or a is per
+            )
+            p = next((q for k, q in by_label.items() if _has_label(k, label)), None)
+            r = None if p is None else p.get("ratio")
+            if r is None:
+                continue
+            xs.append(_axis_value(av))
+            for seed, v in zip(r["seeds"], r["per_seed"]):
+                per_seed.setdefault(seed, []).append(v)
+        order = sorted(range(len(xs)), key=lambda i: xs[i])  # the axis in increasing order
+        xs = [xs[i] for i in order]
+        per_seed = {
+            k: [rs[i] for i in order] for k, rs in per_seed.items() if len(rs) == len(order)
+        }
+        where = f"with {be.per} {pv}" if per is not None else "over the grid"
+        found = [_crossing(xs, rs) for rs in per_seed.values() if len(xs) > 1]
+        cross = [x for x, _ in found if x is not None]
+        unit = "s" if isinstance(along.values[0], str) else ""
+        lo = [rs[0] > 1.0 for rs in per_seed.values() if rs]  # the side at the smallest value
+        item: dict[str, Any] = {"per": pv, "along": along.values, "crossings": cross}
+        if found and len(cross) == len(found):
+            mean, half = mean_ci(cross)
+            item["mean"], item["ci95"] = mean, half
+            first, then = (be.above, be.below) if all(lo) else (be.below, be.above)
+            item["sentence"] = (
+                f"Break-even {where} at about {_ci_text(mean, half, unit, 0.0)} "
+                f"{be.along}: {first} below it, {then} above it."
+            )
+        elif found and not cross:
+            side = be.above if all(s == 1 for _, s in found) else be.below
+            if len({s for _, s in found}) > 1:
+                side = "the seeds disagree on the side, with no crossing:"
+            item["sentence"] = (
+                f"No break-even {where} between {along.values[0]} and {along.values[-1]} "
+                f"{be.along}: {side} throughout."
+            )
+        else:
+            item["sentence"] = f"Break-even {where}: {len(cross)} of {len(found)} seeds cross " + (
+                f"(at {', '.join(_fmt(x, unit) for x in cross)} {be.along})." if cross else "."
+            )
+        out.append(item)
+    return out
+
+
+def _has_label(point_label: str, parts: str) -> bool:
+    """Whether a grid point's label holds every `name value` part of `parts`."""
+    have = point_label.split(", ")
+    return all(x in have for x in parts.split(", "))

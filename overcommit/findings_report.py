@@ -31,6 +31,10 @@ SOURCES: dict[str, str] = {
     "costs.decompress_bandwidth": "lzo-rle/lz4 class compressors (overcommit/profiles.py; "
     "REFERENCE.md, zswap / zram)",
     "costs.ram_bandwidth": "a page copy at ~10 GB/s (overcommit/profiles.py)",
+    "costs.major_fault": "the guest's fault path and I/O submission, a typical figure "
+    "(overcommit/profiles.py); charged per swap-in read, not per frontswap get",
+    "costs.minor_fault": "a zero-fill fault, a typical figure (overcommit/profiles.py); charged "
+    "per frontswap get and first touch",
     "balloon": "virtio-balloon 7 GB in ~4.1 s, vmw_balloon 512-2048 pages/s under pressure "
     "(REFERENCE.md, Ballooning)",
     "migration": "pre-copy rounds and stop-and-copy (REFERENCE.md, Live migration; Clark et al., "
@@ -85,7 +89,8 @@ def _plot(st: dict) -> Any | None:
         xs = [j + (i - (len(mechs) - 1) / 2) * width for j in range(len(points))]
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=m)
     ax.set_xticks(range(len(points)))
-    ax.set_xticklabels([p["label"] or "all" for p in points])
+    slant = {"rotation": 30, "ha": "right", "fontsize": 7} if len(points) > 6 else {}
+    ax.set_xticklabels([p["label"] or "all" for p in points], **slant)  # long grid labels
     ax.set_title(words + (f" ({unit})" if unit else "") + ", mean and 95% CI")
     ax.legend()
     return fig

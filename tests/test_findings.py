@@ -5,6 +5,7 @@ the numbers of the runs kept under --out (recomputed here from their summary.jso
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -15,8 +16,10 @@ import pytest
 
 from overcommit.findings import (
     STUDIES_DIR,
+    StudyError,
     _ci_text,
     _vary_points,
+    break_even,
     load_studies,
     validate_study,
 )
@@ -196,3 +199,80 @@ def test_a_bad_study_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "a.yaml" in proc.stderr and "answer.of and answer.over" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+GRID = f"""\
+id: j
+question: "How many pages per exit make batching beat a hypercall per page?"
+asked_by: {{name: Avi Kivity, quote: "How baked in is the synchronous requirement?"}}
+scenario: |
+{SCENARIO}
+mechanisms: [frontswap, ramdisk]
+vary:
+  grid:
+    - {{name: batch, set: [guests.0.swap_cluster, guests.0.readahead], values: [1, 32]}}
+    - {{name: exit, set: [costs.io_exit], values: [1us, 20us]}}
+answer:
+  figure: stall_seconds
+  kind: ratio
+  of: frontswap
+  over: ramdisk
+  break_even: {{along: exit, per: batch, above: batching wins, below: frontswap wins}}
+"""
+
+
+def test_the_ramdisk_and_exits_questions_are_answered() -> None:
+    by_id = {s.id: s for s in load_studies(STUDIES_DIR)}
+    i, j = by_id["i"], by_id["j"]
+    assert i.status == j.status == "answered"
+    assert {"frontswap", "ramdisk", "cached-disk"} <= set(i.mechanisms)
+    assert j.answer.break_even is not None and j.vary.grid is not None
+    paths = {p for a in j.vary.grid for p in a.set}
+    assert {"costs.io_exit", "guests.0.swap_cluster"} <= paths
+
+
+def test_a_grid_makes_every_combination_a_point(tmp_path: Path) -> None:
+    (tmp_path / "j.yaml").write_text(GRID)
+    (st,) = load_studies(tmp_path)
+    points = _vary_points(st.vary)
+    assert [label for _, label in points] == [
+        "batch 1, exit 1us",
+        "batch 1, exit 20us",
+        "batch 32, exit 1us",
+        "batch 32, exit 20us",
+    ]
+    assert points[1][0] == {
+        "guests.0.swap_cluster": 1,
+        "guests.0.readahead": 1,
+        "costs.io_exit": "20us",
+    }
+    assert validate_study(st) == 2 * 2 * 4
+    (tmp_path / "j.yaml").write_text(GRID.replace("along: exit", "along: nope"))
+    with pytest.raises(StudyError, match="break_even"):
+        load_studies(tmp_path)
+
+
+def test_break_even_interpolates_where_the_ratio_crosses_one(tmp_path: Path) -> None:
+    """Per seed, on the log of the exit cost: a ratio of 2 at 1 us and 0.5 at 20 us crosses
+    1 two thirds of the way from log(1 us) to log(20 us) (linear in the ratio)."""
+    (tmp_path / "j.yaml").write_text(GRID)
+    (st,) = load_studies(tmp_path)
+
+    def point(label: str, per_seed: list[float]) -> dict:
+        return {"label": label, "ratio": {"seeds": [1, 2], "per_seed": per_seed}}
+
+    points = [
+        point("batch 1, exit 1us", [0.9, 0.8]),
+        point("batch 1, exit 20us", [0.2, 0.3]),
+        point("batch 32, exit 1us", [2.0, 2.0]),
+        point("batch 32, exit 20us", [0.5, 0.5]),
+    ]
+    b1, b32 = break_even(st, points)
+    assert b1["crossings"] == [] and "No break-even with batch 1" in b1["sentence"]
+    assert "frontswap wins throughout" in b1["sentence"]
+    x = math.exp(math.log(1e-6) + (2 / 3) * (math.log(20e-6) - math.log(1e-6)))
+    assert b32["crossings"] == pytest.approx([x, x])
+    assert b32["mean"] == pytest.approx(x)
+    want = f"Break-even with batch 32 at about {x * 1e6:.3g} us (every seed) exit: batching "
+    assert b32["sentence"].startswith(want), b32["sentence"]
+    assert b32["sentence"].endswith("frontswap wins above it.")

@@ -70,6 +70,7 @@ ALLOWED = {
             "host_swap",
             "none",
             "page_sharing",
+            "ramdisk",
             "selfballoon",
             "zswap",
         )

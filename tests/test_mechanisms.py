@@ -570,6 +570,7 @@ guests:
         "balloon",
         "selfballoon",
         "cached-disk",
+        "ramdisk",
         "zswap",
         "zram",
         "balloon+host-swap",

@@ -1,14 +1,15 @@
 """Checkers: emulator invariants that decide `valid`, each with evidence.
 
 - `conservation`: host RAM and guest pages/frames/slots balance every epoch.
-- `integrity`: every record read back from Redis (tmem pools and swap disks) carries the version
-  the guest last wrote, with a matching checksum; nothing the guest owns is missing, nothing is
-  held that the guest does not own. Reads during the run (gets, swap-ins) are checked too. The
-  guest's file disk holds every file page that has left RAM at its current version (a dirty
-  page in RAM may be newer); the ephemeral pool (cleancache) may have dropped any page but holds
-  none the guest has in RAM, and none at an old version. During post-copy the source host's
-  store of the pages left there holds exactly the pages still remote, each at the version the
-  guest had at switch-over (`remote_pages`), and once the push is over it is gone.
+- `integrity`: every record read back from Redis (tmem pools, host caches and RAM disks, swap
+  disks) carries the version the guest last wrote, with a matching checksum; nothing the guest
+  owns is missing, nothing is held that the guest does not own. Reads during the run (gets,
+  swap-ins) are checked too. The guest's file disk holds every file page that has left RAM at
+  its current version (a dirty page in RAM may be newer); the ephemeral pool (cleancache) may
+  have dropped any page but holds none the guest has in RAM, and none at an old version. During
+  post-copy the source host's store of the pages left there holds exactly the pages still
+  remote, each at the version the guest had at switch-over (`remote_pages`), and once the push
+  is over it is gone.
 - `frontswap`: pool counters in Redis equal what the guests hold; billing (RAM + tmem <= maxmem)
   never exceeded; no put succeeded while the client was frozen.
 - `no_missing_pages`: no page a running guest expects in a store is missing: a swap-in, a
@@ -110,8 +111,10 @@ def integrity(
     With a host-cached disk, a page on the swap disk may be in the cache, on the disk or both:
     a dirty cached page need not have reached the disk yet, but every page must be in one of
     them with the version last written, and a clean cached page must also be on the disk (the
-    cache never drops a page it has not written). Host swap must hold exactly the frames the
-    host paged out, each with the content it wrote.
+    cache never drops a page it has not written). A host RAM disk (`ramdisk`) is read back
+    from its own keys the same way, and every page it holds must be marked dirty (it is the
+    page's only copy: nothing behind it was ever written). Host swap must hold exactly the
+    frames the host paged out, each with the content it wrote.
     """
     out = []
     if tmem is not None:
@@ -124,19 +127,27 @@ def integrity(
         out += _compare(g, swap, expected, f"swap disk {g.disk}")
     else:
         cached, dirty = cache
+        ramdisk = getattr(back, "cache_store", "dcache") == "ramdisk"
+        where = f"the RAM disk of {g.name}" if ramdisk else f"the host cache of {g.disk}"
         cpages = cached.pages.astype(np.int64)
         on_disk_expected = np.setdiff1d(expected, dirty)  # everything not dirty in the cache
         out += _compare(g, swap, on_disk_expected, f"swap disk {g.disk}")
-        out += _compare(g, cached, np.intersect1d(expected, cpages), f"the host cache of {g.disk}")
+        out += _compare(g, cached, np.intersect1d(expected, cpages), where)
         extra = np.setdiff1d(cpages, expected)
         if len(extra):
             out.append(
-                f"{g.name}: the host cache of {g.disk} holds {len(extra)} page(s) the guest "
-                f"does not own, e.g. page {int(extra[0])}"
+                f"{g.name}: {where} holds {len(extra)} page(s) the guest does not own, "
+                f"e.g. page {int(extra[0])}"
             )
         missing_dirty = np.setdiff1d(dirty, cpages)
         if len(missing_dirty):
             out.append(f"{g.name}: {len(missing_dirty)} dirty mark(s) without a cached page")
+        clean = np.setdiff1d(cpages, dirty)
+        if ramdisk and len(clean):  # nothing behind a RAM disk: a page there is the only copy
+            out.append(
+                f"{g.name}: {where} holds {len(clean)} page(s) marked written back, "
+                f"e.g. page {int(clean[0])}"
+            )
     hswap = getattr(back, "hswap", None)
     if hswap is not None:
         frames, recs = hswap

@@ -79,6 +79,10 @@ def estimate_store_bytes(scenario: Any) -> tuple[int, int]:
         if "cached-disk" in parts:  # the host cache may hold a copy of every slot
             pages += swap_pages
             nbytes += swap_pages * (per + REDIS_ENTRY_OVERHEAD)
+        if "ramdisk" in parts:  # the RAM disk holds at most maxmem - memory of them
+            rd = min(max(0, g.maxmem - g.memory) // ps, swap_pages)
+            pages += rd
+            nbytes += rd * (per + REDIS_ENTRY_OVERHEAD)
         files = int(round(g.workload.file_cache * footprint))
         copies = 2 if "cleancache" in parts else 1  # the file disk, and the ephemeral pool
         pages += files * copies

@@ -70,6 +70,7 @@ class ReadAll:
     cache: bool = False
     files: bool = False
     eph: bool = False
+    cache_store: str = "dcache"  # `ramdisk`: the cache is the guest's host RAM disk
 
     @property
     def files_disk(self) -> str:
@@ -86,6 +87,7 @@ class StoreReadback:
     cache: Any = None  # (records, dirty pages)
     files: Any = None  # records on the guest's file disk
     eph: Any = None  # (records, the pool's count in its meta hash)
+    cache_store: str = "dcache"  # where `cache` came from: a host cache, or a RAM disk
 
 
 @dataclass
@@ -302,6 +304,7 @@ class GuestRunner:
             cache=g.cache is not None,
             files=g.has_files,
             eph=g.cleancache,
+            cache_store=getattr(g.cache, "store", "dcache"),
         )
         back = reply if isinstance(reply, StoreReadback) else StoreReadback(*reply)
         violations = [("integrity", m) for m in checkers.integrity(g, back.tmem, back.swap, back)]
@@ -607,6 +610,7 @@ class StoreOps:
         self.swap = SwapStoreOps(prefix)
         self.hswap = HostSwapStoreOps(prefix)
         self.cache = CacheStoreOps(prefix)
+        self.ramdisk = CacheStoreOps(prefix, "ramdisk")
         self.eph = EphemeralStoreOps(prefix)
         self.remote = RemoteStoreOps(prefix)
 
@@ -638,12 +642,13 @@ class StoreOps:
                     )
             if req.cache is not None:
                 k = req.cache
+                store = self.ramdisk if getattr(k, "store", "") == "ramdisk" else self.cache
                 if k.drop:
-                    yield HOST, self.cache.drop(req.disk)
+                    yield HOST, store.drop(req.disk)
                 else:
                     rep.cache = yield (
                         HOST,
-                        self.cache.batch(
+                        store.batch(
                             req.disk,
                             req.guest,
                             k.reads,
@@ -714,7 +719,9 @@ class StoreOps:
             if req.hswap:
                 back.hswap = yield HOST, self.hswap.read_all(req.guest, mode, ps)
             if req.cache:
-                back.cache = yield HOST, self.cache.read_all(req.disk, req.guest, mode, ps)
+                store = self.ramdisk if req.cache_store == "ramdisk" else self.cache
+                back.cache = yield HOST, store.read_all(req.disk, req.guest, mode, ps)
+                back.cache_store = req.cache_store
             if req.files:
                 back.files = yield SHARED, self.swap.read_all(req.files_disk, req.guest, mode, ps)
             if req.eph:

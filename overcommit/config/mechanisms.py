@@ -35,6 +35,7 @@ MECHANISMS: tuple[str, ...] = (
     "zram",
     "page-sharing",
     "cleancache",
+    "ramdisk",
 )
 
 #: Balloon driver profiles (see overcommit.profiles.BALLOON_DRIVERS).
@@ -108,6 +109,10 @@ CONFLICTS: dict[frozenset[str], str] = {
     frozenset({"frontswap", "cached-disk"}): "frontswap and a host-cached swap disk both lend "
     "the host's free RAM as fast swap; compare them instead",
     frozenset({"balloon", "selfballoon"}): "a self-ballooning guest sets its own balloon target",
+    frozenset({"frontswap", "ramdisk"}): "frontswap and a host RAM disk both lend the host's "
+    "RAM as fast swap; compare them instead",
+    frozenset({"cached-disk", "ramdisk"}): "the guest's swap device is either a host-cached "
+    "disk or a host RAM disk",
 }
 
 #: The combinations real systems use (KVM, Xen with self-ballooning and with cleancache,

@@ -4,7 +4,7 @@
 OOM) and the hook protocol mechanisms plug into (`kernel.hooks.GuestMechanism`); `guest`
 re-exports its names; `host` holds a hypervisor's RAM accounting and the frames backing each
 guest; one module per mechanism (`none`, `frontswap`, `host_swap`, `balloon`, `selfballoon`,
-`cached_disk`, `zswap`, `page_sharing`, `cleancache`) holds both its sides: the host's
+`cached_disk`, `zswap`, `page_sharing`, `cleancache`, `ramdisk`) holds both its sides: the host's
 `plan_window` and the guest's hooks, registered in `mechanism` (see docs/mechanisms.md).
 """
 

@@ -209,6 +209,15 @@ class CachedDiskGuest(GuestMechanism):
         g.cache.budget = d.cache_budget
         g.cache.demand = 0
 
+    #: the store operations on the host's cache of the disk (`ops(reads, frees, writeback,
+    #: drops, inserts, drop=False)`)
+    ops = CacheOps
+
+    def writeback_limit(self, g: GuestModel, ep: EpochContext) -> int:
+        """Dirty pages the cache may write back to the disk this epoch (the disk's pace)."""
+        cache = g.cache
+        return g._async_budget(ep.device, ep.dt, fair=cache.count > cache.budget)
+
     def reclaim_plan(self, g: GuestModel, ep: EpochContext) -> None:
         if ep.budget >= 0:  # kswapd may also fill the cache's free budget
             ep.budget += max(0, g.cache.budget - g.cache.count)
@@ -218,7 +227,7 @@ class CachedDiskGuest(GuestMechanism):
             return
         cache, reads, disk_batch = g.cache, ep.reads, ep.disk_batch
         cwrites = ep.disk_pages if disk_batch is not None else _EI
-        wb_limit = g._async_budget(ep.device, ep.dt, fair=cache.count > cache.budget)
+        wb_limit = self.writeback_limit(g, ep)
         self.step = step = cache.plan(ep.epoch, ep.sw_free, reads, cwrites, wb_limit)
         ins = disk_batch.take(np.flatnonzero(step.cached)) if disk_batch is not None else None
         through = disk_batch.take(np.flatnonzero(~step.cached)) if disk_batch is not None else None
@@ -228,7 +237,7 @@ class CachedDiskGuest(GuestMechanism):
             ins = None
         ep.through_batch = through
         ep.disk_reads_dev = reads[~step.hits]
-        req.cache = CacheOps(
+        req.cache = self.ops(
             reads[step.hits].astype(np.uint32),
             step.frees.astype(np.uint32),
             step.writeback.astype(np.uint32),
@@ -275,7 +284,7 @@ class CachedDiskGuest(GuestMechanism):
             g.counters["io_exits"] += ops
 
     def release(self, g: GuestModel, req: Request, whole: bool) -> None:
-        req.cache = CacheOps(_U, _U, _U, _U, None, drop=True)
+        req.cache = self.ops(_U, _U, _U, _U, None, drop=True)
 
     def released(self, g: GuestModel, reply: Reply, out: list[tuple[str, str]]) -> None:
         g.cache.drop_all()
@@ -297,14 +306,14 @@ class CachedDiskGuest(GuestMechanism):
         if len(dirty):
             r = (
                 yield Request(
-                    g.name, src, g.disk, cache=CacheOps(_U, _U, dirty.astype(np.uint32), _U, None)
+                    g.name, src, g.disk, cache=self.ops(_U, _U, dirty.astype(np.uint32), _U, None)
                 )
             ).cache
             if len(r.written_back):
                 yield Request(g.name, src, g.disk, swap=SwapOps(_U, _U, r.written_back))
             out["cache_writebacks"] = len(r.written_back)
             g.counters["cache_writebacks"] += len(r.written_back)
-        yield Request(g.name, src, g.disk, cache=CacheOps(_U, _U, _U, _U, None, True))
+        yield Request(g.name, src, g.disk, cache=self.ops(_U, _U, _U, _U, None, True))
         g.cache.drop_all()
 
     def audit(self, g: GuestModel, full: bool) -> list[str]:

@@ -327,6 +327,9 @@ class HostModel:
         self.name = name
         self.settings = settings  # the scenario: mechanisms read their sections from it
         self.memo: dict[str, dict] = {}  # per-guest host memory across windows (estimates)
+        # RAM the host committed to a guest's own device (its RAM disk), by guest, in pages:
+        # what the device holds counts in the pools (cache_pages), the rest stays promised
+        self.committed: dict[str, int] = {}
         self.epoch_seconds = epoch_seconds
         self.lendable_at_plan = 0
         self.window_count = 0
@@ -378,6 +381,13 @@ class HostModel:
         self.cache_pages = sum(g.cache_pages for g in self.guests)
         self.ephemeral_pages = sum(g.ephemeral_pages for g in self.guests)
 
+    def committed_unused(self) -> int:
+        """RAM committed to its guests' RAM disks that they do not hold yet (promised: no
+        guest allocation, restart or lender may use it)."""
+        if not self.committed:
+            return 0
+        return sum(max(0, self.committed.get(g.name, 0) - g.cache_pages) for g in self.guests)
+
     def pools_pages(self) -> int:
         """RAM the host holds outside guest frames: tmem, ephemeral, cache."""
         return self.tmem_pages() + self.ephemeral_pages + self.cache_pages
@@ -402,11 +412,14 @@ class HostModel:
         )
 
     def guest_room(self) -> int:
-        """RAM guest allocations may use: all but the reserve and what the pools hold now,
-        except the ephemeral pool, which the host drops at will (cleancache plans last and
-        the pool shrinks to its new quotas in the window's first epoch)."""
+        """RAM guest allocations may use: all but the reserve, what the pools hold now, except
+        the ephemeral pool, which the host drops at will (cleancache plans last and the pool
+        shrinks to its new quotas in the window's first epoch), and RAM disk space committed
+        but not yet written."""
         held = self.pools_pages() - self.ephemeral_pages
-        return self.ram_pages - self.reserve_pages - held - self.shared_pages
+        return (
+            self.ram_pages - self.reserve_pages - held - self.shared_pages - self.committed_unused()
+        )
 
     def lendable(self) -> int:
         """Pages the host may still lend this window: free RAM not promised to any guest's

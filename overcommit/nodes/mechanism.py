@@ -7,7 +7,8 @@ A mechanism has two sides, both in its own module:
   targets; `selfballoon`/`selfshrink`: Xen's self-ballooning worker; `host_swap`: the host pages
   the guest's frames out; `cached_disk`: the swap disk is write-back cached in host RAM;
   `zswap`/`zram`: compressed swap inside the guest; `cleancache`: clean page-cache pages go to
-  ephemeral tmem; `page_sharing`: the host merges identical frames), and `guest_hooks`: the
+  ephemeral tmem; `page_sharing`: the host merges identical frames; `ramdisk`: the guest swaps
+  to a RAM disk the host backs with its RAM), and `guest_hooks`: the
   `kernel.hooks.GuestMechanism` classes that implement them (a class, or its name in the
   mechanism's module). The paging core (`kernel.model.GuestModel`) builds one hook object per
   class whose `features` its guest has (`guest_hooks`), calls them in their `order`, and
@@ -89,6 +90,7 @@ def _registry() -> dict[str, type[Mechanism]]:
     from overcommit.nodes.host_swap import HostSwap
     from overcommit.nodes.none import NoOvercommit
     from overcommit.nodes.page_sharing import PageSharing
+    from overcommit.nodes.ramdisk import RamDisk
     from overcommit.nodes.selfballoon import Selfballoon
     from overcommit.nodes.zswap import Zram, Zswap
 
@@ -103,6 +105,7 @@ def _registry() -> dict[str, type[Mechanism]]:
         Zram,
         PageSharing,
         Cleancache,
+        RamDisk,
     ]
     return {c.name: c for c in [*classes, *_REGISTERED.values()]}
 

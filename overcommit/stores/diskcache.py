@@ -1,9 +1,12 @@
-"""A host's write-back cache of guest virtual swap disks (cached-disk) in the host's Redis.
+"""A host's write-back cache of guest virtual swap disks (cached-disk) in the host's Redis, and
+the host RAM disks guests swap to (ramdisk), which keep their pages in the same layout.
 
 Key layout: ``{prefix}:dcache:{disk}``: hash, 4-byte big-endian page -> fixed-width record;
 ``{prefix}:dcache:{disk}:dirty``: hash of the pages not yet written to the disk (value
 ``"1"``); ``{prefix}:dcache:meta``: hash with host-wide ``pages`` and ``dirty`` and per disk
-``n:{disk}`` and ``d:{disk}``. One disk's reads, discards, write-backs, drops and inserts of one
+``n:{disk}`` and ``d:{disk}``. A RAM disk's keys say ``ramdisk`` where a cache's say
+``dcache`` (`kind`): its pages are all "dirty", since the RAM disk is their only copy and is
+never written back. One disk's reads, discards, write-backs, drops and inserts of one
 epoch are one call of ``lua/dcache_batch.lua`` (atomic, one round trip); the script refuses to
 drop a dirty page, so nothing the guest wrote is lost before it reaches the disk. Writing the
 write-back records to the disk (shared storage) is the caller's second step. Request plumbing
@@ -35,16 +38,16 @@ from overcommit.stores.tmem import (
 )
 
 
-def dcache_key(prefix: str, disk: str) -> str:
-    return f"{prefix}:dcache:{disk}"
+def dcache_key(prefix: str, disk: str, kind: str = "dcache") -> str:
+    return f"{prefix}:{kind}:{disk}"
 
 
-def dcache_dirty_key(prefix: str, disk: str) -> str:
-    return f"{prefix}:dcache:{disk}:dirty"
+def dcache_dirty_key(prefix: str, disk: str, kind: str = "dcache") -> str:
+    return f"{prefix}:{kind}:{disk}:dirty"
 
 
-def dcache_meta_key(prefix: str) -> str:
-    return f"{prefix}:dcache:meta"
+def dcache_meta_key(prefix: str, kind: str = "dcache") -> str:
+    return f"{prefix}:{kind}:meta"
 
 
 @dataclass
@@ -62,14 +65,17 @@ class CacheBatchResult:
 
 
 class CacheStoreOps:
-    """The disk-cache operations, each a generator of Redis requests."""
+    """The disk-cache operations, each a generator of Redis requests (`kind`: `dcache` for
+    host caches, `ramdisk` for host RAM disks)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, kind: str = "dcache") -> None:
         self.prefix = prefix
-        self.meta = dcache_meta_key(prefix)
+        self.kind = kind
+        self.meta = dcache_meta_key(prefix, kind)
 
     def keys(self, disk: str) -> tuple[str, str, str]:
-        return dcache_key(self.prefix, disk), dcache_dirty_key(self.prefix, disk), self.meta
+        k = self.kind
+        return dcache_key(self.prefix, disk, k), dcache_dirty_key(self.prefix, disk, k), self.meta
 
     def batch(
         self,
@@ -115,8 +121,9 @@ class CacheStoreOps:
         self, disk: str, guest: str, mode: PayloadMode, page_size: int
     ) -> Op[tuple[RecordBatch, np.ndarray]]:
         """(every cached record sorted by page, the dirty pages sorted)."""
-        recs = yield from hash_records(dcache_key(self.prefix, disk), guest, mode, page_size)
-        fields = yield Command(("HKEYS", dcache_dirty_key(self.prefix, disk)))
+        cache, dirty, _ = self.keys(disk)
+        recs = yield from hash_records(cache, guest, mode, page_size)
+        fields = yield Command(("HKEYS", dirty))
         dirty = np.sort(np.array([int.from_bytes(f, "big") for f in fields], np.int64))
         return recs, dirty
 
@@ -128,8 +135,10 @@ class CacheStoreOps:
 class DiskCacheStore:
     """A host's disk caches over a synchronous ``redis.Redis`` client."""
 
-    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = CacheStoreOps(prefix)
+    def __init__(
+        self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, kind: str = "dcache"
+    ) -> None:
+        self._ops = CacheStoreOps(prefix, kind)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 
@@ -165,8 +174,10 @@ class DiskCacheStore:
 class AsyncDiskCacheStore:
     """:class:`DiskCacheStore` over a ``redis.asyncio.Redis`` client."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._ops = CacheStoreOps(prefix)
+    def __init__(
+        self, client: redis.asyncio.Redis, prefix: str = DEFAULT_PREFIX, kind: str = "dcache"
+    ) -> None:
+        self._ops = CacheStoreOps(prefix, kind)
         self._runner = ScriptRunner(client)
         self.prefix = prefix
 

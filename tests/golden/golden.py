@@ -39,6 +39,7 @@ MECHANISMS = (
     "zram",
     "page-sharing",
     "cleancache",
+    "ramdisk",
     "balloon+host-swap",
     "frontswap+selfballoon",
     "frontswap+cleancache",

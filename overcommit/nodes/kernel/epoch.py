@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from overcommit.nodes.kernel import readahead
+from overcommit.nodes.kernel import jit, readahead
 from overcommit.nodes.kernel.hooks import EpochContext
 from overcommit.nodes.kernel.types import (
     _E,
@@ -142,8 +142,18 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
 
         ep.mig_marks = dirtying(pages, writes, g.loc)
     g.counters["touches"] += len(pages)
-    uniq = _unique(pages)
-    loc_u = g.loc[uniq]
+    if jit.ENABLED:  # one pass: distinct pages, their locations, the writes
+        s = pages.copy()
+        s.sort()
+        w = pages[writes]
+        w.sort()
+        uniq, loc_u, wp, wc, top, n_zero, slotted = jit.touch_pass(s, w, g.loc, g.slot)
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
+        ep.touch_pass = (top, n_zero, slotted)
+    else:
+        uniq = _unique(pages)
+        loc_u = g.loc[uniq]
+        ep.touch_pass = None
     ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
         work,
         pages,
@@ -152,8 +162,12 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         uniq,
         loc_u,
     )
-    if g.unuse_left <= 0 and g._plain() and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
-        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+    if ep.touch_pass is not None:
+        low = ep.touch_pass[0] <= RAM
+    else:
+        low = len(uniq) == 0 or int(loc_u.max()) <= RAM
+    if g.unuse_left <= 0 and g._plain() and low:
+        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to, ep)
         if stats is not None:
             _migrate(g, ep)
         return stats
@@ -171,21 +185,31 @@ def _migrate(g: GuestModel, ep: EpochContext) -> None:
 def _faults(g: GuestModel, ep: EpochContext) -> None:
     """Touched pages by location, swap readahead, `begin` hooks, the slots freed."""
     uniq, loc_u = ep.uniq, ep.loc_u
-    untouched = loc_u == UNTOUCHED
-    f_fnew = f_file = _EI
-    if g.has_files:  # page cache: first reads and misses come from the guest's disk
-        isf_u = uniq >= g.file_lo
-        f_fnew = uniq[untouched & isf_u]
-        f_file = uniq[loc_u == FILE]
-        untouched &= ~isf_u
+    if jit.ENABLED:
+        f_zero, f_fs, f_z, f_sw, f_fnew, f_file = jit.split_faults(
+            uniq, loc_u, g.file_lo if g.has_files else g.N
+        )
+        if not g.has_files:
+            f_fnew = f_file = _EI
+        ep.f_zero, ep.f_fs, ep.f_z, ep.f_sw = f_zero, f_fs, f_z, f_sw
+    else:
+        untouched = loc_u == UNTOUCHED
+        f_fnew = f_file = _EI
+        if g.has_files:  # page cache: first reads and misses come from the guest's disk
+            isf_u = uniq >= g.file_lo
+            f_fnew = uniq[untouched & isf_u]
+            f_file = uniq[loc_u == FILE]
+            untouched &= ~isf_u
+        ep.f_zero = uniq[untouched]
+        ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
+        ep.f_z = f_z = uniq[loc_u == ZPOOL]
+        ep.f_sw = f_sw = uniq[loc_u == SWAP]
     ep.f_fnew, ep.f_file = f_fnew, f_file
-    ep.f_zero = uniq[untouched]
-    ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
-    ep.f_z = f_z = uniq[loc_u == ZPOOL]
-    ep.f_sw = f_sw = uniq[loc_u == SWAP]
     # swap-in reads an aligned cluster around each disk fault, of the adapted window
     ep.ra_win = ra = readahead.window(g, f_sw)
-    if len(f_sw):
+    if len(f_sw) and jit.ENABLED:
+        clusters, reads = jit.swap_reads(f_sw, ra, g.N, g.loc)
+    elif len(f_sw):
         clusters = _unique(f_sw // ra)
         reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
         reads = reads[reads < g.N]
@@ -201,8 +225,10 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
 
     # slots freed this epoch: written pages, faulted ones when swap is full, mechanisms' own
     swap_full = 2 * (g.slots_used + g.zslots_used) > g.swap_slots + g.zram_slots
-    wp, wc = _counts(ep.pages[ep.writes])
-    ep.wp, ep.wc, ep.wset = wp, wc, wp
+    if ep.touch_pass is None:
+        wp, wc = _counts(ep.pages[ep.writes])
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
+    wp = ep.wp
     free_slot = wp[g.slot[wp] != NO_SLOT]
     if swap_full:
         free_slot = np.union1d(free_slot, np.union1d(np.union1d(f_fs, f_sw), f_z))
@@ -400,7 +426,10 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         ep.in_frames = g._incoming_frames(_EI, len(incoming))
     ep.newly_backed = g._map_in(incoming)
     g._set_loc(incoming, RAM)
-    readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
+    if jit.ENABLED:
+        readahead.brought_in(g, jit.sorted_diff(ep.reads, ep.f_sw))
+    else:
+        readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
     g.dirty[ep.f_zero] = True
     g.dirty[pull_in] = True
     g._set_slot(pull_in, NO_SLOT)
@@ -476,7 +505,10 @@ def _cluster_bytes(pages: np.ndarray, ra: int, ps: int) -> np.ndarray:
     """Bytes actually read for each readahead cluster `pages` fall in, in cluster order."""
     if not len(pages):
         return np.zeros(0)
-    _, n = np.unique(pages // ra, return_counts=True)
+    if jit.ENABLED:
+        n = jit.cluster_counts(pages, ra)
+    else:
+        _, n = np.unique(pages // ra, return_counts=True)
     return n.astype(np.float64) * ps
 
 

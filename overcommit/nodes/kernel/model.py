@@ -42,6 +42,7 @@ import numpy as np
 
 from overcommit.nodes.host import Directives, GuestFrames
 from overcommit.nodes.kernel import epoch as _epoch
+from overcommit.nodes.kernel import jit
 from overcommit.nodes.kernel import readahead as _ra
 from overcommit.nodes.kernel.checks import GuestChecks
 from overcommit.nodes.kernel.hooks import GUEST_ATTRS, GuestMechanism
@@ -260,6 +261,16 @@ class GuestModel(GuestLifecycle, GuestChecks):
         k = len(pages)
         if k == 0:
             return 0
+        if jit.ENABLED and pages.dtype == np.int64:
+            fs = self.frames
+            full = fs.backed_count + fs.hswapped_count == len(fs.state)
+            new = jit.map_in(
+                pages, self.free_stack, self.free_top, self.frame, self.fpage, fs.state, full
+            )
+            self.free_top -= k
+            fs.backed_count += new
+            self.counters["host_frames_allocated"] += new
+            return new
         frames = self.free_stack[self.free_top - k : self.free_top][::-1].copy()
         self.free_top -= k
         self.frame[pages] = frames
@@ -529,6 +540,17 @@ class GuestModel(GuestLifecycle, GuestChecks):
     def _touched(self, uniq: np.ndarray, epoch: int) -> None:
         """Record this epoch's touches of `uniq` (sorted, distinct): last-touch epoch (and the
         count of pages touched in the window), referenced bits."""
+        if epoch + 1 > self.window_start and jit.ENABLED:
+            fresh, hits = jit.touched(
+                uniq, self.last, self.ref, self.ra, epoch + 1, self.window_start, self.ra_n != 0
+            )
+            self.active_n += fresh
+            self.last_hi = max(self.last_hi, epoch + 1)
+            if hits:
+                self.ra_n -= hits
+                self.ra_hits_since += hits
+                self.counters["readahead_hits"] += hits
+            return
         if epoch + 1 > self.window_start:
             self.active_n += int(np.count_nonzero(self.last[uniq] <= self.window_start))
             self.last[uniq] = epoch + 1
@@ -553,6 +575,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         uniq: np.ndarray,
         loc_u: np.ndarray,
         pin_to: int,
+        ep: Any = None,
     ) -> EpochStats | None:
         """The rest of `epoch` when it is quiet, else None (and nothing changed).
 
@@ -562,26 +585,57 @@ class GuestModel(GuestLifecycle, GuestChecks):
         and the only costs are first touches: the general path would do exactly this, with
         empty arrays everywhere else (the common case of a guest whose RAM is not full).
         """
-        f_zero = uniq[loc_u == UNTOUCHED]
-        need = len(f_zero)
+        tp = ep.touch_pass if ep is not None else None
+        if tp is not None:  # the touch pass counted them (`jit.touch_pass`)
+            need = tp[1]
+        else:
+            f_zero = uniq[loc_u == UNTOUCHED]
+            need = len(f_zero)
         free = self.free_top
         async_want = self.wm_high - free if free < self.wm_low else 0
         if async_want + max(0, self.wm_min + need - free) > 0:
             return None  # reclaim wanted
-        wp, wc = _counts(pages[writes])
-        if len(wp) and self.slot[wp].any():
-            return None  # a write frees a slot
+        if tp is not None:
+            if tp[2]:
+                return None  # a write frees a slot
+            fs = self.frames
+            full = fs.backed_count + fs.hswapped_count == len(fs.state)
+            _, newly_backed = jit.quiet_apply(
+                uniq,
+                loc_u,
+                ep.wp,
+                ep.wc,
+                self.loc,
+                self.dirty,
+                self.version,
+                self.free_stack,
+                self.free_top,
+                self.frame,
+                self.fpage,
+                fs.state,
+                full,
+            )
+            self.free_top -= need
+            fs.backed_count += newly_backed
+            self.counters["host_frames_allocated"] += newly_backed
+            if need:
+                self.census[UNTOUCHED] -= need
+                self.census[RAM] += need
+        else:
+            wp, wc = _counts(pages[writes])
+            if len(wp) and self.slot[wp].any():
+                return None  # a write frees a slot
+            # apply: first touches (each untouched: the ledger moves them without a recount)
+            newly_backed = self._map_in(f_zero)
+            if need:
+                self.census[UNTOUCHED] -= need
+                self.census[RAM] += need
+                self.loc[f_zero] = RAM
+                self.dirty[f_zero] = True
+            # apply: the touches themselves
+            self.version[wp] += wc.astype(np.uint32)
+            self.dirty[wp] = True
         costs = self.costs
-        # apply: first touches (each untouched: the ledger moves them without a recount)
-        newly_backed = self._map_in(f_zero)
-        if need:
-            self.census[UNTOUCHED] -= need
-            self.census[RAM] += need
-            self.loc[f_zero] = RAM
-            self.dirty[f_zero] = True
-        # apply: the touches themselves
-        self.version[wp] += wc.astype(np.uint32)
-        self.dirty[wp] = True
         self._touched(uniq, epoch)
         self.pinned_n = max(self.pinned_n, pin_to)
         c = self.counters

@@ -1,0 +1,268 @@
+"""Compiled page loops of the paging core (numba `@njit(cache=True)` over plain numpy arrays).
+
+Each kernel does, in one pass over an epoch's pages, what a chain of numpy calls did before,
+with the same result bit for bit (the same pages in the same order, the same counts, the same
+state changes): the touch pass and the quiet epoch (`touch_pass`, `quiet_apply`), the
+touched pages' LRU stamps, referenced bits and readahead hits (`touched`), the faults by
+location (`split_faults`), the swap-in clusters (`swap_reads`), sorted set difference
+(`sorted_diff`) and pages per cluster (`cluster_counts`).
+
+Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
+only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
+turns them off: the core then runs its numpy path (the reference the kernels are measured and
+tested against; `benchmarks/bench_model.py` runs both).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+#: kernels on (`OVERCOMMIT_JIT=0` runs the numpy path instead)
+ENABLED = os.environ.get("OVERCOMMIT_JIT", "1") != "0"
+
+_UNTOUCHED, _RAM, _FRONTSWAP, _SWAP, _ZPOOL, _FILE = 0, 1, 2, 3, 4, 5
+_F_NONE, _F_RAM = 0, 1
+
+
+@njit(cache=True, nogil=True)
+def _dedupe(s: np.ndarray, out: np.ndarray) -> int:
+    """Distinct values of sorted `s` into `out`; returns how many."""
+    n = 0
+    for i in range(len(s)):
+        v = s[i]
+        if n == 0 or out[n - 1] != v:
+            out[n] = v
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def touch_pass(s: np.ndarray, ws: np.ndarray, loc: np.ndarray, slot: np.ndarray):
+    """An epoch's touched pages (`s`, sorted) and written pages (`ws`, sorted): the distinct
+    touched pages and their locations, the distinct written pages and how often each was
+    written, the highest location touched, the untouched pages among them and whether a
+    written page holds a swap slot."""
+    uniq = np.empty(len(s), np.int64)
+    nu = _dedupe(s, uniq)
+    uniq = uniq[:nu]
+    loc_u = np.empty(nu, np.int8)
+    top = 0
+    n_zero = 0
+    for i in range(nu):
+        v = loc[uniq[i]]
+        loc_u[i] = v
+        if v > top:
+            top = v
+        if v == _UNTOUCHED:
+            n_zero += 1
+    wp = np.empty(len(ws), np.int64)
+    wc = np.empty(len(ws), np.int64)
+    nw = 0
+    slotted = False
+    for i in range(len(ws)):
+        v = ws[i]
+        if nw and wp[nw - 1] == v:
+            wc[nw - 1] += 1
+        else:
+            wp[nw] = v
+            wc[nw] = 1
+            nw += 1
+            if slot[v] != 0:
+                slotted = True
+    return uniq, loc_u, wp[:nw], wc[:nw], top, n_zero, slotted
+
+
+@njit(cache=True, nogil=True)
+def map_in(
+    pages: np.ndarray,
+    free_stack: np.ndarray,
+    free_top: int,
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    state: np.ndarray,
+    full: bool,
+) -> int:
+    """Give `pages` the frames on top of the free stack (the top one to the first page);
+    returns how many of those frames the host newly backed (none when `full`)."""
+    new = 0
+    for i in range(len(pages)):
+        p = pages[i]
+        f = free_stack[free_top - 1 - i]
+        frame[p] = f
+        fpage[f] = p
+        if not full and state[f] == _F_NONE:
+            state[f] = _F_RAM
+            new += 1
+    return new
+
+
+@njit(cache=True, nogil=True)
+def touched(
+    uniq: np.ndarray,
+    last: np.ndarray,
+    ref: np.ndarray,
+    ra: np.ndarray,
+    stamp: int,
+    window_start: int,
+    check_ra: bool,
+):
+    """Stamp `uniq` touched (`last` = `stamp`, referenced); returns how many of them had
+    not been touched since `window_start` and how many were read-ahead hits (flag cleared)."""
+    fresh = 0
+    hits = 0
+    for i in range(len(uniq)):
+        p = uniq[i]
+        if last[p] <= window_start:
+            fresh += 1
+        last[p] = stamp
+        ref[p] = True
+        if check_ra and ra[p]:
+            ra[p] = False
+            hits += 1
+    return fresh, hits
+
+
+@njit(cache=True, nogil=True)
+def quiet_apply(
+    uniq: np.ndarray,
+    loc_u: np.ndarray,
+    wp: np.ndarray,
+    wc: np.ndarray,
+    loc: np.ndarray,
+    dirty: np.ndarray,
+    version: np.ndarray,
+    free_stack: np.ndarray,
+    free_top: int,
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    state: np.ndarray,
+    full: bool,
+):
+    """A quiet epoch's page changes: first touches get frames (in page order) and become
+    resident and dirty; written pages count their writes and are dirty. Returns the number
+    of first touches and of frames the host newly backed."""
+    need = 0
+    new = 0
+    for i in range(len(uniq)):
+        if loc_u[i] == _UNTOUCHED:
+            p = uniq[i]
+            f = free_stack[free_top - 1 - need]
+            frame[p] = f
+            fpage[f] = p
+            if not full and state[f] == _F_NONE:
+                state[f] = _F_RAM
+                new += 1
+            loc[p] = _RAM
+            dirty[p] = True
+            need += 1
+    for i in range(len(wp)):
+        p = wp[i]
+        version[p] += np.uint32(wc[i])
+        dirty[p] = True
+    return need, new
+
+
+@njit(cache=True, nogil=True)
+def split_faults(uniq: np.ndarray, loc_u: np.ndarray, file_lo: int):
+    """Touched pages by location: first touches (anonymous), frontswap, compressed pool, swap
+    disk, first touches of page-cache pages, page-cache pages to read (each in page order)."""
+    n = len(uniq)
+    cnt = np.zeros(7, np.int64)  # by location; [6]: first touches of page-cache pages
+    for i in range(n):
+        v = loc_u[i]
+        if v == _UNTOUCHED and uniq[i] >= file_lo:
+            cnt[6] += 1
+        else:
+            cnt[v] += 1
+    zero = np.empty(cnt[_UNTOUCHED], np.int64)
+    fs = np.empty(cnt[_FRONTSWAP], np.int64)
+    z = np.empty(cnt[_ZPOOL], np.int64)
+    sw = np.empty(cnt[_SWAP], np.int64)
+    fnew = np.empty(cnt[6], np.int64)
+    ffile = np.empty(cnt[_FILE], np.int64)
+    a = b = c = d = e = f = 0
+    for i in range(n):
+        v = loc_u[i]
+        p = uniq[i]
+        if v == _UNTOUCHED:
+            if p >= file_lo:
+                fnew[e] = p
+                e += 1
+            else:
+                zero[a] = p
+                a += 1
+        elif v == _FRONTSWAP:
+            fs[b] = p
+            b += 1
+        elif v == _ZPOOL:
+            z[c] = p
+            c += 1
+        elif v == _SWAP:
+            sw[d] = p
+            d += 1
+        elif v == _FILE:
+            ffile[f] = p
+            f += 1
+    return zero, fs, z, sw, fnew, ffile
+
+
+@njit(cache=True, nogil=True)
+def swap_reads(f_sw: np.ndarray, ra: int, n: int, loc: np.ndarray):
+    """The aligned clusters of `ra` pages around the disk faults `f_sw` (sorted), and the
+    pages of those clusters still on the swap disk, in page order."""
+    clusters = np.empty(len(f_sw), np.int64)
+    nc = 0
+    for i in range(len(f_sw)):
+        c = f_sw[i] // ra
+        if nc == 0 or clusters[nc - 1] != c:
+            clusters[nc] = c
+            nc += 1
+    clusters = clusters[:nc]
+    reads = np.empty(nc * ra, np.int64)
+    nr = 0
+    for i in range(nc):
+        base = clusters[i] * ra
+        for j in range(ra):
+            p = base + j
+            if p < n and loc[p] == _SWAP:
+                reads[nr] = p
+                nr += 1
+    return clusters, reads[:nr]
+
+
+@njit(cache=True, nogil=True)
+def sorted_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The values of `a` (distinct) not in `b` (sorted, distinct), in `a`'s order."""
+    out = np.empty(len(a), a.dtype)
+    n = 0
+    nb = len(b)
+    for i in range(len(a)):
+        v = a[i]
+        j = np.searchsorted(b, v) if nb else 0
+        if j < nb and b[j] == v:
+            continue
+        out[n] = v
+        n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def cluster_counts(pages: np.ndarray, ra: int) -> np.ndarray:
+    """Pages per cluster of `ra` pages among `pages` (distinct), in cluster order."""
+    c = pages // ra
+    for i in range(1, len(c)):
+        if c[i] < c[i - 1]:
+            c = np.sort(c)
+            break
+    out = np.empty(len(c), np.int64)
+    n = 0
+    for i in range(len(c)):
+        if n and c[i] == c[i - 1]:
+            out[n - 1] += 1
+        else:
+            out[n] = 1
+            n += 1
+    return out[:n]

@@ -142,18 +142,57 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
 
         ep.mig_marks = dirtying(pages, writes, g.loc)
     g.counters["touches"] += len(pages)
-    if jit.ENABLED:  # one pass: distinct pages, their locations, the writes
-        s = pages.copy()
-        s.sort()
-        w = pages[writes]
-        w.sort()
-        uniq, loc_u, wp, wc, top, n_zero, slotted = jit.touch_pass(s, w, g.loc, g.slot)
+    may_quiet = g.unuse_left <= 0 and g._plain()
+    if jit.ENABLED:  # one pass: distinct pages, their locations, the writes; a quiet epoch
+        fused = may_quiet and ep.epoch + 1 > g.window_start
+        fs = g.frames
+        applied, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits = jit.touch_pass(
+            pages,
+            writes,
+            g.nbits,
+            g.loc,
+            g.slot,
+            fused,
+            g.free_top,
+            g.wm_low,
+            g.wm_high,
+            g.wm_min,
+            g.dirty,
+            g.version,
+            g.free_stack,
+            g.frame,
+            g.fpage,
+            fs.state,
+            fs.backed_count + fs.hswapped_count == len(fs.state),
+            g.last,
+            g.ref,
+            g.ra,
+            ep.epoch + 1,
+            g.window_start,
+            g.ra_n != 0,
+        )
         ep.wp, ep.wc, ep.wset = wp, wc, wp
-        ep.touch_pass = (top, n_zero, slotted)
+        ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+            work,
+            pages,
+            writes,
+            pin_to,
+            uniq,
+            loc_u,
+        )
+        if applied:
+            stats = g._quiet_applied(
+                ep.epoch, dt, work, len(pages), n_zero, new, fresh, hits, pin_to
+            )
+            _migrate(g, ep)
+            return stats
+        if fused or not may_quiet or top > RAM:
+            return None
+        # (an epoch before its window: never in a run) the numpy path decides
     else:
         uniq = _unique(pages)
         loc_u = g.loc[uniq]
-        ep.touch_pass = None
+        ep.wp = None
     ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
         work,
         pages,
@@ -162,12 +201,8 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         uniq,
         loc_u,
     )
-    if ep.touch_pass is not None:
-        low = ep.touch_pass[0] <= RAM
-    else:
-        low = len(uniq) == 0 or int(loc_u.max()) <= RAM
-    if g.unuse_left <= 0 and g._plain() and low:
-        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to, ep)
+    if may_quiet and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
+        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
         if stats is not None:
             _migrate(g, ep)
         return stats
@@ -225,7 +260,7 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
 
     # slots freed this epoch: written pages, faulted ones when swap is full, mechanisms' own
     swap_full = 2 * (g.slots_used + g.zslots_used) > g.swap_slots + g.zram_slots
-    if ep.touch_pass is None:
+    if ep.wp is None:
         wp, wc = _counts(ep.pages[ep.writes])
         ep.wp, ep.wc, ep.wset = wp, wc, wp
     wp = ep.wp

@@ -28,25 +28,101 @@ _F_NONE, _F_RAM = 0, 1
 
 
 @njit(cache=True, nogil=True)
-def _dedupe(s: np.ndarray, out: np.ndarray) -> int:
-    """Distinct values of sorted `s` into `out`; returns how many."""
-    n = 0
-    for i in range(len(s)):
-        v = s[i]
-        if n == 0 or out[n - 1] != v:
-            out[n] = v
-            n += 1
-    return n
+def _sorted(a: np.ndarray, nbits: int) -> np.ndarray:
+    """A sorted copy of `a` (values in [0, 2**nbits)): insertion sort when short, else an LSD
+    radix sort (at most 11 bits a pass)."""
+    n = len(a)
+    out = a.copy()
+    if n < 48:
+        for i in range(1, n):
+            v = out[i]
+            j = i - 1
+            while j >= 0 and out[j] > v:
+                out[j + 1] = out[j]
+                j -= 1
+            out[j + 1] = v
+        return out
+    npass = max(1, (nbits + 10) // 11)
+    d = (nbits + npass - 1) // npass
+    mask = (1 << d) - 1
+    tmp = np.empty(n, a.dtype)
+    count = np.empty((1 << d) + 1, np.int64)
+    src, dst = out, tmp
+    for k in range(npass):
+        shift = k * d
+        count[:] = 0
+        for i in range(n):
+            count[((src[i] >> shift) & mask) + 1] += 1
+        for i in range(1 << d):
+            count[i + 1] += count[i]
+        for i in range(n):
+            v = src[i]
+            b = (v >> shift) & mask
+            dst[count[b]] = v
+            count[b] += 1
+        src, dst = dst, src
+    return src
 
 
 @njit(cache=True, nogil=True)
-def touch_pass(s: np.ndarray, ws: np.ndarray, loc: np.ndarray, slot: np.ndarray):
-    """An epoch's touched pages (`s`, sorted) and written pages (`ws`, sorted): the distinct
-    touched pages and their locations, the distinct written pages and how often each was
-    written, the highest location touched, the untouched pages among them and whether a
-    written page holds a swap slot."""
+def touch_pass(
+    pages: np.ndarray,
+    writes: np.ndarray,
+    nbits: int,
+    loc: np.ndarray,
+    slot: np.ndarray,
+    quiet: bool,
+    free_top: int,
+    wm_low: int,
+    wm_high: int,
+    wm_min: int,
+    dirty: np.ndarray,
+    version: np.ndarray,
+    free_stack: np.ndarray,
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    state: np.ndarray,
+    full: bool,
+    last: np.ndarray,
+    ref: np.ndarray,
+    ra: np.ndarray,
+    stamp: int,
+    window_start: int,
+    check_ra: bool,
+):
+    """An epoch's touches (`pages`, `writes` flags): the distinct touched pages (sorted) and
+    their locations, the distinct written pages (sorted) and how often each was written, the
+    highest location touched and the number of untouched pages among them.
+
+    With `quiet`, when the epoch is quiet (every touched page resident or untouched, no
+    written page holding a swap slot, free frames enough for the first touches without
+    reclaim: `GuestModel._quiet_epoch`), it also applies it: first touches get the frames on
+    top of the free stack in page order (the host backs new ones unless `full`) and become
+    resident and dirty, written pages count their writes and are dirty, touched pages are
+    stamped (`last` = `stamp`, referenced) and read-ahead flags cleared.
+
+    Returns (applied, uniq, loc_u, wp, wc, top, n_zero, newly backed, pages not touched since
+    `window_start`, read-ahead hits).
+    """
+    s = _sorted(pages, nbits)
+    nw = 0
+    for i in range(len(pages)):
+        if writes[i]:
+            nw += 1
+    w = np.empty(nw, pages.dtype)
+    k = 0
+    for i in range(len(pages)):
+        if writes[i]:
+            w[k] = pages[i]
+            k += 1
+    ws = _sorted(w, nbits)
     uniq = np.empty(len(s), np.int64)
-    nu = _dedupe(s, uniq)
+    nu = 0
+    for i in range(len(s)):
+        v = s[i]
+        if nu == 0 or uniq[nu - 1] != v:
+            uniq[nu] = v
+            nu += 1
     uniq = uniq[:nu]
     loc_u = np.empty(nu, np.int8)
     top = 0
@@ -58,21 +134,52 @@ def touch_pass(s: np.ndarray, ws: np.ndarray, loc: np.ndarray, slot: np.ndarray)
             top = v
         if v == _UNTOUCHED:
             n_zero += 1
-    wp = np.empty(len(ws), np.int64)
-    wc = np.empty(len(ws), np.int64)
-    nw = 0
+    wp = np.empty(nw, np.int64)
+    wc = np.empty(nw, np.int64)
+    m = 0
     slotted = False
-    for i in range(len(ws)):
+    for i in range(nw):
         v = ws[i]
-        if nw and wp[nw - 1] == v:
-            wc[nw - 1] += 1
+        if m and wp[m - 1] == v:
+            wc[m - 1] += 1
         else:
-            wp[nw] = v
-            wc[nw] = 1
-            nw += 1
+            wp[m] = v
+            wc[m] = 1
+            m += 1
             if slot[v] != 0:
                 slotted = True
-    return uniq, loc_u, wp[:nw], wc[:nw], top, n_zero, slotted
+    wp, wc = wp[:m], wc[:m]
+    new = fresh = hits = 0
+    if not quiet or top > _RAM or slotted:
+        return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
+    async_want = wm_high - free_top if free_top < wm_low else 0
+    if async_want + max(0, wm_min + n_zero - free_top) > 0:
+        return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
+    j = 0
+    for i in range(nu):
+        p = uniq[i]
+        if loc_u[i] == _UNTOUCHED:
+            f = free_stack[free_top - 1 - j]
+            frame[p] = f
+            fpage[f] = p
+            if not full and state[f] == _F_NONE:
+                state[f] = _F_RAM
+                new += 1
+            loc[p] = _RAM
+            dirty[p] = True
+            j += 1
+        if last[p] <= window_start:
+            fresh += 1
+        last[p] = stamp
+        ref[p] = True
+        if check_ra and ra[p]:
+            ra[p] = False
+            hits += 1
+    for i in range(m):
+        p = wp[i]
+        version[p] += np.uint32(wc[i])
+        dirty[p] = True
+    return True, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
 
 
 @njit(cache=True, nogil=True)
@@ -123,46 +230,6 @@ def touched(
             ra[p] = False
             hits += 1
     return fresh, hits
-
-
-@njit(cache=True, nogil=True)
-def quiet_apply(
-    uniq: np.ndarray,
-    loc_u: np.ndarray,
-    wp: np.ndarray,
-    wc: np.ndarray,
-    loc: np.ndarray,
-    dirty: np.ndarray,
-    version: np.ndarray,
-    free_stack: np.ndarray,
-    free_top: int,
-    frame: np.ndarray,
-    fpage: np.ndarray,
-    state: np.ndarray,
-    full: bool,
-):
-    """A quiet epoch's page changes: first touches get frames (in page order) and become
-    resident and dirty; written pages count their writes and are dirty. Returns the number
-    of first touches and of frames the host newly backed."""
-    need = 0
-    new = 0
-    for i in range(len(uniq)):
-        if loc_u[i] == _UNTOUCHED:
-            p = uniq[i]
-            f = free_stack[free_top - 1 - need]
-            frame[p] = f
-            fpage[f] = p
-            if not full and state[f] == _F_NONE:
-                state[f] = _F_RAM
-                new += 1
-            loc[p] = _RAM
-            dirty[p] = True
-            need += 1
-    for i in range(len(wp)):
-        p = wp[i]
-        version[p] += np.uint32(wc[i])
-        dirty[p] = True
-    return need, new
 
 
 @njit(cache=True, nogil=True)
@@ -266,3 +333,45 @@ def cluster_counts(pages: np.ndarray, ra: int) -> np.ndarray:
             out[n] = 1
             n += 1
     return out[:n]
+
+
+def warm() -> None:
+    """Compile every kernel for the core's array types (or load them from the cache)."""
+    p = np.arange(4, dtype=np.int64)
+    loc = np.zeros(8, np.int8)
+    flags = np.zeros(8, bool)
+    stack = np.arange(8, dtype=np.int32)
+    frame = np.full(8, -1, np.int32)
+    fpage = np.full(8, -1, np.int64)
+    state = np.zeros(8, np.int8)
+    touch_pass(
+        p,
+        flags[:4],
+        3,
+        loc,
+        loc.copy(),
+        True,
+        4,
+        1,
+        2,
+        1,
+        flags,
+        np.zeros(8, np.uint32),
+        stack,
+        frame,
+        fpage,
+        state,
+        False,
+        np.zeros(8, np.int64),
+        flags.copy(),
+        flags.copy(),
+        1,
+        0,
+        True,
+    )
+    map_in(p + 4, stack, 4, frame, fpage, state, False)
+    touched(p, np.zeros(8, np.int64), flags, flags.copy(), 1, 0, True)
+    split_faults(p, loc[:4], 8)
+    swap_reads(p, 2, 8, loc)
+    sorted_diff(p, p[:2])
+    cluster_counts(p, 2)

@@ -105,6 +105,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.eager = boot == "eager"
         self.workload = make_workload(spec.workload, page_size)
         self.N = self.workload.footprint
+        self.nbits = max(1, (self.N - 1).bit_length())  # bits of the largest page index
         # pages [file_lo, N) are file-backed page cache (the workload's file_cache share)
         self.file_lo = self.N - self.workload.file_pages
         self.has_files = self.workload.file_pages > 0
@@ -575,7 +576,6 @@ class GuestModel(GuestLifecycle, GuestChecks):
         uniq: np.ndarray,
         loc_u: np.ndarray,
         pin_to: int,
-        ep: Any = None,
     ) -> EpochStats | None:
         """The rest of `epoch` when it is quiet, else None (and nothing changed).
 
@@ -585,58 +585,61 @@ class GuestModel(GuestLifecycle, GuestChecks):
         and the only costs are first touches: the general path would do exactly this, with
         empty arrays everywhere else (the common case of a guest whose RAM is not full).
         """
-        tp = ep.touch_pass if ep is not None else None
-        if tp is not None:  # the touch pass counted them (`jit.touch_pass`)
-            need = tp[1]
-        else:
-            f_zero = uniq[loc_u == UNTOUCHED]
-            need = len(f_zero)
+        f_zero = uniq[loc_u == UNTOUCHED]
+        need = len(f_zero)
         free = self.free_top
         async_want = self.wm_high - free if free < self.wm_low else 0
         if async_want + max(0, self.wm_min + need - free) > 0:
             return None  # reclaim wanted
-        if tp is not None:
-            if tp[2]:
-                return None  # a write frees a slot
-            fs = self.frames
-            full = fs.backed_count + fs.hswapped_count == len(fs.state)
-            _, newly_backed = jit.quiet_apply(
-                uniq,
-                loc_u,
-                ep.wp,
-                ep.wc,
-                self.loc,
-                self.dirty,
-                self.version,
-                self.free_stack,
-                self.free_top,
-                self.frame,
-                self.fpage,
-                fs.state,
-                full,
-            )
-            self.free_top -= need
-            fs.backed_count += newly_backed
-            self.counters["host_frames_allocated"] += newly_backed
-            if need:
-                self.census[UNTOUCHED] -= need
-                self.census[RAM] += need
-        else:
-            wp, wc = _counts(pages[writes])
-            if len(wp) and self.slot[wp].any():
-                return None  # a write frees a slot
-            # apply: first touches (each untouched: the ledger moves them without a recount)
-            newly_backed = self._map_in(f_zero)
-            if need:
-                self.census[UNTOUCHED] -= need
-                self.census[RAM] += need
-                self.loc[f_zero] = RAM
-                self.dirty[f_zero] = True
-            # apply: the touches themselves
-            self.version[wp] += wc.astype(np.uint32)
-            self.dirty[wp] = True
-        costs = self.costs
+        wp, wc = _counts(pages[writes])
+        if len(wp) and self.slot[wp].any():
+            return None  # a write frees a slot
+        # apply: first touches (each untouched: the ledger moves them without a recount)
+        newly_backed = self._map_in(f_zero)
+        if need:
+            self.census[UNTOUCHED] -= need
+            self.census[RAM] += need
+            self.loc[f_zero] = RAM
+            self.dirty[f_zero] = True
+        # apply: the touches themselves
+        self.version[wp] += wc.astype(np.uint32)
+        self.dirty[wp] = True
         self._touched(uniq, epoch)
+        return self._quiet_stats(dt, work, len(pages), need, newly_backed, pin_to)
+
+    def _quiet_applied(
+        self,
+        epoch: int,
+        dt: float,
+        work: float,
+        n_touches: int,
+        need: int,
+        newly_backed: int,
+        fresh: int,
+        hits: int,
+        pin_to: int,
+    ) -> EpochStats:
+        """`_quiet_epoch` after `jit.touch_pass` applied its page changes: the ledgers."""
+        self.free_top -= need
+        self.frames.backed_count += newly_backed
+        c = self.counters
+        c["host_frames_allocated"] += newly_backed
+        if need:
+            self.census[UNTOUCHED] -= need
+            self.census[RAM] += need
+        self.active_n += fresh
+        self.last_hi = max(self.last_hi, epoch + 1)
+        if hits:
+            self.ra_n -= hits
+            self.ra_hits_since += hits
+            c["readahead_hits"] += hits
+        return self._quiet_stats(dt, work, n_touches, need, newly_backed, pin_to)
+
+    def _quiet_stats(
+        self, dt: float, work: float, n_touches: int, need: int, newly_backed: int, pin_to: int
+    ) -> EpochStats:
+        """A quiet epoch's counters, time and stats, its page changes applied."""
+        costs = self.costs
         self.pinned_n = max(self.pinned_n, pin_to)
         c = self.counters
         c["first_touches"] += need
@@ -653,7 +656,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
             alive=True,
             work=work,
             stall=stall,
-            touches=len(pages),
+            touches=n_touches,
             faults=need,
             violations=[("conservation", m) for m in self.conservation()],
         )

@@ -416,6 +416,113 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
     """Slots freed, victims out, pages in, the touches."""
     for h in g.mechs:
         h.replied(g, ep)
+    if jit.ENABLED:
+        _apply_jit(g, ep)
+    else:
+        _apply_numpy(g, ep)
+    g.pinned_n = max(g.pinned_n, ep.pin_to)
+
+
+def _apply_jit(g: GuestModel, ep: EpochContext) -> None:
+    """`_apply_numpy`, the page loops in two kernels (`jit.apply_out`, `jit.apply_in`)."""
+    free_slot, taken, victims = ep.free_slot, ep.taken, ep.victims
+    file_lo = g.file_lo if g.has_files else g.N
+    nz, misses = jit.apply_out(
+        free_slot,
+        taken,
+        victims,
+        ep.clean,
+        file_lo,
+        g.loc,
+        g.slot,
+        g.census,
+        g.slot_census,
+        g.dirty,
+        g.ra,
+        g.ra_n != 0,
+        g.frame,
+        g.fpage,
+        g.free_stack,
+        g.free_top,
+    )
+    if g.zram_slots:
+        g.zslots_used -= nz
+        g.slots_used -= len(free_slot) - nz
+    else:
+        g.slots_used -= len(free_slot)
+    g.slots_used -= len(taken)
+    if misses:
+        g.ra_n -= misses
+        g.counters["readahead_misses"] += misses
+    g.free_top += len(victims)
+    for h in g.mechs:
+        h.evict(g, ep)
+    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
+    if g.zram_slots:
+        g.zslots_used += n_stored
+        g.slots_used += n_dirty - n_stored
+    else:
+        g.slots_used += n_dirty
+    # swap-ins and first touches, then the touches themselves
+    pull_in = ep.pull_in
+    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
+    ep.incoming = incoming
+    ep.in_frames = _EI  # the frames they get (for the host's view of them)
+    if any(h.tracks_frames for h in g.mechs):
+        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    extra = jit.sorted_diff(ep.reads, ep.f_sw)
+    fs = g.frames
+    full = fs.backed_count + fs.hswapped_count == len(fs.state)
+    do_touch = ep.epoch + 1 > g.window_start
+    new, fresh, hits = jit.apply_in(
+        ep.to_disk,
+        victims,
+        incoming,
+        extra,
+        ep.f_zero,
+        pull_in,
+        ep.wp,
+        ep.wc,
+        ep.uniq,
+        g.loc,
+        g.slot,
+        g.census,
+        g.slot_census,
+        g.dirty,
+        g.version,
+        g.free_stack,
+        g.free_top,
+        g.frame,
+        g.fpage,
+        fs.state,
+        full,
+        g.ra,
+        g.ra_n,
+        g.last,
+        g.ref,
+        ep.epoch + 1,
+        g.window_start,
+        do_touch,
+    )
+    g.free_top -= len(incoming)
+    fs.backed_count += new
+    g.counters["host_frames_allocated"] += new
+    ep.newly_backed = new
+    g.ra_n += len(extra)
+    if do_touch:
+        g.active_n += fresh
+        g.last_hi = max(g.last_hi, ep.epoch + 1)
+        if hits:
+            g.ra_n -= hits
+            g.ra_hits_since += hits
+            g.counters["readahead_hits"] += hits
+    else:  # (an epoch before its window: never in a run)
+        g._touched(ep.uniq, ep.epoch)
+        g.ref[victims] = False
+
+
+def _apply_numpy(g: GuestModel, ep: EpochContext) -> None:
+    """Slots freed, victims out (`evict` hooks), pages in, the touches."""
     # apply: slots freed by writes, a full swap, loads and mechanisms; exclusive gets
     free_slot = ep.free_slot
     nz = int(np.count_nonzero(g.slot[free_slot] == ZPOOL))
@@ -461,10 +568,7 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
         ep.in_frames = g._incoming_frames(_EI, len(incoming))
     ep.newly_backed = g._map_in(incoming)
     g._set_loc(incoming, RAM)
-    if jit.ENABLED:
-        readahead.brought_in(g, jit.sorted_diff(ep.reads, ep.f_sw))
-    else:
-        readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
+    readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
     g.dirty[ep.f_zero] = True
     g.dirty[pull_in] = True
     g._set_slot(pull_in, NO_SLOT)
@@ -474,7 +578,6 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
     g.dirty[victims] = False
     g._touched(ep.uniq, ep.epoch)
     g.ref[victims] = False
-    g.pinned_n = max(g.pinned_n, ep.pin_to)
 
 
 def _count(g: GuestModel, ep: EpochContext) -> None:

@@ -335,6 +335,168 @@ def cluster_counts(pages: np.ndarray, ra: int) -> np.ndarray:
     return out[:n]
 
 
+@njit(cache=True, nogil=True)
+def apply_out(
+    free_slot: np.ndarray,
+    taken: np.ndarray,
+    victims: np.ndarray,
+    clean: np.ndarray,
+    file_lo: int,
+    loc: np.ndarray,
+    slot: np.ndarray,
+    census: np.ndarray,
+    slot_census: np.ndarray,
+    dirty: np.ndarray,
+    ra: np.ndarray,
+    check_ra: bool,
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    free_stack: np.ndarray,
+    free_top: int,
+):
+    """An epoch's slots freed and victims out (`epoch._apply`, up to the `evict` hooks): the
+    freed slots and the taken pages' slots go (taken pages are dirty), read-ahead flags of
+    victims clear, victims' frames go back on the free stack in victim order, page-cache
+    victims (at or above `file_lo`) leave for their file and clean ones for the slot they
+    hold; the ledgers follow. Returns the freed slots that were the compressed pool's and the
+    read-ahead misses."""
+    nz = 0
+    for i in range(len(free_slot)):
+        p = free_slot[i]
+        k = slot[p]
+        if k == _ZPOOL:
+            nz += 1
+        slot_census[k] -= 1
+        slot_census[0] += 1
+        slot[p] = 0
+    for i in range(len(taken)):
+        p = taken[i]
+        slot_census[slot[p]] -= 1
+        slot_census[0] += 1
+        slot[p] = 0
+        dirty[p] = True
+    misses = 0
+    if check_ra:
+        for i in range(len(victims)):
+            p = victims[i]
+            if ra[p]:
+                ra[p] = False
+                misses += 1
+    for i in range(len(victims)):
+        p = victims[i]
+        f = frame[p]
+        free_stack[free_top + i] = f
+        fpage[f] = -1
+        frame[p] = -1
+    for i in range(len(victims)):  # page-cache victims first, then the clean ones (ledger)
+        p = victims[i]
+        if p >= file_lo:
+            census[loc[p]] -= 1
+            census[_FILE] += 1
+            loc[p] = _FILE
+    for i in range(len(victims)):
+        p = victims[i]
+        if clean[i] and p < file_lo:
+            v = slot[p]
+            census[loc[p]] -= 1
+            census[v] += 1
+            loc[p] = v
+    return nz, misses
+
+
+@njit(cache=True, nogil=True)
+def apply_in(
+    to_disk: np.ndarray,
+    victims: np.ndarray,
+    incoming: np.ndarray,
+    extra: np.ndarray,
+    f_zero: np.ndarray,
+    pull_in: np.ndarray,
+    wp: np.ndarray,
+    wc: np.ndarray,
+    uniq: np.ndarray,
+    loc: np.ndarray,
+    slot: np.ndarray,
+    census: np.ndarray,
+    slot_census: np.ndarray,
+    dirty: np.ndarray,
+    version: np.ndarray,
+    free_stack: np.ndarray,
+    free_top: int,
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    state: np.ndarray,
+    full: bool,
+    ra: np.ndarray,
+    ra_n: int,
+    last: np.ndarray,
+    ref: np.ndarray,
+    stamp: int,
+    window_start: int,
+    do_touch: bool,
+):
+    """The rest of `epoch._apply` after the `evict` hooks: dirty victims refused by every
+    store go to the swap disk, victims are clean, `incoming` pages get frames (as `map_in`)
+    and are resident, `extra` (read ahead, not faulted) are flagged, first touches and pages
+    pulled in are dirty (pulled ones lose their slot), written pages count their writes and
+    are dirty; with `do_touch`, the touches are stamped (`touched`) and victims lose their
+    referenced bit. Returns the frames newly backed and, with `do_touch`, the pages not
+    touched since `window_start` and the read-ahead hits."""
+    for i in range(len(to_disk)):
+        p = to_disk[i]
+        census[loc[p]] -= 1
+        census[_SWAP] += 1
+        loc[p] = _SWAP
+        slot_census[slot[p]] -= 1
+        slot_census[_SWAP] += 1
+        slot[p] = _SWAP
+    for i in range(len(victims)):
+        dirty[victims[i]] = False
+    new = 0
+    for i in range(len(incoming)):
+        p = incoming[i]
+        f = free_stack[free_top - 1 - i]
+        frame[p] = f
+        fpage[f] = p
+        if not full and state[f] == _F_NONE:
+            state[f] = _F_RAM
+            new += 1
+        census[loc[p]] -= 1
+        census[_RAM] += 1
+        loc[p] = _RAM
+    for i in range(len(extra)):
+        ra[extra[i]] = True
+    for i in range(len(f_zero)):
+        dirty[f_zero[i]] = True
+    for i in range(len(pull_in)):
+        p = pull_in[i]
+        dirty[p] = True
+        slot_census[slot[p]] -= 1
+        slot_census[0] += 1
+        slot[p] = 0
+    for i in range(len(wp)):
+        p = wp[i]
+        version[p] += np.uint32(wc[i])
+        dirty[p] = True
+    for i in range(len(victims)):
+        dirty[victims[i]] = False
+    fresh = hits = 0
+    if do_touch:
+        check_ra = ra_n + len(extra) != 0
+        for i in range(len(uniq)):
+            p = uniq[i]
+            if last[p] <= window_start:
+                fresh += 1
+            last[p] = stamp
+            ref[p] = True
+            if check_ra and ra[p]:
+                ra[p] = False
+                hits += 1
+        for i in range(len(victims)):
+            ref[victims[i]] = False
+    return new, fresh, hits
+
+
 def warm() -> None:
     """Compile every kernel for the core's array types (or load them from the cache)."""
     p = np.arange(4, dtype=np.int64)
@@ -375,3 +537,52 @@ def warm() -> None:
     swap_reads(p, 2, 8, loc)
     sorted_diff(p, p[:2])
     cluster_counts(p, 2)
+    census = np.zeros(6, np.int64)
+    apply_out(
+        p,
+        p[:0],
+        p,
+        flags[:4],
+        8,
+        loc,
+        loc.copy(),
+        census,
+        census.copy(),
+        flags,
+        flags,
+        True,
+        frame,
+        fpage,
+        stack,
+        0,
+    )
+    apply_in(
+        p,
+        p,
+        p,
+        p[:0],
+        p,
+        p[:0],
+        p,
+        p,
+        p,
+        loc,
+        loc.copy(),
+        census,
+        census.copy(),
+        flags,
+        np.zeros(8, np.uint32),
+        stack,
+        8,
+        frame,
+        fpage,
+        state,
+        False,
+        flags,
+        0,
+        np.zeros(8, np.int64),
+        flags,
+        1,
+        0,
+        True,
+    )

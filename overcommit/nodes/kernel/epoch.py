@@ -264,6 +264,14 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
         wp, wc = _counts(ep.pages[ep.writes])
         ep.wp, ep.wc, ep.wset = wp, wc, wp
     wp = ep.wp
+    if jit.ENABLED:
+        extra = _EI
+        for more in ep.free_extra:
+            extra = np.union1d(extra, more)
+        ep.free_slot, ep.fs_flush, ep.sw_free, ep.z_free = jit.slots_freed(
+            wp, g.slot, swap_full, f_fs, f_sw, f_z, extra.astype(np.int64), ep.taken
+        )
+        return
     free_slot = wp[g.slot[wp] != NO_SLOT]
     if swap_full:
         free_slot = np.union1d(free_slot, np.union1d(np.union1d(f_fs, f_sw), f_z))
@@ -633,8 +641,13 @@ def queued_latencies(
     if not len(read_bytes):
         return np.zeros(0), ahead
     dev = device.profile
-    svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
-    wait = np.array([device.wait(float(b)) for b in read_bytes])
+    if len(read_bytes) > 4:  # a few sizes recur: each one's service and wait computed once
+        sizes, at = np.unique(read_bytes, return_inverse=True)
+        svc = np.array([dev.op_time(False, float(b)) for b in sizes])[at]
+        wait = np.array([device.wait(float(b)) for b in sizes])[at]
+    else:
+        svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
+        wait = np.array([device.wait(float(b)) for b in read_bytes])
     done = ahead + np.cumsum(svc)
     return fixed + wait + done, float(done[-1])
 

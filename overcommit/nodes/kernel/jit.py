@@ -4,8 +4,10 @@ Each kernel does, in one pass over an epoch's pages, what a chain of numpy calls
 with the same result bit for bit (the same pages in the same order, the same counts, the same
 state changes): the touch pass and the quiet epoch (`touch_pass`, `quiet_apply`), the
 touched pages' LRU stamps, referenced bits and readahead hits (`touched`), the faults by
-location (`split_faults`), the swap-in clusters (`swap_reads`), sorted set difference
-(`sorted_diff`) and pages per cluster (`cluster_counts`).
+location (`split_faults`), the swap-in clusters (`swap_reads`), the slots an epoch frees
+(`slots_freed`), an epoch's page moves (`apply_out` before the mechanisms' `evict` hooks,
+`apply_in` after), sorted set difference (`sorted_diff`) and pages per cluster
+(`cluster_counts`).
 
 Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
 only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
@@ -497,6 +499,85 @@ def apply_in(
     return new, fresh, hits
 
 
+@njit(cache=True, nogil=True)
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted union of sorted, distinct `a` and `b`."""
+    out = np.empty(len(a) + len(b), np.int64)
+    i = j = n = 0
+    while i < len(a) or j < len(b):
+        if j == len(b) or (i < len(a) and a[i] < b[j]):
+            v = a[i]
+            i += 1
+        elif i == len(a) or b[j] < a[i]:
+            v = b[j]
+            j += 1
+        else:
+            v = a[i]
+            i += 1
+            j += 1
+        out[n] = v
+        n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def slots_freed(
+    wp: np.ndarray,
+    slot: np.ndarray,
+    swap_full: bool,
+    f_fs: np.ndarray,
+    f_sw: np.ndarray,
+    f_z: np.ndarray,
+    extra: np.ndarray,
+    taken: np.ndarray,
+):
+    """The slots an epoch frees (`epoch._faults`): written pages holding one, the faulted
+    pages when swap is full, `extra`, less the `taken` ones (all sorted and distinct); and
+    those of them in frontswap, on the swap disk and in the compressed pool."""
+    held = np.empty(len(wp), np.int64)
+    n = 0
+    for i in range(len(wp)):
+        if slot[wp[i]] != 0:
+            held[n] = wp[i]
+            n += 1
+    free = held[:n]
+    if swap_full:
+        free = _union(free, _union(_union(f_fs, f_sw), f_z))
+    if len(extra):
+        free = _union(free, extra)
+    if len(taken) and len(free):
+        keep = np.empty(len(free), np.int64)
+        m = 0
+        for i in range(len(free)):
+            v = free[i]
+            j = np.searchsorted(taken, v)
+            if j < len(taken) and taken[j] == v:
+                continue
+            keep[m] = v
+            m += 1
+        free = keep[:m]
+    cnt = np.zeros(6, np.int64)
+    for i in range(len(free)):
+        cnt[slot[free[i]]] += 1
+    fs = np.empty(cnt[_FRONTSWAP], np.int64)
+    sw = np.empty(cnt[_SWAP], np.int64)
+    z = np.empty(cnt[_ZPOOL], np.int64)
+    a = b = c = 0
+    for i in range(len(free)):
+        p = free[i]
+        k = slot[p]
+        if k == _FRONTSWAP:
+            fs[a] = p
+            a += 1
+        elif k == _SWAP:
+            sw[b] = p
+            b += 1
+        elif k == _ZPOOL:
+            z[c] = p
+            c += 1
+    return free, fs, sw, z
+
+
 def warm() -> None:
     """Compile every kernel for the core's array types (or load them from the cache)."""
     p = np.arange(4, dtype=np.int64)
@@ -537,6 +618,7 @@ def warm() -> None:
     swap_reads(p, 2, 8, loc)
     sorted_diff(p, p[:2])
     cluster_counts(p, 2)
+    slots_freed(p, loc, True, p, p[:1], p[:0], p[:0], p[:2])
     census = np.zeros(6, np.int64)
     apply_out(
         p,

@@ -6,6 +6,7 @@ faults, OOM) that names no mechanism, and the hook protocol mechanisms plug into
 - `model`: `GuestModel` (state, frames, victim choice, windows, the quiet epoch)
 - `epoch`: one epoch's stages; `scan`: reclaim orders; `checks`: records and conservation;
   `lifecycle`: OOM, failover, migration, crash
+- `jit`: the stages' page loops compiled with numba (`OVERCOMMIT_JIT=0`: the numpy path)
 """
 
 from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from overcommit.nodes.kernel import readahead
+from overcommit.nodes.kernel import jit, readahead
 from overcommit.nodes.kernel.hooks import EpochContext
 from overcommit.nodes.kernel.types import (
     _E,
@@ -142,8 +142,57 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
 
         ep.mig_marks = dirtying(pages, writes, g.loc)
     g.counters["touches"] += len(pages)
-    uniq = _unique(pages)
-    loc_u = g.loc[uniq]
+    may_quiet = g.unuse_left <= 0 and g._plain()
+    if jit.ENABLED:  # one pass: distinct pages, their locations, the writes; a quiet epoch
+        fused = may_quiet and ep.epoch + 1 > g.window_start
+        fs = g.frames
+        applied, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits = jit.touch_pass(
+            pages,
+            writes,
+            g.nbits,
+            g.loc,
+            g.slot,
+            fused,
+            g.free_top,
+            g.wm_low,
+            g.wm_high,
+            g.wm_min,
+            g.dirty,
+            g.version,
+            g.free_stack,
+            g.frame,
+            g.fpage,
+            fs.state,
+            fs.backed_count + fs.hswapped_count == len(fs.state),
+            g.last,
+            g.ref,
+            g.ra,
+            ep.epoch + 1,
+            g.window_start,
+            g.ra_n != 0,
+        )
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
+        ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+            work,
+            pages,
+            writes,
+            pin_to,
+            uniq,
+            loc_u,
+        )
+        if applied:
+            stats = g._quiet_applied(
+                ep.epoch, dt, work, len(pages), n_zero, new, fresh, hits, pin_to
+            )
+            _migrate(g, ep)
+            return stats
+        if fused or not may_quiet or top > RAM:
+            return None
+        # (an epoch before its window: never in a run) the numpy path decides
+    else:
+        uniq = _unique(pages)
+        loc_u = g.loc[uniq]
+        ep.wp = None
     ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
         work,
         pages,
@@ -152,7 +201,7 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         uniq,
         loc_u,
     )
-    if g.unuse_left <= 0 and g._plain() and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
+    if may_quiet and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
         stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
         if stats is not None:
             _migrate(g, ep)
@@ -171,21 +220,31 @@ def _migrate(g: GuestModel, ep: EpochContext) -> None:
 def _faults(g: GuestModel, ep: EpochContext) -> None:
     """Touched pages by location, swap readahead, `begin` hooks, the slots freed."""
     uniq, loc_u = ep.uniq, ep.loc_u
-    untouched = loc_u == UNTOUCHED
-    f_fnew = f_file = _EI
-    if g.has_files:  # page cache: first reads and misses come from the guest's disk
-        isf_u = uniq >= g.file_lo
-        f_fnew = uniq[untouched & isf_u]
-        f_file = uniq[loc_u == FILE]
-        untouched &= ~isf_u
+    if jit.ENABLED:
+        f_zero, f_fs, f_z, f_sw, f_fnew, f_file = jit.split_faults(
+            uniq, loc_u, g.file_lo if g.has_files else g.N
+        )
+        if not g.has_files:
+            f_fnew = f_file = _EI
+        ep.f_zero, ep.f_fs, ep.f_z, ep.f_sw = f_zero, f_fs, f_z, f_sw
+    else:
+        untouched = loc_u == UNTOUCHED
+        f_fnew = f_file = _EI
+        if g.has_files:  # page cache: first reads and misses come from the guest's disk
+            isf_u = uniq >= g.file_lo
+            f_fnew = uniq[untouched & isf_u]
+            f_file = uniq[loc_u == FILE]
+            untouched &= ~isf_u
+        ep.f_zero = uniq[untouched]
+        ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
+        ep.f_z = f_z = uniq[loc_u == ZPOOL]
+        ep.f_sw = f_sw = uniq[loc_u == SWAP]
     ep.f_fnew, ep.f_file = f_fnew, f_file
-    ep.f_zero = uniq[untouched]
-    ep.f_fs = f_fs = uniq[loc_u == FRONTSWAP]
-    ep.f_z = f_z = uniq[loc_u == ZPOOL]
-    ep.f_sw = f_sw = uniq[loc_u == SWAP]
     # swap-in reads an aligned cluster around each disk fault, of the adapted window
     ep.ra_win = ra = readahead.window(g, f_sw)
-    if len(f_sw):
+    if len(f_sw) and jit.ENABLED:
+        clusters, reads = jit.swap_reads(f_sw, ra, g.N, g.loc)
+    elif len(f_sw):
         clusters = _unique(f_sw // ra)
         reads = (clusters[:, None] * ra + np.arange(ra)).ravel()
         reads = reads[reads < g.N]
@@ -201,8 +260,18 @@ def _faults(g: GuestModel, ep: EpochContext) -> None:
 
     # slots freed this epoch: written pages, faulted ones when swap is full, mechanisms' own
     swap_full = 2 * (g.slots_used + g.zslots_used) > g.swap_slots + g.zram_slots
-    wp, wc = _counts(ep.pages[ep.writes])
-    ep.wp, ep.wc, ep.wset = wp, wc, wp
+    if ep.wp is None:
+        wp, wc = _counts(ep.pages[ep.writes])
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
+    wp = ep.wp
+    if jit.ENABLED:
+        extra = _EI
+        for more in ep.free_extra:
+            extra = np.union1d(extra, more)
+        ep.free_slot, ep.fs_flush, ep.sw_free, ep.z_free = jit.slots_freed(
+            wp, g.slot, swap_full, f_fs, f_sw, f_z, extra.astype(np.int64), ep.taken
+        )
+        return
     free_slot = wp[g.slot[wp] != NO_SLOT]
     if swap_full:
         free_slot = np.union1d(free_slot, np.union1d(np.union1d(f_fs, f_sw), f_z))
@@ -355,6 +424,113 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
     """Slots freed, victims out, pages in, the touches."""
     for h in g.mechs:
         h.replied(g, ep)
+    if jit.ENABLED:
+        _apply_jit(g, ep)
+    else:
+        _apply_numpy(g, ep)
+    g.pinned_n = max(g.pinned_n, ep.pin_to)
+
+
+def _apply_jit(g: GuestModel, ep: EpochContext) -> None:
+    """`_apply_numpy`, the page loops in two kernels (`jit.apply_out`, `jit.apply_in`)."""
+    free_slot, taken, victims = ep.free_slot, ep.taken, ep.victims
+    file_lo = g.file_lo if g.has_files else g.N
+    nz, misses = jit.apply_out(
+        free_slot,
+        taken,
+        victims,
+        ep.clean,
+        file_lo,
+        g.loc,
+        g.slot,
+        g.census,
+        g.slot_census,
+        g.dirty,
+        g.ra,
+        g.ra_n != 0,
+        g.frame,
+        g.fpage,
+        g.free_stack,
+        g.free_top,
+    )
+    if g.zram_slots:
+        g.zslots_used -= nz
+        g.slots_used -= len(free_slot) - nz
+    else:
+        g.slots_used -= len(free_slot)
+    g.slots_used -= len(taken)
+    if misses:
+        g.ra_n -= misses
+        g.counters["readahead_misses"] += misses
+    g.free_top += len(victims)
+    for h in g.mechs:
+        h.evict(g, ep)
+    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
+    if g.zram_slots:
+        g.zslots_used += n_stored
+        g.slots_used += n_dirty - n_stored
+    else:
+        g.slots_used += n_dirty
+    # swap-ins and first touches, then the touches themselves
+    pull_in = ep.pull_in
+    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
+    ep.incoming = incoming
+    ep.in_frames = _EI  # the frames they get (for the host's view of them)
+    if any(h.tracks_frames for h in g.mechs):
+        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    extra = jit.sorted_diff(ep.reads, ep.f_sw)
+    fs = g.frames
+    full = fs.backed_count + fs.hswapped_count == len(fs.state)
+    do_touch = ep.epoch + 1 > g.window_start
+    new, fresh, hits = jit.apply_in(
+        ep.to_disk,
+        victims,
+        incoming,
+        extra,
+        ep.f_zero,
+        pull_in,
+        ep.wp,
+        ep.wc,
+        ep.uniq,
+        g.loc,
+        g.slot,
+        g.census,
+        g.slot_census,
+        g.dirty,
+        g.version,
+        g.free_stack,
+        g.free_top,
+        g.frame,
+        g.fpage,
+        fs.state,
+        full,
+        g.ra,
+        g.ra_n,
+        g.last,
+        g.ref,
+        ep.epoch + 1,
+        g.window_start,
+        do_touch,
+    )
+    g.free_top -= len(incoming)
+    fs.backed_count += new
+    g.counters["host_frames_allocated"] += new
+    ep.newly_backed = new
+    g.ra_n += len(extra)
+    if do_touch:
+        g.active_n += fresh
+        g.last_hi = max(g.last_hi, ep.epoch + 1)
+        if hits:
+            g.ra_n -= hits
+            g.ra_hits_since += hits
+            g.counters["readahead_hits"] += hits
+    else:  # (an epoch before its window: never in a run)
+        g._touched(ep.uniq, ep.epoch)
+        g.ref[victims] = False
+
+
+def _apply_numpy(g: GuestModel, ep: EpochContext) -> None:
+    """Slots freed, victims out (`evict` hooks), pages in, the touches."""
     # apply: slots freed by writes, a full swap, loads and mechanisms; exclusive gets
     free_slot = ep.free_slot
     nz = int(np.count_nonzero(g.slot[free_slot] == ZPOOL))
@@ -410,7 +586,6 @@ def _apply(g: GuestModel, ep: EpochContext) -> None:
     g.dirty[victims] = False
     g._touched(ep.uniq, ep.epoch)
     g.ref[victims] = False
-    g.pinned_n = max(g.pinned_n, ep.pin_to)
 
 
 def _count(g: GuestModel, ep: EpochContext) -> None:
@@ -466,8 +641,13 @@ def queued_latencies(
     if not len(read_bytes):
         return np.zeros(0), ahead
     dev = device.profile
-    svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
-    wait = np.array([device.wait(float(b)) for b in read_bytes])
+    if len(read_bytes) > 4:  # a few sizes recur: each one's service and wait computed once
+        sizes, at = np.unique(read_bytes, return_inverse=True)
+        svc = np.array([dev.op_time(False, float(b)) for b in sizes])[at]
+        wait = np.array([device.wait(float(b)) for b in sizes])[at]
+    else:
+        svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
+        wait = np.array([device.wait(float(b)) for b in read_bytes])
     done = ahead + np.cumsum(svc)
     return fixed + wait + done, float(done[-1])
 
@@ -476,7 +656,10 @@ def _cluster_bytes(pages: np.ndarray, ra: int, ps: int) -> np.ndarray:
     """Bytes actually read for each readahead cluster `pages` fall in, in cluster order."""
     if not len(pages):
         return np.zeros(0)
-    _, n = np.unique(pages // ra, return_counts=True)
+    if jit.ENABLED:
+        n = jit.cluster_counts(pages, ra)
+    else:
+        _, n = np.unique(pages // ra, return_counts=True)
     return n.astype(np.float64) * ps
 
 

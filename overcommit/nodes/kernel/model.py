@@ -42,6 +42,7 @@ import numpy as np
 
 from overcommit.nodes.host import Directives, GuestFrames
 from overcommit.nodes.kernel import epoch as _epoch
+from overcommit.nodes.kernel import jit
 from overcommit.nodes.kernel import readahead as _ra
 from overcommit.nodes.kernel.checks import GuestChecks
 from overcommit.nodes.kernel.hooks import GUEST_ATTRS, GuestMechanism
@@ -104,6 +105,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.eager = boot == "eager"
         self.workload = make_workload(spec.workload, page_size)
         self.N = self.workload.footprint
+        self.nbits = max(1, (self.N - 1).bit_length())  # bits of the largest page index
         # pages [file_lo, N) are file-backed page cache (the workload's file_cache share)
         self.file_lo = self.N - self.workload.file_pages
         self.has_files = self.workload.file_pages > 0
@@ -260,6 +262,16 @@ class GuestModel(GuestLifecycle, GuestChecks):
         k = len(pages)
         if k == 0:
             return 0
+        if jit.ENABLED and pages.dtype == np.int64:
+            fs = self.frames
+            full = fs.backed_count + fs.hswapped_count == len(fs.state)
+            new = jit.map_in(
+                pages, self.free_stack, self.free_top, self.frame, self.fpage, fs.state, full
+            )
+            self.free_top -= k
+            fs.backed_count += new
+            self.counters["host_frames_allocated"] += new
+            return new
         frames = self.free_stack[self.free_top - k : self.free_top][::-1].copy()
         self.free_top -= k
         self.frame[pages] = frames
@@ -529,6 +541,17 @@ class GuestModel(GuestLifecycle, GuestChecks):
     def _touched(self, uniq: np.ndarray, epoch: int) -> None:
         """Record this epoch's touches of `uniq` (sorted, distinct): last-touch epoch (and the
         count of pages touched in the window), referenced bits."""
+        if epoch + 1 > self.window_start and jit.ENABLED:
+            fresh, hits = jit.touched(
+                uniq, self.last, self.ref, self.ra, epoch + 1, self.window_start, self.ra_n != 0
+            )
+            self.active_n += fresh
+            self.last_hi = max(self.last_hi, epoch + 1)
+            if hits:
+                self.ra_n -= hits
+                self.ra_hits_since += hits
+                self.counters["readahead_hits"] += hits
+            return
         if epoch + 1 > self.window_start:
             self.active_n += int(np.count_nonzero(self.last[uniq] <= self.window_start))
             self.last[uniq] = epoch + 1
@@ -571,7 +594,6 @@ class GuestModel(GuestLifecycle, GuestChecks):
         wp, wc = _counts(pages[writes])
         if len(wp) and self.slot[wp].any():
             return None  # a write frees a slot
-        costs = self.costs
         # apply: first touches (each untouched: the ledger moves them without a recount)
         newly_backed = self._map_in(f_zero)
         if need:
@@ -583,6 +605,41 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.version[wp] += wc.astype(np.uint32)
         self.dirty[wp] = True
         self._touched(uniq, epoch)
+        return self._quiet_stats(dt, work, len(pages), need, newly_backed, pin_to)
+
+    def _quiet_applied(
+        self,
+        epoch: int,
+        dt: float,
+        work: float,
+        n_touches: int,
+        need: int,
+        newly_backed: int,
+        fresh: int,
+        hits: int,
+        pin_to: int,
+    ) -> EpochStats:
+        """`_quiet_epoch` after `jit.touch_pass` applied its page changes: the ledgers."""
+        self.free_top -= need
+        self.frames.backed_count += newly_backed
+        c = self.counters
+        c["host_frames_allocated"] += newly_backed
+        if need:
+            self.census[UNTOUCHED] -= need
+            self.census[RAM] += need
+        self.active_n += fresh
+        self.last_hi = max(self.last_hi, epoch + 1)
+        if hits:
+            self.ra_n -= hits
+            self.ra_hits_since += hits
+            c["readahead_hits"] += hits
+        return self._quiet_stats(dt, work, n_touches, need, newly_backed, pin_to)
+
+    def _quiet_stats(
+        self, dt: float, work: float, n_touches: int, need: int, newly_backed: int, pin_to: int
+    ) -> EpochStats:
+        """A quiet epoch's counters, time and stats, its page changes applied."""
+        costs = self.costs
         self.pinned_n = max(self.pinned_n, pin_to)
         c = self.counters
         c["first_touches"] += need
@@ -599,7 +656,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
             alive=True,
             work=work,
             stall=stall,
-            touches=len(pages),
+            touches=n_touches,
             faults=need,
             violations=[("conservation", m) for m in self.conservation()],
         )

@@ -1,0 +1,97 @@
+"""Peak resident memory of a process tree, sampled in a thread while something runs.
+
+`TreeSampler(pid)` samples every `interval` seconds the RSS of the process `pid` and of all its
+descendants (the driver, Ray's own processes and workers it starts, every `redis-server`), sums
+them and keeps the peak of the sum, with the peak sum per kind of process (`driver`, `ray
+worker`, `ray system`, `redis-server`, `other`) at that moment. Used by
+`benchmarks/bench_placements.py` and by the memory-estimate test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import psutil
+
+
+def kind(p: psutil.Process, root: int) -> str:
+    """What a process of the tree is, from its command line."""
+    if p.pid == root:
+        return "driver"
+    try:
+        cmd = " ".join(p.cmdline()) or p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "other"
+    if "redis-server" in cmd:
+        return "redis-server"
+    if "default_worker.py" in cmd or cmd.startswith("ray::"):
+        return "ray worker"
+    if any(s in cmd for s in ("gcs_server", "raylet", "ray/", "ray.", "log_monitor")):
+        return "ray system"
+    return "other"
+
+
+class TreeSampler:
+    """Samples the process tree of `pid` (default: this process) in a background thread."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.peak_parts: dict[str, int] = {}
+        self.peak_counts: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> int:
+        """One sample: the tree's summed RSS now (also updates the peak)."""
+        parts: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            k = kind(p, self.root.pid)
+            parts[k] += rss
+            counts[k] += 1
+        total = sum(parts.values())
+        self.samples += 1
+        if total > self.peak:
+            self.peak = total
+            self.peak_parts = dict(parts)
+            self.peak_counts = dict(counts)
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def watch(
+    cmd: list[str], interval: float = 0.25, **popen: object
+) -> tuple[int, float, TreeSampler]:
+    """Run `cmd` as a child process, sampling its tree; returns (exit code, wall s, sampler)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, **popen)  # noqa: S603
+    sampler = TreeSampler(proc.pid, interval)
+    with sampler:
+        code = proc.wait()
+    return code, time.perf_counter() - t0, sampler

@@ -117,10 +117,13 @@ def main() -> None:
         args.only = "packed"
     base = load_scenario(args.config)
     if args.duration:
-        base = apply_overrides(base, {"duration": args.duration})
-        late = [i for i, ev in enumerate(base.events) if ev.at >= base.duration]
-        if late:
-            base = apply_overrides(base, {f"events.{i}.at": base.duration / 2 for i in late})
+        from overcommit.units import parse_duration
+
+        seconds = parse_duration(args.duration)
+        late = {
+            f"events.{i}.at": seconds / 2 for i, ev in enumerate(base.events) if ev.at >= seconds
+        }
+        base = apply_overrides(base, {"duration": args.duration, **late})
     names = [n for n in args.only.split(",") if n]
     if any(n != "inline" for n in names):
         import ray
@@ -190,6 +193,11 @@ def main() -> None:
             f"| {name} | {estimate.model_bytes_per_page:.1f} | {rb} | {tree.peak / gib:.2f} GiB "
             f"| {kinds} | {estimate.total / gib:.2f} GiB |"
         )
+    print("\n| placement | CPU seconds by process kind (whole tree, sampled) |")
+    print("|---|---|")
+    for name, (_e, _w, _r, _est, _rb, tree, _valid) in rows.items():
+        cpu = ", ".join(f"{k} {v:.0f}" for k, v in sorted(tree.cpu_seconds.items()))
+        print(f"| {name} | {cpu} |")
     print(f"\nsummaries identical across placements: {agree}")
 
 

@@ -3,7 +3,8 @@
 `TreeSampler(pid)` samples every `interval` seconds the RSS of the process `pid` and of all its
 descendants (the driver, Ray's own processes and workers it starts, every `redis-server`), sums
 them and keeps the peak of the sum, with the peak sum per kind of process (`driver`, `ray
-worker`, `ray system`, `redis-server`, `other`) at that moment. Used by
+worker`, `ray system`, `redis-server`, `other`) at that moment; it also keeps each process's
+CPU time (user + system) as last seen, summed per kind in `cpu_seconds`. Used by
 `benchmarks/bench_placements.py` and by the memory-estimate test.
 """
 
@@ -44,6 +45,8 @@ class TreeSampler:
         self.peak_parts: dict[str, int] = {}
         self.peak_counts: dict[str, int] = {}
         self.samples = 0
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds last seen)
+        self._cpu0: dict[int, float] | None = None  # CPU seconds of the first sample's processes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -58,18 +61,32 @@ class TreeSampler:
         for p in procs:
             try:
                 rss = p.memory_info().rss
+                t = p.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             k = kind(p, self.root.pid)
+            self._cpu[p.pid] = (k, t.user + t.system)
             parts[k] += rss
             counts[k] += 1
         total = sum(parts.values())
+        if self._cpu0 is None:
+            self._cpu0 = {pid: t for pid, (_, t) in self._cpu.items()}
         self.samples += 1
         if total > self.peak:
             self.peak = total
             self.peak_parts = dict(parts)
             self.peak_counts = dict(counts)
         return total
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per kind of process since the first sample, each process as last
+        sampled (a process's time after its last sample is missed; sample often)."""
+        out: Counter[str] = Counter()
+        first = self._cpu0 or {}
+        for pid, (k, t) in self._cpu.items():
+            out[k] += t - first.get(pid, 0.0)
+        return dict(out)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

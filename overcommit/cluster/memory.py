@@ -18,8 +18,8 @@ starts, summed over processes (RSS), by part:
 - **ray**: Ray's own processes and one worker process per host actor (packed) or per host and
   guest actor (actors), plus the idle workers Ray keeps (one per CPU);
 - **redis**: one server per host and the shared-storage server, and the page records the run is
-  expected to store: the touched pages that do not fit in a guest's RAM, at the bytes a record
-  costs in a Redis hash.
+  expected to store: about 1.3 per touched page that does not fit in a guest's RAM, at the
+  resident bytes a record costs a server (record, hash entry, fragmentation).
 
 The per-process constants were measured on the reference machine (Python 3.11, Ray 2.60,
 redis-server 6.2, numpy 2.4; see BENCHMARKS.md, "Scale: bench-1k"); the estimate was within a
@@ -40,6 +40,15 @@ from overcommit.stores.codec import record_len
 #: Bytes per hash field beyond the record (dict entry, SDS headers, bucket pointer) in a Redis
 #: hash that is a hashtable (measured with MEMORY USAGE: 96 B on redis-server 6.2, libc malloc).
 REDIS_ENTRY_OVERHEAD = 96
+
+#: What a stored page costs the server's resident memory beyond its record, once a run has
+#: put, overwritten and deleted pages for a while (malloc fragmentation, the shared store's
+#: append-only buffer): measured 143 B with 26-byte records (a 32-guest cut of bench-1k, 10
+#: emulated minutes: 159 MB above the servers' base for 0.94M records).
+REDIS_RECORD_RSS = 143
+#: Records stored per touched page that does not fit in guest RAM, in the same run: pools keep
+#: clean copies of pages read back, and swap slots their records while the page is in RAM.
+RECORDS_PER_PAGE_OUT = 1.3
 
 MiB = 1 << 20
 #: An idle redis-server (measured RSS).
@@ -216,8 +225,8 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
         allocated_total += allocated
         alloc_pages += sc.footprint(spec.workload) // ps
         ram_pages = spec.memory // ps
-        records += max(0, touched - ram_pages)
-        record_bytes = record_len(spec.name, sc.payload, ps) + REDIS_ENTRY_OVERHEAD
+        records += int(RECORDS_PER_PAGE_OUT * max(0, touched - ram_pages))
+        record_bytes = record_len(spec.name, sc.payload, ps) + REDIS_RECORD_RSS
     epochs = int(round(sc.duration / sc.epoch))
     series = epochs * (len(specs) * (8 * len(GUEST_COLUMNS) + 4) + hosts * 8 * len(HOST_COLUMNS))
     ray_run = sc.runtime.kind == "ray"

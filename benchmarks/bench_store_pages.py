@@ -7,7 +7,8 @@ Starts one real redis-server with the launcher (as a run does) and measures:
    ways: `MEMORY USAGE` of the key, the growth of `used_memory` and of the server's RSS (`INFO
    memory`); then the same pages in hashes of 128 pages each (key per bucket), which Redis keeps
    in its compact encoding (ziplist/listpack: `hash-max-ziplist-entries` 128 and
-   `hash-max-ziplist-value` 64 are the defaults), for comparison. Both payload modes.
+   `hash-max-ziplist-value` 64 are the defaults), for comparison. Both payload modes; each
+   layout on a fresh server (a server's RSS does not shrink when its data goes).
 2. **Swap reads**: `--reads` pages per batch read from a disk of `--disk-pages` pages,
    `--batches` batches, through `swap_batch.lua` (the store's path: one EVALSHA a batch, an HGET
    per page inside the script, flags and records concatenated) against one `HMGET` a batch, the
@@ -63,52 +64,45 @@ def fill(client, key: bytes, mode: str, pages: np.ndarray) -> None:
             client.connection_pool.release(conn)
 
 
-def bytes_per_page(client, mode: str, n: int) -> dict[str, float]:
-    client.flushall()
-    time.sleep(0.2)
-    pages = np.arange(n, dtype=np.uint32)
-    u0, r0 = info_memory(client)
-    key = swap_key("bench", "vm-1#0").encode()
-    fill(client, key, mode, pages)
+def _stored(client, keys: list[bytes], n: int, u0: int, r0: int) -> dict:
     u1, r1 = info_memory(client)
-    usage = int(client.memory_usage(key, samples=0))
-    encoding = client.object("encoding", key)
-    one = {
+    usage = sum(int(client.memory_usage(k, samples=0)) for k in keys)
+    encoding = client.object("encoding", keys[0])
+    return {
         "memory usage": usage / n,
         "used_memory": (u1 - u0) / n,
         "rss": (r1 - r0) / n,
         "encoding": encoding.decode() if isinstance(encoding, bytes) else str(encoding),
     }
-    client.flushall()
-    time.sleep(0.2)
-    u0, r0 = info_memory(client)
-    width = record_len(GUEST, mode, PAGE_SIZE)
-    keys = []
-    for b in range(0, n, BUCKET):
-        bk = key + b":%d" % (b // BUCKET)
-        keys.append(bk)
-        chunk = pages[b : b + BUCKET]
-        rec = make_batch(GUEST, chunk, np.ones(len(chunk)), mode, PAGE_SIZE, 0.5)
-        blob = encode(GUEST, rec, mode, PAGE_SIZE)
-        pipe = client.pipeline(transaction=False)
-        fields = {}
-        for i, p in enumerate(chunk.tolist()):
-            fields[bytes([p % BUCKET])] = blob[i * width : (i + 1) * width]
-        pipe.hset(bk, mapping=fields)
-        pipe.execute()
-    u1, r1 = info_memory(client)
-    usage = sum(int(client.memory_usage(k, samples=0)) for k in keys)
-    encoding = client.object("encoding", keys[0])
-    client.flushall()
-    return {
-        "hash": one,
-        "bucketed": {
-            "memory usage": usage / n,
-            "used_memory": (u1 - u0) / n,
-            "rss": (r1 - r0) / n,
-            "encoding": encoding.decode() if isinstance(encoding, bytes) else str(encoding),
-        },
-    }
+
+
+def bytes_per_page(workdir: Path, mode: str, layout: str, n: int) -> dict:
+    """Bytes per page of `n` pages in one layout, on a fresh server (RSS only grows)."""
+    server = RedisServer.start(f"bpp-{mode}-{layout}", workdir)
+    try:
+        client = server.client()
+        pages = np.arange(n, dtype=np.uint32)
+        u0, r0 = info_memory(client)
+        key = swap_key("bench", "vm-1#0").encode()
+        if layout == "hash":
+            fill(client, key, mode, pages)
+            return _stored(client, [key], n, u0, r0)
+        width = record_len(GUEST, mode, PAGE_SIZE)
+        keys = []
+        for b in range(0, n, BUCKET):
+            bk = key + b":%d" % (b // BUCKET)
+            keys.append(bk)
+            chunk = pages[b : b + BUCKET]
+            rec = make_batch(GUEST, chunk, np.ones(len(chunk)), mode, PAGE_SIZE, 0.5)
+            blob = encode(GUEST, rec, mode, PAGE_SIZE)
+            fields = {
+                bytes([p % BUCKET]): blob[i * width : (i + 1) * width]
+                for i, p in enumerate(chunk.tolist())
+            }
+            client.hset(bk, mapping=fields)
+        return _stored(client, keys, n, u0, r0)
+    finally:
+        server.stop()
 
 
 def commandstats_usec(client) -> dict[str, int]:
@@ -182,9 +176,9 @@ def main() -> None:
             )
             print("|---|---|---|---:|---:|---:|")
             for mode in ("digest", "full"):
-                res = bytes_per_page(client, mode, args.disk_pages)
                 size = record_len(GUEST, mode, PAGE_SIZE)
-                for layout, r in res.items():
+                for layout in ("hash", "bucketed"):
+                    r = bytes_per_page(Path(tmp), mode, layout, args.disk_pages)
                     name = "one hash per disk" if layout == "hash" else f"{BUCKET} pages a hash"
                     print(
                         f"| {mode} ({size} B) | {name} | {r['encoding']} "

@@ -182,15 +182,28 @@ def touched_pages(workload: Any, streams: Any, seconds: float, step: float = 1.0
     return int(seen.sum())
 
 
+_TOUCHED: dict[tuple[str, int, float], int] = {}
+
+
+def _touched(spec: str, page_size: int, seconds: float, workload: Any) -> int:
+    """`touched_pages` of a workload spec over a run, drawn once per process (a sweep's runs
+    share it: the count hardly depends on the seed, so a fixed one is used)."""
+    from overcommit.workloads import TouchStreams
+
+    key = (spec, page_size, seconds)
+    if key not in _TOUCHED:
+        streams = TouchStreams(0, "memory-estimate", 0, "workload/0")
+        _TOUCHED[key] = touched_pages(workload, streams, seconds)
+    return _TOUCHED[key]
+
+
 def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, int, int]:
     """(resident array bytes at the end, allocated array bytes, pages touched) of one guest."""
     from overcommit.cluster.runtime import build_guest
-    from overcommit.workloads import TouchStreams
 
     g = build_guest(scenario, spec, scenario.host_names()[0])
     n, nframes = g.N, g.nframes
-    streams = TouchStreams(g.seed, g.name, g.incarnation, "workload/0")
-    touched = touched_pages(g.workload, streams, seconds)
+    touched = _touched(repr(spec.workload), scenario.page_size, seconds, g.workload)
     frames_used = min(nframes, touched)
     resident = allocated = 0
     for a, _ in _guest_arrays(g):

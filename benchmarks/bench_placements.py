@@ -198,6 +198,8 @@ def main() -> None:
     for name, (_e, _w, _r, _est, _rb, tree, _valid) in rows.items():
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in sorted(tree.cpu_seconds.items()))
         print(f"| {name} | {cpu} |")
+        for pid, cmd in sorted(tree.others.items()):
+            print(f"  other: {pid} {cmd}", file=sys.stderr)
     print(f"\nsummaries identical across placements: {agree}")
 
 

@@ -26,12 +26,16 @@ def kind(p: psutil.Process, root: int) -> str:
         cmd = " ".join(p.cmdline()) or p.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return "other"
-    if "redis-server" in cmd:
+    if "redis" in cmd:  # redis-server, and its children (an append-only file rewrite)
         return "redis-server"
+    if cmd.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+        return "ray system"
     if "default_worker.py" in cmd or cmd.startswith("ray::"):
         return "ray worker"
     if any(s in cmd for s in ("gcs_server", "raylet", "ray/", "ray.", "log_monitor")):
         return "ray system"
+    if "python" in cmd:  # a Ray worker starting, before it takes its ray:: title
+        return "ray worker"
     return "other"
 
 
@@ -47,6 +51,7 @@ class TreeSampler:
         self.samples = 0
         self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds last seen)
         self._cpu0: dict[int, float] | None = None  # CPU seconds of the first sample's processes
+        self.others: dict[int, str] = {}  # pid -> command line of processes of kind `other`
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -66,6 +71,11 @@ class TreeSampler:
                 continue
             k = kind(p, self.root.pid)
             self._cpu[p.pid] = (k, t.user + t.system)
+            if k == "other" and p.pid not in self.others:
+                try:
+                    self.others[p.pid] = " ".join(p.cmdline())[:120] or p.name()
+                except psutil.Error:
+                    self.others[p.pid] = "?"
             parts[k] += rss
             counts[k] += 1
         total = sum(parts.values())

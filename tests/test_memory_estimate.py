@@ -2,8 +2,8 @@
 guests, 16 packed host actors on a local Ray, 17 redis-servers) for 20 emulated seconds, its
 whole process tree's summed RSS sampled in a thread while it runs.
 
-About 100 s of wall time on the 2-core reference machine (40 s of it starting 16 host actors
-and building 1,024 guests), and about 11 GB of memory at the peak.
+60-200 s of wall time on the 2-core reference machine, by its load (40-70 s of it starting 16
+host actors and building 1,024 guests), and about 11 GB of memory at the peak.
 """
 
 from __future__ import annotations

@@ -8,7 +8,19 @@ seed). Ray start-up is outside the timed part (a local Ray is started first and 
 run's own set-up (Redis servers, actors created) is inside it, and is also shown apart, with
 the rate of the epochs alone (emulated seconds per wall second after set-up).
 
+Memory, per placement: the model's bytes per emulated page (the array bytes a guest model
+allocates per page of its workload's footprint, from the preflight estimate), Redis's bytes per
+stored page (the growth of `used_memory` over every server of the run divided by the page
+records they hold, sampled during the run), and the peak resident memory of the whole process
+tree (this process, Ray's processes and workers, every redis-server; summed RSS sampled every
+0.25 s by `benchmarks/memtree.py`) beside the preflight estimate of it.
+
+`--bench-1k` runs the scale scenario `configs/bench-1k.yaml` (1,024 guests, Ray with packed
+host actors) instead; with a `--duration` shorter than its 5 minutes, its host failure moves to
+the middle of the run.
+
     python benchmarks/bench_placements.py [--duration 10m] [--only inline,packed,actors]
+    python benchmarks/bench_placements.py --bench-1k [--duration 60s]
 """
 
 from __future__ import annotations
@@ -20,10 +32,15 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from overcommit.cluster.engine import run_scenario  # noqa: E402
+from memtree import TreeSampler  # noqa: E402
+
+from overcommit.cluster.engine import preflight, run_scenario  # noqa: E402
 from overcommit.config import apply_overrides, load_scenario  # noqa: E402
 
 PLACEMENTS = {
@@ -33,15 +50,80 @@ PLACEMENTS = {
 }
 
 
+class RedisPages:
+    """Samples, during a run (its `on_window` hook), every Redis server's `used_memory` and the
+    page records the run's hashes hold, to give Redis's bytes per stored page."""
+
+    def __init__(self, prefix: str, every: int) -> None:
+        self.prefix = prefix
+        self.every = max(1, every)
+        self.windows = 0
+        self.base: dict[str, int] = {}
+        self.last: tuple[int, int] | None = None  # (bytes above the servers' base, records)
+
+    def urls(self, runtime, fleet) -> list[str]:
+        infos = getattr(runtime, "infos", None)
+        if infos is not None:  # Ray: each host actor runs its own server
+            hosts = [i["redis_url"] for i in infos.values() if i.get("redis_url")]
+        else:
+            hosts = [s.url for s in fleet.servers()[:-1]]
+        return [*hosts, fleet.shared.url]
+
+    def __call__(self, epoch: int, runtime, fleet) -> None:
+        self.windows += 1
+        first = not self.base
+        if not first and self.windows % self.every:
+            return
+        used = records = 0
+        for url in self.urls(runtime, fleet):
+            try:
+                c = redis.Redis.from_url(url, socket_timeout=10)
+                mem = int(c.info("memory")["used_memory"])
+                if first:
+                    self.base[url] = mem
+                    continue
+                pipe = c.pipeline(transaction=False)
+                keys = [
+                    k
+                    for k in c.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if c.type(k) == b"hash" and not k.endswith(b":meta")
+                ]
+                for k in keys:
+                    pipe.hlen(k)
+                records += sum(pipe.execute())
+                used += mem - self.base.get(url, mem)
+                c.close()
+            except redis.RedisError:  # a failed host's server is gone
+                continue
+        if not first and records:
+            self.last = (used, records)
+
+    @property
+    def bytes_per_page(self) -> float | None:
+        return None if self.last is None else self.last[0] / self.last[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "bench-4x8.yaml"))
     ap.add_argument("--duration", default=None, help="override the emulated duration")
     ap.add_argument("--only", default="inline,packed,actors")
+    ap.add_argument(
+        "--bench-1k", action="store_true", help="run configs/bench-1k.yaml, packed, instead"
+    )
     args = ap.parse_args()
+    if args.bench_1k:
+        args.config = str(ROOT / "configs" / "bench-1k.yaml")
+        args.only = "packed"
     base = load_scenario(args.config)
     if args.duration:
-        base = apply_overrides(base, {"duration": args.duration})
+        from overcommit.units import parse_duration
+
+        seconds = parse_duration(args.duration)
+        late = {
+            f"events.{i}.at": seconds / 2 for i, ev in enumerate(base.events) if ev.at >= seconds
+        }
+        base = apply_overrides(base, {"duration": args.duration, **late})
     names = [n for n in args.only.split(",") if n]
     if any(n != "inline" for n in names):
         import ray
@@ -49,11 +131,16 @@ def main() -> None:
         from overcommit.cluster.ray_runtime import quiet_ray
 
         quiet_ray()  # no raylet warnings on the console
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # a new local Ray: without address="local", ray.init joins any cluster this machine runs
+        ray.init(
+            address="local", include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     rows = {}
     summaries = {}
     for name in names:
         sc = apply_overrides(base, PLACEMENTS[name])
+        estimate = preflight(sc)
+        print(f"{name}: {estimate.line()}", file=sys.stderr)
         t0 = time.perf_counter()
         last = [t0]
 
@@ -65,27 +152,54 @@ def main() -> None:
                 print(f"  {name}: {t:.0f}/{total:.0f} emulated s", file=sys.stderr)
                 last[0] = now
 
-        result = run_scenario(sc, progress=progress)
+        windows = int(round(sc.duration / sc.sync_window))
+        pages = RedisPages(sc.redis.prefix, every=windows // 10)
+        with TreeSampler() as tree:
+            result = run_scenario(sc, progress=progress, on_window=pages)
         wall = time.perf_counter() - t0
         rows[name] = (result.summary["emulated_seconds"], wall, result.summary["run"])
+        rows[name] += (estimate, pages.bytes_per_page, tree, result.summary["valid"])
         summaries[name] = {k: v for k, v in result.summary.items() if k != "run"}
         print(f"{name}: {wall:.1f} s wall", file=sys.stderr)
     agree = all(s == next(iter(summaries.values())) for s in summaries.values())
     base_rate = rows["inline"][0] / rows["inline"][1] if "inline" in rows else None
-    print(f"\nbench-4x8, {base.duration:g} emulated s; {platform.node()}, nproc {os.cpu_count()}")
+    print(f"\n{base.name}, {base.duration:g} emulated s; {platform.node()}, nproc {os.cpu_count()}")
     print(
         "\n| placement | wall s | set-up s | emulated s / wall s | ratio to inline "
-        "| epochs alone: emulated s / wall s | epochs per call |"
+        "| epochs alone: emulated s / wall s | epochs per call | valid |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, (emulated, wall, run) in rows.items():
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, (emulated, wall, run, *_rest) in rows.items():
         rate = emulated / wall
         setup = run["setup_seconds"]
         ratio = f"{rate / base_rate:.2f}x" if base_rate else "n/a"
         print(
             f"| {name} | {wall:.1f} | {setup:.1f} | {rate:.2f}x | {ratio} "
-            f"| {emulated / (wall - setup):.2f}x | {run['epochs_per_call']:g} |"
+            f"| {emulated / (wall - setup):.2f}x | {run['epochs_per_call']:g} | {_rest[-1]} |"
         )
+    print(
+        "\n| placement | model B / emulated page | Redis B / stored page | peak RSS, whole tree "
+        "| by process kind | preflight estimate |"
+    )
+    print("|---|---:|---:|---:|---|---:|")
+    gib = 2**30
+    for name, (_e, _w, _r, estimate, redis_bpp, tree, _valid) in rows.items():
+        kinds = ", ".join(
+            f"{k} {v / gib:.2f} GiB ({tree.peak_counts.get(k, 0)})"
+            for k, v in sorted(tree.peak_parts.items())
+        )
+        rb = "n/a (no records)" if redis_bpp is None else f"{redis_bpp:.0f}"
+        print(
+            f"| {name} | {estimate.model_bytes_per_page:.1f} | {rb} | {tree.peak / gib:.2f} GiB "
+            f"| {kinds} | {estimate.total / gib:.2f} GiB |"
+        )
+    print("\n| placement | CPU seconds by process kind (whole tree, sampled) |")
+    print("|---|---|")
+    for name, (_e, _w, _r, _est, _rb, tree, _valid) in rows.items():
+        cpu = ", ".join(f"{k} {v:.0f}" for k, v in sorted(tree.cpu_seconds.items()))
+        print(f"| {name} | {cpu} |")
+        for pid, cmd in sorted(tree.others.items()):
+            print(f"  other: {pid} {cmd}", file=sys.stderr)
     print(f"\nsummaries identical across placements: {agree}")
 
 

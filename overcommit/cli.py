@@ -105,14 +105,14 @@ def validate(
     from overcommit.cluster.engine import PreflightError, estimate_store_bytes, preflight
 
     try:
-        preflight(sc)
+        est = preflight(sc)
     except PreflightError as exc:
         raise _fail(str(exc)) from None
     need, _ = estimate_store_bytes(sc)
     out.print(
         f"{config}: ok — {len(sc.host_names())} host(s), {len(sc.guest_specs())} guest(s), "
         f"mechanism {sc.mechanism}, {sc.duration:g}s emulated, stores up to "
-        f"{need / 2**20:.0f} MiB",
+        f"{need / 2**20:.0f} MiB; {est.line()}",
         highlight=False,
     )
 
@@ -207,11 +207,17 @@ def _replayed(sc: Scenario, events_path: Path) -> Scenario:
 
 
 def _execute(sc: Scenario, out_dir: Path, quiet: bool, verbose: bool = False) -> Any:
-    from overcommit.cluster.engine import PreflightError, run_scenario
+    from overcommit.cluster.engine import PreflightError, preflight, run_scenario
     from overcommit.cluster.runtime import InfrastructureError
     from overcommit.stores.launcher import RedisUnavailable, install_signal_handlers
 
     install_signal_handlers()
+    try:
+        estimate = preflight(sc)
+    except PreflightError as exc:
+        raise _fail(str(exc)) from None
+    if not quiet:
+        err.print(estimate.line(), markup=False, highlight=False, soft_wrap=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -167,6 +167,24 @@ def test_preflight_refuses_stores_that_do_not_fit(tmp_path):
     assert "stores may need" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_validate_prints_the_expected_peak_memory_and_refuses_what_cannot_fit(tmp_path):
+    proc = cli("validate", "configs/bench-1k.yaml", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "1024 guest(s)" in proc.stdout and "expected peak memory" in proc.stdout
+    assert "1024 guests, 67 B of arrays per page" in proc.stdout.replace("\n", " ")
+    # 100,000 guests of 1 GiB each: their page arrays alone are ~2 TB
+    f = tmp_path / "huge.yaml"
+    f.write_text(
+        GOOD.replace("hosts: {ram: 1GiB}", "hosts: {count: 100, ram: 1TiB}")
+        .replace("{name: g, memory: 256MiB,", "{name: g, count: 100000, memory: 1GiB,")
+        .replace("working_set: 128MiB", "working_set: 1GiB")
+    )
+    proc = cli("validate", str(f), timeout=120)
+    assert proc.returncode == 2, proc.stdout
+    assert "may need" in proc.stderr and "at its peak" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def _redis_children(pid: int) -> list[psutil.Process]:
     try:
         kids = psutil.Process(pid).children(recursive=True)

@@ -10,7 +10,7 @@ from overcommit.stores.codec import make_batch
 from overcommit.stores.launcher import RedisServer
 from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, targeted
 from overcommit.stores.swap import SwapStoreOps
-from overcommit.stores.tmem import Command, ScriptRunner, TmemStoreOps, run_sync
+from overcommit.stores.tmem import Command, Raw, ScriptRunner, TmemStoreOps, run_sync
 
 
 def _ops(prefix: str, guest: str, i: int):
@@ -33,7 +33,29 @@ def _plan(prefix: str, guest: str, i: int):
     disk = yield from targeted(
         "shared", sw.batch(f"{guest}#0", guest, None, None, failed, "digest", 4096)
     )
-    return first.put_ok.tolist(), got.found.tolist(), got.flushed, disk.pages_after
+    back = yield from targeted(  # reads and frees only: plain commands in one write
+        "shared", sw.batch(f"{guest}#0", guest, _reads(failed), failed.pages[:3], None, *_D)
+    )
+    return (
+        first.put_ok.tolist(),
+        got.found.tolist(),
+        got.flushed,
+        disk.pages_after,
+        _swap_result(back),
+    )
+
+
+_D = ("digest", 4096)
+
+
+def _reads(failed):
+    """Two pages the disk holds, one it does not, one it holds again."""
+    p = failed.pages
+    return np.array([p[1], 999_999, p[0], p[1]], np.uint32)
+
+
+def _swap_result(r):
+    return r.found.tolist(), r.got.pages.tolist(), r.got.versions.tolist(), r.freed, r.pages_after
 
 
 def _one_by_one(runners: dict, prefix: str, guest: str, i: int):
@@ -46,7 +68,16 @@ def _one_by_one(runners: dict, prefix: str, guest: str, i: int):
     )
     failed = batch.take(np.flatnonzero(~first.put_ok))
     disk = run_sync(shared, sw.batch(f"{guest}#0", guest, None, None, failed, "digest", 4096))
-    return first.put_ok.tolist(), got.found.tolist(), got.flushed, disk.pages_after
+    back = run_sync(
+        shared, sw.batch(f"{guest}#0", guest, _reads(failed), failed.pages[:3], None, *_D)
+    )
+    return (
+        first.put_ok.tolist(),
+        got.found.tolist(),
+        got.flushed,
+        disk.pages_after,
+        _swap_result(back),
+    )
 
 
 @pytest.fixture
@@ -63,6 +94,8 @@ def test_mux_equals_one_by_one(clients, redis_prefix):
     assert together == alone
     assert together[0][0] == [True] * 30 + [False] * 10  # the quota binds per guest
     assert together[0][3] == 10  # the refused puts went to disk
+    found, pages, _, freed, after = together[0][4]  # read back, then three slots freed
+    assert found == [True, False, True, True] and len(pages) == 3 and (freed, after) == (3, 7)
     # what the stores hold is the same too
     host = clients["host"]
     for g in guests:
@@ -105,6 +138,23 @@ def test_error_reply_propagates_and_leaves_no_reply_behind(clients, redis_prefix
     # the next run reads its own replies, not leftovers of the failed one
     assert mux.run([_logger(f"{key}3", "d", 2)]) == ["d"]
     assert clients["host"].lrange(f"{key}3", 0, -1) == [b"d0", b"d1"]
+    mux.close()
+
+
+def _multi(key: bytes):
+    """A Raw request of three commands, the second of them failing."""
+    cmd = b"*2\r\n$4\r\nHLEN\r\n$%d\r\n%s\r\n" % (len(key), key)
+    bad = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
+    return (yield "host", Raw("HLEN", cmd + bad + cmd, 3))
+
+
+def test_multi_command_raw_error_propagates_and_leaves_no_reply_behind(clients, redis_prefix):
+    key = f"{redis_prefix}:multi"
+    clients["host"].hset(key, "f", "v")
+    mux = StoreMux(clients)
+    with pytest.raises(redis.ResponseError):
+        mux.run([_multi(key.encode()), _logger(f"{key}2", "e", 3)])
+    assert mux.run([_logger(f"{key}3", "f", 2)]) == ["f"]
     mux.close()
 
 

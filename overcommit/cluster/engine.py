@@ -25,6 +25,12 @@ from overcommit.cluster.failover import (
     HostStatus,
     fresh_carry,
 )
+from overcommit.cluster.memory import (  # noqa: F401 (re-exported)
+    REDIS_ENTRY_OVERHEAD,
+    MemoryEstimate,
+    estimate_peak_memory,
+    estimate_store_bytes,
+)
 from overcommit.cluster.placement import HostRoom, PlacementError, place
 from overcommit.cluster.runners import Boot
 from overcommit.cluster.runtime import InfrastructureError, InlineRuntime
@@ -47,72 +53,41 @@ from overcommit.migration.planner import Migrations
 from overcommit.nodes import build_mechanism
 from overcommit.output import write_run_dir
 from overcommit.profiles import DeviceQueue, device_profiles
-from overcommit.stores.codec import record_len
 from overcommit.stores.launcher import RedisFleet
-
-REDIS_ENTRY_OVERHEAD = 96  # bytes per hash field beyond the record (dict entry, SDS headers)
-
 
 ProgressFn = Callable[[float, float, dict], None]
 WindowHook = Callable[[int, Any, Any], None]
 
 
-def estimate_store_bytes(scenario: Any) -> tuple[int, int]:
-    """Upper bound of (bytes, pages) the run's Redis stores may hold."""
-    ps = scenario.page_size
-    parts = scenario.mechanism.split("+")
-    uses_tmem = "frontswap" in parts
-    specs = scenario.guest_specs()
-    pages = 0
-    nbytes = 0
-    if "host-swap" in parts:  # every host's swap area, full (records of this size)
-        per = record_len(specs[0].name, scenario.payload, ps) + REDIS_ENTRY_OVERHEAD
-        n = scenario.hosts.swap.size // ps * len(scenario.host_names())
-        pages += n
-        nbytes += n * per
-    for g in specs:
-        footprint = scenario.footprint(g.workload) // ps
-        swap_pages = min(g.swap // ps, footprint)
-        per = record_len(g.name, scenario.payload, ps) + REDIS_ENTRY_OVERHEAD
-        pages += swap_pages
-        nbytes += swap_pages * per
-        if "cached-disk" in parts:  # the host cache may hold a copy of every slot
-            pages += swap_pages
-            nbytes += swap_pages * (per + REDIS_ENTRY_OVERHEAD)
-        if "ramdisk" in parts:  # the RAM disk holds at most maxmem - memory of them
-            rd = min(max(0, g.maxmem - g.memory) // ps, swap_pages)
-            pages += rd
-            nbytes += rd * (per + REDIS_ENTRY_OVERHEAD)
-        files = int(round(g.workload.file_cache * footprint))
-        copies = 2 if "cleancache" in parts else 1  # the file disk, and the ephemeral pool
-        pages += files * copies
-        nbytes += files * copies * (per + REDIS_ENTRY_OVERHEAD)
-        if uses_tmem:
-            lend = min(max(0, g.maxmem - g.memory) // ps, swap_pages)
-            if scenario.hosts.tmem.max is not None:
-                lend = min(lend, scenario.hosts.tmem.max // ps)
-            lend = min(lend, scenario.hosts.ram // ps)
-            pages += lend
-            nbytes += lend * per
-    return nbytes, pages
+def preflight(scenario: Any) -> MemoryEstimate:
+    """Refuse a run that would not fit in memory; return its expected peak memory.
 
-
-def preflight(scenario: Any) -> None:
-    """Refuse a scenario whose stores would not fit in the memory budget."""
+    With `limits.store_memory` set, what the Redis stores may hold at most
+    (`estimate_store_bytes`) must fit in it; otherwise the run's expected peak memory, summed
+    over every process it starts (`estimate_peak_memory`), must fit in this machine's memory
+    (its total: what other processes use now is not the run's to judge)."""
     import psutil
 
-    need, pages = estimate_store_bytes(scenario)
+    est = estimate_peak_memory(scenario)
     budget = scenario.limits.store_memory
-    origin = "limits.store_memory"
-    if budget is None:
-        budget = int(psutil.virtual_memory().available * 0.5)
-        origin = "half of this machine's available memory"
-    if need > budget:
+    if budget is not None:
+        need, pages = estimate_store_bytes(scenario)
+        if need > budget:
+            raise PreflightError(
+                f"the stores may need {need / 2**30:.1f} GiB ({pages} page records, payload "
+                f"'{scenario.payload}') but the budget is {budget / 2**30:.1f} GiB "
+                "(limits.store_memory); use payload: digest, smaller swap or working sets, or "
+                "raise limits.store_memory"
+            )
+        return est
+    memory = psutil.virtual_memory().total
+    if est.total > memory:
         raise PreflightError(
-            f"the stores may need {need / 2**30:.1f} GiB ({pages} page records, payload "
-            f"'{scenario.payload}') but the budget is {budget / 2**30:.1f} GiB ({origin}); "
-            "use payload: digest, smaller swap or working sets, or raise limits.store_memory"
+            f"the run may need {est.total / 2**30:.1f} GiB of memory at its peak but this "
+            f"machine has {memory / 2**30:.1f} GiB ({est.line()}); use fewer or smaller "
+            "guests, a shorter duration, payload: digest, or a larger machine"
         )
+    return est
 
 
 class Plan:

@@ -136,16 +136,20 @@ class StoreMux:
                 posted = isinstance(req, Posted)
                 if posted:
                     req = req.what
+                replies = 1
                 if isinstance(req, Eval):
                     sha = self._sha(t, req.script)
                     item: Any = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
                     name = "EVALSHA"
                 elif isinstance(req, Raw):
-                    item, name = req.data, req.name.upper()
+                    item, name, replies = req.data, req.name.upper(), req.replies
                 else:
                     item, name = req.args, str(req.args[0]).upper()
                 link = link_of(t)
                 link.out.append(item)
+                link.out_replies += replies
+                if replies > 1:  # all but the last reply are gathered for it
+                    link.pending.extend([(GATHER, name)] * (replies - 1))
                 link.pending.append((-1 if posted else i, name))
                 if link.sent < LOW_WATER:  # the server is (nearly) idle: send at once
                     link.flush()
@@ -168,7 +172,14 @@ class StoreMux:
                         i, name = link.pending.popleft()
                         link.sent -= 1
                         delivered = True
-                        reply = link.reply(reply, name)  # raises on an error reply
+                        if i == GATHER or link.gathered:  # a reply of a multi-command Raw
+                            link.check(reply)  # raises on an error reply
+                            link.gathered.append(reply)
+                            if i == GATHER:
+                                continue
+                            reply, link.gathered = link.gathered, []
+                        else:
+                            reply = link.reply(reply, name)  # raises on an error reply
                         if i >= 0:
                             advance(i, reply)
                     if link.sent < LOW_WATER and link.out:  # the server caught up: send the queue
@@ -226,6 +237,7 @@ class StoreMux:
 
 
 _READ_SIZE = 1 << 20
+GATHER = -2  # pending mark: a reply gathered for the next one (a multi-command Raw)
 # A request goes out at once while its server has fewer than this many in flight; else it
 # queues and goes with the others queued there when the server catches up. Each send wakes the
 # server and costs the sender a system call, so fewer, larger sends cost less; some in flight
@@ -248,6 +260,8 @@ class _Link:
         "sent",
         "since",
         "reported",
+        "out_replies",
+        "gathered",
     )
 
     def __init__(self, target: Hashable, conn: Any, callbacks: dict[str, Any]) -> None:
@@ -261,6 +275,8 @@ class _Link:
         self.sent = 0  # written and not answered yet (the head of `pending`)
         self.since = 0.0  # since when the server has sent nothing while owing a reply
         self.reported = 0.0  # the wait last reported
+        self.out_replies = 0  # replies the queued requests will get
+        self.gathered: list[Any] = []  # replies of a multi-command Raw read so far
 
     def flush(self) -> None:
         """Write every queued request in one send (each send wakes the server up)."""
@@ -273,8 +289,9 @@ class _Link:
             self.sock.sendall(b"".join(parts))
         except OSError as exc:
             raise ServerLost(self.target, exc) from exc
-        self.sent += len(self.out)
+        self.sent += self.out_replies
         self.out = []
+        self.out_replies = 0
 
     def receive(self) -> None:
         """Feed the parser what the socket holds (called when it is readable)."""
@@ -286,6 +303,11 @@ class _Link:
         if not data:
             raise ServerLost(self.target, redis.ConnectionError("the server closed the connection"))
         self.reader.feed(data)
+
+    def check(self, raw: Any) -> None:
+        """Raise on an error reply."""
+        if isinstance(raw, hiredis.ReplyError):
+            self.reply(raw, "")
 
     def reply(self, raw: Any, name: str) -> Any:
         """A parsed reply as redis-py would return it (its response callback applied)."""

@@ -68,10 +68,14 @@ class Command:
 @dataclass(frozen=True)
 class Raw:
     """Request: one command already in the wire format (RESP), for commands with thousands
-    of arguments that numpy packs at once; `name` selects redis-py's reply parsing."""
+    of arguments that numpy packs at once; `name` selects redis-py's reply parsing. With
+    `replies` > 1, `data` holds that many commands, sent in one write, and the reply is the
+    list of their replies, unparsed (no atomicity: for commands whose keys only this caller
+    touches meanwhile)."""
 
     name: str
     data: bytes
+    replies: int = 1
 
 
 Op = Generator[Eval | Command | Raw, Any, T]
@@ -108,7 +112,10 @@ def run_sync(runner: ScriptRunner, op: Op[T]) -> T:
                 conn = pool.get_connection()
                 try:
                     conn.send_packed_command([request.data])
-                    reply = runner.client.parse_response(conn, request.name)
+                    if request.replies == 1:
+                        reply = runner.client.parse_response(conn, request.name)
+                    else:
+                        reply = [conn.read_response() for _ in range(request.replies)]
                 finally:
                     pool.release(conn)
             else:
@@ -130,7 +137,10 @@ async def run_async(runner: ScriptRunner, op: Op[T]) -> T:
                 conn = await pool.get_connection()
                 try:
                     await conn.send_packed_command([request.data])
-                    reply = await runner.client.parse_response(conn, request.name)
+                    if request.replies == 1:
+                        reply = await runner.client.parse_response(conn, request.name)
+                    else:
+                        reply = [await conn.read_response() for _ in range(request.replies)]
                 finally:
                     await pool.release(conn)
             else:

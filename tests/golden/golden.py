@@ -88,6 +88,10 @@ SHORT: dict[str, tuple[str, dict]] = {
     "trace-replay.yaml": ("5s", {}),
 }
 
+#: Shipped configs left out: too large for a golden case even shortened (bench-1k builds
+#: 1,024 guests and their stores before its first epoch); tests/test_memory_estimate.py runs it.
+EXCLUDED = ("bench-1k.yaml",)
+
 #: Configs run under every mechanism; the others run under their own.
 ALL_MECHANISMS = (
     "peaks-and-valleys.yaml",
@@ -117,7 +121,7 @@ Case = tuple[str, "str | None", str]
 def cases() -> list[Case]:
     """(config file name, mechanism or None for the config's own, variant tag or ""), in a
     fixed order."""
-    shipped = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    shipped = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if p.name not in EXCLUDED)
     out: list[Case] = []
     for name in shipped:
         if name in ALL_MECHANISMS:

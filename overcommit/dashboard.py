@@ -43,7 +43,7 @@ HOST_STACK = (
     ("guest_frames", "guest frames", "#1f77b4"),
     ("tmem_pages", "tmem", "#ff7f0e"),
     ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
-    ("cache_pages", "disk cache", "#2ca02c"),
+    ("cache_pages", "disk cache / RAM disk", "#2ca02c"),
     ("free_pages", "free", "#e8f4e8"),
 )
 

@@ -258,6 +258,9 @@ def _quiet_fd2() -> Any:
         os.close(devnull)
 
 
+JOIN_ATTEMPTS = 3  # tries to join a Ray cluster before a day gives up
+
+
 def connect(address: str, token: bool = False) -> Any:
     """Join the Ray cluster at `address` in the game days' namespace (quietly)."""
     import ray
@@ -268,17 +271,30 @@ def connect(address: str, token: bool = False) -> Any:
         raise GameDayError(f"cannot reach the Ray cluster at {address}")
     if token:
         _token_auth()
-    try:
-        with contextlib.redirect_stderr(io.StringIO()), _quiet_fd2():
-            ray.init(
-                address=address,
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                logging_level="ERROR",
-                configure_logging=False,
-            )
-    except Exception as exc:
-        raise GameDayError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    # a cluster that has just started (or a loaded machine) may not answer the first join:
+    # Ray's node lookup times out; a few tries before giving up
+    for attempt in range(JOIN_ATTEMPTS):
+        try:
+            with contextlib.redirect_stderr(io.StringIO()), _quiet_fd2():
+                ray.init(
+                    address=address,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    logging_level="ERROR",
+                    configure_logging=False,
+                )
+            return ray
+        except (ConnectionError, RuntimeError) as exc:
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt + 1 == JOIN_ATTEMPTS:
+                cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+                raise GameDayError(
+                    f"cannot join the Ray cluster at {address}: {exc}{cause}"
+                ) from None
+            time.sleep(2.0)
+        except Exception as exc:
+            raise GameDayError(f"cannot join the Ray cluster at {address}: {exc}") from None
     return ray
 
 

@@ -445,13 +445,17 @@ def test_quiet_epoch_fast_path_gives_the_general_paths_results(mechanism, monkey
 
     sc = small(mechanism, swap="0MiB", **{"guests.0.workload.working_set": "40MiB"})
     taken = []
-    quiet = GuestModel._quiet_epoch
 
-    def counting(self, *a, **k):
-        taken.append(1)
-        return quiet(self, *a, **k)
+    def counting(quiet):
+        def wrapper(self, *a, **k):
+            taken.append(1)
+            return quiet(self, *a, **k)
 
-    monkeypatch.setattr(GuestModel, "_quiet_epoch", counting)
+        return wrapper
+
+    # the numpy path ends a quiet epoch in `_quiet_epoch`, the compiled one in `_quiet_applied`
+    for name in ("_quiet_epoch", "_quiet_applied"):
+        monkeypatch.setattr(GuestModel, name, counting(getattr(GuestModel, name)))
     fast = run_scenario(sc)
     assert len(taken) > 50  # the fast path ran
     monkeypatch.setattr(GuestModel, "_plain", lambda self: False)

@@ -66,10 +66,18 @@ def _quiet() -> object:
 
 
 @pytest.fixture
-def cluster():
+def cluster(monkeypatch):
     """A head with no host on it (the day's driver goes there) and a node per host."""
     from ray.cluster_utils import Cluster
 
+    # an earlier test in this process may have joined a token-authenticated day (which sets
+    # RAY_AUTH_MODE here and in Ray's cached config): this cluster runs without tokens, as
+    # the `up` it is given to (its environment has no RAY_ variables) expects
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with contextlib.suppress(Exception):
+        from ray._raylet import Config
+
+        Config.initialize("")
     with _quiet():
         c = Cluster(
             initialize_head=True,

@@ -465,19 +465,8 @@ def _apply_jit(g: GuestModel, ep: EpochContext) -> None:
     g.free_top += len(victims)
     for h in g.mechs:
         h.evict(g, ep)
-    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
-    if g.zram_slots:
-        g.zslots_used += n_stored
-        g.slots_used += n_dirty - n_stored
-    else:
-        g.slots_used += n_dirty
     # swap-ins and first touches, then the touches themselves
-    pull_in = ep.pull_in
-    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
-    ep.incoming = incoming
-    ep.in_frames = _EI  # the frames they get (for the host's view of them)
-    if any(h.tracks_frames for h in g.mechs):
-        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    pull_in, incoming = _incoming(g, ep)
     extra = jit.sorted_diff(ep.reads, ep.f_sw)
     fs = g.frames
     full = fs.backed_count + fs.hswapped_count == len(fs.state)
@@ -561,19 +550,8 @@ def _apply_numpy(g: GuestModel, ep: EpochContext) -> None:
     g._set_loc(ep.to_disk, SWAP)
     g._set_slot(ep.to_disk, SWAP)
     g.dirty[victims] = False
-    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
-    if g.zram_slots:
-        g.zslots_used += n_stored
-        g.slots_used += n_dirty - n_stored
-    else:
-        g.slots_used += n_dirty
     # apply: swap-ins and first touches
-    pull_in = ep.pull_in
-    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
-    ep.incoming = incoming
-    ep.in_frames = _EI  # the frames they get (for the host's view of them)
-    if any(h.tracks_frames for h in g.mechs):
-        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    pull_in, incoming = _incoming(g, ep)
     ep.newly_backed = g._map_in(incoming)
     g._set_loc(incoming, RAM)
     readahead.brought_in(g, np.setdiff1d(ep.reads, ep.f_sw, assume_unique=True))
@@ -754,3 +732,22 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         cleancache_hits=len(ep.f_file) - len(ep.f_miss),
         violations=ep.violations,
     )
+
+
+def _incoming(g: GuestModel, ep: EpochContext) -> tuple[np.ndarray, np.ndarray]:
+    """After the `evict` hooks: the slots the evicted pages took, and the pages coming into
+    RAM this epoch (swap-ins and first touches; `ep.incoming`, with their frames in
+    `ep.in_frames` when a mechanism tracks frames). Returns (pages pulled in, incoming)."""
+    n_dirty, n_stored = len(ep.dirty), len(ep.stored)
+    if g.zram_slots:
+        g.zslots_used += n_stored
+        g.slots_used += n_dirty - n_stored
+    else:
+        g.slots_used += n_dirty
+    pull_in = ep.pull_in
+    incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
+    ep.incoming = incoming
+    ep.in_frames = _EI  # the frames they get (for the host's view of them)
+    if any(h.tracks_frames for h in g.mechs):
+        ep.in_frames = g._incoming_frames(_EI, len(incoming))
+    return pull_in, incoming

@@ -454,15 +454,9 @@ def apply_in(
         slot[p] = _SWAP
     for i in range(len(victims)):
         dirty[victims[i]] = False
-    new = 0
+    new = map_in(incoming, free_stack, free_top, frame, fpage, state, full)
     for i in range(len(incoming)):
         p = incoming[i]
-        f = free_stack[free_top - 1 - i]
-        frame[p] = f
-        fpage[f] = p
-        if not full and state[f] == _F_NONE:
-            state[f] = _F_RAM
-            new += 1
         census[loc[p]] -= 1
         census[_RAM] += 1
         loc[p] = _RAM

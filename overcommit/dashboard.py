@@ -31,45 +31,12 @@ from typing import Any
 import numpy as np
 
 from overcommit.cluster.live import LiveControl, LiveNodes, events_so_far
+from overcommit.metrics import HOST_STACK, MARKER_KINDS, MIGRATION_COLOR, marker_color  # noqa: F401
 
 MAX_POINTS = 400  # time-series points per line on the page
 MAX_GUEST_PANELS = 24  # as report.html: more guests, one panel per host
 MAX_EVENTS = 200  # newest events listed on the page
 MAX_MARKERS = 200
-
-#: As report.HOST_STACK: host memory uses stacked bottom to top (hosts.parquet columns).
-HOST_STACK = (
-    ("reserve_pages", "reserve", "#c7c7c7"),
-    ("guest_frames", "guest frames", "#1f77b4"),
-    ("tmem_pages", "tmem", "#ff7f0e"),
-    ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
-    ("cache_pages", "disk cache / RAM disk", "#2ca02c"),
-    ("free_pages", "free", "#e8f4e8"),
-)
-
-#: As report.MARKER_KINDS and report.MIGRATION_COLOR: event kinds drawn as vertical lines.
-MARKER_KINDS: dict[str, str] = {
-    "fail_host": "#d62728",
-    "recover_host": "#2ca02c",
-    "tmem_backend_failure": "#8c1515",
-    "restart": "#ff7f0e",
-    "ha_restart": "#ff7f0e",
-    "restart_failed": "#000000",
-    "oom_kill": "#9467bd",
-    "host_oom_kill": "#e377c2",
-    "tmem_freeze": "#7f7f7f",
-    "tmem_thaw": "#bcbd22",
-    "tmem_flush": "#17becf",
-    "host_reclaim": "#8c564b",
-    "host_release": "#c49c94",
-}
-MIGRATION_COLOR = "#1f77b4"
-
-
-def marker_color(kind: str) -> str | None:
-    if kind.startswith("migrat"):
-        return MIGRATION_COLOR
-    return MARKER_KINDS.get(kind)
 
 
 def _round(values: np.ndarray, digits: int = 3) -> list[float | None]:

@@ -148,3 +148,44 @@ class Recorder:
 
     def hosts_frame(self) -> pd.DataFrame:
         return self._frame(self.h, self.host_names, "host")
+
+
+# -- how the report and the live dashboard draw these series (one palette for both) --------
+
+#: The host memory uses stacked in the timeline, bottom to top (hosts.parquet columns).
+HOST_STACK = (
+    ("reserve_pages", "reserve", "#c7c7c7"),
+    ("guest_frames", "guest frames", "#1f77b4"),
+    ("tmem_pages", "tmem", "#ff7f0e"),
+    ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
+    ("cache_pages", "disk cache / RAM disk", "#2ca02c"),
+    ("free_pages", "free", "#e8f4e8"),
+)
+
+#: Event kinds drawn as vertical lines on the progress plot, with their colours. Any kind
+#: starting with `migrat` (migration start, end, abort) is drawn too, in blue.
+MARKER_KINDS: dict[str, str] = {
+    "fail_host": "#d62728",
+    "recover_host": "#2ca02c",
+    "tmem_backend_failure": "#8c1515",
+    "restart": "#ff7f0e",
+    "ha_restart": "#ff7f0e",
+    "restart_failed": "#000000",
+    "oom_kill": "#9467bd",
+    "host_oom_kill": "#e377c2",
+    "tmem_freeze": "#7f7f7f",
+    "tmem_thaw": "#bcbd22",
+    "tmem_flush": "#17becf",
+    "host_reclaim": "#8c564b",
+    "host_release": "#c49c94",
+}
+MIGRATION_COLOR = "#1f77b4"
+
+
+def marker_color(kind: str) -> str | None:
+    """The colour of an event kind's vertical line, or None when it is not drawn."""
+    if kind in MARKER_KINDS:
+        return MARKER_KINDS[kind]
+    if kind.startswith("migrat"):
+        return MIGRATION_COLOR
+    return None

@@ -31,6 +31,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from overcommit.metrics import HOST_STACK, MARKER_KINDS, MIGRATION_COLOR, marker_color  # noqa: F401
+
 REPORT = "report.html"
 DPI = 100
 WIDTH = 13.0  # inches: 1300 px, shown at the page's full width
@@ -51,35 +53,8 @@ RC = {
 }
 MAX_POINTS = 1500  # time-series points per line (longer series are thinned)
 
-#: Event kinds drawn as vertical lines on the progress plot, with their colours. Any kind
-#: starting with `migrat` (migration start, end, abort) is drawn too, in blue.
-MARKER_KINDS: dict[str, str] = {
-    "fail_host": "#d62728",
-    "recover_host": "#2ca02c",
-    "tmem_backend_failure": "#8c1515",
-    "restart": "#ff7f0e",
-    "ha_restart": "#ff7f0e",
-    "restart_failed": "#000000",
-    "oom_kill": "#9467bd",
-    "host_oom_kill": "#e377c2",
-    "tmem_freeze": "#7f7f7f",
-    "tmem_thaw": "#bcbd22",
-    "tmem_flush": "#17becf",
-    "host_reclaim": "#8c564b",
-    "host_release": "#c49c94",
-}
-MIGRATION_COLOR = "#1f77b4"
 MAX_MARKERS = 200
 
-#: The host memory uses stacked in the timeline, bottom to top (hosts.parquet columns).
-HOST_STACK = (
-    ("reserve_pages", "reserve", "#c7c7c7"),
-    ("guest_frames", "guest frames", "#1f77b4"),
-    ("tmem_pages", "tmem", "#ff7f0e"),
-    ("ephemeral_pages", "ephemeral (cleancache)", "#bcbd22"),
-    ("cache_pages", "disk cache / RAM disk", "#2ca02c"),
-    ("free_pages", "free", "#e8f4e8"),
-)
 
 _CSS = """
 body{font-family:sans-serif;margin:1.5em auto;padding:0 1.5em;color:#222;max-width:1400px;
@@ -220,15 +195,6 @@ def _read_events(d: Path, summary: dict) -> list[dict]:
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return list(summary.get("events") or [])
-
-
-def marker_color(kind: str) -> str | None:
-    """The colour of an event kind's vertical line, or None when it is not drawn."""
-    if kind in MARKER_KINDS:
-        return MARKER_KINDS[kind]
-    if kind.startswith("migrat"):
-        return MIGRATION_COLOR
-    return None
 
 
 def _run_body(d: Path) -> str:

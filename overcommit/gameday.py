@@ -271,6 +271,9 @@ def connect(address: str, token: bool = False) -> Any:
         raise GameDayError(f"cannot reach the Ray cluster at {address}")
     if token:
         _token_auth()
+    from overcommit.cluster.ray_runtime import quiet_ray
+
+    quiet_ray()  # the raylet's messages (a node marked dead) stay off stdout and --json
     # a cluster that has just started (or a loaded machine) may not answer the first join:
     # Ray's node lookup times out; a few tries before giving up
     for attempt in range(JOIN_ATTEMPTS):

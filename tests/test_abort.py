@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "overcommit"]
@@ -105,6 +106,23 @@ def _wait_for(pid: int, host: str, timeout: float = 120) -> psutil.Process:
     raise AssertionError(f"no redis-server of {host} appeared")
 
 
+def _wait_for_epochs(server: psutil.Process, timeout: float = 180) -> None:
+    """Wait until the run's epochs have written to this host's store, then a little longer:
+    the first epochs of a fresh checkout also compile the paging kernels, so a fixed sleep
+    from the server's start could fall before any epoch completed."""
+    cmd = server.cmdline()
+    sock = cmd[cmd.index("--unixsocket") + 1]
+    client = redis.Redis(unix_socket_path=sock)
+    end = time.time() + timeout
+    try:
+        while client.dbsize() == 0:
+            assert time.time() < end, "the run wrote nothing to host-1's store"
+            time.sleep(0.2)
+    finally:
+        client.close()
+    time.sleep(3.0)
+
+
 def _leftovers(own: Path) -> list[str]:
     """What the run left in its temporary directory (Ray's own session directory aside)."""
     return sorted(p.name for p in own.iterdir() if p.name != "ray")
@@ -142,7 +160,7 @@ def test_store_killed_mid_run_keeps_the_run(tmp_path, kind, guests):
     try:
         server = _wait_for(proc.pid, "host-1")
         servers = _servers(proc.pid)
-        time.sleep(25.0 if kind == "ray" else 3.0)  # into the epoch loop (Ray starts slowly)
+        _wait_for_epochs(server)
         server.kill()
         stdout, stderr = _finish(proc)
     finally:
@@ -161,9 +179,8 @@ def test_store_killed_mid_run_keeps_the_run(tmp_path, kind, guests):
 def test_sigint_mid_run_writes_an_aborted_run(tmp_path):
     proc, out, own = _start(tmp_path, "3600s")
     try:
-        _wait_for(proc.pid, "host-1")
+        _wait_for_epochs(_wait_for(proc.pid, "host-1"))
         servers = _servers(proc.pid)
-        time.sleep(3.0)
         os.kill(proc.pid, signal.SIGINT)
         _, stderr = _finish(proc)
     finally:
@@ -182,7 +199,7 @@ def test_stopped_store_fails_within_its_bound(tmp_path):
     server = None
     try:
         server = _wait_for(proc.pid, "host-1")
-        time.sleep(3.0)
+        _wait_for_epochs(server)
         server.suspend()  # SIGSTOP: the server hangs, its socket stays open
         t0 = time.time()
         _, stderr = _finish(proc, timeout=bound + 60)

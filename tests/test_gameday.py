@@ -374,3 +374,19 @@ def test_cluster_recipe_pins_one_host_per_node():
     assert any("pip install" in c and "~/overcommit" in c for c in launcher["setup_commands"])
     doc = (ROOT / "docs" / "cluster.md").read_text()
     assert "cluster-launcher.yaml" in doc and "fail-host host-2 --real" in doc
+
+
+def test_ray_cluster_messages_stay_off_stdout(ray_head, capfd, monkeypatch):
+    """A node marked dead while `status --json` runs: Ray's driver prints the message, and
+    it must not land on stdout between (or after) the JSON."""
+    from ray._private import worker
+
+    ray = gd.connect(ray_head["address"], token=True)
+    try:
+        monkeypatch.setattr(sys, "stdout", sys.__stdout__)  # as in a command's own process
+        msg = {"lines": ["node 1a2b has been marked dead"], "pid": "raylet", "is_err": False}
+        worker.print_to_stdstream(msg, ignore_prefix=False)
+        sys.__stdout__.flush()
+    finally:
+        ray.shutdown()
+    assert "marked dead" not in capfd.readouterr().out

@@ -65,31 +65,44 @@ def _quiet() -> object:
             os.close(fd)
 
 
+def _ray_auth(mode: str | None) -> None:
+    """Set this process's Ray token-authentication mode, in the environment (which the Ray
+    processes a Cluster starts inherit) and in Ray's cached config (which its client uses)."""
+    from ray._raylet import Config
+
+    if mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")
+
+
 @pytest.fixture
-def cluster(monkeypatch):
+def cluster():
     """A head with no host on it (the day's driver goes there) and a node per host."""
     from ray.cluster_utils import Cluster
 
-    # an earlier test in this process may have joined a token-authenticated day (which sets
-    # RAY_AUTH_MODE here and in Ray's cached config): this cluster runs without tokens, as
-    # the `up` it is given to (its environment has no RAY_ variables) expects
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    with contextlib.suppress(Exception):
-        from ray._raylet import Config
-
-        Config.initialize("")
-    with _quiet():
-        c = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "include_dashboard": False},
-        )
-        c.host_nodes = {h: c.add_node(num_cpus=1, resources={h: 1}) for h in HOSTS}
-        c.wait_for_nodes()
+    # Ray turns token authentication on by itself (an earlier in-process ray.init sets
+    # RAY_AUTH_MODE=token here; a token in ~/.ray enables it when the mode is unset): this
+    # cluster runs without tokens, as the `up` it is given to (RAY_AUTH_MODE=disabled, see
+    # `env`) expects. Afterwards both halves go back as they were, together.
+    before = os.environ.get("RAY_AUTH_MODE")
+    _ray_auth("disabled")
     try:
-        yield c
-    finally:
         with _quiet():
-            c.shutdown()
+            c = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": 1, "include_dashboard": False},
+            )
+            c.host_nodes = {h: c.add_node(num_cpus=1, resources={h: 1}) for h in HOSTS}
+            c.wait_for_nodes()
+        try:
+            yield c
+        finally:
+            with _quiet():
+                c.shutdown()
+    finally:
+        _ray_auth(before)
 
 
 @pytest.fixture
@@ -97,6 +110,7 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     e["OVERCOMMIT_STATE_DIR"] = str(tmp_path / "state")
+    e["RAY_AUTH_MODE"] = "disabled"  # the cluster fixture's mode (a token in ~/.ray: not used)
     return e
 
 

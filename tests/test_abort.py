@@ -106,16 +106,33 @@ def _wait_for(pid: int, host: str, timeout: float = 120) -> psutil.Process:
     raise AssertionError(f"no redis-server of {host} appeared")
 
 
+def _client(server: psutil.Process) -> redis.Redis:
+    """A client of a run's redis-server: its address from the process title (`unixsocket:PATH`
+    or `HOST:PORT`), its password from the config file in its directory."""
+    password = (Path(server.cwd()) / "redis.conf").read_text().split()[1]
+    where = server.cmdline()[0].split()[-1]
+    if where.startswith("unixsocket:"):
+        return redis.Redis(unix_socket_path=where.split(":", 1)[1], password=password)
+    host, _, port = where.rpartition(":")
+    return redis.Redis(host=host if host not in ("*", "") else "127.0.0.1", port=int(port),
+                       password=password)  # fmt: skip
+
+
+def _written(client: redis.Redis) -> bool:
+    try:
+        return client.dbsize() > 0
+    except redis.ConnectionError:  # not listening yet
+        return False
+
+
 def _wait_for_epochs(server: psutil.Process, timeout: float = 180) -> None:
     """Wait until the run's epochs have written to this host's store, then a little longer:
     the first epochs of a fresh checkout also compile the paging kernels, so a fixed sleep
     from the server's start could fall before any epoch completed."""
-    cmd = server.cmdline()
-    sock = cmd[cmd.index("--unixsocket") + 1]
-    client = redis.Redis(unix_socket_path=sock)
+    client = _client(server)
     end = time.time() + timeout
     try:
-        while client.dbsize() == 0:
+        while not _written(client):
             assert time.time() < end, "the run wrote nothing to host-1's store"
             time.sleep(0.2)
     finally:

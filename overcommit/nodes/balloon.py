@@ -222,6 +222,7 @@ class Balloon(Mechanism):
 
 
 class BalloonGuest(GuestMechanism):
+    frame_stacks = ("balloon_stack",)
     """Guest side: the guest sees maxmem of frames, boots with the balloon holding what lies
     above its memory; the driver presses kswapd for the frames it wants and moves each epoch."""
 

@@ -193,7 +193,7 @@ class HostSwapGuest(GuestMechanism):
             if len(hs_out) > room:  # the host's swap cannot take them: host OOM
                 ep.host_oom = True
                 return
-            pg = g.fpage[hs_out]
+            pg = g.fpage[hs_out].astype(np.int64)
             rp = np.where(pg >= 0, pg, NO_PAGE).astype(np.int64)
             rv = np.where(pg >= 0, g.version[np.maximum(pg, 0)], 0).astype(np.uint32)
             fs.swap_out(hs_out, rp, rv)
@@ -270,7 +270,7 @@ def check_map(g: GuestModel, swap_in: np.ndarray) -> list[tuple[str, str]]:
     wrote: the guest never changes a frame the host has taken away."""
     if len(swap_in) == 0:
         return []
-    pg = g.fpage[swap_in]
+    pg = g.fpage[swap_in].astype(np.int64)
     m = pg >= 0
     bad = m & (
         (g.frames.rec_page[swap_in] != pg)

@@ -225,7 +225,7 @@ def _ksm_step(
     if k and d.stable is not None:
         idx = (g.ksm_hand + np.arange(k)) % g.nframes
         g.ksm_hand = int((g.ksm_hand + k) % g.nframes)
-        pg = g.fpage[idx]
+        pg = g.fpage[idx].astype(np.int64)
         ok = (pg >= 0) & (fs.mkey[idx] == 0) & (fs.state[idx] == F_RAM)
         pgs = pg[ok]
         ok_p = g.version[pgs] == g.win_version[pgs]  # not written this window
@@ -255,7 +255,7 @@ def _merge_reported(g: GuestModel, d: Directives) -> None:
     promoted = np.isin(keys, d.stable)
     frames, keys = frames[promoted], keys[promoted]
     g.ksm_key[frames] = 0
-    pg = g.fpage[frames]
+    pg = g.fpage[frames].astype(np.int64)
     ok = (pg >= 0) & (fs.mkey[frames] == 0) & (fs.state[frames] == F_RAM)
     frames, keys, pg = frames[ok], keys[ok], pg[ok]
     if len(frames):

@@ -299,6 +299,7 @@ class Zram(Mechanism):
 
 
 class CompressedSwapGuest(GuestMechanism):
+    frame_stacks = ("zp_stack",)
     """Guest side of zswap and zram: the pool takes dirty victims before the disk, its frames
     come out of the guest's free frames, faults load (and decompress) from it."""
 

@@ -150,6 +150,9 @@ class GuestMechanism:
     sees_maxmem: ClassVar[bool] = False
     #: the mechanism needs the frames this epoch's faults map (`ep.in_frames`)
     tracks_frames: ClassVar[bool] = False
+    #: the guest's frame stacks this mechanism keeps frames on (`balloon_stack`, `zp_stack`);
+    #: a guest whose mechanisms name none gets them empty (a frame-sized array each, saved)
+    frame_stacks: ClassVar[tuple[str, ...]] = ()
 
     def init(self, g: GuestModel) -> None:
         """Build this mechanism's guest state (and again after a crash)."""

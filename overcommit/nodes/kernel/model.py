@@ -199,15 +199,18 @@ class GuestModel(GuestLifecycle, GuestChecks):
 
     def _boot(self) -> None:
         """The guest (re)boots: frames backed per `boot`, the balloon at its boot size."""
-        self.frames = GuestFrames(self.nframes, eager=self.eager)
-        self.balloon_stack = np.zeros(self.nframes, np.int32)
+        self.frames = GuestFrames(
+            self.nframes, eager=self.eager, host_swap=self.host_swap, sharing=self.sharing
+        )
+        stacks = {s for h in self.mechs for s in h.frame_stacks}
+        self.balloon_stack = np.zeros(self.nframes if "balloon_stack" in stacks else 0, np.int32)
         self.balloon_n = 0
         if self.initial_balloon:
             held = np.arange(self.memory_pages, self.nframes, dtype=np.int32)
             self.balloon_stack[: len(held)] = held
             self.balloon_n = len(held)
             self.frames.release(held.astype(np.int64))
-        self.zp_stack = np.zeros(self.nframes, np.int32)
+        self.zp_stack = np.zeros(self.nframes if "zp_stack" in stacks else 0, np.int32)
         for h in self.mechs:
             h.boot(self)
         self._reset_memory()
@@ -224,8 +227,8 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
         self.version = np.zeros(n, np.uint32)
         self.frame = np.full(n, -1, np.int32)
-        self.fpage = np.full(self.nframes, -1, np.int64)  # frame -> page it holds
-        self.last = np.zeros(n, np.int64)  # last touched epoch + 1 (lru)
+        self.fpage = np.full(self.nframes, -1, np.int32)  # frame -> page it holds
+        self.last = np.zeros(n, np.int32)  # last touched epoch + 1 (lru; 6.8 years of epochs)
         self.last_hi = 0  # the largest value in `last`
         self.active_n = 0  # pages with last > window_start (see active_pages)
         self.ref = np.zeros(n, bool)  # referenced bit (clock)
@@ -363,7 +366,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
             cand = np.flatnonzero(mask)
             if len(cand) == 0:
                 return _OrderScan(_EI)
-            key = self.last[cand] * self.N + cand  # unique: ties broken by page index
+            key = self.last[cand].astype(np.int64) * self.N + cand  # unique: ties by page index
             if len(cand) > 2 * k:
                 part = np.argpartition(key, 2 * k - 1)[: 2 * k]
                 cand, key = cand[part], key[part]

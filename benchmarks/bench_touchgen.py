@@ -6,8 +6,9 @@ writes), so what a call costs whatever its size dominates. This script times
 `Workload.touches` for that guest (and the same guest under the exact Zipf law, the default)
 in one process, with the compiled touch arithmetic (`generators.JIT`, the default) and with
 the numpy path (`OVERCOMMIT_JIT=0`, the reference), in interleaved rounds on fresh streams of
-the same key; each figure is the best round (the machine is shared). Both paths must give the
-same pages and write flags (compared over every call of the first round).
+the same key; each figure is the process CPU time of the best round (the machine is shared).
+Both paths must give the same pages and write flags (compared over every call of the first
+round).
 
     python benchmarks/bench_touchgen.py              # defaults: --calls 2000 --rounds 15
 """
@@ -38,17 +39,17 @@ def _workload(law: str) -> Workload:
 
 
 def _round(wl: Workload, jit: bool, calls: int, keep: list | None) -> tuple[float, int]:
-    """Seconds per call over `calls` calls on fresh streams, and the touches drawn."""
+    """CPU seconds per call over `calls` calls on fresh streams, and the touches drawn."""
     generators.JIT = jit
     streams = TouchStreams(1, "vm-7", 0, "workload/0")
     touches = 0
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for e in range(calls):
         pages, writes = wl.touches(streams, e * DT, DT)
         touches += len(pages)
         if keep is not None:
             keep.append((pages, writes))
-    return (time.perf_counter() - t0) / calls, touches
+    return (time.process_time() - t0) / calls, touches
 
 
 def measure(law: str, calls: int, rounds: int) -> dict:

@@ -113,6 +113,20 @@ def _zipf_cdf(ws: int, skew: float) -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=32)
+def _zipf_guide(ws: int, skew: float) -> np.ndarray:
+    """An index into `_zipf_cdf(ws, skew)` by buckets of its values: with K + 1 entries
+    (K a power of two, 2 ws to 4 ws, at most 2**22), entry j is how many of the table's values
+    are <= j / K. A uniform u lies in bucket j = floor(u K) (exact, K being a power of two),
+    so its rank is between entries j and j + 1: the binary search runs over that range only,
+    a few ranks instead of the whole table (and mostly in cache)."""
+    k = 1 << min(22, (2 * ws - 1).bit_length())
+    cuts = np.arange(k + 1, dtype=np.float64) / k
+    guide = np.searchsorted(_zipf_cdf(ws, skew), cuts, side="right").astype(np.int32)
+    guide.flags.writeable = False
+    return guide
+
+
 def draw_zipf(rng: np.random.Generator, n: int, ws: int, skew: float) -> np.ndarray:
     """n ranks in [0, ws) from the exact discrete Zipf law with exponent `skew` >= 0.
 
@@ -241,6 +255,7 @@ def _power_pages(
 @njit(cache=True, nogil=True)
 def _zipf_pages(
     cdf: np.ndarray,
+    guide: np.ndarray,
     fn: int,
     rstate: int,
     n: int,
@@ -251,17 +266,19 @@ def _zipf_pages(
     footprint: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """n pages and write flags under the exact Zipf law: for each uniform of the rank stream
-    (`rstate`), the rank `searchsorted(cdf, u, side="right")` clipped to the table, scattered
-    as in `_power_pages`; the write flags as there."""
+    (`rstate`), the rank `searchsorted(cdf, u, side="right")` clipped to the table (searched
+    between the entries of `guide` for u's bucket, see `_zipf_guide`), scattered as in
+    `_power_pages`; the write flags as there."""
     pages = np.empty(n, np.int64)
     writes = np.empty(n, np.bool_)
-    m = len(cdf)
-    top = m - 1
+    top = len(cdf) - 1
+    k = float(len(guide) - 1)
     exact = footprint < (1 << 26)
     inv = 1.0 / footprint
     for i in range(n):
         v = _next_double(fn, rstate)
-        lo, hi = 0, m
+        j = np.int64(v * k)
+        lo, hi = np.int64(guide[j]), np.int64(guide[j + 1])
         while lo < hi:  # numpy's binary search for side="right"
             mid = (lo + hi) >> 1
             if v < cdf[mid]:
@@ -401,8 +418,8 @@ class Workload:
         wstate = _address(write_rng)[1]
         mult, offset, fp = self._mult, self._offset, self.footprint
         if law == _ZIPF:
-            cdf = _zipf_cdf(ws, k1)
-            return _zipf_pages(cdf, fn, rstate, n, wstate, wf, mult, offset, fp)
+            cdf, guide = _zipf_cdf(ws, k1), _zipf_guide(ws, k1)
+            return _zipf_pages(cdf, guide, fn, rstate, n, wstate, wf, mult, offset, fp)
         if law == _UNIFORM:
             x, scale = _NO_X, k1
         else:

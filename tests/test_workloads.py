@@ -1,11 +1,22 @@
-"""Touch generators: the exact discrete Zipf law and the continuous power law it replaces."""
+"""Touch generators: the exact discrete Zipf law and the continuous power law it replaces;
+the compiled touch arithmetic against the numpy path."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from overcommit.workloads.generators import _draw_ranks, draw_zipf
+from overcommit.workloads import generators
+from overcommit.workloads.generators import (
+    Phase,
+    TouchStreams,
+    Workload,
+    _draw_ranks,
+    _scatter,
+    draw_zipf,
+)
 
 
 @pytest.mark.parametrize("ws,skew", [(1000, 1.0), (1000, 0.6), (50, 1.2), (20_000, 0.9), (7, 0.0)])
@@ -159,3 +170,109 @@ def test_bad_burst_distribution_is_one_located_line() -> None:
     with pytest.raises(ConfigError) as exc:
         _load_workload(BURSTS.replace("mean: 2s", "min: 2s"))
     assert "burst" in str(exc.value) and "\n" not in str(exc.value).strip()
+
+
+def _run(monkeypatch, jit: bool, wl: Workload, works: list[float], seed: int = 4):
+    """The touches of `wl` over calls of `works` seconds of work each (epochs of 0.1 s), on
+    one path, with the generators' states after."""
+    monkeypatch.setattr(generators, "JIT", jit)
+    streams = TouchStreams(seed, "g", 0, "workload/0")
+    out = [wl.touches(streams, k * 0.1, w) for k, w in enumerate(works)]
+    states = [streams.count.bit_generator.state]
+    states += [g.bit_generator.state for pair in streams._pairs.values() for g in pair]
+    return out, states
+
+
+LAWS = [("power", s) for s in (0.0, 0.5, 0.99, 1.0, 1.2)] + [
+    ("zipf", s) for s in (0.0, 0.6, 0.99, 1.2)
+]
+
+
+@pytest.mark.parametrize("law,skew", LAWS)
+@pytest.mark.parametrize(
+    "footprint,ws,wf",
+    [
+        (163_840, 163_840, 0.3),
+        (5_000, 1_000, 0.0),
+        (7, 7, 1.0),
+        (1, 1, 0.5),
+        ((1 << 26) + 9, 900, 0.7),
+    ],
+)
+def test_compiled_touches_are_the_numpy_paths(monkeypatch, law, skew, footprint, ws, wf) -> None:
+    """Same pages, same write flags, call by call, and the same draws (the streams end in the
+    same state), over calls of uneven sizes (none, one touch, hundreds, thousands)."""
+    wl = Workload(footprint, [Phase(math.inf, ws, 5000.0, wf, skew, distribution=law)], False, 0.5)
+    works = [0.1, 0.0, 0.0002, 0.1, 0.7, 0.013, 0.1, 2.0, 0.05]
+    got, got_states = _run(monkeypatch, True, wl, works)
+    want, want_states = _run(monkeypatch, False, wl, works)
+    assert sum(len(p) for p, _ in want) > 10_000
+    for (p, w), (pp, ww) in zip(got, want, strict=True):
+        assert p.dtype == pp.dtype == np.int64 and w.dtype == ww.dtype == bool
+        assert np.array_equal(p, pp) and np.array_equal(w, ww)
+    assert got_states == want_states
+
+
+def test_compiled_touches_follow_phases_and_batch_splits(monkeypatch) -> None:
+    """A repeating three-phase workload (both laws, a smaller working set in a larger
+    footprint): the compiled path gives the numpy path's touches call by call, and within a
+    phase the same sequence whatever the batch sizes (common random numbers)."""
+    phases = [
+        Phase(0.5, 20_000, 40_000.0, 0.3, 0.99, distribution="power"),
+        Phase(0.3, 3_000, 20_000.0, 0.6, 1.1, distribution="zipf"),
+        Phase(0.4, 30_000, 30_000.0, 0.1, 0.0, distribution="power"),
+    ]
+    wl = Workload(30_000, phases, True, 0.5)
+    works = [0.1] * 30
+    got, got_states = _run(monkeypatch, True, wl, works)
+    want, want_states = _run(monkeypatch, False, wl, works)
+    for (p, w), (pp, ww) in zip(got, want, strict=True):
+        assert np.array_equal(p, pp) and np.array_equal(w, ww)
+    assert got_states == want_states
+    # the first phase's sequence, in calls of 0.1 s (numpy) or of 0.03 s (compiled)
+    slow, _ = _run(monkeypatch, True, wl, [0.03] * 5)
+    pages = np.concatenate([p for p, _ in slow])
+    writes = np.concatenate([w for _, w in slow])
+    first = np.concatenate([p for p, _ in want[:5]])
+    assert 0 < len(pages) < len(first)
+    assert np.array_equal(pages, first[: len(pages)])
+    assert np.array_equal(writes, np.concatenate([w for _, w in want[:5]])[: len(pages)])
+
+
+@pytest.mark.parametrize("law,skew", LAWS)
+def test_compiled_laws_on_millions_of_draws(monkeypatch, law, skew) -> None:
+    """Two million touches a call over working sets from 2 pages to 2**22: the ranks the
+    compiled path derives (power law: truncated and clipped; Zipf: looked up through the
+    bucket index) and scatters are the numpy path's, everywhere."""
+    for ws in (2, 1_000, 163_840, 1 << 22):
+        wl = Workload(ws, [Phase(math.inf, ws, 2e6, 0.3, skew, distribution=law)], False, 0.5)
+        (got,), _ = _run(monkeypatch, True, wl, [1.0], seed=ws)
+        (want,), _ = _run(monkeypatch, False, wl, [1.0], seed=ws)
+        assert len(got[0]) > 1_900_000
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_scatter_is_the_remainder() -> None:
+    """The division-free `(r * mult + offset) % footprint` at its limits."""
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 3, 1000, 163_840, (1 << 26) - 1):
+        mult = generators._unit_multiplier(n)
+        r = np.concatenate([rng.integers(0, n, 2000), [0, n - 1]])
+        for off in (0, n // 3, n - 1):
+            want = (r * mult + off) % n
+            got = [_scatter(int(x), mult, off, n, 1.0 / n) for x in r]
+            assert got == want.tolist()
+
+
+def test_compiled_uniforms_are_the_generators_bit_for_bit() -> None:
+    """The kernels' draws are `Generator.random`'s, and `x * scale + shift` rounds twice as
+    numpy's `x *= scale; x += shift` does (no fused multiply-add), on a million draws."""
+    for scale, shift in ((1.0, 0.0), (0.1234567, 1.0), (-0.887, 1.0), (12.006, 0.0)):
+        a, b = np.random.default_rng(8), np.random.default_rng(8)
+        fn, state = generators._address(a)
+        got = generators._uniforms(fn, state, 1_000_000, scale, shift)
+        want = b.random(1_000_000)
+        want *= scale
+        want += shift
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
+        assert a.bit_generator.state == b.bit_generator.state

@@ -8,7 +8,15 @@ the same order (common random numbers), only the pace differs. Popularity rank r
 page through a fixed bijection of the footprint (multiply by a unit modulo N), so hot pages are
 scattered across the address space as in a real heap rather than packed at its start. A
 phase's working set is the first `ws` ranks, so a shrinking phase keeps its hottest pages.
-Draws are vectorised.
+Draws are vectorised, and the arithmetic after them is compiled (numba, `@njit(cache=True)`):
+a call draws its uniforms from the streams' bit generators in a kernel (through their ctypes
+`next_double`, the function `Generator.random` calls, so the same numbers in the same order)
+and turns them into pages and write flags in the same pass (`_zipf_pages`, `_power_pages`).
+The result is the numpy path's bit for bit; the transcendental step of the power law (`**`
+or `exp`) stays a numpy call between two kernels, since numpy's SIMD implementation may differ
+from libm's in the last place. `OVERCOMMIT_JIT=0` in the environment runs the numpy path
+(`_draw_ranks`, `_ranks_to_pages`), the reference the kernels are tested and measured against
+(`benchmarks/bench_touchgen.py`).
 
 Popularity follows one of two laws over the `ws` ranks of a phase (`distribution`):
 
@@ -23,13 +31,25 @@ Popularity follows one of two laws over the `ws` ranks of a phase (`distribution
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from overcommit.rng import stream
+
+#: compiled touch arithmetic on (`OVERCOMMIT_JIT=0` runs the numpy path instead)
+JIT = os.environ.get("OVERCOMMIT_JIT", "1") != "0"
+
+# how a phase turns uniforms into ranks (`Workload._plans`)
+_NUMPY, _UNIFORM, _EXP, _POW, _ZIPF = 0, 1, 2, 3, 4
+_NO_X = np.empty(0)
 
 
 class TouchStreams:
@@ -93,6 +113,20 @@ def _zipf_cdf(ws: int, skew: float) -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=32)
+def _zipf_guide(ws: int, skew: float) -> np.ndarray:
+    """An index into `_zipf_cdf(ws, skew)` by buckets of its values: with K + 1 entries
+    (K a power of two, 2 ws to 4 ws, at most 2**22), entry j is how many of the table's values
+    are <= j / K. A uniform u lies in bucket j = floor(u K) (exact, K being a power of two),
+    so its rank is between entries j and j + 1: the binary search runs over that range only,
+    a few ranks instead of the whole table (and mostly in cache)."""
+    k = 1 << min(22, (2 * ws - 1).bit_length())
+    cuts = np.arange(k + 1, dtype=np.float64) / k
+    guide = np.searchsorted(_zipf_cdf(ws, skew), cuts, side="right").astype(np.int32)
+    guide.flags.writeable = False
+    return guide
+
+
 def draw_zipf(rng: np.random.Generator, n: int, ws: int, skew: float) -> np.ndarray:
     """n ranks in [0, ws) from the exact discrete Zipf law with exponent `skew` >= 0.
 
@@ -134,6 +168,166 @@ def _draw_ranks(
     return r
 
 
+@intrinsic
+def _next_double(typingctx, fn, state):
+    """One uniform in [0, 1) from a numpy bit generator: its `next_double(state)`, called
+    through the addresses of its ctypes interface (`fn`, `state`), the very function
+    `Generator.random` calls for each float64 it draws."""
+    sig = types.float64(types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        voidp = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.DoubleType(), [voidp])
+        f = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.call(f, [builder.inttoptr(args[1], voidp)])
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _uniforms(fn: int, state: int, n: int, scale: float, shift: float) -> np.ndarray:
+    """`Generator.random(n)` of the generator at `state`, then `x * scale + shift` (the two
+    roundings of `x *= scale; x += shift`)."""
+    x = np.empty(n)
+    for i in range(n):
+        v = _next_double(fn, state) * scale
+        x[i] = v + shift
+    return x
+
+
+@njit(cache=True, nogil=True)
+def _scatter(r: int, mult: int, offset: int, footprint: int, inv: float) -> int:
+    """`(r * mult + offset) % footprint` for 0 <= r, mult, offset < footprint < 2**26: the
+    quotient through a float multiply, corrected to the exact remainder (no division)."""
+    v = r * mult + offset
+    m = v - np.int64(v * inv) * footprint
+    while m < 0:
+        m += footprint
+    while m >= footprint:
+        m -= footprint
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _power_pages(
+    x: np.ndarray,
+    scale: float,
+    fn: int,
+    rstate: int,
+    n: int,
+    wstate: int,
+    wf: float,
+    ws: int,
+    mult: int,
+    offset: int,
+    footprint: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n pages and write flags from power-law variates `x`: the rank `int(x) - 1` clipped to
+    [0, ws), scattered to `(r * mult + offset) % footprint`; the write flag `u < wf` for the
+    next uniform u of the write stream (`wstate`). With `scale` > 0 the variates are the rank
+    stream's (`rstate`) next uniforms times `scale` plus one, drawn here (the uniform law,
+    skew 0). The numpy path's operations, one by one, in one pass."""
+    pages = np.empty(n, np.int64)
+    writes = np.empty(n, np.bool_)
+    top = ws - 1
+    exact = footprint < (1 << 26)
+    inv = 1.0 / footprint
+    for i in range(n):
+        if scale > 0.0:
+            v = _next_double(fn, rstate) * scale
+            v = v + 1.0
+        else:
+            v = x[i]
+        r = np.int64(v) - 1
+        if r > top:
+            r = top
+        if r < 0:
+            r = 0
+        if exact:
+            pages[i] = _scatter(r, mult, offset, footprint, inv)
+        else:
+            pages[i] = (r * mult + offset) % footprint
+    for i in range(n):
+        writes[i] = _next_double(fn, wstate) < wf
+    return pages, writes
+
+
+@njit(cache=True, nogil=True)
+def _zipf_pages(
+    cdf: np.ndarray,
+    guide: np.ndarray,
+    fn: int,
+    rstate: int,
+    n: int,
+    wstate: int,
+    wf: float,
+    mult: int,
+    offset: int,
+    footprint: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n pages and write flags under the exact Zipf law: for each uniform of the rank stream
+    (`rstate`), the rank `searchsorted(cdf, u, side="right")` clipped to the table (searched
+    between the entries of `guide` for u's bucket, see `_zipf_guide`), scattered as in
+    `_power_pages`; the write flags as there."""
+    pages = np.empty(n, np.int64)
+    writes = np.empty(n, np.bool_)
+    top = len(cdf) - 1
+    k = float(len(guide) - 1)
+    exact = footprint < (1 << 26)
+    inv = 1.0 / footprint
+    for i in range(n):
+        v = _next_double(fn, rstate)
+        j = np.int64(v * k)
+        lo, hi = np.int64(guide[j]), np.int64(guide[j + 1])
+        while lo < hi:  # numpy's binary search for side="right"
+            mid = (lo + hi) >> 1
+            if v < cdf[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        r = lo if lo < top else top
+        if exact:
+            pages[i] = _scatter(r, mult, offset, footprint, inv)
+        else:
+            pages[i] = (r * mult + offset) % footprint
+    for i in range(n):
+        writes[i] = _next_double(fn, wstate) < wf
+    return pages, writes
+
+
+_NEXT_DOUBLE: dict[type, int] = {}
+
+
+def _address(rng: np.random.Generator) -> tuple[int, int]:
+    """(address of `next_double`, address of the state) of a generator's bit generator."""
+    bg = rng.bit_generator
+    c = bg.ctypes
+    fn = _NEXT_DOUBLE.get(type(bg))
+    if fn is None:
+        fn = _NEXT_DOUBLE[type(bg)] = ctypes.cast(c.next_double, ctypes.c_void_p).value
+    return fn, c.state_address
+
+
+def _plan(ph: Phase, footprint: int) -> tuple:
+    """What `Workload.touches` needs of a phase, derived once: (rate, ws, law, k1, k2, write
+    fraction); `law` says how uniforms become ranks, k1 and k2 are its constants, computed
+    as `_draw_ranks` computes them."""
+    ws = max(1, min(ph.ws_pages, footprint))
+    law, k1, k2 = _NUMPY, 0.0, 0.0
+    skew = ph.skew
+    if ph.distribution == "zipf":
+        if ws > 1:
+            law, k1 = _ZIPF, float(skew)
+    elif skew == 0.0:
+        law, k1 = _UNIFORM, float(ws)
+    elif abs(skew - 1.0) < 1e-9:
+        law, k1 = _EXP, math.log(ws + 1.0)
+    else:
+        a = 1.0 - skew
+        law, k1, k2 = _POW, (ws + 1.0) ** a - 1.0, 1.0 / a
+    return ph.rate, ws, law, k1, k2, ph.write_fraction
+
+
 def _unit_multiplier(n: int) -> int:
     """A multiplier coprime to n, about n times the golden ratio, for a scattering bijection."""
     if n <= 2:
@@ -169,6 +363,7 @@ class Workload:
         self._mult = _unit_multiplier(footprint_pages)
         self._offset = footprint_pages // 3
         self._cycle = sum(p.duration for p in phases)
+        self._plans = [_plan(p, footprint_pages) for p in phases]
 
     def phase_at(self, t: float) -> tuple[int, int]:
         """(phase index, cycle) in force `t` seconds after the workload (re)started."""
@@ -208,16 +403,34 @@ class Workload:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Touches issued during `work_seconds` of work starting at workload time `t`."""
         index, cycle = self._phase(streams, t)
-        ph = self.phases[index]
-        lam = ph.rate * work_seconds
+        rate, ws, law, k1, k2, wf = self._plans[index]
+        lam = rate * work_seconds
         n = int(streams.count.poisson(lam)) if lam > 0 else 0
         if n == 0:
             return np.empty(0, np.int64), np.empty(0, bool)
         rank_rng, write_rng = streams.pair(index, cycle)
-        ws = max(1, min(ph.ws_pages, self.footprint))
-        pages = self._ranks_to_pages(_draw_ranks(rank_rng, n, ws, ph.skew, ph.distribution))
-        writes = write_rng.random(n) < ph.write_fraction
-        return pages, writes
+        if not JIT or law == _NUMPY:
+            ph = self.phases[index]
+            pages = self._ranks_to_pages(_draw_ranks(rank_rng, n, ws, ph.skew, ph.distribution))
+            writes = write_rng.random(n) < wf
+            return pages, writes
+        fn, rstate = _address(rank_rng)
+        wstate = _address(write_rng)[1]
+        mult, offset, fp = self._mult, self._offset, self.footprint
+        if law == _ZIPF:
+            cdf, guide = _zipf_cdf(ws, k1), _zipf_guide(ws, k1)
+            return _zipf_pages(cdf, guide, fn, rstate, n, wstate, wf, mult, offset, fp)
+        if law == _UNIFORM:
+            x, scale = _NO_X, k1
+        else:
+            scale = 0.0
+            if law == _POW:  # numpy's `**` (its SIMD pow may differ from libm's in the last place)
+                x = _uniforms(fn, rstate, n, k1, 1.0)
+                x **= k2
+            else:  # numpy's `exp`, likewise
+                x = _uniforms(fn, rstate, n, k1, 0.0)
+                np.exp(x, out=x)
+        return _power_pages(x, scale, fn, rstate, n, wstate, wf, ws, mult, offset, fp)
 
 
 def make_workload(spec, page_size: int) -> Workload:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from overcommit.nodes.host import F_RAM
+from overcommit.nodes.kernel import jit
+from overcommit.nodes.kernel.hooks import GuestMechanism
 from overcommit.nodes.kernel.types import (
     _HIST_BIN,
     FILE,
@@ -22,6 +24,19 @@ from overcommit.nodes.kernel.types import (
     _hist_bins,
 )
 from overcommit.stores.codec import RecordBatch, make_batch, verify
+
+
+def _check_hooks(g: GuestChecks) -> tuple[tuple[GuestMechanism, ...], tuple[GuestMechanism, ...]]:
+    """The guest's hooks that hold frames (`frames_held`) and that check anything (`audit`):
+    the others' base methods return 0 and nothing. Found once per guest (its `mechs` are
+    fixed when it is built) and kept on it."""
+    cached = g.__dict__.get("_check_hooks")
+    mechs = g.mechs
+    if cached is None or cached[0] is not mechs:
+        held = tuple(h for h in mechs if type(h).frames_held is not GuestMechanism.frames_held)
+        audit = tuple(h for h in mechs if type(h).audit is not GuestMechanism.audit)
+        cached = g._check_hooks = (mechs, held, audit)
+    return cached[1], cached[2]
 
 
 class GuestChecks:
@@ -122,40 +137,96 @@ class GuestChecks:
         Every epoch the check runs on the ledgers (`census`, `slot_census`, frame and slot
         counters), which every move of a page updates; `full` also recounts everything from
         the page and frame tables and compares the ledgers with them (each audit interval).
+        Plain integer sums first: a message is built only when a sum is off.
         """
         out = []
-        bc = self.census
-        counts = bc.tolist()  # six numbers: plain Python is cheaper than numpy calls
-        if sum(counts) != self.N or min(counts) < 0:
-            out.append(f"{self.name}: the page ledger does not partition the footprint: {bc}")
+        counts = self.census.tolist()  # six numbers: plain Python is cheaper than numpy calls
         resident = counts[RAM]
-        held = self.free_top + self.balloon_n + self.zpool_frames
-        if resident + held != self.nframes:
+        if sum(counts) != self.N or min(counts) < 0:
             out.append(
-                f"{self.name}: resident {resident}, free frames {self.free_top}, balloon "
-                f"{self.balloon_n}, pool {self.zpool_frames}, frames {self.nframes}"
+                f"{self.name}: the page ledger does not partition the footprint: {self.census}"
+            )
+        held_by, audited = _check_hooks(self)
+        pool = 0
+        for h in held_by:  # `zpool_frames`, without the hooks that hold none
+            pool += h.frames_held(self)
+        free_top, balloon_n = self.free_top, self.balloon_n
+        if resident + free_top + balloon_n + pool != self.nframes:
+            out.append(
+                f"{self.name}: resident {resident}, free frames {free_top}, balloon "
+                f"{balloon_n}, pool {pool}, frames {self.nframes}"
             )
         sc = self.slot_census.tolist()
-        zslots = sc[ZPOOL] if self.zram_slots else 0
-        dslots = sc[FRONTSWAP] + sc[SWAP] + (0 if self.zram_slots else sc[ZPOOL])
+        zram = self.zram_slots
+        if zram:
+            zslots = sc[ZPOOL]
+            dslots = sc[FRONTSWAP] + sc[SWAP]
+        else:
+            zslots = 0
+            dslots = sc[FRONTSWAP] + sc[SWAP] + sc[ZPOOL]
         if (
             dslots != self.slots_used
             or dslots > self.swap_slots
             or zslots != self.zslots_used
-            or zslots > max(self.zram_slots, 0)
+            or zslots > max(zram, 0)
         ):
             out.append(
                 f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
-                f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
+                f"{dslots}+{zslots}, devices have {self.swap_slots}+{zram}"
             )
-        for h in self.mechs:
-            out += h.audit(self, False)
+        for h in audited:
+            found = h.audit(self, False)
+            if found:
+                out += found
         if full:
             out += self._recount()
         return out
 
     def _recount(self) -> list[str]:
-        """The O(footprint) part of the conservation check: ledgers against the tables."""
+        """The O(footprint) part of the conservation check: ledgers against the tables (the
+        compiled kernels' counts, or with `OVERCOMMIT_JIT=0` the numpy reference's)."""
+        if jit.ENABLED and self.file_lo >= 0 and self.pinned_n >= 0:
+            return self._recount_jit()
+        return self._recount_numpy()
+
+    def _recount_jit(self) -> list[str]:
+        """`_recount_numpy`'s checks, messages and order from `jit.table_audit`'s counts."""
+        out = []
+        fs = self.frames
+        real, real_slots, flags = jit.table_audit(
+            self.loc,
+            self.slot,
+            self.frame,
+            fs.state,
+            fs.mkey,
+            self.file_lo,
+            self.pinned_n,
+        )
+        mapped, merged, merged_out, backed, hswapped, wrong_slot, mixed, pinned_out = flags.tolist()
+        if np.any(real != self.census):
+            out.append(f"{self.name}: page ledger {self.census} != page table {real}")
+        if np.any(real_slots != self.slot_census):
+            out.append(f"{self.name}: slot ledger {self.slot_census} != slot table {real_slots}")
+        if mapped != int(real[RAM]):
+            out.append(f"{self.name}: {mapped} pages have a frame, {int(real[RAM])} are resident")
+        if fs.merged_count != merged:
+            out.append(f"{self.name}: merged frame counter disagrees with the frames")
+        elif fs.merged_count and merged_out:
+            out.append(f"{self.name}: a merged frame is not resident")
+        if fs.backed_count != backed or fs.hswapped_count != hswapped:
+            out.append(f"{self.name}: host frame counters disagree with the frames' states")
+        if wrong_slot:
+            out.append(f"{self.name}: a swapped page holds no slot of its kind")
+        if mixed:
+            out.append(f"{self.name}: an anonymous page was dropped, or a file page swapped")
+        if self.pinned_n and pinned_out:
+            out.append(f"{self.name}: a pinned page left RAM")
+        for h in self.mechs:
+            out += h.audit(self, True)
+        return out + self._frame_audit_jit(mapped)
+
+    def _recount_numpy(self) -> list[str]:
+        """`_recount` with numpy passes over the tables (the reference)."""
         out = []
         loc, slot = self.loc, self.slot
         real = np.array([np.count_nonzero(loc == k) for k in range(NLOC)], np.int64)
@@ -186,10 +257,39 @@ class GuestChecks:
             out.append(f"{self.name}: a pinned page left RAM")
         for h in self.mechs:
             out += h.audit(self, True)
-        return out + self.frame_audit()
+        return out + self._frame_audit_numpy()
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
+        if jit.ENABLED:
+            return self._frame_audit_jit()
+        return self._frame_audit_numpy()
+
+    def _frame_audit_jit(self, n_mapped: int = -1) -> list[str]:
+        """`frame_audit` from `jit.frame_verdict` (a frame number outside the table: the numpy
+        path, which fails on it as it always did)."""
+        v = jit.frame_verdict(
+            self.frame,
+            self.fpage,
+            self.nframes,
+            self.free_stack,
+            self.free_top,
+            self.balloon_stack,
+            self.balloon_n,
+            self.zp_stack,
+            self.zpool_frames,
+            n_mapped,
+        )
+        if v == 0:
+            return []
+        if v == 1:
+            return [f"{self.name}: a frame is used twice, or both used and free"]
+        if v == 2:
+            return [f"{self.name}: the frame-to-page map disagrees with the page table"]
+        return self._frame_audit_numpy()
+
+    def _frame_audit_numpy(self) -> list[str]:
+        """`frame_audit` with numpy passes (the reference)."""
         if self._frames_consistent():
             return []
         mapped = self.frame >= 0

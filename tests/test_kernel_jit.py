@@ -231,6 +231,10 @@ def _corrupt_used_and_free(g):
     g.free_top += 1
 
 
+def _corrupt_free_twice(g):
+    g.free_stack[0] = g.free_stack[1]  # and frame free_stack[0] is lost
+
+
 def _corrupt_frame_map(g):
     p1, p2 = _resident(g)
     f1, f2 = g.frame[p1], g.frame[p2]
@@ -296,6 +300,7 @@ def _corrupt_frameless_resident(g):
     [
         (_corrupt_frame_twice, "a frame is used twice, or both used and free"),
         (_corrupt_used_and_free, "a frame is used twice, or both used and free"),
+        (_corrupt_free_twice, "a frame is used twice, or both used and free"),
         (_corrupt_frame_map, "the frame-to-page map disagrees with the page table"),
         (_corrupt_page_ledger, "page ledger ["),
         (_corrupt_slot_ledger, "slot ledger ["),
@@ -330,7 +335,8 @@ def test_full_audit_kernels_agree_with_numpy_on_random_corruptions(filled_guest,
         for _ in range(int(rng.integers(1, 4))):
             name = tables[int(rng.integers(len(tables)))]
             a = getattr(g, name)
-            i = int(rng.integers(len(a)))
+            live = g.free_top + 2 if name == "free_stack" else len(a)  # mostly the stack
+            i = int(rng.integers(min(live, len(a))))
             if name in ("loc", "slot"):
                 a[i] = rng.integers(0, NLOC)
             else:

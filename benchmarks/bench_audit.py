@@ -8,7 +8,7 @@ reclaimed into its tmem quota and faulted back. On each filled guest, in the sam
 
 - **full audit**: `GuestModel.conservation(full=True)`, what runs each audit interval (the
   ledgers, the recount of the page and frame tables and the frame audit), with the compiled
-  kernels (`jit.table_audit`, `jit.frame_verdict`) and with the numpy path
+  kernels (`checks.table_audit`, `checks.frame_verdict`) and with the numpy path
   (`jit.ENABLED = False`, as `OVERCOMMIT_JIT=0` sets it); also the frame audit alone.
 - **per-epoch check**: `GuestModel.conservation()`, what runs every epoch (the ledgers and
   the mechanisms' light `audit` hooks), against `_conservation_before`, a copy of the check

@@ -2,11 +2,16 @@
 checked against the versions the guest wrote (`_check_read`), the fault-latency histogram, and
 the conservation checks of pages, frames and slots (ledgers every epoch, a full recount and a
 frame audit each audit interval); mechanisms add theirs through `GuestMechanism.audit`.
+
+The full audit runs as two compiled kernels (`table_audit`, `frame_verdict`: numba, cached on
+disk like `jit`'s, compiled by `jit.warm`); with `OVERCOMMIT_JIT=0` it runs the numpy methods
+(`_recount_numpy`, `_frame_audit_numpy`), the reference the kernels are tested against.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from overcommit.nodes.host import F_RAM
 from overcommit.nodes.kernel import jit
@@ -190,10 +195,10 @@ class GuestChecks:
         return self._recount_numpy()
 
     def _recount_jit(self) -> list[str]:
-        """`_recount_numpy`'s checks, messages and order from `jit.table_audit`'s counts."""
+        """`_recount_numpy`'s checks, messages and order from `table_audit`'s counts."""
         out = []
         fs = self.frames
-        real, real_slots, flags = jit.table_audit(
+        real, real_slots, flags = table_audit(
             self.loc,
             self.slot,
             self.frame,
@@ -266,9 +271,9 @@ class GuestChecks:
         return self._frame_audit_numpy()
 
     def _frame_audit_jit(self, n_mapped: int = -1) -> list[str]:
-        """`frame_audit` from `jit.frame_verdict` (a frame number outside the table: the numpy
+        """`frame_audit` from `frame_verdict` (a frame number outside the table: the numpy
         path, which fails on it as it always did)."""
-        v = jit.frame_verdict(
+        v = frame_verdict(
             self.frame,
             self.fpage,
             self.nframes,
@@ -347,3 +352,190 @@ class GuestChecks:
         seen = np.zeros(self.nframes, bool)
         seen[others] = True
         return int(np.count_nonzero(seen)) == len(others)
+
+
+# -- the full audit's compiled kernels (numba; the numpy methods above are the reference) --
+
+
+@njit(cache=True, nogil=True)
+def _census6(a: np.ndarray) -> np.ndarray:
+    """Entries of `a` equal to 0, 1, ... 5 (others count nowhere): six branch-free sums."""
+    c0 = c1 = c2 = c3 = c4 = c5 = 0
+    for i in range(len(a)):
+        v = a[i]
+        c0 += v == 0
+        c1 += v == 1
+        c2 += v == 2
+        c3 += v == 3
+        c4 += v == 4
+        c5 += v == 5
+    return np.array([c0, c1, c2, c3, c4, c5], np.int64)
+
+
+@njit(cache=True, nogil=True)
+def table_audit(
+    loc: np.ndarray,
+    slot: np.ndarray,
+    frame: np.ndarray,
+    state: np.ndarray,
+    mkey: np.ndarray,
+    file_lo: int,
+    pinned_n: int,
+):
+    """`GuestChecks._recount`'s counts from the page and frame tables (short branch-free loops).
+
+    Returns (pages per location, pages per slot kind, flags). Flags, in order: pages holding a
+    frame, merged frames, any merged frame not resident, frames resident in host RAM,
+    host-swapped frames, any swapped page without a slot of its kind, any anonymous page
+    dropped or file page holding a slot, any pinned page out of RAM.
+    """
+    real = _census6(loc)
+    real_slots = _census6(slot)
+    n = len(loc)
+    mapped = 0
+    for p in range(n):
+        mapped += frame[p] >= 0
+    wrong_slot = False
+    for p in range(n):
+        v = loc[p]
+        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (slot[p] != v)
+    lo = min(max(file_lo, 0), n)
+    mixed = False
+    for p in range(lo):
+        mixed |= loc[p] == FILE
+    for p in range(lo, n):
+        mixed |= slot[p] != 0
+    pinned_out = False
+    for p in range(min(max(pinned_n, 0), n)):
+        pinned_out |= loc[p] != RAM
+    merged = 0
+    merged_out = False
+    backed = 0
+    hswapped = 0
+    for f in range(len(state)):
+        st = state[f]
+        backed += st == 1
+        hswapped += st == 2
+        m = mkey[f] != 0
+        merged += m
+        merged_out |= m & (st != F_RAM)
+    flags = np.array(
+        [mapped, merged, merged_out, backed, hswapped, wrong_slot, mixed, pinned_out], np.int64
+    )
+    return real, real_slots, flags
+
+
+@njit(cache=True, nogil=True)
+def _frames_proven(frame, fpage, nframes, n_mapped, stacks, tops) -> bool:
+    """`GuestChecks._frames_consistent`: every frame that maps a page is that page's frame, as
+    many frames map a page as pages have one, and the stacks hold distinct frames mapping no
+    page, as many as the used ones leave (False: maybe not)."""
+    n = len(frame)
+    if len(fpage) != nframes:
+        return False
+    n_used = 0
+    for f in range(nframes):
+        p = fpage[f]
+        if p >= 0:
+            if p >= n or frame[p] != f:
+                return False
+            n_used += 1
+    if n_used != n_mapped:
+        return False
+    count = n_used
+    for k in range(3):
+        count += tops[k]
+    if count != nframes:
+        return False
+    seen = np.zeros(nframes, np.bool_)
+    for k in range(3):
+        stack = stacks[k]
+        if tops[k] > len(stack):
+            return False
+        for i in range(tops[k]):
+            f = stack[i]
+            if f < 0 or f >= nframes or seen[f] or fpage[f] >= 0:
+                return False
+            seen[f] = True
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _frames_exact(frame, fpage, nframes, stacks, tops) -> int:
+    """`GuestChecks._frame_audit_numpy`'s verdict step by step (see `frame_verdict`)."""
+    seen = np.zeros(nframes, np.bool_)
+    count = 0
+    distinct = 0
+    disagree = False
+    for p in range(len(frame)):
+        f = frame[p]
+        if f >= 0:
+            if f >= nframes or f >= len(fpage):
+                return -1
+            count += 1
+            if not seen[f]:
+                seen[f] = True
+                distinct += 1
+            if fpage[f] != p:
+                disagree = True
+    for k in range(3):
+        stack = stacks[k]
+        for i in range(min(tops[k], len(stack))):
+            f = stack[i]
+            if f < 0:
+                f += nframes  # numpy's negative index
+            if f < 0 or f >= nframes:
+                return -1
+            count += 1
+            if not seen[f]:
+                seen[f] = True
+                distinct += 1
+    if count != nframes or distinct != nframes:
+        return 1
+    return 2 if disagree else 0
+
+
+@njit(cache=True, nogil=True)
+def frame_verdict(
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    nframes: int,
+    free_stack: np.ndarray,
+    free_top: int,
+    balloon_stack: np.ndarray,
+    balloon_n: int,
+    zp_stack: np.ndarray,
+    zp_n: int,
+    n_mapped: int,
+) -> int:
+    """`GuestChecks.frame_audit`'s verdict: 0 every frame is used (by the page it maps back to)
+    or held exactly once, 1 a frame is used twice or both used and free (or one is missing),
+    2 the frame-to-page map disagrees with the page table, -1 a frame number outside the
+    table or a negative stack size (the numpy path decides). `n_mapped`: pages holding a
+    frame (`table_audit`'s), or -1 to count them here.
+
+    First the cheap proof of `_frames_consistent` (one pass over the frame table, the stacks
+    marked); only when it fails, the exact verdict (a pass over the pages, every frame
+    marked).
+    """
+    tops = np.array([free_top, balloon_n, zp_n], np.int64)
+    if free_top < 0 or balloon_n < 0 or zp_n < 0:
+        return -1
+    stacks = (free_stack, balloon_stack, zp_stack)
+    if n_mapped < 0:
+        n_mapped = 0
+        for p in range(len(frame)):
+            n_mapped += frame[p] >= 0
+    if _frames_proven(frame, fpage, nframes, n_mapped, stacks, tops):
+        return 0
+    return _frames_exact(frame, fpage, nframes, stacks, tops)
+
+
+def warm_checks() -> None:
+    """Compile the audit kernels (or load them from the cache)."""
+    loc = np.zeros(8, np.int8)
+    frame = np.full(8, -1, np.int32)
+    fpage = np.full(8, -1, np.int64)
+    stack = np.arange(8, dtype=np.int32)
+    table_audit(loc, loc.copy(), frame, loc.copy(), np.zeros(8, np.uint64), 8, 0)
+    frame_verdict(frame, fpage, 8, stack, 8, stack.copy(), 0, stack.copy(), 0, -1)

@@ -4,6 +4,7 @@ they replace: each kernel on random inputs, and whole scenarios run on the numpy
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -11,8 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from overcommit.nodes.host import F_HSWAP
 from overcommit.nodes.kernel import jit
-from overcommit.nodes.kernel.types import _counts, _unique
+from overcommit.nodes.kernel.types import (
+    FILE,
+    FRONTSWAP,
+    NLOC,
+    NO_SLOT,
+    RAM,
+    SWAP,
+    UNTOUCHED,
+    _counts,
+    _unique,
+)
 
 _spec = importlib.util.spec_from_file_location(
     "overcommit_golden", Path(__file__).parent / "golden" / "golden.py"
@@ -139,3 +151,231 @@ def test_numpy_path_gives_the_golden_outputs(
     monkeypatch.setattr(jit, "ENABLED", False)
     got = golden.run_case(*cases[case_id], tmp_path / "run")
     assert {k: got[k] for k in want} == want
+
+
+# ---------------------------------------------------------------------------------------------
+# the conservation checks: the kernels' full audit against the numpy path, page table by table
+
+AUDITED = """
+name: audited
+duration: 10s
+epoch: 100ms
+page_size: 4KiB
+mechanism: frontswap
+hosts: {ram: 1GiB}
+guests:
+  - name: vm
+    memory: 32MiB
+    maxmem: 48MiB
+    swap: 64MiB
+    workload: {kind: zipf, working_set: 48MiB, access_rate: 40k/s, write_fraction: 0.3}
+"""
+
+
+@pytest.fixture(scope="module")
+def filled_guest(redis_fleet):
+    """A frontswap guest whose RAM filled and overflowed into its tmem quota and its swap
+    disk (real Redis stores), every check holding."""
+    from overcommit.cluster.runners import GuestRunner
+    from overcommit.cluster.runtime import SyncExecutor, build_guest, drive
+    from overcommit.config import load_scenario_text
+    from overcommit.nodes.host import Directives
+    from overcommit.profiles import DeviceQueue, device_profiles
+
+    sc = load_scenario_text(AUDITED, "audited.yaml")
+    g = build_guest(sc, sc.guest_specs()[0], "host-a")
+    execute = SyncExecutor(
+        {"host-a": redis_fleet.host("host-a").client()},
+        redis_fleet.shared.client(),
+        "audit",
+        sc.payload,
+        sc.page_size,
+    )
+    device = DeviceQueue(device_profiles(None)["ssd"], users=1)
+    runner = GuestRunner(g)
+    d = Directives(tmem_quota=1500, tmem_capacity=1500)
+    for e0 in range(0, 60, 10):
+        out = drive(runner.window(e0, e0 + 10, sc.epoch, device, d), execute)
+        assert not out.violations, out.violations
+    assert g.census[RAM] > 0 and g.census[FRONTSWAP] > 0 and g.census[SWAP] > 0
+    assert g.free_top > 0
+    return g
+
+
+def both_paths(g, monkeypatch) -> list[str]:
+    """The full audit's messages, which the kernels and the numpy path must agree on."""
+    kernels = g._recount_jit()
+    reference = g._recount_numpy()
+    assert kernels == reference
+    assert g._frame_audit_jit() == g._frame_audit_numpy()
+    full = {}
+    for on in (True, False):
+        monkeypatch.setattr(jit, "ENABLED", on)
+        full[on] = g.conservation(full=True)
+    assert full[True] == full[False]
+    return kernels
+
+
+def _resident(g, k: int = 2) -> list[int]:
+    return [int(p) for p in np.flatnonzero(g.loc == RAM)[-k:]]
+
+
+def _corrupt_frame_twice(g):
+    p1, p2 = _resident(g)
+    g.frame[p2] = g.frame[p1]
+
+
+def _corrupt_used_and_free(g):
+    (p,) = _resident(g, 1)
+    g.free_stack[g.free_top] = g.frame[p]
+    g.free_top += 1
+
+
+def _corrupt_free_twice(g):
+    g.free_stack[0] = g.free_stack[1]  # and frame free_stack[0] is lost
+
+
+def _corrupt_frame_map(g):
+    p1, p2 = _resident(g)
+    f1, f2 = g.frame[p1], g.frame[p2]
+    g.fpage[f1], g.fpage[f2] = p2, p1
+
+
+def _corrupt_page_ledger(g):
+    g.census[RAM] += 1
+    g.census[UNTOUCHED] -= 1
+
+
+def _corrupt_slot_ledger(g):
+    g.slot_census[SWAP] += 1
+    g.slot_census[NO_SLOT] -= 1
+
+
+def _corrupt_wrong_slot(g):
+    p = int(np.flatnonzero(g.loc == SWAP)[0])
+    g.slot[p] = FRONTSWAP  # the slot ledger moved with it: only the kind is wrong
+    g.slot_census[SWAP] -= 1
+    g.slot_census[FRONTSWAP] += 1
+
+
+def _corrupt_pinned(g):
+    g.pinned_n = int(np.flatnonzero(g.loc != RAM)[0]) + 1
+
+
+def _corrupt_merged_count(g):
+    g.frames.merged_count += 1
+
+
+def _corrupt_merged_not_resident(g):
+    f = int(g.free_stack[0])
+    g.frames.state[f] = F_HSWAP
+    g.frames.hswapped_count += 1
+    g.frames.backed_count -= 1
+    if len(g.frames.mkey) == 0:  # a frontswap guest keeps no merge keys: as page sharing would
+        g.frames.mkey = np.zeros(len(g.frames.state), np.uint64)
+    g.frames.mkey[f] = 7
+    g.frames.merged_count += 1
+
+
+def _corrupt_host_counters(g):
+    g.frames.backed_count += 1
+
+
+def _corrupt_anonymous_dropped(g):
+    p = int(np.flatnonzero(g.loc == UNTOUCHED)[0])
+    g.loc[p] = FILE
+    g.census[UNTOUCHED] -= 1
+    g.census[FILE] += 1
+
+
+def _corrupt_frameless_resident(g):
+    (p,) = _resident(g, 1)
+    f = g.frame[p]
+    g.frame[p] = -1
+    g.fpage[f] = -1
+    g.free_stack[g.free_top] = f
+    g.free_top += 1
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expect"),
+    [
+        (_corrupt_frame_twice, "a frame is used twice, or both used and free"),
+        (_corrupt_used_and_free, "a frame is used twice, or both used and free"),
+        (_corrupt_free_twice, "a frame is used twice, or both used and free"),
+        (_corrupt_frame_map, "the frame-to-page map disagrees with the page table"),
+        (_corrupt_page_ledger, "page ledger ["),
+        (_corrupt_slot_ledger, "slot ledger ["),
+        (_corrupt_wrong_slot, "a swapped page holds no slot of its kind"),
+        (_corrupt_pinned, "a pinned page left RAM"),
+        (_corrupt_merged_count, "merged frame counter disagrees with the frames"),
+        (_corrupt_merged_not_resident, "a merged frame is not resident"),
+        (_corrupt_host_counters, "host frame counters disagree with the frames' states"),
+        (_corrupt_anonymous_dropped, "an anonymous page was dropped, or a file page swapped"),
+        (_corrupt_frameless_resident, "pages have a frame, "),
+    ],
+)
+def test_full_audit_kernels_catch_each_corruption_as_numpy_does(
+    filled_guest, monkeypatch, corrupt, expect
+):
+    g = copy.deepcopy(filled_guest)
+    assert both_paths(g, monkeypatch) == []
+    corrupt(g)
+    found = both_paths(g, monkeypatch)
+    assert any(expect in m for m in found), found
+    assert all(m.startswith("vm: ") for m in found)
+
+
+def test_full_audit_kernels_agree_with_numpy_on_random_corruptions(filled_guest, monkeypatch):
+    """Random writes into the tables the full audit reads: the same messages, or the same
+    error where the numpy path indexes outside a table."""
+    rng = np.random.default_rng(11)
+    tables = ("loc", "slot", "frame", "fpage", "free_stack", "zp_stack", "balloon_stack")
+    tables = [t for t in tables if len(getattr(filled_guest, t))]  # a frontswap guest: no stacks
+    flagged = 0
+    for _ in range(150):
+        g = copy.deepcopy(filled_guest)
+        for _ in range(int(rng.integers(1, 4))):
+            name = tables[int(rng.integers(len(tables)))]
+            a = getattr(g, name)
+            live = g.free_top + 2 if name == "free_stack" else len(a)  # mostly the stack
+            i = int(rng.integers(min(live, len(a))))
+            if name in ("loc", "slot"):
+                a[i] = rng.integers(0, NLOC)
+            else:
+                a[i] = a[int(rng.integers(len(a)))] if rng.random() < 0.8 else -1
+            if rng.random() < 0.2:
+                g.free_top += int(rng.integers(-2, 3))
+        try:
+            want = g._recount_numpy()
+        except IndexError:
+            with pytest.raises(IndexError):
+                g._recount_jit()
+            continue
+        assert g._recount_jit() == want
+        assert g._frame_audit_jit() == g._frame_audit_numpy()
+        flagged += bool(want)
+    assert flagged > 50  # most corruptions are caught
+
+
+def test_per_epoch_check_messages(filled_guest):
+    """The per-epoch ledger check builds its messages only when a sum is off, and they read
+    as they always did."""
+    g = copy.deepcopy(filled_guest)
+    assert g.conservation() == []
+    g.census[SWAP] += 1
+    g.free_top -= 1
+    g.slots_used += 1
+    g.tmem_pages += 1
+    c, sc = g.census, g.slot_census
+    ds = int(sc[FRONTSWAP] + sc[SWAP])
+    assert g.conservation() == [
+        f"vm: the page ledger does not partition the footprint: {c}",
+        f"vm: resident {c[RAM]}, free frames {g.free_top}, balloon 0, pool 0, frames {g.nframes}",
+        f"vm: swap slots counted {g.slots_used}+0, held {ds}+0, devices have {g.swap_slots}+0",
+        f"vm: guest holds {int(sc[FRONTSWAP])} frontswap pages, host pool reports {g.tmem_pages}",
+    ]
+    g.tmem_pages = g.maxmem_pages
+    assert g.conservation()[-1] == (
+        f"vm: RAM {g.alloc_pages} + tmem {g.tmem_billed} pages above maxmem {g.maxmem_pages}"
+    )

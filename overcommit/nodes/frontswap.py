@@ -542,20 +542,28 @@ class FrontswapGuest(GuestMechanism):
         g.tmem_pages = int(reply.tmem.guest_pages)
 
     def audit(self, g: GuestModel, full: bool) -> list[str]:
+        if not full:  # every epoch: plain integers, a message only when one is off
+            tmem = g.tmem_pages
+            fs_view = g.slot_census.item(FRONTSWAP)
+            if fs_view == tmem and not tmem:
+                return []
+            out = []
+            if fs_view != tmem:
+                out.append(
+                    f"{g.name}: guest holds {fs_view} frontswap pages, host pool reports {tmem}"
+                )
+            if tmem:
+                billed = 0
+                for h in g.mechs:  # `g.tmem_billed`, without its generator
+                    billed += h.billed(g)
+                if g.alloc_pages + billed > g.maxmem_pages:
+                    out.append(
+                        f"{g.name}: RAM {g.alloc_pages} + tmem {billed} pages above "
+                        f"maxmem {g.maxmem_pages}"
+                    )
+            return out
         out = []
-        if not full:
-            fs_view = int(g.slot_census[FRONTSWAP])
-            if fs_view != g.tmem_pages:
-                out.append(
-                    f"{g.name}: guest holds {fs_view} frontswap pages, host pool reports "
-                    f"{g.tmem_pages}"
-                )
-            if g.alloc_pages + g.tmem_billed > g.maxmem_pages and g.tmem_pages:
-                out.append(
-                    f"{g.name}: RAM {g.alloc_pages} + tmem {g.tmem_billed} pages above "
-                    f"maxmem {g.maxmem_pages}"
-                )
-        elif g.billing is not None:
+        if g.billing is not None:
             held = np.flatnonzero(g.slot == FRONTSWAP)
             again = g.billing.recount(held)
             if again != g.billing.bill or np.count_nonzero(g.billing.cost) > len(held):

@@ -2,13 +2,20 @@
 checked against the versions the guest wrote (`_check_read`), the fault-latency histogram, and
 the conservation checks of pages, frames and slots (ledgers every epoch, a full recount and a
 frame audit each audit interval); mechanisms add theirs through `GuestMechanism.audit`.
+
+The full audit runs as two compiled kernels (`table_audit`, `frame_verdict`: numba, cached on
+disk like `jit`'s, compiled by `jit.warm`); with `OVERCOMMIT_JIT=0` it runs the numpy methods
+(`_recount_numpy`, `_frame_audit_numpy`), the reference the kernels are tested against.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from overcommit.nodes.host import F_RAM
+from overcommit.nodes.kernel import jit
+from overcommit.nodes.kernel.hooks import GuestMechanism
 from overcommit.nodes.kernel.types import (
     _HIST_BIN,
     FILE,
@@ -22,6 +29,19 @@ from overcommit.nodes.kernel.types import (
     _hist_bins,
 )
 from overcommit.stores.codec import RecordBatch, make_batch, verify
+
+
+def _check_hooks(g: GuestChecks) -> tuple[tuple[GuestMechanism, ...], tuple[GuestMechanism, ...]]:
+    """The guest's hooks that hold frames (`frames_held`) and that check anything (`audit`):
+    the others' base methods return 0 and nothing. Found once per guest (its `mechs` are
+    fixed when it is built) and kept on it."""
+    cached = g.__dict__.get("_check_hooks")
+    mechs = g.mechs
+    if cached is None or cached[0] is not mechs:
+        held = tuple(h for h in mechs if type(h).frames_held is not GuestMechanism.frames_held)
+        audit = tuple(h for h in mechs if type(h).audit is not GuestMechanism.audit)
+        cached = g._check_hooks = (mechs, held, audit)
+    return cached[1], cached[2]
 
 
 class GuestChecks:
@@ -122,40 +142,96 @@ class GuestChecks:
         Every epoch the check runs on the ledgers (`census`, `slot_census`, frame and slot
         counters), which every move of a page updates; `full` also recounts everything from
         the page and frame tables and compares the ledgers with them (each audit interval).
+        Plain integer sums first: a message is built only when a sum is off.
         """
         out = []
-        bc = self.census
-        counts = bc.tolist()  # six numbers: plain Python is cheaper than numpy calls
-        if sum(counts) != self.N or min(counts) < 0:
-            out.append(f"{self.name}: the page ledger does not partition the footprint: {bc}")
+        counts = self.census.tolist()  # six numbers: plain Python is cheaper than numpy calls
         resident = counts[RAM]
-        held = self.free_top + self.balloon_n + self.zpool_frames
-        if resident + held != self.nframes:
+        if sum(counts) != self.N or min(counts) < 0:
             out.append(
-                f"{self.name}: resident {resident}, free frames {self.free_top}, balloon "
-                f"{self.balloon_n}, pool {self.zpool_frames}, frames {self.nframes}"
+                f"{self.name}: the page ledger does not partition the footprint: {self.census}"
+            )
+        held_by, audited = _check_hooks(self)
+        pool = 0
+        for h in held_by:  # `zpool_frames`, without the hooks that hold none
+            pool += h.frames_held(self)
+        free_top, balloon_n = self.free_top, self.balloon_n
+        if resident + free_top + balloon_n + pool != self.nframes:
+            out.append(
+                f"{self.name}: resident {resident}, free frames {free_top}, balloon "
+                f"{balloon_n}, pool {pool}, frames {self.nframes}"
             )
         sc = self.slot_census.tolist()
-        zslots = sc[ZPOOL] if self.zram_slots else 0
-        dslots = sc[FRONTSWAP] + sc[SWAP] + (0 if self.zram_slots else sc[ZPOOL])
+        zram = self.zram_slots
+        if zram:
+            zslots = sc[ZPOOL]
+            dslots = sc[FRONTSWAP] + sc[SWAP]
+        else:
+            zslots = 0
+            dslots = sc[FRONTSWAP] + sc[SWAP] + sc[ZPOOL]
         if (
             dslots != self.slots_used
             or dslots > self.swap_slots
             or zslots != self.zslots_used
-            or zslots > max(self.zram_slots, 0)
+            or zslots > max(zram, 0)
         ):
             out.append(
                 f"{self.name}: swap slots counted {self.slots_used}+{self.zslots_used}, held "
-                f"{dslots}+{zslots}, devices have {self.swap_slots}+{self.zram_slots}"
+                f"{dslots}+{zslots}, devices have {self.swap_slots}+{zram}"
             )
-        for h in self.mechs:
-            out += h.audit(self, False)
+        for h in audited:
+            found = h.audit(self, False)
+            if found:
+                out += found
         if full:
             out += self._recount()
         return out
 
     def _recount(self) -> list[str]:
-        """The O(footprint) part of the conservation check: ledgers against the tables."""
+        """The O(footprint) part of the conservation check: ledgers against the tables (the
+        compiled kernels' counts, or with `OVERCOMMIT_JIT=0` the numpy reference's)."""
+        if jit.ENABLED and self.file_lo >= 0 and self.pinned_n >= 0:
+            return self._recount_jit()
+        return self._recount_numpy()
+
+    def _recount_jit(self) -> list[str]:
+        """`_recount_numpy`'s checks, messages and order from `table_audit`'s counts."""
+        out = []
+        fs = self.frames
+        real, real_slots, flags = table_audit(
+            self.loc,
+            self.slot,
+            self.frame,
+            fs.state,
+            fs.mkey,
+            self.file_lo,
+            self.pinned_n,
+        )
+        mapped, merged, merged_out, backed, hswapped, wrong_slot, mixed, pinned_out = flags.tolist()
+        if np.any(real != self.census):
+            out.append(f"{self.name}: page ledger {self.census} != page table {real}")
+        if np.any(real_slots != self.slot_census):
+            out.append(f"{self.name}: slot ledger {self.slot_census} != slot table {real_slots}")
+        if mapped != int(real[RAM]):
+            out.append(f"{self.name}: {mapped} pages have a frame, {int(real[RAM])} are resident")
+        if fs.merged_count != merged:
+            out.append(f"{self.name}: merged frame counter disagrees with the frames")
+        elif fs.merged_count and merged_out:
+            out.append(f"{self.name}: a merged frame is not resident")
+        if fs.backed_count != backed or fs.hswapped_count != hswapped:
+            out.append(f"{self.name}: host frame counters disagree with the frames' states")
+        if wrong_slot:
+            out.append(f"{self.name}: a swapped page holds no slot of its kind")
+        if mixed:
+            out.append(f"{self.name}: an anonymous page was dropped, or a file page swapped")
+        if self.pinned_n and pinned_out:
+            out.append(f"{self.name}: a pinned page left RAM")
+        for h in self.mechs:
+            out += h.audit(self, True)
+        return out + self._frame_audit_jit(mapped)
+
+    def _recount_numpy(self) -> list[str]:
+        """`_recount` with numpy passes over the tables (the reference)."""
         out = []
         loc, slot = self.loc, self.slot
         real = np.array([np.count_nonzero(loc == k) for k in range(NLOC)], np.int64)
@@ -186,10 +262,39 @@ class GuestChecks:
             out.append(f"{self.name}: a pinned page left RAM")
         for h in self.mechs:
             out += h.audit(self, True)
-        return out + self.frame_audit()
+        return out + self._frame_audit_numpy()
 
     def frame_audit(self) -> list[str]:
         """Frames: every resident page has one, no frame is used twice or also free."""
+        if jit.ENABLED:
+            return self._frame_audit_jit()
+        return self._frame_audit_numpy()
+
+    def _frame_audit_jit(self, n_mapped: int = -1) -> list[str]:
+        """`frame_audit` from `frame_verdict` (a frame number outside the table: the numpy
+        path, which fails on it as it always did)."""
+        v = frame_verdict(
+            self.frame,
+            self.fpage,
+            self.nframes,
+            self.free_stack,
+            self.free_top,
+            self.balloon_stack,
+            self.balloon_n,
+            self.zp_stack,
+            self.zpool_frames,
+            n_mapped,
+        )
+        if v == 0:
+            return []
+        if v == 1:
+            return [f"{self.name}: a frame is used twice, or both used and free"]
+        if v == 2:
+            return [f"{self.name}: the frame-to-page map disagrees with the page table"]
+        return self._frame_audit_numpy()
+
+    def _frame_audit_numpy(self) -> list[str]:
+        """`frame_audit` with numpy passes (the reference)."""
         if self._frames_consistent():
             return []
         mapped = self.frame >= 0
@@ -247,3 +352,192 @@ class GuestChecks:
         seen = np.zeros(self.nframes, bool)
         seen[others] = True
         return int(np.count_nonzero(seen)) == len(others)
+
+
+# -- the full audit's compiled kernels (numba; the numpy methods above are the reference) --
+
+
+@njit(cache=True, nogil=True)
+def _census6(a: np.ndarray) -> np.ndarray:
+    """Entries of `a` equal to 0, 1, ... 5 (others count nowhere): six branch-free sums."""
+    c0 = c1 = c2 = c3 = c4 = c5 = 0
+    for i in range(len(a)):
+        v = a[i]
+        c0 += v == 0
+        c1 += v == 1
+        c2 += v == 2
+        c3 += v == 3
+        c4 += v == 4
+        c5 += v == 5
+    return np.array([c0, c1, c2, c3, c4, c5], np.int64)
+
+
+@njit(cache=True, nogil=True)
+def table_audit(
+    loc: np.ndarray,
+    slot: np.ndarray,
+    frame: np.ndarray,
+    state: np.ndarray,
+    mkey: np.ndarray,
+    file_lo: int,
+    pinned_n: int,
+):
+    """`GuestChecks._recount`'s counts from the page and frame tables (short branch-free loops).
+
+    Returns (pages per location, pages per slot kind, flags). Flags, in order: pages holding a
+    frame, merged frames, any merged frame not resident, frames resident in host RAM,
+    host-swapped frames, any swapped page without a slot of its kind, any anonymous page
+    dropped or file page holding a slot, any pinned page out of RAM.
+    """
+    real = _census6(loc)
+    real_slots = _census6(slot)
+    n = len(loc)
+    mapped = 0
+    for p in range(n):
+        mapped += frame[p] >= 0
+    wrong_slot = False
+    for p in range(n):
+        v = loc[p]
+        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (slot[p] != v)
+    lo = min(max(file_lo, 0), n)
+    mixed = False
+    for p in range(lo):
+        mixed |= loc[p] == FILE
+    for p in range(lo, n):
+        mixed |= slot[p] != 0
+    pinned_out = False
+    for p in range(min(max(pinned_n, 0), n)):
+        pinned_out |= loc[p] != RAM
+    merged = 0
+    merged_out = False
+    backed = 0
+    hswapped = 0
+    keyed = len(mkey) == len(state)  # merge keys exist only for a page-sharing guest
+    for f in range(len(state)):
+        st = state[f]
+        backed += st == 1
+        hswapped += st == 2
+        if keyed:
+            m = mkey[f] != 0
+            merged += m
+            merged_out |= m & (st != F_RAM)
+    flags = np.array(
+        [mapped, merged, merged_out, backed, hswapped, wrong_slot, mixed, pinned_out], np.int64
+    )
+    return real, real_slots, flags
+
+
+@njit(cache=True, nogil=True)
+def _frames_proven(frame, fpage, nframes, n_mapped, stacks, tops) -> bool:
+    """`GuestChecks._frames_consistent`: every frame that maps a page is that page's frame, as
+    many frames map a page as pages have one, and the stacks hold distinct frames mapping no
+    page, as many as the used ones leave (False: maybe not)."""
+    n = len(frame)
+    if len(fpage) != nframes:
+        return False
+    n_used = 0
+    for f in range(nframes):
+        p = fpage[f]
+        if p >= 0:
+            if p >= n or frame[p] != f:
+                return False
+            n_used += 1
+    if n_used != n_mapped:
+        return False
+    count = n_used
+    for k in range(3):
+        count += tops[k]
+    if count != nframes:
+        return False
+    seen = np.zeros(nframes, np.bool_)
+    for k in range(3):
+        stack = stacks[k]
+        if tops[k] > len(stack):
+            return False
+        for i in range(tops[k]):
+            f = stack[i]
+            if f < 0 or f >= nframes or seen[f] or fpage[f] >= 0:
+                return False
+            seen[f] = True
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _frames_exact(frame, fpage, nframes, stacks, tops) -> int:
+    """`GuestChecks._frame_audit_numpy`'s verdict step by step (see `frame_verdict`)."""
+    seen = np.zeros(nframes, np.bool_)
+    count = 0
+    distinct = 0
+    disagree = False
+    for p in range(len(frame)):
+        f = frame[p]
+        if f >= 0:
+            if f >= nframes or f >= len(fpage):
+                return -1
+            count += 1
+            if not seen[f]:
+                seen[f] = True
+                distinct += 1
+            if fpage[f] != p:
+                disagree = True
+    for k in range(3):
+        stack = stacks[k]
+        for i in range(min(tops[k], len(stack))):
+            f = stack[i]
+            if f < 0:
+                f += nframes  # numpy's negative index
+            if f < 0 or f >= nframes:
+                return -1
+            count += 1
+            if not seen[f]:
+                seen[f] = True
+                distinct += 1
+    if count != nframes or distinct != nframes:
+        return 1
+    return 2 if disagree else 0
+
+
+@njit(cache=True, nogil=True)
+def frame_verdict(
+    frame: np.ndarray,
+    fpage: np.ndarray,
+    nframes: int,
+    free_stack: np.ndarray,
+    free_top: int,
+    balloon_stack: np.ndarray,
+    balloon_n: int,
+    zp_stack: np.ndarray,
+    zp_n: int,
+    n_mapped: int,
+) -> int:
+    """`GuestChecks.frame_audit`'s verdict: 0 every frame is used (by the page it maps back to)
+    or held exactly once, 1 a frame is used twice or both used and free (or one is missing),
+    2 the frame-to-page map disagrees with the page table, -1 a frame number outside the
+    table or a negative stack size (the numpy path decides). `n_mapped`: pages holding a
+    frame (`table_audit`'s), or -1 to count them here.
+
+    First the cheap proof of `_frames_consistent` (one pass over the frame table, the stacks
+    marked); only when it fails, the exact verdict (a pass over the pages, every frame
+    marked).
+    """
+    tops = np.array([free_top, balloon_n, zp_n], np.int64)
+    if free_top < 0 or balloon_n < 0 or zp_n < 0:
+        return -1
+    stacks = (free_stack, balloon_stack, zp_stack)
+    if n_mapped < 0:
+        n_mapped = 0
+        for p in range(len(frame)):
+            n_mapped += frame[p] >= 0
+    if _frames_proven(frame, fpage, nframes, n_mapped, stacks, tops):
+        return 0
+    return _frames_exact(frame, fpage, nframes, stacks, tops)
+
+
+def warm_checks() -> None:
+    """Compile the audit kernels (or load them from the cache)."""
+    loc = np.zeros(8, np.int8)
+    frame = np.full(8, -1, np.int32)
+    fpage = np.full(8, -1, np.int32)
+    stack = np.arange(8, dtype=np.int32)
+    table_audit(loc, loc.copy(), frame, loc.copy(), np.zeros(8, np.uint64), 8, 0)
+    frame_verdict(frame, fpage, 8, stack, 8, stack.copy(), 0, stack.copy(), 0, -1)

@@ -662,3 +662,6 @@ def warm() -> None:
         0,
         True,
     )
+    from overcommit.nodes.kernel import checks  # its audit kernels (checks imports this)
+
+    checks.warm_checks()

@@ -466,3 +466,37 @@ def test_quiet_epoch_fast_path_gives_the_general_paths_results(mechanism, monkey
     pd.testing.assert_frame_equal(general.guests, fast.guests)
     pd.testing.assert_frame_equal(general.hosts, fast.hosts)
     assert general.events == fast.events
+
+
+def test_sigterm_inside_a_kernel_call_stops_the_run_as_sigterm(monkeypatch, tmp_path):
+    """A signal that arrives while a compiled kernel is called (or compiled, on a cold
+    cache) surfaces as a SystemError "returned a result with an exception set" caused by the
+    handler's SystemExit: the run stops as on SIGTERM, keeping its complete epochs."""
+    import json
+
+    from overcommit.cluster.summary import signal_behind
+    from overcommit.nodes.kernel import jit
+
+    real, calls = jit.touch_pass, [0]
+
+    def interrupted(*args):
+        calls[0] += 1
+        if calls[0] == 40:  # two guests: epoch 20, after the first windows
+            try:
+                raise SystemExit(143)  # what the SIGTERM handler raises
+            except SystemExit as exc:
+                raise SystemError(
+                    "CPUDispatcher(<function touch_pass>) returned a result with an exception set"
+                ) from exc
+        return real(*args)
+
+    monkeypatch.setattr(jit, "touch_pass", interrupted)
+    with pytest.raises(SystemExit) as info:
+        run_scenario(small(), out_dir=tmp_path / "run")
+    assert info.value.code == 143
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "aborted"
+    assert summary["reason"] == "interrupted by SIGTERM"
+    assert summary["last_epoch"] >= 9
+    plain = SystemError("a kernel's own bug")
+    assert signal_behind(plain) is plain  # anything else stays an internal error

@@ -45,6 +45,7 @@ from overcommit.cluster.summary import (  # noqa: F401 (re-exported: the driver'
     _freed_pages,
     abort_reason,
     evaluate_hypothesis,
+    signal_behind,
     study_status,
 )
 from overcommit.cluster.timeline import _apply_event, _EventContext, _fail_host, _Faults, _timeline
@@ -159,13 +160,18 @@ def run_scenario(
             real_faults,
             live,
         )
-    except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
+    except (InfrastructureError, KeyboardInterrupt, SystemExit, SystemError) as caught:
+        exc = signal_behind(caught)
+        if isinstance(exc, SystemError):
+            raise
         # keep what the run computed: the complete epochs, or (stopped before the first
         # window) an empty run, written with status `aborted` and the reason
         result = getattr(exc, "partial", None) or _empty_result(scenario, plan, abort_reason(exc))
         exc.partial = result  # type: ignore[union-attr]
         _write(result, out_dir, wall0, times)
-        raise
+        if exc is caught:
+            raise
+        raise exc from None
     _write(result, out_dir, wall0, times)
     return result
 
@@ -452,7 +458,10 @@ def _run(
             e0 = e1
 
         finals, host_summaries = runtime.finish()
-    except (InfrastructureError, KeyboardInterrupt, SystemExit) as exc:
+    except (InfrastructureError, KeyboardInterrupt, SystemExit, SystemError) as caught:
+        exc = signal_behind(caught)
+        if isinstance(exc, SystemError):
+            raise
         # the run stops here: keep what the complete epochs computed, with the reason
         recorder.truncate(done)
         try:
@@ -460,5 +469,7 @@ def _run(
         except Exception:  # never hide why the run stopped; the caller writes an empty run
             partial = None
         exc.partial = partial  # type: ignore[union-attr]
-        raise
+        if exc is caught:
+            raise
+        raise exc from None
     return conclude(epochs, finals, host_summaries, windows, stale_keys, None)

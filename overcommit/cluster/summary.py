@@ -150,6 +150,17 @@ def evaluate_hypothesis(
     return {"status": "met" if all(d["ok"] for d in details) else "not met", "details": details}
 
 
+def signal_behind(exc: BaseException) -> BaseException:
+    """The exception to handle for `exc`: a signal's (KeyboardInterrupt, or the SystemExit the
+    SIGTERM handler raises) that arrived while a compiled kernel was being called or compiled
+    comes back as a SystemError ("returned a result with an exception set") caused by it; that
+    cause. Any other exception is itself."""
+    inner = exc
+    while isinstance(inner, SystemError) and inner.__cause__ is not None:
+        inner = inner.__cause__
+    return inner if isinstance(inner, (KeyboardInterrupt, SystemExit)) else exc
+
+
 def abort_reason(exc: BaseException) -> str:
     """Why a run stopped early, in one line."""
     if isinstance(exc, KeyboardInterrupt):

@@ -112,8 +112,9 @@ def run(
 def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
     """The epoch's touches; the rest of a quiet epoch (its stats), else None."""
     dt = ep.dt
-    consumed = min(g.debt, dt)
-    g.debt -= consumed
+    debt = g.debt
+    consumed = dt if dt < debt else debt  # min(debt, dt)
+    g.debt = debt - consumed
     work = dt - consumed
     mig = g.migration
     if mig is not None and mig.throttle and mig.active:  # auto-converge throttles the CPU
@@ -137,15 +138,19 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         g.pinned_n = pin_to
     pages, writes = g._fit(pages, writes)
     ep.busy_from = ep.t + consumed
-    if mig is not None and mig.active:  # what the touches dirty, by where pages were
+    migrating = mig is not None and mig.active
+    if migrating:  # what the touches dirty, by where pages were
         from overcommit.migration.transfer import dirtying
 
         ep.mig_marks = dirtying(pages, writes, g.loc)
-    g.counters["touches"] += len(pages)
+    n_touches = len(pages)
+    g.counters["touches"] += n_touches
     may_quiet = g.unuse_left <= 0 and g._plain()
     if jit.ENABLED:  # one pass: distinct pages, their locations, the writes; a quiet epoch
-        fused = may_quiet and ep.epoch + 1 > g.window_start
+        stamp = ep.epoch + 1
+        fused = may_quiet and stamp > g.window_start
         fs = g.frames
+        state = fs.state
         applied, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits = jit.touch_pass(
             pages,
             writes,
@@ -162,31 +167,41 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
             g.free_stack,
             g.frame,
             g.fpage,
-            fs.state,
-            fs.backed_count + fs.hswapped_count == len(fs.state),
+            state,
+            fs.backed_count + fs.hswapped_count == len(state),
             g.last,
             g.ref,
             g.ra,
-            ep.epoch + 1,
+            stamp,
             g.window_start,
             g.ra_n != 0,
         )
-        ep.wp, ep.wc, ep.wset = wp, wc, wp
-        ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
-            work,
-            pages,
-            writes,
-            pin_to,
-            uniq,
-            loc_u,
-        )
-        if applied:
+        if applied:  # the context is read no further unless a migration's share runs
             stats = g._quiet_applied(
-                ep.epoch, dt, work, len(pages), n_zero, new, fresh, hits, pin_to
+                ep.epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to
             )
-            _migrate(g, ep)
+            if migrating:
+                ep.wp, ep.wc, ep.wset = wp, wc, wp
+                ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+                    work,
+                    pages,
+                    writes,
+                    pin_to,
+                    uniq,
+                    loc_u,
+                )
+                _migrate(g, ep)
             return stats
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
         if fused or not may_quiet or top > RAM:
+            ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+                work,
+                pages,
+                writes,
+                pin_to,
+                uniq,
+                loc_u,
+            )
             return None
         # (an epoch before its window: never in a run) the numpy path decides
     else:

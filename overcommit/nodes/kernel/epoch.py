@@ -73,10 +73,9 @@ def run(
         if t + dt >= g.down_until - 1e-9:
             g.alive = True
         return EpochStats(alive=False)
-    ep = EpochContext(epoch, t, dt, device, g.directives)
-    quiet = _touches(g, ep)
-    if quiet is not None:
-        return quiet
+    ep = _touches(g, epoch, t, dt, device)
+    if not isinstance(ep, EpochContext):  # a quiet epoch: its stats
+        return ep
     _faults(g, ep)
     if not _reclaim(g, ep):  # neither RAM nor swap has room
         return (yield from g._oom_kill(t, dt, ep.work, len(ep.pages)))
@@ -109,9 +108,11 @@ def run(
     return _time(g, ep)
 
 
-def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
-    """The epoch's touches; the rest of a quiet epoch (its stats), else None."""
-    dt = ep.dt
+def _touches(
+    g: GuestModel, epoch: int, t: float, dt: float, device: DeviceQueue
+) -> EpochContext | EpochStats:
+    """The epoch's touches; the rest of a quiet epoch (its stats), else the epoch's context
+    for the general path (a quiet epoch builds one only for a live migration's share)."""
     debt = g.debt
     consumed = dt if dt < debt else debt  # min(debt, dt)
     g.debt = debt - consumed
@@ -137,17 +138,18 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
     elif pin_to < g.pinned_n:  # munlock: the pages become ordinary
         g.pinned_n = pin_to
     pages, writes = g._fit(pages, writes)
-    ep.busy_from = ep.t + consumed
     migrating = mig is not None and mig.active
+    ep = None
     if migrating:  # what the touches dirty, by where pages were
         from overcommit.migration.transfer import dirtying
 
+        ep = _context(g, epoch, t, dt, device, consumed)
         ep.mig_marks = dirtying(pages, writes, g.loc)
     n_touches = len(pages)
     g.counters["touches"] += n_touches
     may_quiet = g.unuse_left <= 0 and g._plain()
     if jit.ENABLED:  # one pass: distinct pages, their locations, the writes; a quiet epoch
-        stamp = ep.epoch + 1
+        stamp = epoch + 1
         fused = may_quiet and stamp > g.window_start
         fs = g.frames
         state = fs.state
@@ -177,10 +179,8 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
             g.ra_n != 0,
         )
         if applied:  # the context is read no further unless a migration's share runs
-            stats = g._quiet_applied(
-                ep.epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to
-            )
-            if migrating:
+            stats = g._quiet_applied(epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to)
+            if ep is not None:
                 ep.wp, ep.wc, ep.wset = wp, wc, wp
                 ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
                     work,
@@ -192,6 +192,8 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
                 )
                 _migrate(g, ep)
             return stats
+        if ep is None:
+            ep = _context(g, epoch, t, dt, device, consumed)
         ep.wp, ep.wc, ep.wset = wp, wc, wp
         if fused or not may_quiet or top > RAM:
             ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
@@ -202,9 +204,11 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
                 uniq,
                 loc_u,
             )
-            return None
+            return ep
         # (an epoch before its window: never in a run) the numpy path decides
     else:
+        if ep is None:
+            ep = _context(g, epoch, t, dt, device, consumed)
         uniq = _unique(pages)
         loc_u = g.loc[uniq]
         ep.wp = None
@@ -217,11 +221,20 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         loc_u,
     )
     if may_quiet and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
-        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+        stats = g._quiet_epoch(epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
         if stats is not None:
             _migrate(g, ep)
-        return stats
-    return None
+            return stats
+    return ep
+
+
+def _context(
+    g: GuestModel, epoch: int, t: float, dt: float, device: DeviceQueue, consumed: float
+) -> EpochContext:
+    """The epoch's context; its work starts once the stall it owed is served."""
+    ep = EpochContext(epoch, t, dt, device, g.directives)
+    ep.busy_from = t + consumed
+    return ep
 
 
 def _migrate(g: GuestModel, ep: EpochContext) -> None:

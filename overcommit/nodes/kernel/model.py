@@ -665,7 +665,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
 
         Only first touches cost time (their faults and the host's allocations: every other
         stall source is 0.0, and adding 0.0 changes no sum), so an epoch without them skips
-        the stall bookkeeping; the rest is `_account` inlined.
+        the stall bookkeeping.
         """
         if pin_to > self.pinned_n:
             self.pinned_n = pin_to
@@ -683,16 +683,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
                 c["first_touches"] += need
                 c["faults"] += need
                 self._hist_add(costs.minor_fault, need)
-        # _account(dt, work, stall)
-        self.debt += stall
-        self.stall_seconds += stall
-        self.alive_seconds += dt
-        self.work_seconds += work
-        if self.tmem_pages > self.peak_tmem_pages:
-            self.peak_tmem_pages = self.tmem_pages
-        billed = self.nframes - self.balloon_n + self.tmem_billed
-        if billed > self.peak_billed_pages:
-            self.peak_billed_pages = billed
+        self._account(dt, work, stall)
         bad = self.conservation()
         return EpochStats(
             True,

@@ -500,3 +500,30 @@ def test_sigterm_inside_a_kernel_call_stops_the_run_as_sigterm(monkeypatch, tmp_
     assert summary["last_epoch"] >= 9
     plain = SystemError("a kernel's own bug")
     assert signal_behind(plain) is plain  # anything else stays an internal error
+
+
+def test_window_columns_from_row_values_match_element_stores():
+    """A window's columns, converted at once from its epochs' `_row` values, hold what a
+    store of each value into its column would (a float value truncated as numpy does)."""
+    from overcommit.cluster.runners import _FLOATS, _ROW, _columns
+    from overcommit.metrics import GUEST_COLUMNS
+
+    n, k = 3, len(_ROW)
+    for bad in (None, 2.7, -2.7, np.int64(5)):  # Python ints, then one other value
+        ints = [e * 1000 + j for e in range(n) for j in range(k)]
+        if bad is not None:
+            ints[k + 5] = bad
+        floats = [0.1 * e + f for e in range(n) for f in range(len(_FLOATS))]
+        rows, backed = _columns(ints, floats, n)
+        assert list(rows) == list(GUEST_COLUMNS)
+        for j, c in enumerate(_ROW[:-1]):
+            want = np.zeros(n, np.int64)
+            for e in range(n):
+                want[e] = ints[e * k + j]
+            assert rows[c].dtype == np.int64 and rows[c].tolist() == want.tolist(), c
+        assert backed.tolist() == [ints[e * k + k - 1] for e in range(n)]
+        for j, c in enumerate(_FLOATS):
+            assert rows[c].dtype == np.float64
+            assert rows[c].tolist() == [floats[e * len(_FLOATS) + j] for e in range(n)]
+        if bad is not None:
+            assert rows[_ROW[5]][1] == int(bad)

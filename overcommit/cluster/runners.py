@@ -12,6 +12,7 @@ get the same numbers either way.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,35 +217,42 @@ class GuestRunner:
             g.stop_cooperating()
         g.start_window(e0, directives)
         n = e1 - e0
-        rows = {c: np.zeros(n, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS}
-        backed = np.zeros(n, np.int64)
-        out = GuestWindow(g.name, rows, backed)
-        for i, e in enumerate(range(e0, e1)):
-            ooms, was_alive = g.counters["guest_oom_kills"], g.alive
-            hooms = g.counters["host_oom_kills"]
+        out = GuestWindow(g.name, {}, _EI64)
+        ints: list = []  # each epoch's `_row` values, one after the other
+        floats: list[float] = []  # each epoch's work and stall
+        violations = out.violations
+        dev_ops = dev_bytes = hswap_ops = hswap_bytes = 0
+        for e in range(e0, e1):
+            c = g.counters
+            ooms, hooms, was_alive = c["guest_oom_kills"], c["host_oom_kills"], g.alive
             shrink = (yield from g.shrink_tmem(device, dt)) if g.shrink_left else None
             s: EpochStats = yield from g.epoch(e, e * dt, dt, device)
             if g.migration is not None:  # post-copy: pages to or from the source's store
                 audit = (e + 1) % AUDIT_EPOCHS == 0
-                out.violations += yield from remote_epoch(g, e, audit)
+                violations += yield from remote_epoch(g, e, audit)
             if shrink is not None:  # the reclaim's writes load the device like the epoch's
                 s.disk_writes += shrink.disk_writes
                 s.dev_ops += shrink.dev_ops
                 s.dev_bytes += shrink.dev_bytes
                 s.violations += shrink.violations
-            _fill_row(rows, i, g, s)
-            backed[i] = g.frames.backed_count
-            out.dev_ops += s.dev_ops
-            out.dev_bytes += s.dev_bytes
-            out.hswap_ops += s.hswap_ops
-            out.hswap_bytes += s.hswap_bytes
-            out.violations += [(e, check, msg) for check, msg in s.violations]
-            if g.counters["guest_oom_kills"] != ooms:
+            ints += _row(g, s)
+            floats += (s.work, s.stall)
+            dev_ops += s.dev_ops
+            dev_bytes += s.dev_bytes
+            hswap_ops += s.hswap_ops
+            hswap_bytes += s.hswap_bytes
+            if s.violations:
+                violations += [(e, check, msg) for check, msg in s.violations]
+            c = g.counters
+            if c["guest_oom_kills"] != ooms:
                 out.events.append((e, "oom_kill", {"guest": g.name, "host": g.host}))
-            if g.counters["host_oom_kills"] != hooms:
+            if c["host_oom_kills"] != hooms:
                 out.events.append((e, "host_oom_kill", {"guest": g.name, "host": g.host}))
             if g.alive and not was_alive:
                 out.events.append((e + 1, "restart", {"guest": g.name, "host": g.host}))
+        out.rows, out.backed = _columns(ints, floats, n)
+        out.dev_ops, out.dev_bytes = dev_ops, dev_bytes
+        out.hswap_ops, out.hswap_bytes = hswap_ops, hswap_bytes
         g.next_epoch = e1
         if e0 // AUDIT_EPOCHS != e1 // AUDIT_EPOCHS:  # recount the ledgers from the tables
             out.violations += [(e1 - 1, "conservation", m) for m in g.conservation(full=True)]
@@ -355,45 +363,80 @@ def _ksm_candidates(g: GuestModel) -> np.ndarray | None:
     return np.unique(np.concatenate(g.ksm_candidates))
 
 
-def _fill_row(rows: dict[str, np.ndarray], i: int, g: GuestModel, s: EpochStats) -> None:
-    bc = g.census
-    rows["alive"][i] = int(s.alive)
-    rows["work_s"][i] = s.work
-    rows["stall_s"][i] = s.stall
-    rows["touches"][i] = s.touches
-    rows["faults"][i] = s.faults
-    rows["disk_reads"][i] = s.disk_reads
-    rows["disk_writes"][i] = s.disk_writes
-    rows["tmem_puts"][i] = s.puts
-    rows["tmem_put_failures"][i] = s.put_failures
-    rows["tmem_gets"][i] = s.gets
-    rows["untouched_pages"][i] = bc[UNTOUCHED]
-    rows["resident_pages"][i] = bc[RAM]
-    rows["frontswap_pages"][i] = bc[FRONTSWAP]
-    rows["swap_pages"][i] = bc[SWAP]
-    rows["tmem_pages"][i] = g.tmem_pages
-    rows["tmem_billed"][i] = g.tmem_billed
-    rows["free_frames"][i] = g.free_top
-    rows["alloc_pages"][i] = g.alloc_pages
-    rows["balloon_pages"][i] = g.balloon_n
-    rows["balloon_target"][i] = g.balloon.wanted if g.balloon is not None else 0
-    rows["host_frames"][i] = g.frames.backed_count
-    rows["hswap_frames"][i] = g.frames.hswapped_count
-    rows["host_swap_ins"][i] = s.host_swap_ins
-    rows["double_swaps"][i] = s.double_swaps
-    rows["cache_pages"][i] = g.cache.count if g.cache is not None else 0
-    rows["cache_dirty"][i] = g.cache.dirty if g.cache is not None else 0
-    pool = g.pool
-    rows["zpool_pages"][i] = bc[ZPOOL] if pool is not None else 0
-    rows["zpool_held"][i] = pool.live_pages if pool is not None else 0
-    rows["zpool_stale"][i] = pool.stale_pages if pool is not None else 0
-    rows["zpool_bytes"][i] = pool.stored_bytes() if pool is not None else 0
-    rows["zpool_frames"][i] = pool.frames if pool is not None else 0
-    rows["merged_frames"][i] = g.frames.merged_count
-    rows["file_pages"][i] = bc[FILE]
-    rows["file_reads"][i] = s.file_reads
-    rows["ephemeral_pages"][i] = g.eph_pages
-    rows["cleancache_hits"][i] = s.cleancache_hits
+#: the integer columns in the order `_row` gives their values, then the frames the host
+#: backs (`GuestWindow.backed`); the float columns (`_s`) are each epoch's work and stall
+_ROW = tuple(
+    """
+    alive touches faults disk_reads disk_writes tmem_puts tmem_put_failures tmem_gets
+    untouched_pages resident_pages frontswap_pages swap_pages tmem_pages tmem_billed
+    free_frames alloc_pages balloon_pages balloon_target host_frames hswap_frames
+    host_swap_ins double_swaps cache_pages cache_dirty zpool_pages zpool_held zpool_stale
+    zpool_bytes zpool_frames merged_frames file_pages file_reads ephemeral_pages
+    cleancache_hits backed
+    """.split()  # noqa: SIM905 - 35 names: a list literal takes a line each
+)
+_FLOATS = ("work_s", "stall_s")
+_AT = {c: k for k, c in enumerate(_ROW)} | {c: k for k, c in enumerate(_FLOATS)}
+assert set(_ROW[:-1]) | set(_FLOATS) == set(GUEST_COLUMNS) and len(_AT) == len(GUEST_COLUMNS) + 1
+_EI64 = np.zeros(0, np.int64)
+
+
+def _row(g: GuestModel, s: EpochStats) -> tuple:
+    """One epoch's integer values, in `_ROW`'s order (its time-series row, less work and
+    stall, and the frames the host backs)."""
+    bc = g.census.tolist()  # six numbers: indexing a list is cheaper than the array
+    fr = g.frames
+    pool, cache, balloon = g.pool, g.cache, g.balloon
+    return (
+        int(s.alive),
+        s.touches,
+        s.faults,
+        s.disk_reads,
+        s.disk_writes,
+        s.puts,
+        s.put_failures,
+        s.gets,
+        bc[UNTOUCHED],
+        bc[RAM],
+        bc[FRONTSWAP],
+        bc[SWAP],
+        g.tmem_pages,
+        g.tmem_billed,
+        g.free_top,
+        g.nframes - g.balloon_n,  # alloc_pages
+        g.balloon_n,
+        balloon.wanted if balloon is not None else 0,
+        fr.backed_count,
+        fr.hswapped_count,
+        s.host_swap_ins,
+        s.double_swaps,
+        cache.count if cache is not None else 0,
+        cache.dirty if cache is not None else 0,
+        bc[ZPOOL] if pool is not None else 0,
+        pool.live_pages if pool is not None else 0,
+        pool.stale_pages if pool is not None else 0,
+        pool.stored_bytes() if pool is not None else 0,
+        pool.frames if pool is not None else 0,
+        fr.merged_count,
+        bc[FILE],
+        s.file_reads,
+        g.eph_pages,
+        s.cleancache_hits,
+        fr.backed_count,
+    )
+
+
+def _columns(ints: list, floats: list[float], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A window's time-series columns (`GUEST_COLUMNS`, one value per epoch) and its backed
+    frames, from its epochs' `_row` values and their work and stall, one conversion each."""
+    try:  # Python ints (or numpy's): exact, in one pass
+        flat = np.frombuffer(array("q", ints), np.int64)
+    except TypeError:  # a float value: numpy truncates it as an element assignment does
+        flat = np.array(ints, np.int64)
+    block = flat.reshape(n, len(_ROW)).T.copy()
+    fblock = np.array(floats, np.float64).reshape(n, len(_FLOATS)).T.copy()
+    rows = {c: (fblock if c.endswith("_s") else block)[_AT[c]] for c in GUEST_COLUMNS}
+    return rows, block[-1]
 
 
 def guest_summary(g: GuestModel) -> dict:

@@ -73,10 +73,9 @@ def run(
         if t + dt >= g.down_until - 1e-9:
             g.alive = True
         return EpochStats(alive=False)
-    ep = EpochContext(epoch, t, dt, device, g.directives)
-    quiet = _touches(g, ep)
-    if quiet is not None:
-        return quiet
+    ep = _touches(g, epoch, t, dt, device)
+    if not isinstance(ep, EpochContext):  # a quiet epoch: its stats
+        return ep
     _faults(g, ep)
     if not _reclaim(g, ep):  # neither RAM nor swap has room
         return (yield from g._oom_kill(t, dt, ep.work, len(ep.pages)))
@@ -109,11 +108,14 @@ def run(
     return _time(g, ep)
 
 
-def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
-    """The epoch's touches; the rest of a quiet epoch (its stats), else None."""
-    dt = ep.dt
-    consumed = min(g.debt, dt)
-    g.debt -= consumed
+def _touches(
+    g: GuestModel, epoch: int, t: float, dt: float, device: DeviceQueue
+) -> EpochContext | EpochStats:
+    """The epoch's touches; the rest of a quiet epoch (its stats), else the epoch's context
+    for the general path (a quiet epoch builds one only for a live migration's share)."""
+    debt = g.debt
+    consumed = dt if dt < debt else debt  # min(debt, dt)
+    g.debt = debt - consumed
     work = dt - consumed
     mig = g.migration
     if mig is not None and mig.throttle and mig.active:  # auto-converge throttles the CPU
@@ -136,16 +138,21 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
     elif pin_to < g.pinned_n:  # munlock: the pages become ordinary
         g.pinned_n = pin_to
     pages, writes = g._fit(pages, writes)
-    ep.busy_from = ep.t + consumed
-    if mig is not None and mig.active:  # what the touches dirty, by where pages were
+    migrating = mig is not None and mig.active
+    ep = None
+    if migrating:  # what the touches dirty, by where pages were
         from overcommit.migration.transfer import dirtying
 
+        ep = _context(g, epoch, t, dt, device, consumed)
         ep.mig_marks = dirtying(pages, writes, g.loc)
-    g.counters["touches"] += len(pages)
+    n_touches = len(pages)
+    g.counters["touches"] += n_touches
     may_quiet = g.unuse_left <= 0 and g._plain()
     if jit.ENABLED:  # one pass: distinct pages, their locations, the writes; a quiet epoch
-        fused = may_quiet and ep.epoch + 1 > g.window_start
+        stamp = epoch + 1
+        fused = may_quiet and stamp > g.window_start
         fs = g.frames
+        state = fs.state
         applied, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits = jit.touch_pass(
             pages,
             writes,
@@ -162,34 +169,46 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
             g.free_stack,
             g.frame,
             g.fpage,
-            fs.state,
-            fs.backed_count + fs.hswapped_count == len(fs.state),
+            state,
+            fs.backed_count + fs.hswapped_count == len(state),
             g.last,
             g.ref,
             g.ra,
-            ep.epoch + 1,
+            stamp,
             g.window_start,
             g.ra_n != 0,
         )
-        ep.wp, ep.wc, ep.wset = wp, wc, wp
-        ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
-            work,
-            pages,
-            writes,
-            pin_to,
-            uniq,
-            loc_u,
-        )
-        if applied:
-            stats = g._quiet_applied(
-                ep.epoch, dt, work, len(pages), n_zero, new, fresh, hits, pin_to
-            )
-            _migrate(g, ep)
+        if applied:  # the context is read no further unless a migration's share runs
+            stats = g._quiet_applied(epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to)
+            if ep is not None:
+                ep.wp, ep.wc, ep.wset = wp, wc, wp
+                ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+                    work,
+                    pages,
+                    writes,
+                    pin_to,
+                    uniq,
+                    loc_u,
+                )
+                _migrate(g, ep)
             return stats
+        if ep is None:
+            ep = _context(g, epoch, t, dt, device, consumed)
+        ep.wp, ep.wc, ep.wset = wp, wc, wp
         if fused or not may_quiet or top > RAM:
-            return None
+            ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
+                work,
+                pages,
+                writes,
+                pin_to,
+                uniq,
+                loc_u,
+            )
+            return ep
         # (an epoch before its window: never in a run) the numpy path decides
     else:
+        if ep is None:
+            ep = _context(g, epoch, t, dt, device, consumed)
         uniq = _unique(pages)
         loc_u = g.loc[uniq]
         ep.wp = None
@@ -202,11 +221,20 @@ def _touches(g: GuestModel, ep: EpochContext) -> EpochStats | None:
         loc_u,
     )
     if may_quiet and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
-        stats = g._quiet_epoch(ep.epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
+        stats = g._quiet_epoch(epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
         if stats is not None:
             _migrate(g, ep)
-        return stats
-    return None
+            return stats
+    return ep
+
+
+def _context(
+    g: GuestModel, epoch: int, t: float, dt: float, device: DeviceQueue, consumed: float
+) -> EpochContext:
+    """The epoch's context; its work starts once the stall it owed is served."""
+    ep = EpochContext(epoch, t, dt, device, g.directives)
+    ep.busy_from = t + consumed
+    return ep
 
 
 def _migrate(g: GuestModel, ep: EpochContext) -> None:

@@ -69,6 +69,11 @@ from overcommit.profiles import Costs, DeviceQueue
 from overcommit.workloads import TouchStreams, make_workload
 
 
+def _overrides(h: GuestMechanism, hook: str) -> bool:
+    """Whether mechanism `h` has its own `hook` (not `GuestMechanism`'s default)."""
+    return getattr(type(h), hook) is not getattr(GuestMechanism, hook)
+
+
 class GuestModel(GuestLifecycle, GuestChecks):
     """A guest kernel's memory state and its workload. Pure Python + numpy."""
 
@@ -114,6 +119,9 @@ class GuestModel(GuestLifecycle, GuestChecks):
         from overcommit.nodes.mechanism import guest_hooks
 
         self.mechs: list[GuestMechanism] = guest_hooks(features)  # in their fixed order
+        # the mechanisms that bill host pages or hold frames (the others' hooks return 0)
+        self._billers = [h for h in self.mechs if _overrides(h, "billed")]
+        self._holders = [h for h in self.mechs if _overrides(h, "frames_held")]
         # a guest whose mechanism says so (ballooning, host-swapped) sees maxmem of frames
         grows = any(h.sees_maxmem for h in self.mechs)
         self.nframes = max(self.memory_pages, self.maxmem_pages) if grows else self.memory_pages
@@ -158,7 +166,6 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self._boot()
 
     @property
-    @property
     def tmem_quota(self) -> int:
         return self.directives.tmem_quota
 
@@ -170,7 +177,8 @@ class GuestModel(GuestLifecycle, GuestChecks):
     def tmem_billed(self) -> int:
         """Pages of host RAM billed to the guest outside its RAM (its pool pages, or what a
         compressing or deduplicating pool says they take)."""
-        return sum(h.billed(self) for h in self.mechs)
+        b = self._billers
+        return b[0].billed(self) if len(b) == 1 else sum(h.billed(self) for h in b)
 
     # -- mechanisms -------------------------------------------------------------------------
     def _init_mechanisms(self) -> None:
@@ -195,7 +203,8 @@ class GuestModel(GuestLifecycle, GuestChecks):
     @property
     def zpool_frames(self) -> int:
         """Frames mechanisms hold inside the guest (a compressed pool's)."""
-        return sum(h.frames_held(self) for h in self.mechs) if self.mechs else 0
+        h = self._holders
+        return h[0].frames_held(self) if len(h) == 1 else sum(m.frames_held(self) for m in h)
 
     def _boot(self) -> None:
         """The guest (re)boots: frames backed per `boot`, the balloon at its boot size."""
@@ -458,7 +467,10 @@ class GuestModel(GuestLifecycle, GuestChecks):
         A workload touching more distinct non-resident pages in one epoch than its RAM has
         frames thrashes: the rest of its touches wait for the next epoch (`pending`).
         """
-        room = self.alloc_pages - self.zpool_frames - self.pinned_n - self.wm_min
+        room = self.nframes - self.balloon_n
+        if self._holders:
+            room -= self.zpool_frames
+        room -= self.pinned_n + self.wm_min
         if len(pages) <= room:
             return pages, writes
         uniq, first = np.unique(pages, return_index=True)
@@ -538,8 +550,11 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self.stall_seconds += stall
         self.alive_seconds += dt
         self.work_seconds += work
-        self.peak_tmem_pages = max(self.peak_tmem_pages, self.tmem_pages)
-        self.peak_billed_pages = max(self.peak_billed_pages, self.alloc_pages + self.tmem_billed)
+        if self.tmem_pages > self.peak_tmem_pages:
+            self.peak_tmem_pages = self.tmem_pages
+        billed = self.nframes - self.balloon_n + self.tmem_billed
+        if billed > self.peak_billed_pages:
+            self.peak_billed_pages = billed
 
     def _touched(self, uniq: np.ndarray, epoch: int) -> None:
         """Record this epoch's touches of `uniq` (sorted, distinct): last-touch epoch (and the
@@ -567,7 +582,12 @@ class GuestModel(GuestLifecycle, GuestChecks):
 
     def _plain(self) -> bool:
         """No page cache and no mechanism with per-epoch work of its own (`quiet_ok`)."""
-        return not self.has_files and all(h.quiet_ok(self) for h in self.mechs)
+        if self.has_files:
+            return False
+        for h in self.mechs:  # noqa: SIM110 - a loop: cheaper than all() over a generator
+            if not h.quiet_ok(self):
+                return False
+        return True
 
     def _quiet_epoch(
         self,
@@ -623,45 +643,58 @@ class GuestModel(GuestLifecycle, GuestChecks):
         pin_to: int,
     ) -> EpochStats:
         """`_quiet_epoch` after `jit.touch_pass` applied its page changes: the ledgers."""
-        self.free_top -= need
-        self.frames.backed_count += newly_backed
-        c = self.counters
-        c["host_frames_allocated"] += newly_backed
         if need:
-            self.census[UNTOUCHED] -= need
-            self.census[RAM] += need
-        self.active_n += fresh
-        self.last_hi = max(self.last_hi, epoch + 1)
+            self.free_top -= need
+            census = self.census
+            census[UNTOUCHED] -= need
+            census[RAM] += need
+        if newly_backed:
+            self.frames.backed_count += newly_backed
+            self.counters["host_frames_allocated"] += newly_backed
+        if fresh:
+            self.active_n += fresh
+        if epoch >= self.last_hi:
+            self.last_hi = epoch + 1
         if hits:
             self.ra_n -= hits
             self.ra_hits_since += hits
-            c["readahead_hits"] += hits
+            self.counters["readahead_hits"] += hits
         return self._quiet_stats(dt, work, n_touches, need, newly_backed, pin_to)
 
     def _quiet_stats(
         self, dt: float, work: float, n_touches: int, need: int, newly_backed: int, pin_to: int
     ) -> EpochStats:
-        """A quiet epoch's counters, time and stats, its page changes applied."""
-        costs = self.costs
-        self.pinned_n = max(self.pinned_n, pin_to)
-        c = self.counters
-        c["first_touches"] += need
-        c["faults"] += need
-        # time: first-touch faults and the host's allocations (every other source is 0.0)
-        s_zero = need * costs.minor_fault
-        s_alloc = newly_backed * costs.host_page_alloc
-        stall = sum((s_zero, s_alloc))  # as the general path sums its sources
-        self.stall_by_source["first_touch"] += s_zero
-        self.stall_by_source["host_alloc"] += s_alloc
-        self._hist_add(costs.minor_fault, need)
+        """A quiet epoch's counters, time and stats, its page changes applied.
+
+        Only first touches cost time (their faults and the host's allocations: every other
+        stall source is 0.0, and adding 0.0 changes no sum), so an epoch without them skips
+        the stall bookkeeping.
+        """
+        if pin_to > self.pinned_n:
+            self.pinned_n = pin_to
+        stall = 0.0
+        if need or newly_backed:
+            costs = self.costs
+            sbs = self.stall_by_source
+            s_zero = need * costs.minor_fault
+            s_alloc = newly_backed * costs.host_page_alloc
+            stall = s_zero + s_alloc  # as the general path sums its sources
+            sbs["first_touch"] += s_zero
+            sbs["host_alloc"] += s_alloc
+            if need:
+                c = self.counters
+                c["first_touches"] += need
+                c["faults"] += need
+                self._hist_add(costs.minor_fault, need)
         self._account(dt, work, stall)
+        bad = self.conservation()
         return EpochStats(
-            alive=True,
-            work=work,
-            stall=stall,
-            touches=n_touches,
-            faults=need,
-            violations=[("conservation", m) for m in self.conservation()],
+            True,
+            work,
+            stall,
+            n_touches,
+            need,
+            violations=[("conservation", m) for m in bad] if bad else [],
         )
 
     # -- mechanism steps inside an epoch ----------------------------------------------------

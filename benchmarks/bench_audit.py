@@ -188,11 +188,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15, help="timings per figure (best kept)")
     ap.add_argument("--fill-epochs", type=int, default=60, help="epochs filling each guest")
     a = ap.parse_args()
-    from overcommit.nodes.kernel import jit
+    from overcommit.nodes.kernel import checks, jit
 
     if not jit.ENABLED:
         sys.exit("run with the kernels on (OVERCOMMIT_JIT unset): both paths are timed here")
     jit.warm()
+    checks.warm_checks()
     print(f"nproc {os.cpu_count()}, best of {a.repeat} timings per figure")
     print()
     print("| guest | figure | kernels / now | numpy path / before | ratio |")

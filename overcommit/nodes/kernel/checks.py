@@ -4,8 +4,8 @@ the conservation checks of pages, frames and slots (ledgers every epoch, a full 
 frame audit each audit interval); mechanisms add theirs through `GuestMechanism.audit`.
 
 The full audit runs as two compiled kernels (`table_audit`, `frame_verdict`: numba, cached on
-disk like `jit`'s, compiled by `jit.warm`); with `OVERCOMMIT_JIT=0` it runs the numpy methods
-(`_recount_numpy`, `_frame_audit_numpy`), the reference the kernels are tested against.
+disk like `jit`'s, compiled ahead by `warm_checks`); with `OVERCOMMIT_JIT=0` it runs the numpy
+methods (`_recount_numpy`, `_frame_audit_numpy`), the reference the kernels are tested against.
 """
 
 from __future__ import annotations

@@ -58,8 +58,10 @@ DRIVER_BASE = 150 * MiB
 DRIVER_RAY = 60 * MiB
 #: Ray's own processes on a local Ray the run starts (gcs_server, raylet, log monitor, agents).
 RAY_SYSTEM = 325 * MiB
-#: One Ray worker process with overcommit, numpy and redis-py imported.
-RAY_WORKER = 140 * MiB
+#: One Ray worker process with overcommit, numpy, redis-py and numba imported and the compiled
+#: kernels loaded (a bench-1k host actor's worker at 60 s: 277 MB beyond its guests' arrays;
+#: ~220 MB of it before Ray's core worker).
+RAY_WORKER = 260 * MiB
 #: Python objects of one guest beyond its arrays (model, hooks, streams, connections).
 GUEST_OBJECTS = 64 * 1024
 #: The driver's own per-guest objects (specs, plan, the last window's reports).

@@ -478,16 +478,7 @@ def apply_in(
         dirty[victims[i]] = False
     fresh = hits = 0
     if do_touch:
-        check_ra = ra_n + len(extra) != 0
-        for i in range(len(uniq)):
-            p = uniq[i]
-            if last[p] <= window_start:
-                fresh += 1
-            last[p] = stamp
-            ref[p] = True
-            if check_ra and ra[p]:
-                ra[p] = False
-                hits += 1
+        fresh, hits = touched(uniq, last, ref, ra, stamp, window_start, ra_n + len(extra) != 0)
         for i in range(len(victims)):
             ref[victims[i]] = False
     return new, fresh, hits

@@ -180,38 +180,21 @@ def _touches(
         )
         if applied:  # the context is read no further unless a migration's share runs
             stats = g._quiet_applied(epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to)
-            if ep is not None:
-                ep.wp, ep.wc, ep.wset = wp, wc, wp
-                ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
-                    work,
-                    pages,
-                    writes,
-                    pin_to,
-                    uniq,
-                    loc_u,
-                )
-                _migrate(g, ep)
-            return stats
-        if ep is None:
+            if ep is None:
+                return stats
+        elif ep is None:
             ep = _context(g, epoch, t, dt, device, consumed)
         ep.wp, ep.wc, ep.wset = wp, wc, wp
-        if fused or not may_quiet or top > RAM:
-            ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
-                work,
-                pages,
-                writes,
-                pin_to,
-                uniq,
-                loc_u,
-            )
-            return ep
-        # (an epoch before its window: never in a run) the numpy path decides
+        # not quiet (the kernel said so): the general path; before its window (never in a
+        # run): the numpy path decides
+        done = applied or fused or not may_quiet or top > RAM
     else:
         if ep is None:
             ep = _context(g, epoch, t, dt, device, consumed)
         uniq = _unique(pages)
         loc_u = g.loc[uniq]
         ep.wp = None
+        applied = done = False
     ep.work, ep.pages, ep.writes, ep.pin_to, ep.uniq, ep.loc_u = (
         work,
         pages,
@@ -220,6 +203,11 @@ def _touches(
         uniq,
         loc_u,
     )
+    if applied:
+        _migrate(g, ep)
+        return stats
+    if done:
+        return ep
     if may_quiet and (len(uniq) == 0 or int(loc_u.max()) <= RAM):
         stats = g._quiet_epoch(epoch, dt, work, pages, writes, uniq, loc_u, pin_to)
         if stats is not None:

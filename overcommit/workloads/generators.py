@@ -197,15 +197,32 @@ def _uniforms(fn: int, state: int, n: int, scale: float, shift: float) -> np.nda
 
 @njit(cache=True, nogil=True)
 def _scatter(r: int, mult: int, offset: int, footprint: int, inv: float) -> int:
-    """`(r * mult + offset) % footprint` for 0 <= r, mult, offset < footprint < 2**26: the
-    quotient through a float multiply, corrected to the exact remainder (no division)."""
+    """`(r * mult + offset) % footprint` for 0 <= r, mult, offset < footprint: with `inv` =
+    1 / footprint (footprint < 2**26), the quotient through a float multiply, corrected to the
+    exact remainder (no division); with `inv` 0, `%`."""
     v = r * mult + offset
+    if inv == 0.0:
+        return v % footprint
     m = v - np.int64(v * inv) * footprint
     while m < 0:
         m += footprint
     while m >= footprint:
         m -= footprint
     return m
+
+
+def _inverse(footprint: int) -> float:
+    """`_scatter`'s `inv` for this footprint."""
+    return 1.0 / footprint if footprint < (1 << 26) else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _write_flags(fn: int, wstate: int, n: int, wf: float) -> np.ndarray:
+    """n write flags: `u < wf` for the write stream's (`wstate`) next uniforms u."""
+    writes = np.empty(n, np.bool_)
+    for i in range(n):
+        writes[i] = _next_double(fn, wstate) < wf
+    return writes
 
 
 @njit(cache=True, nogil=True)
@@ -221,6 +238,7 @@ def _power_pages(
     mult: int,
     offset: int,
     footprint: int,
+    inv: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """n pages and write flags from power-law variates `x`: the rank `int(x) - 1` clipped to
     [0, ws), scattered to `(r * mult + offset) % footprint`; the write flag `u < wf` for the
@@ -228,10 +246,7 @@ def _power_pages(
     stream's (`rstate`) next uniforms times `scale` plus one, drawn here (the uniform law,
     skew 0). The numpy path's operations, one by one, in one pass."""
     pages = np.empty(n, np.int64)
-    writes = np.empty(n, np.bool_)
     top = ws - 1
-    exact = footprint < (1 << 26)
-    inv = 1.0 / footprint
     for i in range(n):
         if scale > 0.0:
             v = _next_double(fn, rstate) * scale
@@ -243,13 +258,8 @@ def _power_pages(
             r = top
         if r < 0:
             r = 0
-        if exact:
-            pages[i] = _scatter(r, mult, offset, footprint, inv)
-        else:
-            pages[i] = (r * mult + offset) % footprint
-    for i in range(n):
-        writes[i] = _next_double(fn, wstate) < wf
-    return pages, writes
+        pages[i] = _scatter(r, mult, offset, footprint, inv)
+    return pages, _write_flags(fn, wstate, n, wf)
 
 
 @njit(cache=True, nogil=True)
@@ -264,17 +274,15 @@ def _zipf_pages(
     mult: int,
     offset: int,
     footprint: int,
+    inv: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """n pages and write flags under the exact Zipf law: for each uniform of the rank stream
     (`rstate`), the rank `searchsorted(cdf, u, side="right")` clipped to the table (searched
     between the entries of `guide` for u's bucket, see `_zipf_guide`), scattered as in
     `_power_pages`; the write flags as there."""
     pages = np.empty(n, np.int64)
-    writes = np.empty(n, np.bool_)
     top = len(cdf) - 1
     k = float(len(guide) - 1)
-    exact = footprint < (1 << 26)
-    inv = 1.0 / footprint
     for i in range(n):
         v = _next_double(fn, rstate)
         j = np.int64(v * k)
@@ -286,13 +294,8 @@ def _zipf_pages(
             else:
                 lo = mid + 1
         r = lo if lo < top else top
-        if exact:
-            pages[i] = _scatter(r, mult, offset, footprint, inv)
-        else:
-            pages[i] = (r * mult + offset) % footprint
-    for i in range(n):
-        writes[i] = _next_double(fn, wstate) < wf
-    return pages, writes
+        pages[i] = _scatter(r, mult, offset, footprint, inv)
+    return pages, _write_flags(fn, wstate, n, wf)
 
 
 _NEXT_DOUBLE: dict[type, int] = {}
@@ -362,6 +365,7 @@ class Workload:
         self.file_pages = min(footprint_pages, int(round(file_cache * footprint_pages)))
         self._mult = _unit_multiplier(footprint_pages)
         self._offset = footprint_pages // 3
+        self._inv = _inverse(footprint_pages)  # the compiled scatter's (see `_scatter`)
         self._cycle = sum(p.duration for p in phases)
         self._plans = [_plan(p, footprint_pages) for p in phases]
 
@@ -416,10 +420,10 @@ class Workload:
             return pages, writes
         fn, rstate = _address(rank_rng)
         wstate = _address(write_rng)[1]
-        mult, offset, fp = self._mult, self._offset, self.footprint
+        mult, offset, fp, inv = self._mult, self._offset, self.footprint, self._inv
         if law == _ZIPF:
             cdf, guide = _zipf_cdf(ws, k1), _zipf_guide(ws, k1)
-            return _zipf_pages(cdf, guide, fn, rstate, n, wstate, wf, mult, offset, fp)
+            return _zipf_pages(cdf, guide, fn, rstate, n, wstate, wf, mult, offset, fp, inv)
         if law == _UNIFORM:
             x, scale = _NO_X, k1
         else:
@@ -430,7 +434,7 @@ class Workload:
             else:  # numpy's `exp`, likewise
                 x = _uniforms(fn, rstate, n, k1, 0.0)
                 np.exp(x, out=x)
-        return _power_pages(x, scale, fn, rstate, n, wstate, wf, ws, mult, offset, fp)
+        return _power_pages(x, scale, fn, rstate, n, wstate, wf, ws, mult, offset, fp, inv)
 
 
 def make_workload(spec, page_size: int) -> Workload:

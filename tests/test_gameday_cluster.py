@@ -17,33 +17,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_gameday import assert_gone, cli, pids_of, wait_for
+from test_gameday import DAY, assert_gone, cli, pids_of, wait_for
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTS = ("host-1", "host-2", "host-3")
 
-LAB = """
-name: lab
-seed: 11
-duration: 10m
-epoch: 100ms
-sync_window: 1s
-runtime: {kind: ray, guests: packed, pin: resource}
-mechanism: frontswap
-placement: balanced
-hosts: {count: 3, ram: 256MiB, reserve: 32MiB, boot: lazy}
-shared_storage: {device: ssd}
-ha: {admission: host-failures, tolerate: 1, detection: 1s, restart_deadline: 30s}
-guests:
-  - name: g
-    count: 3
-    memory: 48MiB
-    maxmem: 64MiB
-    swap: 64MiB
-    workload: {kind: zipf, working_set: 56MiB, access_rate: 5k/s, skew: 0.3}
-"""
+# test_gameday's day, its hosts' actors pinned to the nodes that carry their resources
+LAB = (
+    DAY.replace("name: day", "name: lab")
+    .replace("seed: 5", "seed: 11")
+    .replace("guests: actors}", "guests: packed, pin: resource}")
+)
 
 
 @contextlib.contextmanager

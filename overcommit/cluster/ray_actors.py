@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overcommit.cluster.runners import Freeze, GuestRunner, HostRunner, PoolCounts
+from overcommit.cluster.runners import GuestRunner, HostRunner
 from overcommit.cluster.runtime import (
     SHARED_SERVER,
     AsyncExecutor,
@@ -23,6 +23,7 @@ from overcommit.cluster.runtime import (
     drive_async,
     run_at_once,
 )
+from overcommit.cluster.storeops import Freeze, PoolCounts
 from overcommit.nodes import build_mechanism
 from overcommit.stores.pipeline import StoreMux
 from overcommit.stores.tmem import ScriptRunner

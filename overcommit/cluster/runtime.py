@@ -20,16 +20,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from overcommit.cluster.runners import (
-    SHARED,
-    Boot,
-    Freeze,
-    GuestRunner,
-    HostRunner,
-    HostWindow,
-    PoolCounts,
-    StoreOps,
-)
+from overcommit.cluster.runners import Boot, GuestRunner, HostRunner, HostWindow
+from overcommit.cluster.storeops import SHARED, Freeze, PoolCounts, StoreOps
 from overcommit.nodes import build_mechanism
 from overcommit.nodes.guest import EpochStats, GuestModel
 from overcommit.nodes.host import HostModel

@@ -88,6 +88,8 @@ def _servers(pid: int, host: str | None = None) -> list[psutil.Process]:
     found = []
     for k in kids:
         try:
+            if k.status() == psutil.STATUS_ZOMBIE:
+                continue
             cmd = " ".join(k.cmdline())
         except psutil.Error:
             continue
@@ -96,21 +98,15 @@ def _servers(pid: int, host: str | None = None) -> list[psutil.Process]:
     return found
 
 
-def _wait_for(pid: int, host: str, timeout: float = 120) -> psutil.Process:
-    end = time.time() + timeout
-    while time.time() < end and psutil.pid_exists(pid):
-        found = _servers(pid, host)
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no redis-server of {host} appeared")
-
-
 def _client(server: psutil.Process) -> redis.Redis:
-    """A client of a run's redis-server: its address from the process title (`unixsocket:PATH`
-    or `HOST:PORT`), its password from the config file in its directory."""
+    """A client of a run's redis-server: its address from its arguments (`--unixsocket PATH`)
+    or, once the server has rewritten it, its process title (`unixsocket:PATH` or
+    `HOST:PORT`); its password from the config file in its directory."""
     password = (Path(server.cwd()) / "redis.conf").read_text().split()[1]
-    where = server.cmdline()[0].split()[-1]
+    cmd = server.cmdline()
+    if "--unixsocket" in cmd:
+        return redis.Redis(unix_socket_path=cmd[cmd.index("--unixsocket") + 1], password=password)
+    where = cmd[0].split()[-1]
     if where.startswith("unixsocket:"):
         return redis.Redis(unix_socket_path=where.split(":", 1)[1], password=password)
     host, _, port = where.rpartition(":")
@@ -118,26 +114,32 @@ def _client(server: psutil.Process) -> redis.Redis:
                        password=password)  # fmt: skip
 
 
-def _written(client: redis.Redis) -> bool:
+def _written(server: psutil.Process) -> bool:
+    """Whether the run has written to this server (False while it starts)."""
+    try:
+        client = _client(server)
+    except (psutil.Error, OSError, ValueError, IndexError):  # starting, or gone
+        return False
     try:
         return client.dbsize() > 0
-    except redis.ConnectionError:  # not listening yet
+    except redis.RedisError:  # not listening yet
         return False
-
-
-def _wait_for_epochs(server: psutil.Process, timeout: float = 180) -> None:
-    """Wait until the run's epochs have written to this host's store, then a little longer:
-    the first epochs of a fresh checkout also compile the paging kernels, so a fixed sleep
-    from the server's start could fall before any epoch completed."""
-    client = _client(server)
-    end = time.time() + timeout
-    try:
-        while not _written(client):
-            assert time.time() < end, "the run wrote nothing to host-1's store"
-            time.sleep(0.2)
     finally:
         client.close()
-    time.sleep(3.0)
+
+
+def _wait_for_epochs(pid: int, host: str = "host-1", timeout: float = 180) -> psutil.Process:
+    """The run's redis-server of `host`, once the run's epochs have written to it and a little
+    longer: the first epochs of a fresh checkout also compile the paging kernels, so a fixed
+    sleep from the server's start could fall before any epoch completed."""
+    end = time.time() + timeout
+    while time.time() < end:
+        for server in _servers(pid, host):
+            if _written(server):
+                time.sleep(3.0)
+                return server
+        time.sleep(0.2)
+    raise AssertionError(f"the run wrote nothing to {host}'s store")
 
 
 def _leftovers(own: Path) -> list[str]:
@@ -175,9 +177,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
 def test_store_killed_mid_run_keeps_the_run(tmp_path, kind, guests):
     proc, out, own = _start(tmp_path, "3600s", kind, guests)
     try:
-        server = _wait_for(proc.pid, "host-1")
+        server = _wait_for_epochs(proc.pid)
         servers = _servers(proc.pid)
-        _wait_for_epochs(server)
         server.kill()
         stdout, stderr = _finish(proc)
     finally:
@@ -196,7 +197,7 @@ def test_store_killed_mid_run_keeps_the_run(tmp_path, kind, guests):
 def test_sigint_mid_run_writes_an_aborted_run(tmp_path):
     proc, out, own = _start(tmp_path, "3600s")
     try:
-        _wait_for_epochs(_wait_for(proc.pid, "host-1"))
+        _wait_for_epochs(proc.pid)
         servers = _servers(proc.pid)
         os.kill(proc.pid, signal.SIGINT)
         _, stderr = _finish(proc)
@@ -215,8 +216,7 @@ def test_stopped_store_fails_within_its_bound(tmp_path):
     proc, out, own = _start(tmp_path, "3600s", extra=("--set", f"redis.timeout={bound:g}s"))
     server = None
     try:
-        server = _wait_for(proc.pid, "host-1")
-        _wait_for_epochs(server)
+        server = _wait_for_epochs(proc.pid)
         server.suspend()  # SIGSTOP: the server hangs, its socket stays open
         t0 = time.time()
         _, stderr = _finish(proc, timeout=bound + 60)

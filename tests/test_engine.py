@@ -502,6 +502,46 @@ def test_sigterm_inside_a_kernel_call_stops_the_run_as_sigterm(monkeypatch, tmp_
     assert signal_behind(plain) is plain  # anything else stays an internal error
 
 
+def test_sigint_dropped_inside_a_del_still_stops_the_run(tmp_path, monkeypatch):
+    """Python runs a signal handler wherever the main thread is, also inside a `__del__`
+    that garbage collection started, where its KeyboardInterrupt is printed and dropped (seen
+    on a cold cache: a collection during kernel compilation). The run remembers the signal
+    and stops at the next window as interrupted by SIGINT, keeping its complete epochs."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from overcommit.stores.launcher import install_signal_handlers, received_signal
+
+    class SignalledOnCollection:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between these bytecodes
+                pass
+
+    def hook(epoch, runtime, fleet):
+        if epoch == 10:
+            SignalledOnCollection()  # collected at once: the SIGINT lands in its __del__
+
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    install_signal_handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_scenario(small(), out_dir=tmp_path / "run", on_window=hook)
+        assert received_signal() is None  # handled: a later run in this process is not stopped
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+    assert dropped == [KeyboardInterrupt]  # the first raise was dropped
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "aborted"
+    assert summary["reason"] == "interrupted by SIGINT"
+    assert 9 <= summary["last_epoch"] < 20
+
+
 def test_window_columns_from_row_values_match_element_stores():
     """A window's columns, converted at once from its epochs' `_row` values, hold what a
     store of each value into its column would (a float value truncated as numpy does)."""

@@ -54,7 +54,7 @@ from overcommit.migration.planner import Migrations
 from overcommit.nodes import build_mechanism
 from overcommit.output import write_run_dir
 from overcommit.profiles import DeviceQueue, device_profiles
-from overcommit.stores.launcher import RedisFleet
+from overcommit.stores.launcher import RedisFleet, raise_received_signal, signal_handled
 
 ProgressFn = Callable[[float, float, dict], None]
 WindowHook = Callable[[int, Any, Any], None]
@@ -169,6 +169,7 @@ def run_scenario(
         result = getattr(exc, "partial", None) or _empty_result(scenario, plan, abort_reason(exc))
         exc.partial = result  # type: ignore[union-attr]
         _write(result, out_dir, wall0, times)
+        signal_handled()
         if exc is caught:
             raise
         raise exc from None
@@ -339,6 +340,7 @@ def _run(
     try:
         stale_keys = runtime.start()
         while e0 < epochs:
+            raise_received_signal()  # one whose exception a __del__ dropped still stops here
             ops = nbytes = 0
             if live is not None:  # a game day: wait for the wall clock, take injected events
                 injected, stop = live.boundary(e0, dt)

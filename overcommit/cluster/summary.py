@@ -31,6 +31,7 @@ from overcommit.nodes.guest import (
     STALL_SOURCES,
     hist_percentile,
 )
+from overcommit.stores.launcher import received_signal
 from overcommit.version import __version__
 
 if TYPE_CHECKING:
@@ -154,11 +155,15 @@ def signal_behind(exc: BaseException) -> BaseException:
     """The exception to handle for `exc`: a signal's (KeyboardInterrupt, or the SystemExit the
     SIGTERM handler raises) that arrived while a compiled kernel was being called or compiled
     comes back as a SystemError ("returned a result with an exception set") caused by it; that
-    cause. Any other exception is itself."""
+    cause. A signal received whose own exception was dropped (raised inside a ``__del__``)
+    outranks what followed it (the store a SIGTERM stopped, lost). Any other exception is
+    itself."""
     inner = exc
     while isinstance(inner, SystemError) and inner.__cause__ is not None:
         inner = inner.__cause__
-    return inner if isinstance(inner, (KeyboardInterrupt, SystemExit)) else exc
+    if isinstance(inner, (KeyboardInterrupt, SystemExit)):
+        return inner
+    return received_signal() or exc
 
 
 def abort_reason(exc: BaseException) -> str:

@@ -119,21 +119,56 @@ def stop_all_servers() -> None:
 atexit.register(stop_all_servers)
 
 
+_RECEIVED: list[int] = []  # the signal received and not yet handled, if any
+
+
 def install_signal_handlers() -> None:
-    """Make SIGTERM stop all servers and raise ``SystemExit(143)`` in the main thread.
+    """Make SIGTERM stop all servers and raise ``SystemExit(143)`` in the main thread, and
+    SIGINT raise KeyboardInterrupt; both remember the signal until :func:`signal_handled`.
 
     SIGINT stays KeyboardInterrupt: callers' ``finally`` blocks and context managers stop
     their fleets, and ``atexit`` catches the rest. A SIGKILL of this process is covered by the
-    servers' parent-death signal.
+    servers' parent-death signal. Python runs a handler wherever the main thread is, also
+    inside a ``__del__`` that garbage collection started, where the exception is printed and
+    dropped; a long loop calls :func:`raise_received_signal` at its steps so such a signal
+    still stops it.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("install_signal_handlers() must be called from the main thread")
 
     def _on_sigterm(signum: int, frame: object) -> None:
+        _RECEIVED[:] = [signum]
         stop_all_servers()
         raise SystemExit(128 + signum)
 
+    def _on_sigint(signum: int, frame: object) -> None:
+        _RECEIVED[:] = [signum]
+        raise KeyboardInterrupt
+
+    _RECEIVED.clear()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def received_signal() -> BaseException | None:
+    """The exception of a signal received and not yet handled (None if there is none)."""
+    if not _RECEIVED:
+        return None
+    signum = _RECEIVED[0]
+    return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+
+
+def raise_received_signal() -> None:
+    """Raise the exception of a signal received and not yet handled: one whose first raise
+    was dropped (inside a ``__del__``) would otherwise never stop the run."""
+    exc = received_signal()
+    if exc is not None:
+        raise exc
+
+
+def signal_handled() -> None:
+    """Forget the signal received: its exception has been caught and acted on."""
+    _RECEIVED.clear()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

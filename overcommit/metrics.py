@@ -73,8 +73,23 @@ HOST_COLUMNS: dict[str, str] = {
 }
 
 
+#: Guest columns kept at 64 bits while the run records them (all others are page or event
+#: counts of one guest in one epoch, held as int32: 2^31 pages of 4 KiB is 8 TiB).
+WIDE_GUEST_COLUMNS = frozenset({"zpool_bytes"})
+
+
+def guest_dtype(column: str) -> type:
+    """The dtype a guest column is recorded in during the run."""
+    if column.endswith("_s"):
+        return np.float64
+    return np.int64 if column in WIDE_GUEST_COLUMNS else np.int32
+
+
 class Recorder:
-    """Collects the time series for a run of `epochs` epochs of `dt` seconds."""
+    """Collects the time series for a run of `epochs` epochs of `dt` seconds.
+
+    Guest counts are held as int32 during the run (half the driver's memory for the series of
+    a large cluster) and widened to int64 column by column when the frames are built."""
 
     def __init__(
         self,
@@ -92,9 +107,7 @@ class Recorder:
         self.gidx = {n: i for i, n in enumerate(guest_names)}
         self.hidx = {n: i for i, n in enumerate(host_names)}
         gshape = (epochs, len(guest_names))
-        self.g = {
-            c: np.zeros(gshape, np.float64 if c.endswith("_s") else np.int64) for c in GUEST_COLUMNS
-        }
+        self.g = {c: np.zeros(gshape, guest_dtype(c)) for c in GUEST_COLUMNS}
         self.h = {c: np.zeros((epochs, len(host_names)), np.int64) for c in HOST_COLUMNS}
         self.ghost = np.full(gshape, -1, np.int32)  # the host each guest ran on, per epoch
 
@@ -134,11 +147,12 @@ class Recorder:
         }
         for k, v in (extra or {}).items():
             data[k] = np.tile(np.array(v, dtype=object), e)
-        for c, arr in cols.items():
-            data[c] = arr.reshape(-1)
+        for c, arr in cols.items():  # the frames' columns are int64 / float64 (docs/output.md)
+            flat = arr.reshape(-1)
+            data[c] = flat if flat.dtype.itemsize == 8 else flat.astype(np.int64)
         import pandas as pd
 
-        return pd.DataFrame(data)
+        return pd.DataFrame(data, copy=False)  # the columns as built: no consolidating copy
 
     def guests_frame(self) -> pd.DataFrame:
         names = np.array([*self.host_names, ""], dtype=object)  # "": no host (down)

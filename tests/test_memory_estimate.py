@@ -52,3 +52,28 @@ def test_preflight_estimate_is_within_25_percent_of_the_measured_peak(tmp_path):
     detail += f"({ {k: round(v / 2**30, 2) for k, v in tree.peak_parts.items()} }, {wall:.0f} s)"
     print(detail)
     assert 0.75 <= ratio <= 1.25, detail
+
+
+def test_driver_series_estimate_matches_the_recorder_and_its_frame():
+    """The driver's series term counts what the recorder holds (guest counts as int32) and the
+    output frame built from it (every column 64 bits, as docs/output.md documents them)."""
+    import numpy as np
+
+    from overcommit.cluster import memory
+    from overcommit.metrics import GUEST_COLUMNS, Recorder
+
+    epochs, guests = 200, 64
+    rec = Recorder([f"vm-{i}" for i in range(guests)], ["h"] * guests, ["h"], epochs, 0.1)
+    rng = np.random.default_rng(3)
+    for arr in rec.g.values():
+        arr[:] = rng.integers(0, 2**31 - 1, arr.shape)
+    rec.ghost[:] = 0
+    held = sum(a.nbytes for a in rec.g.values()) + rec.ghost.nbytes
+    assert held == epochs * guests * (memory.GUEST_ROW_RECORDED + 4)
+    assert held < epochs * guests * (8 * len(GUEST_COLUMNS) + 4) * 0.6  # int32 counts
+    frame = rec.guests_frame()
+    for c in GUEST_COLUMNS:
+        assert frame[c].dtype == (np.float64 if c.endswith("_s") else np.int64)
+        assert np.array_equal(frame[c].to_numpy().reshape(epochs, guests), rec.g[c])
+    built = frame.memory_usage(deep=True).sum()
+    assert abs(built - epochs * guests * memory.GUEST_ROW_FRAME) < 0.25 * built

@@ -635,7 +635,11 @@ def queued_latencies(
     if not len(read_bytes):
         return np.zeros(0), ahead
     dev = device.profile
-    if len(read_bytes) > 4:  # a few sizes recur: each one's service and wait computed once
+    first = float(read_bytes[0])
+    if len(read_bytes) > 1 and (read_bytes == first).all():  # one size (no readahead, say)
+        svc = np.full(len(read_bytes), dev.op_time(False, first))
+        wait = device.wait(first)
+    elif len(read_bytes) > 4:  # a few sizes recur: each one's service and wait computed once
         sizes, at = np.unique(read_bytes, return_inverse=True)
         svc = np.array([dev.op_time(False, float(b)) for b in sizes])[at]
         wait = np.array([device.wait(float(b)) for b in sizes])[at]

@@ -174,3 +174,27 @@ def test_decode_rejects_foreign_or_truncated_records() -> None:
     corrupt[record_len("web-1", "digest", 4096) + 13] = 0xCD  # version tag of record 1
     with pytest.raises(ValueError, match="record 1"):
         decode("web-1", bytes(corrupt), "digest", 4096)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gkey=st.integers(0, 2**64 - 1),
+    pages=st.lists(st.integers(0, 2**32 - 1), max_size=40),
+    seed=st.integers(0, 2**32 - 1),
+    page_dtype=st.sampled_from([np.int64, np.uint32]),
+)
+def test_compiled_digest_checksums_equal_the_numpy_expressions(
+    gkey: int, pages: list[int], seed: int, page_dtype: type
+) -> None:
+    """The digest checksums' compiled loop (`codec.JIT`) gives the numpy path's bits."""
+    from overcommit.stores import codec
+
+    p = np.array(pages, page_dtype)
+    v = np.random.default_rng(seed).integers(0, 2**32, len(p), dtype=np.uint64).astype(np.uint32)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(codec, "JIT", True)
+        compiled = codec.checksums(gkey, p, v, "digest")
+        m.setattr(codec, "JIT", False)
+        plain = codec.checksums(gkey, p, v, "digest")
+    assert compiled.dtype == plain.dtype == np.uint64
+    assert np.array_equal(compiled, plain)

@@ -153,46 +153,6 @@ def test_numpy_path_gives_the_golden_outputs(
     assert {k: got[k] for k in want} == want
 
 
-@pytest.mark.parametrize(
-    "case_id", ["peaks-and-valleys:page-sharing+balloon+zswap+host-swap", "evacuate:frontswap"]
-)
-def test_separate_page_arrays_give_the_golden_outputs(
-    case_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The hot per-page fields as separate arrays (`OVERCOMMIT_PAGE_RECORD=0`, the layout
-    `benchmarks/bench_layout.py` compares with) give what the records give."""
-    from overcommit.nodes.kernel import model
-
-    cases = {golden.case_id(*c): c for c in golden.cases()}
-    want = json.loads(golden.GOLDEN.read_text())[case_id]
-    monkeypatch.setattr(model, "PAGE_RECORDS", False)
-    got = golden.run_case(*cases[case_id], tmp_path / "run")
-    assert {k: got[k] for k in want} == want
-
-
-def test_page_fields_stay_views_of_the_records_through_pickle_and_deepcopy() -> None:
-    """A guest's `loc`, `last`, ... are views of its `pages` records; a pickled or deep-copied
-    guest (a migrated or restarted guest's runner crosses actors that way) gets views of its
-    own records, not arrays of their own that the kernels would write behind the records."""
-    import copy
-    import pickle
-
-    from overcommit.cluster.runtime import build_guest
-    from overcommit.config import load_scenario
-    from overcommit.nodes.kernel.model import PAGE_RECORD
-
-    sc = load_scenario(Path(__file__).parents[1] / "configs" / "quickstart.yaml")
-    g = build_guest(sc, sc.guest_specs()[0], sc.host_names()[0])
-    g.loc[5], g.last[5], g.version[5] = 2, 7, 3
-    for twin in (pickle.loads(pickle.dumps(g)), copy.deepcopy(g)):
-        assert twin.pages is not g.pages
-        for name in PAGE_RECORD.names:
-            assert getattr(twin, name).base is twin.pages, name
-        twin.loc[6] = 1
-        assert twin.pages["loc"][6] == 1 and g.loc[6] == 0
-        assert (twin.loc[5], twin.last[5], twin.version[5]) == (2, 7, 3)
-
-
 # ---------------------------------------------------------------------------------------------
 # the conservation checks: the kernels' full audit against the numpy path, page table by table
 

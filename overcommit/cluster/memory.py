@@ -164,8 +164,7 @@ def _guest_arrays(guest: Any) -> list[tuple[np.ndarray, str]]:
     def walk(obj: Any, path: str, depth: int) -> None:
         for k, v in vars(obj).items():
             if isinstance(v, np.ndarray):
-                if not isinstance(v.base, np.ndarray):  # a view is counted with its array
-                    seen.setdefault(id(v), (v, f"{path}.{k}"))
+                seen.setdefault(id(v), (v, f"{path}.{k}"))
             elif (
                 depth < 2 and type(v).__module__.startswith("overcommit") and hasattr(v, "__dict__")
             ):
@@ -222,7 +221,7 @@ def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, i
     resident = allocated = 0
     for a, _ in _guest_arrays(g):
         allocated += a.nbytes
-        if a.nbytes < 4096 or a.view(np.uint8).any():  # written at boot: resident whole
+        if a.nbytes < 4096 or a.any():  # written at boot: resident whole
             resident += a.nbytes
         elif a.shape[:1] == (n,):
             resident += a.nbytes if touched >= _SCATTERED * n else a.nbytes * touched // n

@@ -35,7 +35,6 @@ receives their replies, so the model never touches Redis itself.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Generator
 from typing import Any
 
@@ -75,47 +74,8 @@ def _overrides(h: GuestMechanism, hook: str) -> bool:
     return getattr(type(h), hook) is not getattr(GuestMechanism, hook)
 
 
-#: The per-page fields an epoch reads or writes for every page it touches, in one 13-byte
-#: record per page, so that a touch costs one memory access rather than one per field (a
-#: host's guests' page tables are far larger than the caches). The model's `last` (last
-#: touched epoch + 1: LRU), `version` (writes), `loc` (where the page's only or newest copy
-#: is), `slot` (the swap slot kind it holds), `dirty` (resident and written since it last left
-#: RAM), `ref` (referenced bit: clock) and `ra` (read ahead, not touched since) are views of
-#: these fields in `GuestModel.pages`. `OVERCOMMIT_PAGE_RECORD=0` in the environment keeps
-#: them in separate arrays instead (the layout before; `benchmarks/bench_layout.py`'s
-#: baseline): results are identical either way.
-PAGE_RECORDS = os.environ.get("OVERCOMMIT_PAGE_RECORD", "1") != "0"
-PAGE_RECORD = np.dtype(
-    {
-        "names": ["last", "version", "loc", "slot", "dirty", "ref", "ra"],
-        "formats": [np.int32, np.uint32, np.int8, np.int8, np.bool_, np.bool_, np.bool_],
-        "offsets": [0, 4, 8, 9, 10, 11, 12],
-        "itemsize": 13,
-    }
-)
-
-
 class GuestModel(GuestLifecycle, GuestChecks):
     """A guest kernel's memory state and its workload. Pure Python + numpy."""
-
-    def __getstate__(self) -> dict:
-        """The state without the views of `pages` (a copy or a pickle rebuilds them: a view
-        pickled or deep-copied on its own would come back as an array of its own)."""
-        state = self.__dict__.copy()
-        if state.get("pages") is not None:
-            for name in PAGE_RECORD.names:
-                state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        if state.get("pages") is not None:
-            self._page_views()
-
-    def _page_views(self) -> None:
-        pages = self.pages
-        for name in PAGE_RECORD.names:
-            setattr(self, name, pages[name])
 
     def __init__(
         self,
@@ -267,22 +227,22 @@ class GuestModel(GuestLifecycle, GuestChecks):
     def _reset_memory(self) -> None:
         """Fresh workload state: nothing touched, every unballooned frame free, new streams."""
         n = self.N
-        if PAGE_RECORDS:
-            self.pages: np.ndarray | None = np.zeros(n, PAGE_RECORD)
-            self._page_views()
-        else:
-            self.pages = None
-            for name in PAGE_RECORD.names:
-                setattr(self, name, np.zeros(n, PAGE_RECORD.fields[name][0]))
+        self.loc = np.zeros(n, np.int8)
+        self.slot = np.zeros(n, np.int8)
         self.census = np.zeros(NLOC, np.int64)  # ledger: pages per location
         self.census[UNTOUCHED] = n
         self.slot_census = np.zeros(NLOC, np.int64)  # ledger: pages per slot kind
         self.slot_census[NO_SLOT] = n
+        self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
+        self.version = np.zeros(n, np.uint32)
         self.frame = np.full(n, -1, np.int32)
         self.fpage = np.full(self.nframes, -1, np.int32)  # frame -> page it holds
+        self.last = np.zeros(n, np.int32)  # last touched epoch + 1 (lru; 6.8 years of epochs)
         self.last_hi = 0  # the largest value in `last`
         self.active_n = 0  # pages with last > window_start (see active_pages)
+        self.ref = np.zeros(n, bool)  # referenced bit (clock)
         self.hand = 0
+        self.ra = np.zeros(n, bool)  # read ahead, not touched since (kernel.readahead)
         self.ra_n = 0  # pages flagged in `ra`
         self.ra_hits_since = 0  # readahead hits since the window was last set
         self.ra_window = self.readahead  # the swap readahead window, in pages

@@ -121,8 +121,9 @@ class Recorder:
     def record_guest(self, e0: int, e1: int, window: Any, host: str | None = None) -> None:
         """Store one guest's rows for epochs [e0, e1), run on `host`."""
         i = self.gidx[window.name]
+        rows = window.rows
         for c, arr in self.g.items():
-            arr[e0:e1, i] = window.rows[c]
+            arr[e0:e1, i] = rows[c]
         host = self.guest_host[i] if host is None else host
         self.ghost[e0:e1, i] = self.hidx[host]
 

@@ -545,7 +545,9 @@ def test_sigint_dropped_inside_a_del_still_stops_the_run(tmp_path, monkeypatch):
 def test_window_columns_from_row_values_match_element_stores():
     """A window's columns, converted at once from its epochs' `_row` values, hold what a
     store of each value into its column would (a float value truncated as numpy does)."""
-    from overcommit.cluster.runners import _FLOATS, _ROW, _columns
+    import pickle
+
+    from overcommit.cluster.runners import _FLOATS, _ROW, GuestWindow, _columns
     from overcommit.metrics import GUEST_COLUMNS
 
     n, k = 3, len(_ROW)
@@ -554,8 +556,15 @@ def test_window_columns_from_row_values_match_element_stores():
         if bad is not None:
             ints[k + 5] = bad
         floats = [0.1 * e + f for e in range(n) for f in range(len(_FLOATS))]
-        rows, backed = _columns(ints, floats, n)
+        window = GuestWindow("vm", *_columns(ints, floats, n))
+        rows, backed = window.rows, window.backed
         assert list(rows) == list(GUEST_COLUMNS)
+        # across processes a window is its two blocks, not one array per column
+        buffers: list = []
+        sent = pickle.dumps(window, protocol=5, buffer_callback=buffers.append)
+        assert len(buffers) == 2
+        back = pickle.loads(sent, buffers=buffers)
+        assert all(np.array_equal(back.rows[c], rows[c]) for c in GUEST_COLUMNS)
         for j, c in enumerate(_ROW[:-1]):
             want = np.zeros(n, np.int64)
             for e in range(n):

@@ -64,11 +64,15 @@ class Boot:
 # -- what a window produces -------------------------------------------------------------------
 @dataclass
 class GuestWindow:
-    """One guest's report for epochs [e0, e1)."""
+    """One guest's report for epochs [e0, e1).
+
+    Its time series travel as two blocks (`block`: each epoch's `_row` values by column;
+    `fblock`: work and stall), two arrays to pickle across processes rather than one per
+    column; `rows` and `backed` are views of them, built where they are read."""
 
     name: str
-    rows: dict[str, np.ndarray]  # GUEST_COLUMNS, one value per epoch
-    backed: np.ndarray  # frames the host backs with RAM, per epoch
+    block: np.ndarray  # int64 (len(_ROW), epochs)
+    fblock: np.ndarray  # float64 (len(_FLOATS), epochs)
     violations: list[tuple[int, str, str]] = field(default_factory=list)  # (epoch, check, msg)
     events: list[tuple[int, str, dict]] = field(default_factory=list)  # (epoch, kind, fields)
     dev_ops: int = 0
@@ -80,6 +84,26 @@ class GuestWindow:
     migration: dict | None = None  # a live migration's record (see overcommit.migration.transfer)
     stream: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (pages, versions)
     # its rounds sent this window
+
+    @property
+    def rows(self) -> dict[str, np.ndarray]:
+        """`GUEST_COLUMNS`, one value per epoch (views of the blocks)."""
+        rows = self.__dict__.get("_rows")
+        if rows is None:
+            blocks = (self.block, self.fblock)
+            rows = {c: blocks[c.endswith("_s")][_AT[c]] for c in GUEST_COLUMNS}
+            self.__dict__["_rows"] = rows
+        return rows
+
+    @property
+    def backed(self) -> np.ndarray:
+        """Frames the host backs with RAM, per epoch."""
+        return self.block[-1]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_rows", None)  # views: rebuilt from the blocks on the other side
+        return state
 
 
 @dataclass
@@ -161,7 +185,7 @@ class GuestRunner:
             g.stop_cooperating()
         g.start_window(e0, directives)
         n = e1 - e0
-        out = GuestWindow(g.name, {}, _EI64)
+        out = GuestWindow(g.name, _NO_BLOCK, _NO_BLOCK)
         ints: list = []  # each epoch's `_row` values, one after the other
         floats: list[float] = []  # each epoch's work and stall
         violations = out.violations
@@ -194,7 +218,7 @@ class GuestRunner:
                 out.events.append((e, "host_oom_kill", {"guest": g.name, "host": g.host}))
             if g.alive and not was_alive:
                 out.events.append((e + 1, "restart", {"guest": g.name, "host": g.host}))
-        out.rows, out.backed = _columns(ints, floats, n)
+        out.block, out.fblock = _columns(ints, floats, n)
         out.dev_ops, out.dev_bytes = dev_ops, dev_bytes
         out.hswap_ops, out.hswap_bytes = hswap_ops, hswap_bytes
         g.next_epoch = e1
@@ -322,7 +346,7 @@ _ROW = tuple(
 _FLOATS = ("work_s", "stall_s")
 _AT = {c: k for k, c in enumerate(_ROW)} | {c: k for k, c in enumerate(_FLOATS)}
 assert set(_ROW[:-1]) | set(_FLOATS) == set(GUEST_COLUMNS) and len(_AT) == len(GUEST_COLUMNS) + 1
-_EI64 = np.zeros(0, np.int64)
+_NO_BLOCK = np.zeros((0, 0))  # a window's blocks until its epochs have run
 
 
 def _row(g: GuestModel, s: EpochStats) -> tuple:
@@ -370,17 +394,17 @@ def _row(g: GuestModel, s: EpochStats) -> tuple:
     )
 
 
-def _columns(ints: list, floats: list[float], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """A window's time-series columns (`GUEST_COLUMNS`, one value per epoch) and its backed
-    frames, from its epochs' `_row` values and their work and stall, one conversion each."""
+def _columns(ints: list, floats: list[float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A window's blocks (`GuestWindow.block`, `fblock`: one row per `_ROW` column, then per
+    float column) from its epochs' `_row` values and their work and stall, one conversion
+    each."""
     try:  # Python ints (or numpy's): exact, in one pass
         flat = np.frombuffer(array("q", ints), np.int64)
     except TypeError:  # a float value: numpy truncates it as an element assignment does
         flat = np.array(ints, np.int64)
     block = flat.reshape(n, len(_ROW)).T.copy()
     fblock = np.array(floats, np.float64).reshape(n, len(_FLOATS)).T.copy()
-    rows = {c: (fblock if c.endswith("_s") else block)[_AT[c]] for c in GUEST_COLUMNS}
-    return rows, block[-1]
+    return block, fblock
 
 
 def guest_summary(g: GuestModel) -> dict:

@@ -19,6 +19,8 @@ payload (full only)   bin32: 0xc6 + 4-byte BE length + data   5 + page_size
 Each record decodes with plain ``msgpack.unpackb``. Page content is generated from
 (guest key, page, version) with vectorised splitmix64, so any copy of a page can be checked
 against what its version implies (:func:`verify`) without keeping the content anywhere else.
+Digest checksums, computed for every record written or read back, run as one compiled numba
+loop (the numpy expressions under ``OVERCOMMIT_JIT=0``, bit for bit the same).
 """
 
 from __future__ import annotations

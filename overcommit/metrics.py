@@ -7,6 +7,7 @@ scenario order. The column lists below are the documented schema (docs/output.md
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,6 +74,9 @@ HOST_COLUMNS: dict[str, str] = {
 }
 
 
+#: Rows of a time-series chunk written at a time (`Recorder.chunks`).
+CHUNK_ROWS = 1 << 18
+
 #: Guest columns kept at 64 bits while the run records them (all others are page or event
 #: counts of one guest in one epoch, held as int32: 2^31 pages of 4 KiB is 8 TiB).
 WIDE_GUEST_COLUMNS = frozenset({"zpool_bytes"})
@@ -134,35 +138,47 @@ class Recorder:
             arr[e0:e1, j] = window.rows[c]
 
     def _frame(
-        self,
-        cols: dict[str, np.ndarray],
-        names: list[str],
-        key: str,
-        extra: dict[str, list[str]] | None = None,
+        self, cols: dict[str, np.ndarray], names: list[str], key: str, lo: int, hi: int
     ) -> pd.DataFrame:
-        e, n = next(iter(cols.values())).shape
+        n = len(names)
+        epochs = np.repeat(np.arange(lo, hi), n)
         data: dict[str, object] = {
-            "epoch": np.repeat(np.arange(e), n),
-            "t": np.round(np.repeat(np.arange(e), n) * self.dt, 9),
-            key: np.tile(np.array(names, dtype=object), e),
+            "epoch": epochs,
+            "t": np.round(epochs * self.dt, 9),
+            key: np.tile(np.array(names, dtype=object), hi - lo),
         }
-        for k, v in (extra or {}).items():
-            data[k] = np.tile(np.array(v, dtype=object), e)
         for c, arr in cols.items():  # the frames' columns are int64 / float64 (docs/output.md)
-            flat = arr.reshape(-1)
+            flat = arr[lo:hi].reshape(-1)
             data[c] = flat if flat.dtype.itemsize == 8 else flat.astype(np.int64)
         import pandas as pd
 
         return pd.DataFrame(data, copy=False)  # the columns as built: no consolidating copy
 
-    def guests_frame(self) -> pd.DataFrame:
+    def guests_frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """The guests' time series (guests.csv's rows) of epochs [lo, hi), all by default."""
+        hi = self.epochs if hi is None else hi
         names = np.array([*self.host_names, ""], dtype=object)  # "": no host (down)
-        df = self._frame(self.g, self.guest_names, "guest")
-        df.insert(3, "host", names[self.ghost.reshape(-1)])
+        df = self._frame(self.g, self.guest_names, "guest", lo, hi)
+        df.insert(3, "host", names[self.ghost[lo:hi].reshape(-1)])
         return df
 
-    def hosts_frame(self) -> pd.DataFrame:
-        return self._frame(self.h, self.host_names, "host")
+    def hosts_frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """The hosts' time series (hosts.csv's rows) of epochs [lo, hi), all by default."""
+        hi = self.epochs if hi is None else hi
+        return self._frame(self.h, self.host_names, "host", lo, hi)
+
+    def chunks(self, table: str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+        """`table` ("guests" or "hosts") as frames of whole epochs, about `rows` rows each, in
+        order: what the run directory's files are written from, so that the whole frame of a
+        large run is never held at once."""
+        frame, width = (
+            (self.guests_frame, len(self.guest_names))
+            if table == "guests"
+            else (self.hosts_frame, len(self.host_names))
+        )
+        step = max(1, rows // max(1, width))
+        for lo in range(0, max(self.epochs, 1), step):
+            yield frame(lo, min(lo + step, self.epochs))
 
 
 # -- how the report and the live dashboard draw these series (one palette for both) --------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,13 +46,41 @@ def write_events(path: Path, events: list[dict]) -> None:
     atomic_write(path, lambda f: f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in events))
 
 
-def write_table(out_dir: Path, stem: str, df: pd.DataFrame) -> None:
-    atomic_write(out_dir / f"{stem}.parquet", lambda f: df.to_parquet(f, index=False), binary=True)
-    atomic_write(out_dir / f"{stem}.csv", lambda f: df.to_csv(f, index=False))
+def write_table(
+    out_dir: Path, stem: str, table: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]
+) -> None:
+    """`stem`.parquet and `stem`.csv from a frame, or from a callable giving the table's rows
+    as consecutive frames (each file is written chunk by chunk: the same CSV text, the same
+    parquet table in several row groups)."""
+    chunks = table if callable(table) else (lambda: [table])
+
+    def parquet(f: IO[Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+        for chunk in chunks():
+            t = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(f, t.schema)
+            writer.write_table(t)
+        if writer is not None:
+            writer.close()
+
+    def csv(f: IO[Any]) -> None:
+        for i, chunk in enumerate(chunks()):
+            chunk.to_csv(f, index=False, header=i == 0)
+
+    atomic_write(out_dir / f"{stem}.parquet", parquet, binary=True)
+    atomic_write(out_dir / f"{stem}.csv", csv)
 
 
 def write_run_dir(
-    out_dir: Path, summary: dict, guests: pd.DataFrame, hosts: pd.DataFrame, events: list[dict]
+    out_dir: Path,
+    summary: dict,
+    guests: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]],
+    hosts: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]],
+    events: list[dict],
 ) -> None:
     """Write a complete run directory (the summary last, so its presence means complete)."""
     write_events(out_dir / "events.jsonl", events)

@@ -182,7 +182,12 @@ def _write(result: RunResult, out_dir: Path | None, wall0: float, times: dict) -
     setup = times.get("setup")
     result.summary["run"]["setup_seconds"] = None if setup is None else round(setup, 3)
     if out_dir is not None:
-        write_run_dir(out_dir, result.summary, result.guests, result.hosts, result.events)
+        series = result.series
+        guests, hosts = (
+            functools.partial(series.chunks, "guests"),
+            functools.partial(series.chunks, "hosts"),
+        )
+        write_run_dir(out_dir, result.summary, guests, hosts, result.events)
         result.out_dir = out_dir
 
 

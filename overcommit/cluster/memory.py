@@ -13,8 +13,8 @@ starts, summed over processes (RSS), by part:
   footprint) and for frame-indexed arrays the frames the guest has filled (frames are handed
   out in order); the pages a guest touches by the end of the run are counted by drawing its
   workload's own touches;
-- **driver**: the process running the run (its base, the per-epoch time series it records, and
-  at the end the output frames built from them beside the series);
+- **driver**: the process running the run (its base and the per-epoch time series it records;
+  the output files are written from them in chunks once the runtime and the stores are gone);
 - **ray**: Ray's own processes and one worker process per host actor (packed) or per host and
   guest actor (actors), plus the idle workers Ray keeps (one per CPU);
 - **redis**: one server per host and the shared-storage server, and the page records the run is
@@ -65,11 +65,8 @@ RAY_WORKER = 260 * MiB
 #: Python objects of one guest beyond its arrays (model, hooks, streams, connections).
 GUEST_OBJECTS = 64 * 1024
 #: A guest-epoch's row as the driver records it during the run (int32 counts; see
-#: `overcommit.metrics.Recorder`), and in the output frame built at the end (every column 64
-#: bits, plus epoch, time and the guest's and host's names: FRAME_ROW_KEYS, measured).
+#: `overcommit.metrics.Recorder`).
 GUEST_ROW_RECORDED = sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS)
-FRAME_ROW_KEYS = 88
-GUEST_ROW_FRAME = 8 * len(GUEST_COLUMNS) + FRAME_ROW_KEYS
 
 #: The driver's own per-guest objects (specs, plan, the last window's reports).
 DRIVER_PER_GUEST = 64 * 1024
@@ -254,10 +251,9 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
         records += int(RECORDS_PER_PAGE_OUT * max(0, touched - ram_pages))
         record_bytes = record_len(spec.name, sc.payload, ps) + REDIS_RECORD_RSS
     epochs = int(round(sc.duration / sc.epoch))
-    host_row = hosts * 8 * len(HOST_COLUMNS)
-    recorded = epochs * (len(specs) * (GUEST_ROW_RECORDED + 4) + host_row)
-    frames = epochs * (len(specs) * GUEST_ROW_FRAME + host_row + hosts * FRAME_ROW_KEYS)
-    series = recorded + frames
+    # the frames the output files are written from come one chunk at a time, after the
+    # runtime and the stores have stopped: the recorded series is the driver's part of the peak
+    series = epochs * (len(specs) * (GUEST_ROW_RECORDED + 4) + hosts * 8 * len(HOST_COLUMNS))
     ray_run = sc.runtime.kind == "ray"
     driver = DRIVER_BASE + (DRIVER_RAY if ray_run else 0) + series
     driver += DRIVER_PER_GUEST * len(specs)

@@ -6,6 +6,7 @@ failover episodes' figures, and the status of a run or study that stopped early
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import operator
 import platform
@@ -50,14 +51,26 @@ TOTAL_COUNTERS = COUNTERS
 
 @dataclass
 class RunResult:
-    """What a run produced: the summary, the time series, the event log, where it was written."""
+    """What a run produced: the summary, the time series, the event log, where it was written.
+
+    `series` holds the time series as recorded; `guests` and `hosts` are their frames, built
+    on first use (a run directory is written from `series` in chunks, never from them)."""
 
     summary: dict
-    guests: pd.DataFrame
-    hosts: pd.DataFrame
+    series: Recorder
     events: list[dict]
     out_dir: Path | None = None
     violations: dict[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def guests(self) -> pd.DataFrame:
+        """Per guest and epoch time series (guests.csv's rows)."""
+        return self.series.guests_frame()
+
+    @functools.cached_property
+    def hosts(self) -> pd.DataFrame:
+        """Per host and epoch time series (hosts.csv's rows)."""
+        return self.series.hosts_frame()
 
     @property
     def valid(self) -> bool:
@@ -267,8 +280,7 @@ def _conclude(
     summary["run"]["migration_bytes_crossed"] = getattr(runtime, "crossed", 0)
     return RunResult(
         summary,
-        recorder.guests_frame(),
-        recorder.hosts_frame(),
+        recorder,
         events,
         violations=dict(checks.count),
     )

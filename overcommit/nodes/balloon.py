@@ -222,13 +222,13 @@ class Balloon(Mechanism):
 
 
 class BalloonGuest(GuestMechanism):
-    frame_stacks = ("balloon_stack",)
     """Guest side: the guest sees maxmem of frames, boots with the balloon holding what lies
     above its memory; the driver presses kswapd for the frames it wants and moves each epoch."""
 
     features = frozenset({"balloon", "selfballoon"})
     order = 50
     sees_maxmem = True
+    frame_stacks = ("balloon_stack",)
 
     def init(self, g: GuestModel) -> None:
         g.initial_balloon = g.nframes - g.memory_pages

@@ -299,12 +299,12 @@ class Zram(Mechanism):
 
 
 class CompressedSwapGuest(GuestMechanism):
-    frame_stacks = ("zp_stack",)
     """Guest side of zswap and zram: the pool takes dirty victims before the disk, its frames
     come out of the guest's free frames, faults load (and decompress) from it."""
 
     features = frozenset({"zswap", "zram"})
     order = 18  # before cached_disk, whose disk accounting replaces the pool's
+    frame_stacks = ("zp_stack",)
 
     def init(self, g: GuestModel) -> None:
         from overcommit.config import ZramSettings, ZswapSettings

@@ -50,29 +50,28 @@ def write_table(
     out_dir: Path, stem: str, table: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]
 ) -> None:
     """`stem`.parquet and `stem`.csv from a frame, or from a callable giving the table's rows
-    as consecutive frames (each file is written chunk by chunk: the same CSV text, the same
-    parquet table in several row groups)."""
+    as consecutive frames: each chunk is built once and written to both files (the same CSV
+    text, the same parquet table in several row groups)."""
     chunks = table if callable(table) else (lambda: [table])
 
-    def parquet(f: IO[Any]) -> None:
+    def both(pf: IO[Any]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        writer = None
-        for chunk in chunks():
-            t = pa.Table.from_pandas(chunk, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(f, t.schema)
-            writer.write_table(t)
-        if writer is not None:
-            writer.close()
+        def csv(cf: IO[Any]) -> None:
+            writer = None
+            for i, chunk in enumerate(chunks()):
+                t = pa.Table.from_pandas(chunk, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(pf, t.schema)
+                writer.write_table(t)
+                chunk.to_csv(cf, index=False, header=i == 0)
+            if writer is not None:
+                writer.close()
 
-    def csv(f: IO[Any]) -> None:
-        for i, chunk in enumerate(chunks()):
-            chunk.to_csv(f, index=False, header=i == 0)
+        atomic_write(out_dir / f"{stem}.csv", csv)
 
-    atomic_write(out_dir / f"{stem}.parquet", parquet, binary=True)
-    atomic_write(out_dir / f"{stem}.csv", csv)
+    atomic_write(out_dir / f"{stem}.parquet", both, binary=True)
 
 
 def write_run_dir(

@@ -11,6 +11,7 @@ get the same numbers either way.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from collections.abc import Generator
@@ -85,15 +86,11 @@ class GuestWindow:
     stream: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (pages, versions)
     # its rounds sent this window
 
-    @property
+    @functools.cached_property
     def rows(self) -> dict[str, np.ndarray]:
         """`GUEST_COLUMNS`, one value per epoch (views of the blocks)."""
-        rows = self.__dict__.get("_rows")
-        if rows is None:
-            blocks = (self.block, self.fblock)
-            rows = {c: blocks[c.endswith("_s")][_AT[c]] for c in GUEST_COLUMNS}
-            self.__dict__["_rows"] = rows
-        return rows
+        blocks = (self.block, self.fblock)
+        return {c: blocks[c.endswith("_s")][_AT[c]] for c in GUEST_COLUMNS}
 
     @property
     def backed(self) -> np.ndarray:
@@ -102,7 +99,7 @@ class GuestWindow:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_rows", None)  # views: rebuilt from the blocks on the other side
+        state.pop("rows", None)  # views: rebuilt from the blocks on the other side
         return state
 
 

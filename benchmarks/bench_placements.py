@@ -20,7 +20,12 @@ host actors) instead; with a `--duration` shorter than its 5 minutes, its host f
 the middle of the run.
 
     python benchmarks/bench_placements.py [--duration 10m] [--only inline,packed,actors]
-    python benchmarks/bench_placements.py --bench-1k [--duration 60s]
+    python benchmarks/bench_placements.py --bench-1k [--duration 60s] [--only packed,grouped]
+
+`grouped` is packed with `--hosts-per-actor` hosts (default 4) sharing each actor process
+(`runtime.hosts_per_actor`): fewer Ray worker processes, each with its base of Ray, numba and
+the loaded kernels. Beside the summed RSS the memory table gives the summed PSS (shared library
+pages counted once over the processes sharing them).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ PLACEMENTS = {
     "inline": {"runtime.kind": "inline"},
     "packed": {"runtime.kind": "ray", "runtime.guests": "packed"},
     "actors": {"runtime.kind": "ray", "runtime.guests": "actors"},
+    # packed, several hosts per actor process (`--hosts-per-actor`)
+    "grouped": {"runtime.kind": "ray", "runtime.guests": "packed"},
 }
 
 
@@ -107,14 +114,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "bench-4x8.yaml"))
     ap.add_argument("--duration", default=None, help="override the emulated duration")
-    ap.add_argument("--only", default="inline,packed,actors")
+    ap.add_argument("--only", default=None, help="placements (default inline,packed,actors)")
     ap.add_argument(
-        "--bench-1k", action="store_true", help="run configs/bench-1k.yaml, packed, instead"
+        "--bench-1k", action="store_true", help="run configs/bench-1k.yaml (packed) instead"
+    )
+    ap.add_argument(
+        "--hosts-per-actor", type=int, default=4, help="hosts per actor process of `grouped`"
     )
     args = ap.parse_args()
     if args.bench_1k:
         args.config = str(ROOT / "configs" / "bench-1k.yaml")
-        args.only = "packed"
+    if args.only is None:
+        args.only = "packed" if args.bench_1k else "inline,packed,actors"
     base = load_scenario(args.config)
     if args.duration:
         from overcommit.units import parse_duration
@@ -139,6 +150,8 @@ def main() -> None:
     summaries = {}
     for name in names:
         sc = apply_overrides(base, PLACEMENTS[name])
+        if name == "grouped":
+            sc = apply_overrides(sc, {"runtime.hosts_per_actor": args.hosts_per_actor})
         estimate = preflight(sc)
         print(f"{name}: {estimate.line()}", file=sys.stderr)
         t0 = time.perf_counter()
@@ -179,9 +192,9 @@ def main() -> None:
         )
     print(
         "\n| placement | model B / emulated page | Redis B / stored page | peak RSS, whole tree "
-        "| by process kind | preflight estimate |"
+        "| by process kind | preflight estimate | peak PSS, whole tree |"
     )
-    print("|---|---:|---:|---:|---|---:|")
+    print("|---|---:|---:|---:|---|---:|---:|")
     gib = 2**30
     for name, (_e, _w, _r, estimate, redis_bpp, tree, _valid) in rows.items():
         kinds = ", ".join(
@@ -191,7 +204,7 @@ def main() -> None:
         rb = "n/a (no records)" if redis_bpp is None else f"{redis_bpp:.0f}"
         print(
             f"| {name} | {estimate.model_bytes_per_page:.1f} | {rb} | {tree.peak / gib:.2f} GiB "
-            f"| {kinds} | {estimate.total / gib:.2f} GiB |"
+            f"| {kinds} | {estimate.total / gib:.2f} GiB | {tree.peak_pss / gib:.2f} GiB |"
         )
     print("\n| placement | CPU seconds by process kind (whole tree, sampled) |")
     print("|---|---|")

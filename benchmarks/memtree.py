@@ -4,7 +4,11 @@
 descendants (the driver, Ray's own processes and workers it starts, every `redis-server`), sums
 them and keeps the peak of the sum, with the peak sum per kind of process (`driver`, `ray
 worker`, `ray system`, `redis-server`, `other`) at that moment; it also keeps each process's
-CPU time (user + system) as last seen, summed per kind in `cpu_seconds`. Used by
+CPU time (user + system) as last seen, summed per kind in `cpu_seconds`. Summed RSS counts a
+shared library's pages once per process that maps them (numba's LLVM, numpy, Ray's core
+worker in every Ray worker); `peak_pss` is the peak of the summed proportional set size
+(`/proc/PID/smaps_rollup`: a shared page split among the processes sharing it), the memory the
+tree really takes, read every `pss_every`-th sample (it costs more than RSS). Used by
 `benchmarks/bench_placements.py` and by the memory-estimate test.
 """
 
@@ -39,13 +43,27 @@ def kind(p: psutil.Process, root: int) -> str:
     return "other"
 
 
+def pss(pid: int) -> int:
+    """The process's proportional set size in bytes (0 if it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class TreeSampler:
     """Samples the process tree of `pid` (default: this process) in a background thread."""
 
-    def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
+    def __init__(self, pid: int | None = None, interval: float = 0.25, pss_every: int = 4) -> None:
         self.root = psutil.Process(pid)
         self.interval = interval
+        self.pss_every = pss_every
         self.peak = 0
+        self.peak_pss = 0
         self.peak_parts: dict[str, int] = {}
         self.peak_counts: dict[str, int] = {}
         self.samples = 0
@@ -70,6 +88,8 @@ class TreeSampler:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             k = kind(p, self.root.pid)
+            if k == "other" and p.pid in self._cpu:  # a dying process: its command line is gone
+                k = self._cpu[p.pid][0]
             self._cpu[p.pid] = (k, t.user + t.system)
             if k == "other" and p.pid not in self.others:
                 try:
@@ -79,6 +99,8 @@ class TreeSampler:
             parts[k] += rss
             counts[k] += 1
         total = sum(parts.values())
+        if self.pss_every and self.samples % self.pss_every == 0:
+            self.peak_pss = max(self.peak_pss, sum(pss(p.pid) for p in procs))
         if self._cpu0 is None:
             self._cpu0 = {pid: t for pid, (_, t) in self._cpu.items()}
         self.samples += 1

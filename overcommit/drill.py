@@ -274,16 +274,17 @@ def real_faults(scenario: Scenario) -> Iterator[RealFaults]:
         rf.shutdown()
 
 
+#: A drill with real faults: hosts on Ray, each alone in its actor on the node named after it.
+DRILL_RUNTIME = {"runtime.kind": "ray", "runtime.pin": "resource", "runtime.hosts_per_actor": 1}
+
+
 def plan_drill(base: Scenario, mechanisms: list[str], seeds: int, real: bool) -> list:
     """(mechanism, scenario) per run; with real faults each runs on Ray, hosts pinned."""
     from overcommit.compare import plan_runs
 
     runs = plan_runs(base, mechanisms, seeds)
     if real:
-        runs = [
-            (m, apply_overrides(sc, {"runtime.kind": "ray", "runtime.pin": "resource"}))
-            for m, sc in runs
-        ]
+        runs = [(m, apply_overrides(sc, DRILL_RUNTIME)) for m, sc in runs]
     return runs
 
 

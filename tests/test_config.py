@@ -573,6 +573,17 @@ def test_more_located_problems(old, new, field, message):
         ("payload: all\n", "payload", "expected 'digest' or 'full'"),
         ("seed: -1\n", "seed", "at least 0"),
         ("runtime: {kind: ray, guests: many}\n", "runtime.guests", "'actors' or 'packed'"),
+        (
+            "runtime: {kind: ray, guests: actors, hosts_per_actor: 2}\n",
+            "runtime.hosts_per_actor",
+            "needs guests: packed",
+        ),
+        (
+            "runtime: {guests: packed, pin: resource, hosts_per_actor: 4}\n",
+            "runtime.hosts_per_actor",
+            "cannot go with pin: resource",
+        ),
+        ("runtime: {guests: packed, hosts_per_actor: 0}\n", "runtime.hosts_per_actor", "at least 1"),
         ("shared_storage: {device: floppy}\n", "shared_storage.device", "unknown device 'floppy'"),
         (
             "shared_storage: {device: fast}\ndevices: {fast: {iops: 100}}\n",

@@ -290,10 +290,20 @@ def test_failover_same_results_in_every_placement(cluster):
     ]
     base = failover(duration="8s", deadline="3s")
     base = apply_overrides(base, {"events": events, "runtime.kind": "ray", "runtime.pin": "spread"})
+    seen: dict = {}
+
+    def look(epoch, runtime, fleet):
+        # two hosts per actor: host-1 and host-2 in one process, with a Redis server each;
+        # host-1's server is killed with the host, its repaired self joins with a new one
+        infos = {h: ray.get(a.info.remote()) for h, a in runtime.hosts.items()}
+        seen.setdefault(len(infos), []).append(infos)
+
+    grouped = {"runtime.guests": "packed", "runtime.hosts_per_actor": 2}
     runs = {
         "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
         "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
         "actors": run_scenario(base),
+        "grouped": run_scenario(apply_overrides(base, grouped), on_window=look),
     }
     ref = comparable(runs["inline"])
     s = ref[0]
@@ -301,8 +311,15 @@ def test_failover_same_results_in_every_placement(cluster):
     t = s["totals"]
     assert t["host_failures"] == 1 and t["backend_failures"] == 1 and t["host_recoveries"] == 1
     assert t["ha_restarts"] >= 1 and t["guests_crashed"] >= 3
-    for name in ("packed", "actors"):
+    for name in ("packed", "actors", "grouped"):
         assert_same_run(runs[name], ref, name)
+    first, last = seen[3][0], seen[3][-1]
+    assert first["host-1"]["pid"] == first["host-2"]["pid"] == last["host-1"]["pid"]
+    assert first["host-3"]["pid"] != first["host-1"]["pid"]
+    old, new = first["host-1"]["redis_pid"], last["host-1"]["redis_pid"]
+    assert len({old, new, first["host-2"]["redis_pid"]}) == 3
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    assert list(seen[2][0]) == ["host-2", "host-3"]  # while host-1 was down
 
 
 def test_migration_same_results_and_the_guest_really_moves(cluster):

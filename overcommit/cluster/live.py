@@ -15,7 +15,6 @@ would), any other `fail_host` kills the host's actor only, as on any day.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import Any
@@ -208,13 +207,12 @@ class LiveNodes:
             shutdown_raylet(self.node_of(host))
             self.removed.append(host)
             return
-        import ray
+        from overcommit.cluster.ray_runtime import kill_host_actor
 
         self.simulated.add((self.control.e0, host))
         actor = self.control.runtime.hosts.get(host)
         if actor is not None:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+            kill_host_actor(actor)
 
     def revive(self, host: str, timeout: float = 60.0) -> None:
         """`recover_host` of a host whose node was removed: wait for a node with its resource

@@ -15,8 +15,9 @@ starts, summed over processes (RSS), by part:
   workload's own touches;
 - **driver**: the process running the run (its base and the per-epoch time series it records;
   the output files are written from them in chunks once the runtime and the stores are gone);
-- **ray**: Ray's own processes and one worker process per host actor (packed) or per host and
-  guest actor (actors), plus the idle workers Ray keeps (one per CPU);
+- **ray**: Ray's own processes and one worker process per host actor (packed; one per group of
+  `runtime.hosts_per_actor` hosts) or per host and guest actor (actors), plus the idle workers
+  Ray keeps (one per CPU);
 - **redis**: one server per host and the shared-storage server, and the page records the run is
   expected to store: about 1.3 per touched page that does not fit in a guest's RAM, at the
   resident bytes a record costs a server (record, hash entry, fragmentation).
@@ -259,7 +260,8 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     driver += DRIVER_PER_GUEST * len(specs)
     ray = processes = 0
     if ray_run:
-        processes = hosts + (len(specs) if sc.runtime.guests == "actors" else 0)
+        per_actor = sc.runtime.hosts_per_actor
+        processes = -(-hosts // per_actor) + (len(specs) if sc.runtime.guests == "actors" else 0)
         processes += os.cpu_count() or 1
         ray = processes * RAY_WORKER + (RAY_SYSTEM if sc.runtime.address is None else 0)
     servers = (0 if sc.redis.hosts else hosts) + (0 if sc.redis.shared else 1)

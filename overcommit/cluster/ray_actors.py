@@ -351,6 +351,54 @@ class HostActorImpl:
             self.server.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    def die(self) -> None:
+        """The host fails inside a group actor: its Redis server is killed, not stopped."""
+        if self.server is not None:
+            self.server.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self.guests, self.states = [], []
+
+
+class HostGroupImpl:
+    """Several hosts in one actor process (`runtime.hosts_per_actor` > 1, guests packed): each
+    member is a whole `HostActorImpl` with its own Redis server. Calls name the member; a
+    member's window blocks the process as a host actor's does, so members take turns."""
+
+    def __init__(self, scenario: Any, members: list[tuple], shared_url: str, workdir: Any) -> None:
+        self.members: dict[str, HostActorImpl] = {}
+        for host, guest_names, external_url in members:
+            self.add(scenario, host, guest_names, shared_url, external_url, workdir)
+
+    def add(
+        self,
+        scenario: Any,
+        host: str,
+        guest_names: list[str],
+        shared_url: str,
+        external_url: str | None,
+        workdir: str | None,
+    ) -> None:
+        """A host joins the group (at the start, or repaired after a failure)."""
+        self.members[host] = HostActorImpl(
+            scenario, host, guest_names, shared_url, "packed", external_url, workdir
+        )
+
+    async def call(self, host: str, method: str, *args: Any) -> Any:
+        """Run `method` of member `host`, as a call to a host actor of its own would."""
+        out = getattr(self.members[host], method)(*args)
+        return (await out) if asyncio.iscoroutine(out) else out
+
+    def kill(self, host: str) -> None:
+        """The host dies: its Redis server is killed and its guests' state dropped, as killing
+        a host actor's process would (the other members run on)."""
+        member = self.members.pop(host, None)
+        if member is not None:
+            member.die()
+
+    def shutdown(self) -> None:
+        for member in self.members.values():
+            member.shutdown()
+
 
 class GuestActorImpl:
     """One guest: its model lives here and nowhere else."""

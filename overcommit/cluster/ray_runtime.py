@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from overcommit.cluster.ray_actors import GuestActorImpl, HostActorImpl
+from overcommit.cluster.ray_actors import GuestActorImpl, HostActorImpl, HostGroupImpl
 from overcommit.cluster.runtime import (
     InfrastructureError,
 )
@@ -133,7 +133,19 @@ class RayRuntime:
         self._GuestActor = ray.remote(num_cpus=0, max_restarts=0)(GuestActorImpl)
         ext = scenario.redis.hosts or {}
         self.hosts: dict[str, Any] = {}
-        for i, h in enumerate(hosts):
+        self.per_actor = scenario.runtime.hosts_per_actor
+        if self.per_actor > 1:  # several hosts per actor process
+            group_actor = ray.remote(num_cpus=0, max_restarts=0)(HostGroupImpl)
+            self.groups = []
+            for j in range(0, len(hosts), self.per_actor):
+                members = [(h, by_host[h], ext.get(h)) for h in hosts[j : j + self.per_actor]]
+                group = group_actor.options(scheduling_strategy="SPREAD").remote(
+                    scenario, members, shared_url, self.workdir
+                )
+                self.groups.append(group)
+                self.actors.append(group)
+                self.hosts.update((h, _Member(group, h)) for h, _, _ in members)
+        for i, h in enumerate(hosts if self.per_actor == 1 else []):
             actor = self._HostActor.options(**self._host_options(i, h)).remote(
                 scenario, h, by_host[h], shared_url, self.mode, ext.get(h), self.workdir
             )
@@ -358,17 +370,23 @@ class RayRuntime:
             if ga is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(ga, no_restart=True)
-        with contextlib.suppress(Exception):
-            ray.kill(actor, no_restart=True)
+        kill_host_actor(actor)
 
     def recover_host(self, host: str) -> None:
-        """A new, empty host actor (with a new Redis server) for the repaired host."""
+        """A new, empty host actor (with a new Redis server) for the repaired host; in a
+        group, a new member of the group the host was in."""
         i = self.host_names.index(host)
         ext = self.scenario.redis.hosts or {}
-        actor = self._HostActor.options(**self._host_options(i, host)).remote(
-            self.scenario, host, [], self.shared_url, self.mode, ext.get(host), self.workdir
-        )
-        self.actors.append(actor)
+        if self.per_actor > 1:
+            group = self.groups[i // self.per_actor]
+            args = (self.scenario, host, [], self.shared_url, ext.get(host), self.workdir)
+            self._get(group.add.remote(*args))
+            actor = _Member(group, host)
+        else:
+            actor = self._HostActor.options(**self._host_options(i, host)).remote(
+                self.scenario, host, [], self.shared_url, self.mode, ext.get(host), self.workdir
+            )
+            self.actors.append(actor)
         self.infos[host] = self._get(actor.info.remote())
         self._get(actor.start.remote())
         self.hosts[host] = actor
@@ -486,6 +504,38 @@ class RayRuntime:
         if self.started_ray or self.address:
             with contextlib.suppress(Exception):
                 ray.shutdown()
+
+
+class _Member:
+    """A host inside a group actor (`runtime.hosts_per_actor` > 1), called as a host actor of
+    its own: `member.run_window.remote(...)` is the group's `call.remote(host, ...)`."""
+
+    def __init__(self, group: Any, host: str) -> None:
+        self.group = group
+        self.host = host
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("__"):
+            raise AttributeError(method)
+        return _MemberMethod(self.group, self.host, method)
+
+
+class _MemberMethod:
+    def __init__(self, group: Any, host: str, method: str) -> None:
+        self.group, self.host, self.method = group, host, method
+
+    def remote(self, *args: Any) -> Any:
+        return self.group.call.remote(self.host, self.method, *args)
+
+
+def kill_host_actor(actor: Any) -> None:
+    """Kill a host's actor (its Redis server dies with it); a host in a group actor has its
+    Redis server killed and its state dropped while the group's other hosts run on."""
+    with contextlib.suppress(Exception):
+        if isinstance(actor, _Member):
+            _ray().get(actor.group.kill.remote(actor.host))
+        else:
+            _ray().kill(actor, no_restart=True)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,20 @@ class Runtime(_Model):
     guests: Literal["actors", "packed"] = "actors"
     address: str | None = None
     pin: Literal["spread", "resource"] = "spread"
+    hosts_per_actor: Annotated[Int, Field(ge=1)] = 1
+
+    @field_validator("hosts_per_actor")
+    @classmethod
+    def _check_hosts_per_actor(cls, k: int, info: ValidationInfo) -> int:
+        if k == 1:
+            return k
+        if info.data.get("guests") != "packed":
+            raise ValueError(f"{k} hosts per actor needs guests: packed (guests are actors)")
+        if info.data.get("pin") == "resource":
+            raise ValueError(
+                f"{k} hosts per actor cannot go with pin: resource (each host on its own node)"
+            )
+        return k
 
 
 class HostSwap(_Model):

@@ -122,14 +122,17 @@ class Recorder:
         self.h = {c: arr[:epochs] for c, arr in self.h.items()}
         self.ghost = self.ghost[:epochs]
 
-    def record_guest(self, e0: int, e1: int, window: Any, host: str | None = None) -> None:
-        """Store one guest's rows for epochs [e0, e1), run on `host`."""
-        i = self.gidx[window.name]
-        rows = window.rows
+    def record_guests(
+        self, e0: int, e1: int, names: list[str], rows: dict[str, np.ndarray], host: str
+    ) -> None:
+        """Store the rows of several guests that ran on `host` for epochs [e0, e1) at once:
+        `rows[c]` is (guests, epochs), guests in the order of `names`."""
+        if not names:
+            return
+        idx = np.array([self.gidx[n] for n in names], np.int64)
         for c, arr in self.g.items():
-            arr[e0:e1, i] = rows[c]
-        host = self.guest_host[i] if host is None else host
-        self.ghost[e0:e1, i] = self.hidx[host]
+            arr[e0:e1, idx] = rows[c].T
+        self.ghost[e0:e1, idx] = self.hidx[host]
 
     def record_host(self, e0: int, e1: int, window: Any) -> None:
         """Store one host's rows for epochs [e0, e1)."""

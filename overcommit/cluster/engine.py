@@ -419,8 +419,10 @@ def _run(
                 status[hw.name] = hw.status
                 ctl.reported(hw.name, [gw.name for gw in hw.guests])
                 freed = 0
+                recorder.record_guests(
+                    e0, e1, [gw.name for gw in hw.guests], hw.guest_rows, hw.name
+                )
                 for gw in hw.guests:
-                    recorder.record_guest(e0, e1, gw, hw.name)
                     if needs.get(hw.name, 0) and gw.name in carries:
                         freed += _freed_pages(carries[gw.name], gw.carry)
                     carries[gw.name] = gw.carry

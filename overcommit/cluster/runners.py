@@ -103,6 +103,15 @@ class GuestWindow:
         return state
 
 
+def stacked_rows(guests: list[GuestWindow]) -> dict[str, np.ndarray]:
+    """`GUEST_COLUMNS` of several guests' reports of one window: column -> (guests, epochs),
+    views of the guests' blocks stacked once (one copy, not one view per guest and column)."""
+    if not guests:
+        return {}
+    blocks = (np.stack([g.block for g in guests]), np.stack([g.fblock for g in guests]))
+    return {c: blocks[c.endswith("_s")][:, _AT[c]] for c in GUEST_COLUMNS}
+
+
 @dataclass
 class HostWindow:
     """One host's report for a window: its guests' reports and its own rows and checks."""
@@ -112,6 +121,16 @@ class HostWindow:
     rows: dict[str, np.ndarray]
     violations: list[tuple[int, str, str]] = field(default_factory=list)
     status: Any = None  # HostStatus at the window's end (for the HA controller)
+
+    @functools.cached_property
+    def guest_rows(self) -> dict[str, np.ndarray]:
+        """The guests' rows stacked: column -> (guests, epochs), in `guests` order."""
+        return stacked_rows(self.guests)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("guest_rows", None)
+        return state
 
     @property
     def dev_ops(self) -> int:
@@ -483,11 +502,16 @@ class HostRunner:
         n = e1 - e0
         rows = {c: np.zeros(n, np.int64) for c in HOST_COLUMNS}
 
+        if guests:  # the guests' blocks summed once: every column's total by epoch
+            totals = np.stack([g.block for g in guests]).sum(axis=0)
+        else:
+            totals = np.zeros((len(_ROW), n), np.int64)
+
         def total(col: str) -> np.ndarray:
-            return sum((g.rows[col] for g in guests), np.zeros(n, np.int64))
+            return totals[_AT[col]]
 
         # host RAM backing guests: resident frames, less those merged onto shared frames
-        backed = sum((g.backed for g in guests), np.zeros(n, np.int64)) - total("merged_frames")
+        backed = totals[-1] - total("merged_frames")
         # the persistent pool's RAM: what each guest is billed, and the host's shared store
         tmem = total("tmem_billed") + h.tmem_shared_pages
         cache, hswap = total("cache_pages"), total("hswap_frames")

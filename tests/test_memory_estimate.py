@@ -104,3 +104,20 @@ def test_run_directory_tables_written_in_chunks_equal_the_whole_frames(tmp_path)
         pd.testing.assert_frame_equal(
             pd.read_parquet(whole / f"{stem}.parquet"), pd.read_parquet(chunked / f"{stem}.parquet")
         )
+
+
+def test_estimate_counts_one_worker_per_group_of_hosts():
+    """With `runtime.hosts_per_actor` the estimate counts one Ray worker per group of hosts
+    (16 hosts, 4 per actor: 4 workers) beside Ray's idle ones, and nothing else moves."""
+    import os
+
+    from overcommit.cluster.memory import RAY_WORKER
+
+    sc = load_scenario(ROOT / "configs" / "bench-1k.yaml")
+    one = preflight(sc)
+    four = preflight(apply_overrides(sc, {"runtime.hosts_per_actor": 4}))
+    five = preflight(apply_overrides(sc, {"runtime.hosts_per_actor": 5}))  # 5, 5, 5, 1
+    idle = os.cpu_count() or 1
+    assert (one.processes, four.processes, five.processes) == (16 + idle, 4 + idle, 4 + idle)
+    assert one.ray - four.ray == 12 * RAY_WORKER
+    assert (one.model, one.driver, one.redis) == (four.model, four.driver, four.redis)

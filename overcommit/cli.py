@@ -144,6 +144,13 @@ def run(
         metavar="actors|packed",
         help="Override runtime.guests on Ray: actors (one per guest) or packed.",
     ),
+    hosts_per_actor: str | None = typer.Option(
+        None,
+        "--hosts-per-actor",
+        metavar="N",
+        help="Override runtime.hosts_per_actor: with packed guests, N hosts share one Ray "
+        "actor process (fewer processes, less memory; same results).",
+    ),
     address: str | None = typer.Option(
         None,
         metavar="ADDR",
@@ -166,6 +173,8 @@ def run(
         overrides["runtime.kind"] = runtime
     if guests is not None:
         overrides["runtime.guests"] = guests
+    if hosts_per_actor is not None:
+        overrides["runtime.hosts_per_actor"] = hosts_per_actor
     if address is not None:
         overrides["runtime.address"] = address
     if seed is not None:

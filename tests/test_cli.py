@@ -142,6 +142,8 @@ def test_good_config_validates():
         (["--duration", "soon"], "duration"),
         (["--seed", "-1"], "seed"),
         (["--seed", "abc"], "seed"),
+        (["--hosts-per-actor", "2"], "runtime.hosts_per_actor: 2 hosts per actor needs guests"),
+        (["--guests", "packed", "--hosts-per-actor", "0"], "runtime.hosts_per_actor"),
     ],
 )
 def test_bad_flags_exit_2_without_traceback(flags, needle):

@@ -542,6 +542,42 @@ def test_sigint_dropped_inside_a_del_still_stops_the_run(tmp_path, monkeypatch):
     assert 9 <= summary["last_epoch"] < 20
 
 
+def test_host_window_pickles_its_guests_blocks_stacked():
+    """A host's report crosses processes with its guests' blocks and latency histograms as
+    three stacked arrays (beside its own rows), and comes back with every guest's rows, carry
+    and histogram as sent; the report pickled is left as it was."""
+    import pickle
+
+    from overcommit.cluster.runners import _FLOATS, _ROW, GuestWindow, HostWindow, _columns
+    from overcommit.metrics import GUEST_COLUMNS
+
+    n, k = 4, len(_ROW)
+    guests = []
+    for i in range(5):
+        ints = [i * 10_000 + e * 100 + j for e in range(n) for j in range(k)]
+        floats = [0.5 * i + 0.1 * e + f for e in range(n) for f in range(len(_FLOATS))]
+        carry = None if i == 3 else {"counters": {"touches": i}, "hist": np.arange(8) * i}
+        guests.append(GuestWindow(f"vm-{i}", *_columns(ints, floats, n), carry=carry))
+    host = HostWindow("h", guests, {"free_pages": np.arange(n), "up": np.ones(n, np.int64)})
+    before = {g.name: {c: g.rows[c].copy() for c in GUEST_COLUMNS} for g in guests}
+    buffers: list = []
+    sent = pickle.dumps(host, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 2 + 3  # the host's two rows; blocks, float blocks, histograms
+    back = pickle.loads(sent, buffers=buffers)
+    for g, b in zip(guests, back.guests):
+        assert b.name == g.name and b.block.shape == g.block.shape
+        assert all(np.array_equal(b.rows[c], before[g.name][c]) for c in GUEST_COLUMNS)
+        assert np.array_equal(b.backed, g.backed)
+        if g.carry is None:
+            assert b.carry is None
+        else:
+            assert b.carry["counters"] == g.carry["counters"]
+            assert np.array_equal(b.carry["hist"], g.carry["hist"])
+        assert g.block is not None and (g.carry is None or g.carry["hist"] is not None)
+    assert np.array_equal(back.rows["free_pages"], np.arange(n))
+    assert back.guest_rows["touches"].shape == (5, n)
+
+
 def test_window_columns_from_row_values_match_element_stores():
     """A window's columns, converted at once from its epochs' `_row` values, hold what a
     store of each value into its column would (a float value truncated as numpy does)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class DeviceProfile:
@@ -28,6 +30,10 @@ class DeviceProfile:
 
     def op_time(self, write: bool, nbytes: float) -> float:
         """Unloaded latency of one operation that moves `nbytes`."""
+        return (self.write_latency if write else self.read_latency) + nbytes / self.bandwidth
+
+    def op_times(self, write: bool, nbytes: np.ndarray) -> np.ndarray:
+        """`op_time` of each size in `nbytes` (the same arithmetic, element by element)."""
         return (self.write_latency if write else self.read_latency) + nbytes / self.bandwidth
 
 
@@ -165,6 +171,13 @@ class DeviceQueue:
     def wait(self, nbytes: float) -> float:
         """Queueing delay added to a synchronous op of `nbytes` in the current window."""
         occ = self.profile.occupancy(1.0, nbytes)
+        rho = min(self.util, 0.98)
+        return 0.5 * self.backlog + occ * rho / (1.0 - rho)
+
+    def waits(self, nbytes: np.ndarray) -> np.ndarray:
+        """`wait` of each size in `nbytes` (the same arithmetic, element by element)."""
+        p = self.profile
+        occ = np.maximum(1.0 / p.iops, nbytes / p.bandwidth)
         rho = min(self.util, 0.98)
         return 0.5 * self.backlog + occ * rho / (1.0 - rho)
 

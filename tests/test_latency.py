@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from overcommit.nodes.kernel.epoch import queued_latencies
 from overcommit.nodes.kernel.types import HIST_BINS, _hist_bins, hist_percentile
@@ -48,3 +50,25 @@ def test_p99_tells_apart_mechanisms_with_different_queue_depths():
     near = queued_latencies(_device(), np.full(5, 4096.0), FIXED)[0]
     assert hist_percentile(_hist(near), 0.99) > p_shallow  # 4S vs 5S: 2.3% bins resolve it
     assert hist_percentile(_hist(shallow), 0.99) == pytest.approx(4 * S + FIXED, rel=0.03)
+
+
+@given(
+    sizes=st.lists(st.integers(1, 64).map(lambda n: n * 4096.0), min_size=1, max_size=40),
+    util=st.floats(0.0, 1.0),
+    backlog=st.floats(0.0, 0.5),
+    device=st.sampled_from(["nvme", "ssd", "hdd", "san"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_vectorised_service_and_wait_equal_the_scalar_ones_bit_for_bit(
+    sizes, util, backlog, device
+):
+    """`op_times` and `waits` (whole arrays, what `queued_latencies` uses) give, element by
+    element, exactly the floats `op_time` and `wait` give for one size."""
+    from overcommit.profiles import BUILTIN_DEVICES
+
+    q = DeviceQueue(BUILTIN_DEVICES[device], users=8)
+    q.util, q.backlog = util, backlog
+    b = np.array(sizes)
+    assert q.profile.op_times(False, b).tolist() == [q.profile.op_time(False, x) for x in sizes]
+    assert q.profile.op_times(True, b).tolist() == [q.profile.op_time(True, x) for x in sizes]
+    assert q.waits(b).tolist() == [q.wait(x) for x in sizes]

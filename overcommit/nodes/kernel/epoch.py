@@ -634,18 +634,8 @@ def queued_latencies(
     queueing, `device.wait`, plus its service time for its own size)."""
     if not len(read_bytes):
         return np.zeros(0), ahead
-    dev = device.profile
-    first = float(read_bytes[0])
-    if len(read_bytes) > 1 and (read_bytes == first).all():  # one size (no readahead, say)
-        svc = np.full(len(read_bytes), dev.op_time(False, first))
-        wait = device.wait(first)
-    elif len(read_bytes) > 4:  # a few sizes recur: each one's service and wait computed once
-        sizes, at = np.unique(read_bytes, return_inverse=True)
-        svc = np.array([dev.op_time(False, float(b)) for b in sizes])[at]
-        wait = np.array([device.wait(float(b)) for b in sizes])[at]
-    else:
-        svc = np.array([dev.op_time(False, float(b)) for b in read_bytes])
-        wait = np.array([device.wait(float(b)) for b in read_bytes])
+    svc = device.profile.op_times(False, read_bytes)
+    wait = device.waits(read_bytes)
     done = ahead + np.cumsum(svc)
     return fixed + wait + done, float(done[-1])
 

@@ -378,9 +378,10 @@ class FrontswapGuest(GuestMechanism):
         s["frontswap_get"] = len(ep.f_fs) * lat_fs
         s["frontswap_flush"] = len(ep.fs_flush) * costs.flush()
         g._hist_add(lat_fs, len(ep.f_fs))
-        put_ok, sync_dirty, dirty_async = self.put_ok, ~ep.dirty_async, ep.dirty_async
-        ok_sync = int(np.count_nonzero(put_ok & sync_dirty))
-        fail_sync = int(np.count_nonzero(~put_ok & sync_dirty))
+        # puts by outcome and by reclaim kind: refused sync, refused async, ok sync, ok async
+        fail_sync, fail_async, ok_sync, ok_async = np.bincount(
+            self.put_ok.view(np.uint8) * 2 + ep.dirty_async.view(np.uint8), minlength=4
+        ).tolist()
         s_put = ok_sync * costs.put(ps) + fail_sync * costs.failed_put()
         if bl is not None:  # compression before the pool decides; dedup hashes the page
             f = g.tm_factor
@@ -389,8 +390,6 @@ class FrontswapGuest(GuestMechanism):
                 s_put += (ok_sync + fail_sync) * costs.copy(ps)
         s["reclaim_put"] += s_put
         # kswapd's puts cost the same CPU, off the faulting path: the vCPU does no work then
-        ok_async = int(np.count_nonzero(put_ok & dirty_async))
-        fail_async = int(np.count_nonzero(~put_ok & dirty_async))
         f = g.tm_factor if bl is not None else 1.0
         s_bg = ok_async * costs.put(ps) * f + fail_async * costs.failed_put() * f
         if bl is not None and bl.dedup:

@@ -103,13 +103,9 @@ class GuestWindow:
         return state
 
 
-def stacked_rows(guests: list[GuestWindow]) -> dict[str, np.ndarray]:
-    """`GUEST_COLUMNS` of several guests' reports of one window: column -> (guests, epochs),
-    views of the guests' blocks stacked once (one copy, not one view per guest and column)."""
-    if not guests:
-        return {}
-    blocks = (np.stack([g.block for g in guests]), np.stack([g.fblock for g in guests]))
-    return {c: blocks[c.endswith("_s")][:, _AT[c]] for c in GUEST_COLUMNS}
+def _stack(guests: list[GuestWindow]) -> tuple[np.ndarray, np.ndarray]:
+    """Several guests' blocks of one window stacked: (guests, rows, epochs), ints and floats."""
+    return np.stack([g.block for g in guests]), np.stack([g.fblock for g in guests])
 
 
 @dataclass
@@ -123,19 +119,30 @@ class HostWindow:
     status: Any = None  # HostStatus at the window's end (for the HA controller)
 
     @functools.cached_property
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The guests' blocks stacked (`_stack`), built once: the host's totals, the driver's
+        recording and the pickled report all read this one copy."""
+        return _stack(self.guests)
+
+    @functools.cached_property
     def guest_rows(self) -> dict[str, np.ndarray]:
-        """The guests' rows stacked: column -> (guests, epochs), in `guests` order."""
-        return stacked_rows(self.guests)
+        """The guests' rows: column -> (guests, epochs), in `guests` order (views of
+        `blocks`)."""
+        if not self.guests:
+            return {}
+        blocks = self.blocks
+        return {c: blocks[c.endswith("_s")][:, _AT[c]] for c in GUEST_COLUMNS}
 
     def __getstate__(self) -> dict:
         """Pickled (a host actor's report to the driver) with its guests' blocks and latency
-        histograms stacked: four arrays for the host rather than three per guest."""
+        histograms stacked: three arrays for the host rather than three per guest."""
         state = self.__dict__.copy()
         state.pop("guest_rows", None)
         gs = self.guests
         if not gs:
+            state.pop("blocks", None)
             return state
-        state["_blocks"] = (np.stack([g.block for g in gs]), np.stack([g.fblock for g in gs]))
+        state["blocks"] = self.blocks
         hist = [i for i, g in enumerate(gs) if g.carry is not None and "hist" in g.carry]
         if hist:
             state["_hists"] = (hist, np.stack([gs[i].carry["hist"] for i in hist]))
@@ -152,10 +159,10 @@ class HostWindow:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        blocks, hists = state.pop("_blocks", None), state.pop("_hists", None)
-        self.__dict__.update(state)
-        if blocks is not None:
-            for g, block, fblock in zip(self.guests, *blocks):
+        hists = state.pop("_hists", None)
+        self.__dict__.update(state)  # `blocks` stays cached: the guests' blocks are its views
+        if "blocks" in state:
+            for g, block, fblock in zip(self.guests, *state["blocks"]):
                 g.block, g.fblock = block, fblock
         if hists is not None:
             for i, hist in zip(*hists):
@@ -531,10 +538,9 @@ class HostRunner:
         n = e1 - e0
         rows = {c: np.zeros(n, np.int64) for c in HOST_COLUMNS}
 
-        if guests:  # the guests' blocks summed once: every column's total by epoch
-            totals = np.stack([g.block for g in guests]).sum(axis=0)
-        else:
-            totals = np.zeros((len(_ROW), n), np.int64)
+        blocks = _stack(guests) if guests else None  # also the report's (`HostWindow.blocks`)
+        # every column's total by epoch, the guests' blocks summed once
+        totals = blocks[0].sum(axis=0) if guests else np.zeros((len(_ROW), n), np.int64)
 
         def total(col: str) -> np.ndarray:
             return totals[_AT[col]]
@@ -587,7 +593,10 @@ class HostRunner:
             violations += g.violations
         h.guests = [g.state for g in guests]
         h.refresh()
-        return HostWindow(h.name, guests, rows, violations, self.status())
+        out = HostWindow(h.name, guests, rows, violations, self.status())
+        if blocks is not None:
+            out.blocks = blocks  # fills the cached property: the stack is built once
+        return out
 
     def status(self) -> HostStatus:
         """The host's memory now, for the HA controller."""

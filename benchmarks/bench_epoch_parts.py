@@ -5,8 +5,8 @@
   expressions (`OVERCOMMIT_JIT=0`'s path), for batches of 32, 300 and 2,000 records;
 - **read latencies** (`overcommit.nodes.kernel.epoch.queued_latencies`, once per epoch that
   reads from a device): the service time and queueing wait of every read computed at once
-  over the array of sizes (`DeviceProfile.op_times`, `DeviceQueue.waits`); the baseline is
-  the code of the second round, kept here (`np.unique` of the sizes, then one Python
+  over the array of sizes (`DeviceProfile.op_time` of the array, `DeviceQueue.waits`); the
+  baseline is the code of the second round, kept here (`np.unique` of the sizes, then one Python
   computation per distinct size), for reads of one size and of mixed sizes.
 
 Interleaved rounds, best of each; the script fails if the two sides differ in any bit.

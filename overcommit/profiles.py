@@ -28,12 +28,9 @@ class DeviceProfile:
         """Device-busy seconds for `ops` operations moving `nbytes` (the bound that binds)."""
         return max(ops / self.iops, nbytes / self.bandwidth)
 
-    def op_time(self, write: bool, nbytes: float) -> float:
-        """Unloaded latency of one operation that moves `nbytes`."""
-        return (self.write_latency if write else self.read_latency) + nbytes / self.bandwidth
-
-    def op_times(self, write: bool, nbytes: np.ndarray) -> np.ndarray:
-        """`op_time` of each size in `nbytes` (the same arithmetic, element by element)."""
+    def op_time(self, write: bool, nbytes: Any) -> Any:
+        """Unloaded latency of one operation that moves `nbytes` (a float, or an array of
+        sizes: each element's latency, the same arithmetic)."""
         return (self.write_latency if write else self.read_latency) + nbytes / self.bandwidth
 
 
@@ -170,14 +167,15 @@ class DeviceQueue:
 
     def wait(self, nbytes: float) -> float:
         """Queueing delay added to a synchronous op of `nbytes` in the current window."""
-        occ = self.profile.occupancy(1.0, nbytes)
-        rho = min(self.util, 0.98)
-        return 0.5 * self.backlog + occ * rho / (1.0 - rho)
+        return self._queueing(self.profile.occupancy(1.0, nbytes))
 
     def waits(self, nbytes: np.ndarray) -> np.ndarray:
         """`wait` of each size in `nbytes` (the same arithmetic, element by element)."""
         p = self.profile
-        occ = np.maximum(1.0 / p.iops, nbytes / p.bandwidth)
+        return self._queueing(np.maximum(1.0 / p.iops, nbytes / p.bandwidth))
+
+    def _queueing(self, occ: Any) -> Any:
+        """The window's backlog and queueing for ops that occupy the device `occ` seconds."""
         rho = min(self.util, 0.98)
         return 0.5 * self.backlog + occ * rho / (1.0 - rho)
 

@@ -62,13 +62,13 @@ def test_p99_tells_apart_mechanisms_with_different_queue_depths():
 def test_vectorised_service_and_wait_equal_the_scalar_ones_bit_for_bit(
     sizes, util, backlog, device
 ):
-    """`op_times` and `waits` (whole arrays, what `queued_latencies` uses) give, element by
-    element, exactly the floats `op_time` and `wait` give for one size."""
+    """`op_time` of an array of sizes and `waits` (what `queued_latencies` uses) give, element
+    by element, exactly the floats `op_time` and `wait` give for one size."""
     from overcommit.profiles import BUILTIN_DEVICES
 
     q = DeviceQueue(BUILTIN_DEVICES[device], users=8)
     q.util, q.backlog = util, backlog
     b = np.array(sizes)
-    assert q.profile.op_times(False, b).tolist() == [q.profile.op_time(False, x) for x in sizes]
-    assert q.profile.op_times(True, b).tolist() == [q.profile.op_time(True, x) for x in sizes]
+    assert q.profile.op_time(False, b).tolist() == [q.profile.op_time(False, x) for x in sizes]
+    assert q.profile.op_time(True, b).tolist() == [q.profile.op_time(True, x) for x in sizes]
     assert q.waits(b).tolist() == [q.wait(x) for x in sizes]

@@ -356,7 +356,6 @@ class HostActorImpl:
         if self.server is not None:
             self.server.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
-        self.guests, self.states = [], []
 
 
 class HostGroupImpl:

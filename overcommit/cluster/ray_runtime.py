@@ -145,12 +145,13 @@ class RayRuntime:
                 self.groups.append(group)
                 self.actors.append(group)
                 self.hosts.update((h, _Member(group, h)) for h, _, _ in members)
-        for i, h in enumerate(hosts if self.per_actor == 1 else []):
-            actor = self._HostActor.options(**self._host_options(i, h)).remote(
-                scenario, h, by_host[h], shared_url, self.mode, ext.get(h), self.workdir
-            )
-            self.hosts[h] = actor
-            self.actors.append(actor)
+        else:
+            for i, h in enumerate(hosts):
+                actor = self._HostActor.options(**self._host_options(i, h)).remote(
+                    scenario, h, by_host[h], shared_url, self.mode, ext.get(h), self.workdir
+                )
+                self.hosts[h] = actor
+                self.actors.append(actor)
         self.infos = dict(zip(hosts, ray.get([a.info.remote() for a in self.hosts.values()])))
         self.guest_actors: dict[str, Any] = {}
         self.guests_on: dict[str, list[str]] = {h: list(by_host[h]) for h in hosts}

@@ -634,7 +634,7 @@ def queued_latencies(
     queueing, `device.wait`, plus its service time for its own size)."""
     if not len(read_bytes):
         return np.zeros(0), ahead
-    svc = device.profile.op_times(False, read_bytes)
+    svc = device.profile.op_time(False, read_bytes)
     wait = device.waits(read_bytes)
     done = ahead + np.cumsum(svc)
     return fixed + wait + done, float(done[-1])

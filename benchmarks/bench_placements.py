@@ -13,7 +13,7 @@ allocates per page of its workload's footprint, from the preflight estimate), Re
 stored page (the growth of `used_memory` over every server of the run divided by the page
 records they hold, sampled during the run), and the peak resident memory of the whole process
 tree (this process, Ray's processes and workers, every redis-server; summed RSS sampled every
-0.25 s by `benchmarks/memtree.py`) beside the preflight estimate of it.
+0.5 s by `benchmarks/memtree.py`) beside the preflight estimate of it.
 
 `--bench-1k` runs the scale scenario `configs/bench-1k.yaml` (1,024 guests, Ray with packed
 host actors) instead; with a `--duration` shorter than its 5 minutes, its host failure moves to
@@ -167,7 +167,7 @@ def main() -> None:
 
         windows = int(round(sc.duration / sc.sync_window))
         pages = RedisPages(sc.redis.prefix, every=windows // 10)
-        with TreeSampler() as tree:
+        with TreeSampler(interval=0.5) as tree:
             result = run_scenario(sc, progress=progress, on_window=pages)
         wall = time.perf_counter() - t0
         rows[name] = (result.summary["emulated_seconds"], wall, result.summary["run"])

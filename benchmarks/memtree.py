@@ -8,12 +8,18 @@ CPU time (user + system) as last seen, summed per kind in `cpu_seconds`. Summed 
 shared library's pages once per process that maps them (numba's LLVM, numpy, Ray's core
 worker in every Ray worker); `peak_pss` is the peak of the summed proportional set size
 (`/proc/PID/smaps_rollup`: a shared page split among the processes sharing it), the memory the
-tree really takes, read every `pss_every`-th sample (it costs more than RSS). Used by
+tree really takes. Reading it makes the kernel walk every mapped page (~25 ms of CPU per GiB
+here), so it is read only when the summed RSS reaches a new high at least `pss_gap` seconds
+after the last reading (memory grows through a run: the peak PSS comes with the peak RSS).
+
+The sampling thread's own CPU (`own_cpu`) is measured apart: when the sampled tree's root is
+this process, `cpu_seconds` books it as `sampler`, not as the `driver`'s. Used by
 `benchmarks/bench_placements.py` and by the memory-estimate test.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -58,10 +64,13 @@ def pss(pid: int) -> int:
 class TreeSampler:
     """Samples the process tree of `pid` (default: this process) in a background thread."""
 
-    def __init__(self, pid: int | None = None, interval: float = 0.25, pss_every: int = 4) -> None:
+    def __init__(self, pid: int | None = None, interval: float = 0.25, pss_gap: float = 5.0) -> None:
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.pss_every = pss_every
+        self.pss_gap = pss_gap  # seconds between PSS readings at least (0: no PSS)
+        self._pss_at = -float("inf")  # when PSS was last read
+        self._pss_rss = 0  # the summed RSS then
+        self.pss_reads = 0
         self.peak = 0
         self.peak_pss = 0
         self.peak_parts: dict[str, int] = {}
@@ -72,6 +81,7 @@ class TreeSampler:
         self.others: dict[int, str] = {}  # pid -> command line of processes of kind `other`
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.own_cpu = 0.0  # CPU seconds the sampling thread itself took (in this process)
 
     def sample(self) -> int:
         """One sample: the tree's summed RSS now (also updates the peak)."""
@@ -99,8 +109,11 @@ class TreeSampler:
             parts[k] += rss
             counts[k] += 1
         total = sum(parts.values())
-        if self.pss_every and self.samples % self.pss_every == 0:
+        now = time.monotonic()
+        if self.pss_gap and total > self._pss_rss and now - self._pss_at >= self.pss_gap:
             self.peak_pss = max(self.peak_pss, sum(pss(p.pid) for p in procs))
+            self._pss_at, self._pss_rss = now, total
+            self.pss_reads += 1
         if self._cpu0 is None:
             self._cpu0 = {pid: t for pid, (_, t) in self._cpu.items()}
         self.samples += 1
@@ -118,11 +131,16 @@ class TreeSampler:
         first = self._cpu0 or {}
         for pid, (k, t) in self._cpu.items():
             out[k] += t - first.get(pid, 0.0)
+        if self.root.pid == os.getpid() and "driver" in out:  # the sampling thread's share
+            out["driver"] -= self.own_cpu
+            out["sampler"] = self.own_cpu
         return dict(out)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            t = time.thread_time()
             self.sample()
+            self.own_cpu += time.thread_time() - t
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeSampler:

@@ -198,3 +198,64 @@ def test_compiled_digest_checksums_equal_the_numpy_expressions(
         plain = codec.checksums(gkey, p, v, "digest")
     assert compiled.dtype == plain.dtype == np.uint64
     assert np.array_equal(compiled, plain)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    guest=GUESTS,
+    pages=st.lists(st.integers(0, 2**32 - 1), max_size=40),
+    seed=st.integers(0, 2**32 - 1),
+    flip=st.integers(0, 10_000),
+)
+def test_compiled_decode_equals_the_numpy_path(
+    guest: str, pages: list[int], seed: int, flip: int
+) -> None:
+    """Digest records decoded in one compiled pass (`codec.JIT`) give the numpy path's
+    columns, and a changed constant byte is the same error naming the same record."""
+    from overcommit.stores import codec
+
+    v = np.random.default_rng(seed).integers(0, 2**32, len(pages), dtype=np.uint64)
+    blob = encode(guest, make_batch(guest, np.array(pages), v, "digest", 4096, 0.5), "digest", 4096)
+    width = record_len(guest, "digest", 4096)
+    corrupt = bytearray(blob)
+    if blob:  # one byte of the record's head (a constant) changed
+        rec = flip % len(pages)
+        corrupt[rec * width + flip % (page_offset(guest))] ^= 0x5A
+    out = {}
+    with pytest.MonkeyPatch.context() as m:
+        for jit in (True, False):
+            m.setattr(codec, "JIT", jit)
+            got = decode(guest, blob, "digest", 4096)
+            out[jit] = got
+            try:
+                decode(guest, bytes(corrupt), "digest", 4096)
+                out[jit, "err"] = None
+            except ValueError as e:
+                out[jit, "err"] = str(e)
+    for name in ("pages", "versions", "checksums"):
+        a, b = getattr(out[True], name), getattr(out[False], name)
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert out[True, "err"] == out[False, "err"]
+    assert (out[True, "err"] is None) == (not blob)
+
+
+def test_digest_stale_counts_what_verify_and_the_versions_find() -> None:
+    """`digest_stale` (the guest's compiled read check) flags exactly the records whose
+    version is not the expected one or whose checksum `verify` rejects, first one first."""
+    from overcommit.stores.codec import digest_stale
+
+    rng = np.random.default_rng(5)
+    table = rng.integers(0, 50, 1000).astype(np.uint32)  # the version each page was last written
+    pages = rng.choice(1000, 200, replace=False).astype(np.uint32)
+    batch = make_batch("g-1", pages, table[pages], "digest", 4096, 0.5)
+    assert digest_stale("g-1", batch, table, True) == (0, -1)
+    assert digest_stale("g-1", batch, table[pages], False) == (0, -1)
+    batch.versions[[7, 90]] += 1  # stale: an older or newer version than last written
+    batch.checksums[[3, 150]] ^= 1  # corrupt
+    batch.pages[199] = 5000  # no such page in the table
+    bad = (batch.versions != table[np.minimum(batch.pages, 999)]) | verify(
+        "g-1", batch, "digest", 4096, 0.5
+    )
+    bad[199] = True
+    assert digest_stale("g-1", batch, table, True) == (int(bad.sum()), 3) == (5, 3)
+    assert digest_stale("g-2", batch, table, True)[0] == 200  # another guest's records

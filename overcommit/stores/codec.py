@@ -128,6 +128,48 @@ def _digest_checksums(gkey: np.uint64, pages: np.ndarray, versions: np.ndarray) 
     return out
 
 
+@njit(cache=True, nogil=True)
+def _digest_stale(
+    gkey: np.uint64,
+    pages: np.ndarray,
+    versions: np.ndarray,
+    sums: np.ndarray,
+    expect: np.ndarray,
+    by_page: bool,
+):
+    """(count, first index) of digest records whose version is not the one expected
+    (`expect[page]` when `by_page`, else `expect[i]`; a page beyond `expect` is stale) or
+    whose checksum is not the digest of their (page, version): `digest_stale`'s loop."""
+    n = 0
+    first = -1
+    for i in range(len(pages)):
+        p = pages[i]
+        if by_page and p >= len(expect):  # no such page: not a record this guest wrote
+            stale = True
+        else:
+            want = expect[p] if by_page else expect[i]
+            z = (np.uint64(p) << np.uint64(32)) | np.uint64(versions[i])
+            z = _mix1(z + _GOLDEN) ^ gkey
+            z = _mix1(z + _GOLDEN) ^ _DIGEST_SALT
+            stale = versions[i] != want or sums[i] != _mix1(z + _GOLDEN)
+        if stale:
+            if n == 0:
+                first = i
+            n += 1
+    return n, first
+
+
+def digest_stale(
+    guest: str, batch: RecordBatch, expect: np.ndarray, by_page: bool
+) -> tuple[int, int]:
+    """How many digest records of `batch` are stale or corrupt, and the first one's index
+    (-1 if none): a record is stale when its version is not `expect[page]` (`by_page`) or
+    `expect[i]`, corrupt when its checksum is not what (guest, page, version) implies."""
+    return _digest_stale(
+        _U64(_guest_key(guest)), batch.pages, batch.versions, batch.checksums, expect, by_page
+    )
+
+
 def _seeds(gkey: int, pages: np.ndarray, versions: np.ndarray) -> np.ndarray:
     """One 64-bit seed per (guest key, page, version): splitmix64 of splitmix64 of
     (page << 32 | version), xor the guest key."""
@@ -330,6 +372,18 @@ def _const_bytes(guest: str, mode: PayloadMode, page_size: int) -> tuple[np.ndar
     return np.array(cols, np.intp), expect
 
 
+@lru_cache(maxsize=256)
+def _field_offsets(
+    guest: str, mode: PayloadMode, page_size: int
+) -> tuple[int, np.ndarray, np.ndarray, int, int, int]:
+    """(record width, constant bytes' offsets and values, offsets of page, version and
+    checksum): what `_decode_fields` reads a record by."""
+    dtype = _layout(guest, mode, page_size)[0]
+    f = dtype.fields
+    cols, expect = _const_bytes(guest, mode, page_size)
+    return dtype.itemsize, cols, expect, f["page"][1], f["version"][1], f["checksum"][1]
+
+
 def record_len(guest: str, mode: PayloadMode, page_size: int) -> int:
     """Width in bytes of every record of ``guest`` in ``mode``."""
     return _layout(guest, mode, page_size)[0].itemsize
@@ -370,6 +424,35 @@ def encode(guest: str, batch: RecordBatch, mode: PayloadMode, page_size: int) ->
     return out.tobytes()
 
 
+@njit(cache=True, nogil=True)
+def _be(raw: np.ndarray, at: int, width: int) -> np.uint64:
+    v = np.uint64(0)
+    for k in range(width):
+        v = (v << np.uint64(8)) | np.uint64(raw[at + k])
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _decode_fields(
+    raw: np.ndarray, size: int, cols: np.ndarray, expect: np.ndarray, po: int, vo: int, co: int
+):
+    """`decode`'s digest records in one pass: (pages, versions, checksums, -1), or the index
+    of the first record whose constant bytes differ in place of -1."""
+    n = len(raw) // size
+    pages = np.empty(n, np.uint32)
+    versions = np.empty(n, np.uint32)
+    sums = np.empty(n, np.uint64)
+    for i in range(n):
+        base = i * size
+        for k in range(len(cols)):
+            if raw[base + cols[k]] != expect[k]:
+                return pages, versions, sums, i
+        pages[i] = np.uint32(_be(raw, base + po, 4))
+        versions[i] = np.uint32(_be(raw, base + vo, 4))
+        sums[i] = _be(raw, base + co, 8)
+    return pages, versions, sums, -1
+
+
 def decode(guest: str, blob: bytes, mode: PayloadMode, page_size: int) -> RecordBatch:
     """Inverse of :func:`encode`; raises ValueError on a record that is not this layout."""
     dtype, consts = _layout(guest, mode, page_size)
@@ -378,8 +461,14 @@ def decode(guest: str, blob: bytes, mode: PayloadMode, page_size: int) -> Record
             f"{len(blob)} bytes is not a whole number of {dtype.itemsize}-byte records "
             f"of guest {guest!r} in {mode} mode"
         )
-    arr = np.frombuffer(blob, dtype)
     cols, expect = _const_bytes(guest, mode, page_size)
+    if JIT and mode == "digest":  # one pass: the constant bytes checked, the fields swapped
+        pages, versions, sums, bad = _decode_fields(
+            np.frombuffer(blob, np.uint8), *_field_offsets(guest, mode, page_size)
+        )
+        if bad < 0:
+            return RecordBatch(pages, versions, sums, None)
+    arr = np.frombuffer(blob, dtype)
     raw = np.frombuffer(blob, np.uint8).reshape(len(arr), dtype.itemsize)
     if not (raw[:, cols] == expect).all():  # some constant byte differs: find the first record
         for name, value in consts.items():

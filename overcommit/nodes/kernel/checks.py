@@ -28,7 +28,7 @@ from overcommit.nodes.kernel.types import (
     ZPOOL,
     _hist_bins,
 )
-from overcommit.stores.codec import RecordBatch, make_batch, verify
+from overcommit.stores.codec import RecordBatch, digest_stale, make_batch, verify
 
 
 def _check_hooks(g: GuestChecks) -> tuple[tuple[GuestMechanism, ...], tuple[GuestMechanism, ...]]:
@@ -106,24 +106,36 @@ class GuestChecks:
                     f"{int(missing[0])} version {int(self.version[missing[0]])}",
                 )
             )
-        if len(got):
+        if not len(got):
+            return
+        if jit.ENABLED and self.payload == "digest":  # one compiled pass over the records
+            by_page = expect_versions is None
+            table = self.version if by_page else np.asarray(expect_versions)[found]
+            nbad, i = digest_stale(self.name, got, table, by_page)
+            if not nbad:
+                return
+            p = int(got.pages[i])
+            last = (int(table[p]) if p < len(table) else "never") if by_page else int(table[i])
+        else:
             if expect_versions is None:
                 expect = self.version[got.pages.astype(np.int64)]
             else:
                 expect = np.asarray(expect_versions)[found]
             bad = (got.versions != expect) | self.verify(got)
             nbad = int(np.count_nonzero(bad))
-            if nbad:
-                i = int(np.flatnonzero(bad)[0])
-                self.counters["stale_reads"] += nbad
-                out.append(
-                    (
-                        "integrity",
-                        f"{self.name}: {nbad} stale record(s) read from {where}, e.g. page "
-                        f"{int(got.pages[i])} has version {int(got.versions[i])}, "
-                        f"last written {int(expect[i])}",
-                    )
-                )
+            if not nbad:
+                return
+            i = int(np.flatnonzero(bad)[0])
+            last = int(expect[i])
+        self.counters["stale_reads"] += nbad
+        out.append(
+            (
+                "integrity",
+                f"{self.name}: {nbad} stale record(s) read from {where}, e.g. page "
+                f"{int(got.pages[i])} has version {int(got.versions[i])}, "
+                f"last written {last}",
+            )
+        )
 
     def location_counts(self) -> dict[str, int]:
         bc = np.bincount(self.loc, minlength=NLOC)

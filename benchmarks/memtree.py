@@ -64,7 +64,9 @@ def pss(pid: int) -> int:
 class TreeSampler:
     """Samples the process tree of `pid` (default: this process) in a background thread."""
 
-    def __init__(self, pid: int | None = None, interval: float = 0.25, pss_gap: float = 5.0) -> None:
+    def __init__(
+        self, pid: int | None = None, interval: float = 0.25, pss_gap: float = 5.0
+    ) -> None:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.pss_gap = pss_gap  # seconds between PSS readings at least (0: no PSS)

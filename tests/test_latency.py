@@ -72,3 +72,42 @@ def test_vectorised_service_and_wait_equal_the_scalar_ones_bit_for_bit(
     assert q.profile.op_time(False, b).tolist() == [q.profile.op_time(False, x) for x in sizes]
     assert q.profile.op_time(True, b).tolist() == [q.profile.op_time(True, x) for x in sizes]
     assert q.waits(b).tolist() == [q.wait(x) for x in sizes]
+
+
+@given(
+    pages=st.sets(st.integers(0, 4000), max_size=60),
+    ra=st.sampled_from([1, 2, 8, 32]),
+    util=st.floats(0.0, 1.0),
+    backlog=st.floats(0.0, 0.5),
+    ahead=st.sampled_from([0.0, 1.5e-4]),
+    device=st.sampled_from(["nvme", "ssd", "hdd", "san"]),
+    extra=st.lists(st.floats(1e-10, 1e3), max_size=20),
+)
+@settings(max_examples=200, deadline=None)
+def test_compiled_read_latencies_and_histogram_equal_the_numpy_path(
+    pages, ra, util, backlog, ahead, device, extra
+):
+    """An epoch's read latencies in one compiled pass (`jit.read_latencies`, what `_time` uses)
+    are the numpy path's floats bit for bit, and the compiled histogram add (`jit.hist_add`)
+    puts every latency in `_hist_bins`'s bin."""
+    from overcommit.nodes.kernel import epoch, jit
+    from overcommit.nodes.kernel.checks import GuestChecks
+    from overcommit.profiles import BUILTIN_DEVICES
+
+    q = DeviceQueue(BUILTIN_DEVICES[device], users=8)
+    q.util, q.backlog = util, backlog
+    p = np.array(sorted(pages), np.int64)
+    hists = []
+    with pytest.MonkeyPatch.context() as m:
+        out = []
+        for on in (True, False):
+            m.setattr(jit, "ENABLED", on)
+            lat, after = epoch._read_latencies(q, p, ra, 4096, FIXED, ahead)
+            out.append((lat.tolist(), after))
+            g = GuestChecks()
+            g.hist = np.zeros(HIST_BINS, np.int64)
+            g._hist_add_each(np.concatenate([lat, np.array(extra)]))
+            hists.append(g.hist)
+    assert out[0] == out[1]
+    assert np.array_equal(hists[0], hists[1])
+    assert hists[0].sum() == len(out[0][0]) + len(extra)

@@ -651,6 +651,29 @@ def _cluster_bytes(pages: np.ndarray, ra: int, ps: int) -> np.ndarray:
     return n.astype(np.float64) * ps
 
 
+def _read_latencies(
+    device: DeviceQueue, pages: np.ndarray, ra: int, ps: int, fixed: float, ahead: float = 0.0
+) -> tuple[np.ndarray, float]:
+    """`queued_latencies` of the reads of the readahead clusters `pages` (distinct) fall in,
+    each its pages' bytes (`jit.read_latencies` in one pass, the same arithmetic)."""
+    if not jit.ENABLED:
+        return queued_latencies(device, _cluster_bytes(pages, ra, ps), fixed, ahead)
+    p = device.profile
+    rho = min(device.util, 0.98)
+    return jit.read_latencies(
+        pages,
+        ra,
+        ps,
+        p.read_latency,
+        p.bandwidth,
+        1.0 / p.iops,
+        0.5 * device.backlog,
+        rho,
+        fixed,
+        ahead,
+    )
+
+
 def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     """Synchronous costs on the critical path, by source; the latency histogram; stats."""
     costs, ps, device, dt = g.costs, g.page_size, ep.device, ep.dt
@@ -707,16 +730,15 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     g._hist_add(costs.minor_fault, len(f_zero))
     ahead = 0.0
     if dev_clusters:
-        sizes = _cluster_bytes(ep.disk_reads_dev, g.readahead, ps)
-        lat, ahead = queued_latencies(device, sizes, costs.major_fault)
+        lat, ahead = _read_latencies(device, ep.disk_reads_dev, g.readahead, ps, costs.major_fault)
         g._hist_add_each(lat)
     g._hist_add(lat_hit, len(clusters) - dev_clusters)
     g._hist_add(costs.minor_fault, len(f_sw) - len(clusters))
     if g.has_files:
         if n_fops:
             f_rd = np.concatenate([ep.f_fnew, ep.f_miss]) if len(ep.f_fnew) else ep.f_miss
-            sizes = _cluster_bytes(_unique(f_rd), g.readahead, ps)
-            g._hist_add_each(queued_latencies(device, sizes, costs.major_fault, ahead)[0])
+            lat = _read_latencies(device, _unique(f_rd), g.readahead, ps, costs.major_fault, ahead)
+            g._hist_add_each(lat[0])
         g._hist_add(costs.minor_fault, n_fread - n_fops)
     g._account(dt, ep.work, stall)
     ep.violations += [("conservation", m) for m in g.conservation()]

@@ -6,8 +6,9 @@ state changes): the touch pass and the quiet epoch (`touch_pass`, `quiet_apply`)
 touched pages' LRU stamps, referenced bits and readahead hits (`touched`), the faults by
 location (`split_faults`), the swap-in clusters (`swap_reads`), the slots an epoch frees
 (`slots_freed`), an epoch's page moves (`apply_out` before the mechanisms' `evict` hooks,
-`apply_in` after), sorted set difference (`sorted_diff`) and pages per cluster
-(`cluster_counts`).
+`apply_in` after), sorted set difference (`sorted_diff`), pages per cluster
+(`cluster_counts`), an epoch's queued read latencies (`read_latencies`) and the latency
+histogram's bins (`hist_add`).
 
 Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
 only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
@@ -338,6 +339,52 @@ def cluster_counts(pages: np.ndarray, ra: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def read_latencies(
+    pages: np.ndarray,
+    ra: int,
+    ps: int,
+    latency: float,
+    bandwidth: float,
+    min_occ: float,
+    half_backlog: float,
+    rho: float,
+    fixed: float,
+    ahead: float,
+):
+    """`epoch.queued_latencies` of the reads of the clusters of `ra` pages that `pages`
+    (distinct) fall in, in cluster order, each read the bytes of its pages: the same
+    arithmetic element by element (service `latency` + bytes / `bandwidth`; queueing
+    `half_backlog` + max(`min_occ`, bytes / `bandwidth`) * `rho` / (1 - `rho`); the
+    services summed from the first read, then `ahead` added). Returns (latencies, the
+    service time queued after them)."""
+    n = cluster_counts(pages, ra)
+    lat = np.empty(len(n), np.float64)
+    acc = 0.0
+    for i in range(len(n)):
+        size = np.float64(n[i]) * ps
+        occ = size / bandwidth
+        if min_occ > occ:
+            occ = min_occ
+        acc += latency + size / bandwidth
+        lat[i] = (fixed + (half_backlog + occ * rho / (1.0 - rho))) + (ahead + acc)
+    return lat, ahead + acc
+
+
+@njit(cache=True, nogil=True)
+def hist_add(hist: np.ndarray, logs: np.ndarray, per_decade: int) -> None:
+    """Add one count per value of `logs` (log10 of latency / the first bin's edge) to its
+    histogram bin: floor(log * `per_decade`) + 1, clipped to the histogram (`_hist_bins`)."""
+    top = len(hist) - 1
+    for i in range(len(logs)):
+        b = np.floor(logs[i] * per_decade) + 1.0
+        if b < 0.0:
+            b = 0.0
+        elif b > top:
+            b = top
+        hist[int(b)] += 1
+
+
+@njit(cache=True, nogil=True)
 def apply_out(
     free_slot: np.ndarray,
     taken: np.ndarray,
@@ -604,6 +651,8 @@ def warm() -> None:
     swap_reads(p, 2, 8, loc)
     sorted_diff(p, p[:2])
     cluster_counts(p, 2)
+    read_latencies(p, 2, 4096, 1e-4, 1e9, 1e-5, 0.0, 0.5, 1e-6, 0.0)
+    hist_add(np.zeros(4, np.int64), np.zeros(2), 100)
     slots_freed(p, loc, True, p, p[:1], p[:0], p[:0], p[:2])
     census = np.zeros(6, np.int64)
     apply_out(

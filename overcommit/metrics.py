@@ -93,7 +93,9 @@ class Recorder:
     """Collects the time series for a run of `epochs` epochs of `dt` seconds.
 
     Guest counts are held as int32 during the run (half the driver's memory for the series of
-    a large cluster) and widened to int64 column by column when the frames are built."""
+    a large cluster) and widened to int64 column by column when the frames are built. A column
+    is written only once a non-zero value comes for it: the columns of mechanisms a run does
+    not use stay zero and their memory is never touched (`np.zeros` maps it lazily)."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class Recorder:
         self.g = {c: np.zeros(gshape, guest_dtype(c)) for c in GUEST_COLUMNS}
         self.h = {c: np.zeros((epochs, len(host_names)), np.int64) for c in HOST_COLUMNS}
         self.ghost = np.full(gshape, -1, np.int32)  # the host each guest ran on, per epoch
+        self._written: set[str] = set()  # guest columns a non-zero value was recorded in
 
     def truncate(self, epochs: int) -> None:
         """Keep the first `epochs` epochs only (a run that stopped early)."""
@@ -130,8 +133,16 @@ class Recorder:
         if not names:
             return
         idx = np.array([self.gidx[n] for n in names], np.int64)
+        written = self._written
         for c, arr in self.g.items():
-            arr[e0:e1, idx] = rows[c].T
+            v = rows[c]
+            if c in written:
+                arr[e0:e1, idx] = v.T
+            elif v.any():  # a column's first non-zero values
+                written.add(c)
+                arr[e0:e1, idx] = v.T
+            # else: the column holds zeros only so far and these are zeros too; its memory is
+            # left untouched (a mechanism's columns that stay zero never become resident)
         self.ghost[e0:e1, idx] = self.hidx[host]
 
     def record_host(self, e0: int, e1: int, window: Any) -> None:

@@ -77,6 +77,37 @@ def test_driver_series_estimate_matches_the_recorder():
         assert np.array_equal(frame[c].to_numpy().reshape(epochs, guests), rec.g[c])
 
 
+def test_recorder_leaves_the_memory_of_columns_that_stay_zero_untouched():
+    """Guest columns that only ever get zeros (the columns of mechanisms a run does not use)
+    are never written, so `np.zeros`'s lazily mapped pages stay unused: the process's RSS grows
+    by the written columns only. Their values, and a column that turns non-zero late, read
+    back as recorded."""
+    import numpy as np
+    import psutil
+
+    from overcommit.metrics import GUEST_COLUMNS, Recorder, guest_dtype
+
+    guests, epochs = 512, 2000
+    names = [f"vm-{i}" for i in range(guests)]
+    cols = list(GUEST_COLUMNS)
+    zero = set(cols[10:30])
+    rss0 = psutil.Process().memory_info().rss
+    rec = Recorder(names, ["h"] * guests, ["h"], epochs, 0.1)
+    rows = {c: np.full((guests, 10), 0 if c in zero else 3, guest_dtype(c)) for c in GUEST_COLUMNS}
+    late = cols[12]
+    for e in range(0, epochs, 10):
+        if e == 1500:
+            rows[late] = np.full((guests, 10), 5, guest_dtype(late))
+        rec.record_guests(e, e + 10, names, rows, "h")
+    grown = psutil.Process().memory_info().rss - rss0
+    full = sum(a.nbytes for a in rec.g.values())
+    kept = sum(a.nbytes for c, a in rec.g.items() if c not in zero) + rec.ghost.nbytes
+    assert grown < kept + 0.5 * (full - kept)  # the zero columns' pages were not touched
+    assert (rec.g[late][:1500] == 0).all() and (rec.g[late][1500:] == 5).all()
+    assert all((rec.g[c] == 3).all() for c in GUEST_COLUMNS if c not in zero)
+    assert all((rec.g[c] == 0).all() for c in zero if c != late)
+
+
 def test_run_directory_tables_written_in_chunks_equal_the_whole_frames(tmp_path):
     """guests/hosts files written chunk by chunk from the recorder (what a run does, so that
     a large run never holds its whole frame) hold exactly what the whole frame would write:

@@ -111,6 +111,10 @@ def test_set_kernels_match_numpy() -> None:
     want_r = (want_c[:, None] * 4 + np.arange(4)).ravel()
     assert np.array_equal(clusters, want_c)
     assert np.array_equal(reads, want_r[loc[want_r] == 3])
+    for n in (0, 1, 257):  # frontswap's puts by outcome and reclaim kind
+        ok, sync = rng.random(n) < 0.6, rng.random(n) < 0.3
+        want = np.bincount(ok.view(np.uint8) * 2 + sync.view(np.uint8), minlength=4)
+        assert [int(c) for c in jit.pair_counts(ok, sync)] == want.tolist()
 
 
 @pytest.mark.parametrize("swap_full", [False, True])

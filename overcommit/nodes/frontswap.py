@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from overcommit.nodes.host import fill_by_demand
+from overcommit.nodes.kernel import jit
 from overcommit.nodes.kernel.hooks import EpochContext, GuestMechanism
 from overcommit.nodes.kernel.types import (
     _E,
@@ -379,9 +380,12 @@ class FrontswapGuest(GuestMechanism):
         s["frontswap_flush"] = len(ep.fs_flush) * costs.flush()
         g._hist_add(lat_fs, len(ep.f_fs))
         # puts by outcome and by reclaim kind: refused sync, refused async, ok sync, ok async
-        fail_sync, fail_async, ok_sync, ok_async = np.bincount(
-            self.put_ok.view(np.uint8) * 2 + ep.dirty_async.view(np.uint8), minlength=4
-        ).tolist()
+        if jit.ENABLED:
+            fail_sync, fail_async, ok_sync, ok_async = jit.pair_counts(self.put_ok, ep.dirty_async)
+        else:
+            fail_sync, fail_async, ok_sync, ok_async = np.bincount(
+                self.put_ok.view(np.uint8) * 2 + ep.dirty_async.view(np.uint8), minlength=4
+            ).tolist()
         s_put = ok_sync * costs.put(ps) + fail_sync * costs.failed_put()
         if bl is not None:  # compression before the pool decides; dedup hashes the page
             f = g.tm_factor

@@ -7,8 +7,8 @@ touched pages' LRU stamps, referenced bits and readahead hits (`touched`), the f
 location (`split_faults`), the swap-in clusters (`swap_reads`), the slots an epoch frees
 (`slots_freed`), an epoch's page moves (`apply_out` before the mechanisms' `evict` hooks,
 `apply_in` after), sorted set difference (`sorted_diff`), pages per cluster
-(`cluster_counts`), an epoch's queued read latencies (`read_latencies`) and the latency
-histogram's bins (`hist_add`).
+(`cluster_counts`), an epoch's queued read latencies (`read_latencies`), the latency
+histogram's bins (`hist_add`) and counts of flag pairs (`pair_counts`).
 
 Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
 only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
@@ -371,6 +371,16 @@ def read_latencies(
 
 
 @njit(cache=True, nogil=True)
+def pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
+    """How many positions of the flag arrays `a` and `b` (equal lengths) are (False, False),
+    (False, True), (True, False) and (True, True)."""
+    n = np.zeros(4, np.int64)
+    for i in range(len(a)):
+        n[2 * np.int64(a[i]) + np.int64(b[i])] += 1
+    return n[0], n[1], n[2], n[3]
+
+
+@njit(cache=True, nogil=True)
 def hist_add(hist: np.ndarray, logs: np.ndarray, per_decade: int) -> None:
     """Add one count per value of `logs` (log10 of latency / the first bin's edge) to its
     histogram bin: floor(log * `per_decade`) + 1, clipped to the histogram (`_hist_bins`)."""
@@ -653,6 +663,7 @@ def warm() -> None:
     cluster_counts(p, 2)
     read_latencies(p, 2, 4096, 1e-4, 1e9, 1e-5, 0.0, 0.5, 1e-6, 0.0)
     hist_add(np.zeros(4, np.int64), np.zeros(2), 100)
+    pair_counts(flags, flags)
     slots_freed(p, loc, True, p, p[:1], p[:0], p[:0], p[:2])
     census = np.zeros(6, np.int64)
     apply_out(

@@ -583,7 +583,11 @@ def test_more_located_problems(old, new, field, message):
             "runtime.hosts_per_actor",
             "cannot go with pin: resource",
         ),
-        ("runtime: {guests: packed, hosts_per_actor: 0}\n", "runtime.hosts_per_actor", "at least 1"),
+        (
+            "runtime: {guests: packed, hosts_per_actor: 0}\n",
+            "runtime.hosts_per_actor",
+            "at least 1",
+        ),
         ("shared_storage: {device: floppy}\n", "shared_storage.device", "unknown device 'floppy'"),
         (
             "shared_storage: {device: fast}\ndevices: {fast: {iops: 100}}\n",

@@ -95,20 +95,6 @@ def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
     return head + record_rows(blob, reclen, pageoff).tobytes()
 
 
-def fields_command(command: bytes, key: bytes, pages: np.ndarray) -> bytes:
-    """`COMMAND key field ...` in RESP, a page's field its 4 bytes big-endian, packed with
-    numpy at once."""
-    n = len(pages)
-    head = b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        n + 2,
-        len(command),
-        command,
-        len(key),
-        key,
-    )
-    return head + field_rows(pages).tobytes()
-
-
 @cache
 def _plain_script() -> bytes:
     """``lua/swap_plain.lua`` as sent with EVAL (inside a multi-command write, where a script

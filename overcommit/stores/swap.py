@@ -16,7 +16,7 @@ One epoch's reads, frees (slot discards) and writes of a disk are one request (o
 trip): a batch without writes is plain commands sent together, an `HMGET` of each bucket read,
 then (with frees) ``lua/swap_plain.lua``, which deletes the freed pages bucket by bucket and
 keeps ``n``, or (without) `HGET` of ``n`` (a disk has one writer, its guest, so nothing needs
-them atomic, and the server does a quarter of the work a script does for the same reads); a
+them atomic, and the server does 2.6-3.5x less work than a script for the same reads); a
 posted write is ``lua/swap_plain.lua`` alone (an `HSET` of each bucket, counting the new
 pages); a batch with writes is one call of ``lua/swap_batch.lua``. Request plumbing and the
 bucket keys are shared with :mod:`overcommit.stores.tmem`.

@@ -95,6 +95,10 @@ class RedisPages:
                     for k in c.scan_iter(match=f"{self.prefix}:*", count=1000)
                     if c.type(k) == b"hash" and not k.endswith(b":meta")
                 ]
+                # a bucketed pool's or disk's index (`{key}` beside its `{key}:{bucket}`
+                # hashes) lists buckets, not records
+                heads = {k.rsplit(b":", 1)[0] for k in keys if k.rsplit(b":", 1)[-1].isdigit()}
+                keys = [k for k in keys if k not in heads]
                 for k in keys:
                     pipe.hlen(k)
                 records += sum(pipe.execute())

@@ -2,19 +2,22 @@
 
 Starts one real redis-server with the launcher (as a run does) and measures:
 
-1. **Bytes per page** of a guest swap disk as the store lays it out (one hash per disk, a
-   4-byte field per page, a fixed-width record as value) for `--disk-pages` pages, read three
-   ways: `MEMORY USAGE` of the key, the growth of `used_memory` and of the server's RSS (`INFO
-   memory`); then the same pages in hashes of 128 pages each (key per bucket), which Redis keeps
-   in its compact encoding (ziplist/listpack: `hash-max-ziplist-entries` 128 and
-   `hash-max-ziplist-value` 64 are the defaults), for comparison. Both payload modes; each
-   layout on a fresh server (a server's RSS does not shrink when its data goes).
-2. **Swap reads**: `--reads` pages per batch read from a disk of `--disk-pages` pages,
-   `--batches` batches, through `swap_batch.lua` (the store's path: one EVALSHA a batch, an HGET
-   per page inside the script, flags and records concatenated) against one `HMGET` a batch, the
-   batches pipelined alike (one write, then the replies). Reported: pages/s on the client and
-   the server's own microseconds per page (`INFO commandstats`), median of `--repeat` runs,
-   order alternating; the records each path returns are checked equal.
+1. **Bytes per page** of a guest swap disk of `--disk-pages` pages in three layouts, read three
+   ways: `MEMORY USAGE` of the keys, the growth of `used_memory` and of the server's RSS (`INFO
+   memory`). Layouts: one hash per disk (a 4-byte field per page, a fixed-width record as value;
+   the store's layout until its records moved to buckets), the same pages in hashes of 128
+   pages each with a 1-byte field (a key per bucket), and the store's own layout, written
+   through `SwapStoreOps.write` (hashes of 128 pages, 4-byte fields, and the disk's index),
+   which Redis keeps in its compact encoding (ziplist/listpack: `hash-max-ziplist-entries` 128
+   and `hash-max-ziplist-value` 64 are the defaults). Both payload modes; each layout on a
+   fresh server (a server's RSS does not shrink when its data goes).
+2. **Swap reads**: `--reads` pages per batch read from a disk of `--disk-pages` pages in the
+   store's layout, `--batches` batches, through `swap_batch.lua` (one EVALSHA a batch, an HGET
+   per page inside the script, flags and records concatenated) against one `HMGET` per bucket
+   read (the plain path), the batches pipelined alike (one write, then the replies). Reported:
+   pages/s on the client and the server's own microseconds per page (`INFO commandstats`),
+   median of `--repeat` runs, order alternating; the records each path returns are checked
+   equal.
 
     python benchmarks/bench_store_pages.py [--disk-pages N] [--reads R] [--batches B]
 
@@ -36,8 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 from overcommit.stores.codec import encode, make_batch, page_offset, record_len  # noqa: E402
 from overcommit.stores.launcher import RedisServer  # noqa: E402
-from overcommit.stores.swap import hset_command, swap_key  # noqa: E402
-from overcommit.stores.tmem import lua_source, pages_blob  # noqa: E402
+from overcommit.stores.swap import SwapStoreOps, hset_command, swap_key  # noqa: E402
+from overcommit.stores.tmem import (  # noqa: E402
+    ScriptRunner,
+    bucket_key,
+    group_pages,
+    lua_source,
+    pages_blob,
+    run_sync,
+)
 
 GUEST = "vm-1"
 PAGE_SIZE = 4096
@@ -64,6 +74,15 @@ def fill(client, key: bytes, mode: str, pages: np.ndarray) -> None:
             client.connection_pool.release(conn)
 
 
+def fill_store(client, mode: str, pages: np.ndarray) -> None:
+    """The pages written to disk `vm-1#0` through the store (posted writes of 4,096 pages)."""
+    runner, ops = ScriptRunner(client), SwapStoreOps("bench")
+    for lo in range(0, len(pages), 4096):
+        chunk = pages[lo : lo + 4096]
+        rec = make_batch(GUEST, chunk, np.ones(len(chunk)), mode, PAGE_SIZE, 0.5)
+        run_sync(runner, ops.write("vm-1#0", GUEST, rec, mode, PAGE_SIZE))
+
+
 def _stored(client, keys: list[bytes], n: int, u0: int, r0: int) -> dict:
     u1, r1 = info_memory(client)
     usage = sum(int(client.memory_usage(k, samples=0)) for k in keys)
@@ -87,6 +106,10 @@ def bytes_per_page(workdir: Path, mode: str, layout: str, n: int) -> dict:
         if layout == "hash":
             fill(client, key, mode, pages)
             return _stored(client, [key], n, u0, r0)
+        if layout == "store":
+            fill_store(client, mode, pages)
+            buckets = sorted({bucket_key(key.decode(), p).encode() for p in pages.tolist()})
+            return _stored(client, [*buckets, key], n, u0, r0)
         width = record_len(GUEST, mode, PAGE_SIZE)
         keys = []
         for b in range(0, n, BUCKET):
@@ -113,14 +136,23 @@ def commandstats_usec(client) -> dict[str, int]:
 def bench_reads(client, mode: str, n: int, reads: int, batches: int, repeat: int) -> dict:
     client.flushall()
     key = swap_key("bench", "vm-1#0")
-    fill(client, key.encode(), mode, np.arange(n, dtype=np.uint32))
+    fill_store(client, mode, np.arange(n, dtype=np.uint32))
     rng = np.random.default_rng(1)
     sets = [np.sort(rng.choice(n, reads, replace=False)).astype(np.uint32) for _ in range(batches)]
     width, off = record_len(GUEST, mode, PAGE_SIZE), page_offset(GUEST)
     script = client.register_script(lua_source("swap_batch"))
     script(keys=(key,), args=("batch", b"", b"", b"", width, off))  # loaded
     sha = script.sha
-    fields = [[int(p).to_bytes(4, "big") for p in s.tolist()] for s in sets]
+    groups = []  # each batch's reads grouped by bucket: (bucket key, fields)
+    for s in sets:
+        order, buckets, bounds = group_pages(s)
+        fields = [int(p).to_bytes(4, "big") for p in s[order].tolist()]
+        groups.append(
+            [
+                (f"{key}:{b}", fields[lo:hi])
+                for b, lo, hi in zip(buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist())
+            ]
+        )
 
     def lua() -> list[bytes]:
         pipe = client.pipeline(transaction=False)
@@ -128,11 +160,13 @@ def bench_reads(client, mode: str, n: int, reads: int, batches: int, repeat: int
             pipe.evalsha(sha, 1, key, "batch", pages_blob(s), b"", b"", width, off)
         return [r[1] for r in pipe.execute()]
 
-    def hmget() -> list[bytes]:
+    def hmget() -> list[bytes]:  # reads are sorted: the buckets' replies are in read order
         pipe = client.pipeline(transaction=False)
-        for f in fields:
-            pipe.hmget(key, f)
-        return [b"".join(r) for r in pipe.execute()]
+        for g in groups:
+            for bkey, f in g:
+                pipe.hmget(bkey, f)
+        replies = iter(pipe.execute())
+        return [b"".join(v for _ in g for v in next(replies)) for g in groups]
 
     assert lua() == hmget(), "the two paths read different records"
     times = {"lua": [], "hmget": []}
@@ -177,9 +211,13 @@ def main() -> None:
             print("|---|---|---|---:|---:|---:|")
             for mode in ("digest", "full"):
                 size = record_len(GUEST, mode, PAGE_SIZE)
-                for layout in ("hash", "bucketed"):
+                for layout in ("hash", "bucketed", "store"):
                     r = bytes_per_page(Path(tmp), mode, layout, args.disk_pages)
-                    name = "one hash per disk" if layout == "hash" else f"{BUCKET} pages a hash"
+                    name = {
+                        "hash": "one hash per disk",
+                        "bucketed": f"{BUCKET} pages a hash, 1-byte field",
+                        "store": "the store's (buckets of 128, 4-byte field, index)",
+                    }[layout]
                     print(
                         f"| {mode} ({size} B) | {name} | {r['encoding']} "
                         f"| {r['memory usage']:.1f} | {r['used_memory']:.1f} | {r['rss']:.1f} |"
@@ -200,7 +238,7 @@ def main() -> None:
                     rate, us = r[name]
                     ratio = r["hmget"][0] / r["lua"][0]
                     print(
-                        f"| {mode} | {'swap_batch.lua' if name == 'lua' else 'HMGET'} "
+                        f"| {mode} | {'swap_batch.lua' if name == 'lua' else 'HMGET a bucket'} "
                         f"| {rate:,.0f} | {us:.3f} | {ratio:.2f}x |"
                     )
         finally:

@@ -10,7 +10,7 @@ from overcommit.cluster.engine import run_scenario
 from overcommit.config import apply_overrides, load_scenario, load_scenario_text
 from overcommit.nodes.guest import FRONTSWAP
 from overcommit.stores.codec import encode, make_batch
-from overcommit.stores.tmem import page_field, tmem_key
+from overcommit.stores.tmem import bucket_key, page_field, tmem_key
 
 SMALL = """
 name: small
@@ -159,7 +159,8 @@ def test_stale_record_written_into_redis_is_caught():
         blob = encode(g.name, batch, "digest", 4096)
         n = len(blob) // len(pages)
         for i, p in enumerate(pages):
-            raw.hset(tmem_key("oc", g.name), page_field(int(p)), blob[i * n : (i + 1) * n])
+            key = bucket_key(tmem_key("oc", g.name), int(p))
+            assert raw.hset(key, page_field(int(p)), blob[i * n : (i + 1) * n]) == 0
         return pages
 
     hook, done = _inject_at(40, stale)
@@ -176,7 +177,7 @@ def test_record_deleted_from_redis_is_a_lost_page():
         pages = _held_in_tmem_only(g)[:2]
         raw = fleet.host(g.host).client()
         for p in pages:
-            assert raw.hdel(tmem_key("oc", g.name), page_field(int(p))) == 1
+            assert raw.hdel(bucket_key(tmem_key("oc", g.name), int(p)), page_field(int(p))) == 1
         return pages
 
     hook, done = _inject_at(40, delete)
@@ -380,7 +381,7 @@ def test_drain_carries_a_stale_tmem_copy_to_disk_where_it_is_caught():
         old = np.array([g.version[pages[0]] + 5], np.uint32)
         batch = make_batch(g.name, pages.astype(np.uint32), old, "digest", 4096, 0.5)
         fleet.host(g.host).client().hset(
-            tmem_key("oc", g.name),
+            bucket_key(tmem_key("oc", g.name), int(pages[0])),
             page_field(int(pages[0])),
             encode(g.name, batch, "digest", 4096),
         )

@@ -10,7 +10,8 @@ from overcommit.stores.codec import make_batch
 from overcommit.stores.launcher import RedisServer
 from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, targeted
 from overcommit.stores.swap import SwapStoreOps
-from overcommit.stores.tmem import Command, Raw, ScriptRunner, TmemStoreOps, run_sync
+from overcommit.stores.tmem import Command, Raw, ScriptRunner, TmemStoreOps, run_sync, tmem_key
+from tests.test_tmem_store import stored
 
 
 def _ops(prefix: str, guest: str, i: int):
@@ -99,8 +100,8 @@ def test_mux_equals_one_by_one(clients, redis_prefix):
     # what the stores hold is the same too
     host = clients["host"]
     for g in guests:
-        a = host.hgetall(f"{redis_prefix}a:tmem:{g}")
-        b = host.hgetall(f"{redis_prefix}b:tmem:{g}")
+        a = stored(host, tmem_key(redis_prefix + "a", g))
+        b = stored(host, tmem_key(redis_prefix + "b", g))
         assert a == b and len(a) == 28
     mux.close()
 

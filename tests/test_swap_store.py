@@ -9,6 +9,8 @@ import redis
 from overcommit.stores.codec import make_batch, verify
 from overcommit.stores.launcher import RedisFleet
 from overcommit.stores.swap import AsyncSwapStore, SwapStore, swap_key
+from overcommit.stores.tmem import bucket_key
+from tests.test_tmem_store import stored
 
 PS = 4096
 C = 0.5
@@ -37,7 +39,7 @@ def test_write_read_free_round_trip(client, redis_prefix, mode) -> None:
     assert not verify("web-1", r.got, mode, PS, C).any()
     r = store.batch(disk, "web-1", reads=[0, 2], mode=mode, page_size=PS)
     assert r.found.tolist() == [False, True] and r.got.versions.tolist() == [2]
-    assert store.count(disk) == 4 == client.hlen(swap_key(redis_prefix, disk))
+    assert store.count(disk) == 4 == len(stored(client, swap_key(redis_prefix, disk)))
 
 
 def test_read_all_count_and_drop(client, redis_prefix) -> None:
@@ -59,7 +61,7 @@ def test_read_all_count_and_drop(client, redis_prefix) -> None:
     assert not verify("db", everything, "digest", PS, C).any()
     assert store.count("db#1") == 2500
     assert store.drop("db#1") == 2500
-    assert store.count("db#1") == 0 and not client.exists(swap_key(redis_prefix, "db#1"))
+    assert store.count("db#1") == 0 and not client.keys(swap_key(redis_prefix, "db#1") + "*")
     assert store.drop("db#1") == 0
     assert store.count("db#2") == 3  # other disks untouched
     assert len(store.read_all("db#1", "db", "digest", PS)) == 0
@@ -95,8 +97,9 @@ async def test_async_swap_store(redis_fleet: RedisFleet, redis_prefix: str) -> N
 
 
 @pytest.mark.parametrize("mode", ["digest", "full"])
-def test_read_all_by_hvals_and_by_hscan_agree(client, redis_prefix, mode, monkeypatch) -> None:
-    """A small disk is read back in one HVALS, a large one by HSCAN: the same records."""
+def test_read_all_in_one_or_many_chunks_agrees(client, redis_prefix, mode, monkeypatch) -> None:
+    """A small disk's buckets are read back in one write, a large one's in chunks (here: a
+    write per bucket): the same records."""
     import overcommit.stores.tmem as tmem
 
     store = SwapStore(client, prefix=redis_prefix)
@@ -104,7 +107,7 @@ def test_read_all_by_hvals_and_by_hscan_agree(client, redis_prefix, mode, monkey
     batch = make_batch("vm", pages, np.full(3000, 4), mode, PS, C)
     store.batch("vm#0", "vm", writes=batch, mode=mode, page_size=PS)
     whole = store.read_all("vm#0", "vm", mode, PS)
-    monkeypatch.setattr(tmem, "_HVALS_BYTES", 0)  # every read-back goes by HSCAN
+    monkeypatch.setattr(tmem, "_HVALS_BYTES", 0)  # every chunk is one bucket
     scanned = store.read_all("vm#0", "vm", mode, PS)
     assert whole.pages.tolist() == scanned.pages.tolist() == list(range(3000))
     assert whole.checksums.tolist() == scanned.checksums.tolist()
@@ -130,8 +133,66 @@ async def test_write_as_one_hset_leaves_what_a_batch_leaves(
     asyn = redis_fleet.shared.async_client()
     assert await run_async(ScriptRunner(asyn), ops.write("c#0", "vm", batch, mode, PS)) == 3
     await asyn.aclose()
-    want = client.hgetall(swap_key(redis_prefix, "a#0"))
+    want = stored(client, swap_key(redis_prefix, "a#0"))
     assert len(want) == 3
     for disk in ("b#0", "c#0"):
-        assert client.hgetall(swap_key(redis_prefix, disk)) == want
+        assert stored(client, swap_key(redis_prefix, disk)) == want
+        assert store.count(disk) == 3
     assert store.read_all("b#0", "vm", mode, PS).versions.tolist() == [2, 1, 1]  # pages 3, 7, 9
+
+
+def test_disks_stay_in_compact_buckets_of_128_pages(client, redis_prefix) -> None:
+    """The server's own view: after writes of a few hundred pages through each path (the
+    script, the posted write, frees of the plain path), every bucket hash is in the compact
+    encoding (ziplist; listpack on Redis 7) with at most 128 fields, the page count stays exact,
+    and a disk of 20,000 digest records costs well under half a hashtable's bytes per record
+    (it was ~100 B)."""
+    from overcommit.stores.swap import SwapStoreOps
+    from overcommit.stores.tmem import ScriptRunner, run_sync
+
+    store, ops, runner = SwapStore(client, redis_prefix), SwapStoreOps(redis_prefix), None
+    runner = ScriptRunner(client)
+    rng = np.random.default_rng(5)
+    pages = rng.choice(6000, 800, replace=False)
+    a, b = pages[:400], pages[400:]
+    r = store.batch("vm#0", "vm", writes=make_batch("vm", a, np.ones(400), "digest", PS, C),
+                    mode="digest", page_size=PS)  # fmt: skip
+    assert r.pages_after == 400
+    posted = make_batch("vm", np.concatenate([b, a[:50]]), np.full(450, 2), "digest", PS, C)
+    assert run_sync(runner, ops.write("vm#0", "vm", posted, "digest", PS)) == 400
+    assert store.count("vm#0") == 800
+    r = store.batch("vm#0", "vm", reads=pages[::-7], frees=a[100:200], mode="digest", page_size=PS)
+    assert r.found.all() and r.got.pages.tolist() == pages[::-7].tolist()
+    assert r.freed == 100 and r.pages_after == 700 == store.count("vm#0")
+    base = swap_key(redis_prefix, "vm#0")
+    held = stored(client, base)  # every bucket: <= 128 fields, the right pages, listed
+    assert len(held) == 700
+    keys = {bucket_key(base, p) for p in pages}
+    assert len(keys) > 30
+    for key in keys:
+        if client.exists(key):
+            assert client.object("encoding", key) in (b"ziplist", b"listpack"), key
+    assert client.object("encoding", base) in (b"ziplist", b"listpack")  # the index, too
+
+    before = int(client.info("memory")["used_memory"])
+    n = 20_000
+    many = rng.permutation(n)
+    for chunk in np.array_split(many, n // 256):
+        batch = make_batch("vm", chunk, np.ones(len(chunk)), "digest", PS, C)
+        run_sync(runner, ops.write("vm#1", "vm", batch, "digest", PS))
+    per_record = (int(client.info("memory")["used_memory"]) - before) / n
+    print(f"swap disk: {per_record:.1f} B of used_memory per digest record")
+    assert per_record < 45, per_record
+    assert store.count("vm#1") == n and store.drop("vm#1") == n and store.drop("vm#0") == 700
+    assert not client.keys(base + "*") and not client.keys(swap_key(redis_prefix, "vm#1") + "*")
+
+
+def test_freeing_a_disk_s_last_page_removes_its_index(client, redis_prefix) -> None:
+    store = SwapStore(client, redis_prefix)
+    w = make_batch("vm", np.array([1, 1000]), np.ones(2), "digest", PS, C)
+    store.batch("vm#0", "vm", writes=w, mode="digest", page_size=PS)
+    r = store.batch("vm#0", "vm", reads=[1], frees=[1, 1000, 5], mode="digest", page_size=PS)
+    assert r.found.tolist() == [True] and r.freed == 2 and r.pages_after == 0
+    assert not client.keys(swap_key(redis_prefix, "vm#0") + "*")
+    r = store.batch("vm#0", "vm", reads=[1], mode="digest", page_size=PS)
+    assert r.found.tolist() == [False] and r.pages_after == 0 and store.count("vm#0") == 0

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from overcommit.stores.codec import PayloadMode, RecordBatch, encode, make_batch, verify
 from overcommit.stores.launcher import RedisFleet
 from overcommit.stores.tmem import (
+    BUCKET_PAGES,
     AsyncTmemPool,
     TmemBatchResult,
     TmemPool,
+    bucket_key,
     meta_key,
     page_field,
     tmem_key,
@@ -66,20 +68,42 @@ def get(pool: TmemPool, guest: str, pages, *, exclusive=False, mode="digest") ->
     )
 
 
+def stored(client: redis.Redis, base: str) -> dict[bytes, bytes]:
+    """Every (field, record) the server holds under the pool or disk key `base`, read from
+    its bucket hashes (a SCAN of the keyspace: tests only), checking the layout on the way:
+    each bucket is `{base}:{p >> 7}`, holds the pages of that bucket only and at most 128, and
+    is listed in the index `base`."""
+    pattern = base.replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + ":*"
+    index = set(client.hkeys(base))
+    out: dict[bytes, bytes] = {}
+    for key in client.scan_iter(match=pattern, count=1000):
+        b = key.decode()[len(base) + 1 :]
+        assert b.isdigit(), key
+        fields = client.hgetall(key)
+        assert 0 < len(fields) <= BUCKET_PAGES, (key, len(fields))
+        assert b.encode() in index, (key, index)
+        for f in fields:
+            assert bucket_key(base, int.from_bytes(f, "big")) == key.decode()
+        out.update(fields)
+    return out
+
+
 def assert_counts_consistent(client: redis.Redis, prefix: str) -> dict[str, int]:
-    """meta n:{guest} == HLEN of every pool, and used == their sum; returns the counts."""
+    """meta n:{guest} == the records of every pool, and used == their sum; returns the counts."""
     meta = {
         k.decode(): int(v)
         for k, v in client.hgetall(meta_key(prefix)).items()
         if not k.startswith(b"frozen:")
     }
-    keys = client.keys(tmem_key(prefix, "*"))
-    hlen = {k.decode().rsplit(":", 1)[1]: client.hlen(k) for k in keys}
-    hlen.pop("meta", None)
+    head = tmem_key(prefix, "")
+    pools = {k.decode()[len(head) :].split(":")[0] for k in client.keys(head + "*")}
+    pools.discard("meta")
+    held = {g: len(stored(client, tmem_key(prefix, g))) for g in pools}
+    held = {g: n for g, n in held.items() if n}
     counts = {k[2:]: v for k, v in meta.items() if k.startswith("n:") and v != 0}
-    assert counts == hlen
-    assert meta.get("used", 0) == sum(hlen.values())
-    return hlen
+    assert counts == held
+    assert meta.get("used", 0) == sum(held.values())
+    return held
 
 
 @pytest.mark.parametrize("mode", ["digest", "full"])
@@ -257,10 +281,11 @@ def test_stale_or_corrupt_records_written_raw_are_returned_and_detected(
 ) -> None:
     put(pool, "g", [4, 5], 7, mode=mode)
     key = tmem_key(redis_prefix, "g")
-    client.hset(key, page_field(4), encode("g", recs("g", [4], 3, mode), mode, PS))
+    old = encode("g", recs("g", [4], 3, mode), mode, PS)
+    assert client.hset(bucket_key(key, 4), page_field(4), old) == 0  # overwrote the record
     bad = recs("g", [5], 7, mode)
     bad.checksums = bad.checksums ^ np.uint64(1)
-    client.hset(key, page_field(5), encode("g", bad, mode, PS))
+    assert client.hset(bucket_key(key, 5), page_field(5), encode("g", bad, mode, PS)) == 0
     g = get(pool, "g", [4, 5], mode=mode)
     assert g.found.all()
     assert g.got.versions.tolist() == [3, 7]
@@ -279,6 +304,46 @@ def test_read_all_returns_everything_sorted(pool, mode) -> None:
     assert everything.pages.tolist() == list(range(n))
     assert not verify("g", everything, mode, PS, C).any()
     assert len(pool.read_all("nobody", mode, PS)) == 0
+
+
+def test_pools_stay_in_compact_buckets_of_128_pages(client, redis_prefix) -> None:
+    """The server's own view: after puts of a few hundred pages spread over several buckets,
+    each bucket hash is in the compact encoding (ziplist; listpack on Redis 7) with at most
+    128 fields, and a pool of 20,000 digest records costs well under half a hashtable's
+    bytes per record (it was ~100 B)."""
+    pool, guest, other = TmemPool(client, prefix=redis_prefix), "vm-1", "vm-2"
+    pages = np.random.default_rng(5).choice(5000, 700, replace=False)
+    for chunk in np.array_split(pages, 3):
+        assert put(pool, guest, chunk, 1).put_ok.all()
+    base = tmem_key(redis_prefix, guest)
+    held = stored(client, base)  # every bucket: <= 128 fields, the right pages, listed
+    assert len(held) == 700
+    keys = {bucket_key(base, p) for p in pages}
+    assert len(keys) > 30
+    for key in keys:
+        assert client.object("encoding", key) in (b"ziplist", b"listpack"), key
+    assert client.object("encoding", base) in (b"ziplist", b"listpack")  # the index, too
+    assert pool.read_all(guest, "digest", PS).pages.tolist() == sorted(pages.tolist())
+
+    before = int(client.info("memory")["used_memory"])
+    n = 20_000
+    many = np.random.default_rng(6).permutation(n)
+    for chunk in np.array_split(many, n // 256):
+        assert put(pool, other, chunk, 1).put_ok.all()
+    per_record = (int(client.info("memory")["used_memory"]) - before) / n
+    print(f"tmem pool: {per_record:.1f} B of used_memory per digest record")
+    assert per_record < 45, per_record
+    assert pool.flush_area(other) == n and pool.flush_area(guest) == 700
+    assert not client.keys(f"{base}*") and not client.keys(f"{tmem_key(redis_prefix, other)}*")
+
+
+def test_an_emptied_pool_leaves_no_keys_behind(pool, client, redis_prefix) -> None:
+    put(pool, "g", [3, 300, 3000], 1)
+    r = pool.batch("g", flushes=[3, 3000], quota=BIG, capacity=BIG, mode="digest", page_size=PS)
+    assert r.flushed == 2 and set(client.hkeys(tmem_key(redis_prefix, "g"))) == {b"0", b"2", b"23"}
+    get(pool, "g", [300], exclusive=True)  # the last page: the index goes with it
+    assert not client.keys(tmem_key(redis_prefix, "g") + "*")
+    assert pool.guests() == [] and pool.read_all("g", "digest", PS).pages.tolist() == []
 
 
 def test_reserved_guest_name() -> None:

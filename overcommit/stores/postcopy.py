@@ -3,8 +3,8 @@
 Key ``{prefix}:postcopy:{guest}:{migration}``: hash, 4-byte big-endian page -> fixed-width
 record (:mod:`overcommit.stores.codec`), one per migration. At switch-over the guest writes the
 pages it has not sent yet (`stash`); each later epoch the pages it faults on or the background
-push moves are read and deleted in one atomic call (`fetch`, the swap disks' script
-``lua/swap_batch.lua`` with the same pages read, then freed); once the last page has moved the
+push moves are read and deleted in one atomic call (`fetch`, ``lua/postcopy_batch.lua`` with
+the same pages read, then freed); once the last page has moved the
 hash is empty, and Redis removes an empty hash. When the source host dies its server dies with
 the hash: the pages still in it are lost. Request plumbing is shared with
 :mod:`overcommit.stores.tmem`.
@@ -65,7 +65,9 @@ class RemoteStoreOps:
         _, reclen, pageoff = records_args(guest, None, mode, page_size)
         blob = pages_blob(pages)
         args = ("batch", blob, blob, b"", reclen, pageoff)
-        flags, recs, freed, after = yield Eval("swap_batch", (self.key(guest, migration),), args)
+        flags, recs, freed, after = yield Eval(
+            "postcopy_batch", (self.key(guest, migration),), args
+        )
         return SwapBatchResult(
             found_mask(flags), decode(guest, recs, mode, page_size), int(freed), int(after)
         )
@@ -81,4 +83,4 @@ class RemoteStoreOps:
 
     def drop(self, guest: str, migration: int) -> Op[int]:
         """Delete the hash; returns the pages it held."""
-        return int((yield Eval("swap_batch", (self.key(guest, migration),), ("drop",))))
+        return int((yield Eval("postcopy_batch", (self.key(guest, migration),), ("drop",))))

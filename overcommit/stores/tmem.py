@@ -2,8 +2,13 @@
 
 Key layout (``prefix`` namespaces a run, default ``"oc"``):
 
-- ``{prefix}:tmem:{guest}``: hash, 4-byte big-endian page -> fixed-width record
-  (:mod:`overcommit.stores.codec`);
+- ``{prefix}:tmem:{guest}:{bucket}``: hash, 4-byte big-endian page -> fixed-width record
+  (:mod:`overcommit.stores.codec`), for the pages ``p`` of the bucket ``p >> 7`` (decimal):
+  128 pages a hash, so Redis keeps each in its compact encoding (ziplist/listpack, within
+  ``hash-max-ziplist-entries``) at about a third of a hashtable's bytes per record;
+- ``{prefix}:tmem:{guest}``: the pool's index, hash ``{bucket}`` -> ``"1"`` for every bucket
+  the pool has used since it was last empty (a bucket emptied since may stay listed; the index
+  goes with the pool's last page), so a read-back or a flush reads it instead of scanning keys;
 - ``{prefix}:tmem:meta``: hash with ``used`` (host-wide persistent pages), ``n:{guest}``
   (that guest's pages) and ``frozen:{guest}`` (``"1"`` while frozen).
 
@@ -12,12 +17,12 @@ One guest's gets, flushes and puts of one epoch run as one call of ``lua/tmem_ba
 :mod:`overcommit.stores.swap`: store operations are written once as generators that yield
 Redis requests (:class:`Eval`, :class:`Command`) and return a result; :func:`run_sync` and
 :func:`run_async` drive them over a ``redis.Redis`` or ``redis.asyncio.Redis`` client, so the
-sync and async classes share every line of logic.
+sync and async classes share every line of logic; and the bucket layout's keys
+(:func:`bucket_key`, :func:`group_pages`) and read-back (:func:`bucket_records`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -201,6 +206,78 @@ def _int(reply: bytes | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Buckets: a pool's or a disk's records in hashes of `BUCKET_PAGES` pages each
+
+BUCKET_BITS = 7
+BUCKET_PAGES = 1 << BUCKET_BITS  # within hash-max-ziplist-entries (128): compact encoding
+
+
+def bucket_key(base: str, page: int) -> str:
+    """Key of the hash holding `page`'s record in the pool or disk whose key is `base`."""
+    return f"{base}:{int(page) >> BUCKET_BITS}"
+
+
+def group_pages(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(order, buckets, bounds)`: `pages[order]` grouped by bucket (ascending buckets, the
+    given order within one), bucket `buckets[i]` holding `pages[order][bounds[i]:bounds[i+1]]`."""
+    b = np.asarray(pages).astype(np.uint32) >> BUCKET_BITS
+    order = np.argsort(b, kind="stable")
+    sb = b[order]
+    bounds = np.concatenate(([0], np.flatnonzero(sb[1:] != sb[:-1]) + 1, [len(sb)]))
+    return order, sb[bounds[:-1]], bounds
+
+
+def field_rows(pages: np.ndarray) -> np.ndarray:
+    """Each page's field as one RESP argument (`$4`, CRLF, 4 bytes big-endian, CRLF), a row
+    per page."""
+    n = len(pages)
+    row = np.empty((n, 10), np.uint8)
+    row[:, :4] = np.frombuffer(b"$4\r\n", np.uint8)
+    row[:, 4:8] = np.frombuffer(encode_pages(pages), np.uint8).reshape(n, 4)
+    row[:, 8:] = (13, 10)
+    return row
+
+
+def bucket_commands(
+    command: bytes, base: bytes, buckets: np.ndarray, bounds: np.ndarray, rows: np.ndarray, per: int
+) -> bytes:
+    """In RESP, `command {base}:{bucket} ...` for each bucket, its arguments the rows (each
+    `per` RESP arguments already packed) `bounds[i]:bounds[i+1]` (see `group_pages`)."""
+    data, width = memoryview(rows.tobytes()), rows.shape[1]
+    name = b"$%d\r\n%s\r\n" % (len(command), command)
+    parts: list[bytes | memoryview] = []
+    for b, lo, hi in zip(buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
+        key = b"%s:%d" % (base, b)
+        parts.append(b"*%d\r\n%s$%d\r\n%s\r\n" % (2 + per * (hi - lo), name, len(key), key))
+        parts.append(data[lo * width : hi * width])
+    return b"".join(parts)
+
+
+def raw_replies(data: bytes, n: int) -> Op[list[Any]]:
+    """Send `n` commands packed in `data` in one write; their replies, unparsed, as a list."""
+    reply = yield Raw("BUCKETS", data, n)
+    return [reply] if n == 1 else reply
+
+
+def bucket_records(base: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
+    """Every record of the pool or disk whose key (its index of buckets) is `base`, sorted by
+    page: the index, then the buckets' `HVALS` sent together, in chunks of at most
+    `_HVALS_BYTES` of records (128 records a bucket at most), so no reply grows without bound."""
+    fields = yield Command(("HKEYS", base))
+    buckets = sorted(int(f) for f in fields if f.isdigit())
+    per = max(1, _HVALS_BYTES // (BUCKET_PAGES * record_len(guest, mode, page_size)))
+    key = base.encode()
+    recs: list[bytes] = []
+    for lo in range(0, len(buckets), per):
+        chunk = buckets[lo : lo + per]
+        keys = [b"%s:%d" % (key, b) for b in chunk]
+        data = b"".join(b"*2\r\n$5\r\nHVALS\r\n$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+        recs.extend(v for values in (yield from raw_replies(data, len(chunk))) for v in values)
+    batch = decode(guest, b"".join(recs), mode, page_size)
+    return batch.take(np.argsort(batch.pages, kind="stable"))
+
+
+# ---------------------------------------------------------------------------------------------
 # Tmem
 
 
@@ -303,20 +380,14 @@ class TmemStoreOps:
         return _int(values[0]), {g: _int(v) for g, v in zip(guests, values[1:])}
 
     def read_all(self, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
-        return (yield from hash_records(tmem_key(self.prefix, guest), guest, mode, page_size))
+        return (yield from bucket_records(tmem_key(self.prefix, guest), guest, mode, page_size))
 
     def guests(self) -> Op[list[str]]:
-        head = f"{self.prefix}:tmem:"
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", head) + "*"
-        names: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, keys = yield Command(("SCAN", cursor, "MATCH", pattern, "COUNT", 1000))
-            names.update(k.decode()[len(head) :] for k in keys)
-            if int(cursor) == 0:
-                break
-        names.discard("meta")
-        return sorted(names)
+        """Guests whose count in the meta hash is above zero (the scripts keep it exact)."""
+        meta = yield Command(("HGETALL", self.meta))
+        if isinstance(meta, list):  # a raw reply (no response callback): field, value, ...
+            meta = dict(zip(meta[::2], meta[1::2]))
+        return sorted(k.decode()[2:] for k, v in meta.items() if k.startswith(b"n:") and int(v) > 0)
 
 
 class TmemPool:

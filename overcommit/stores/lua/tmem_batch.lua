@@ -1,6 +1,9 @@
 -- tmem_batch.lua: one guest's persistent tmem (frontswap) pool on a host, atomically.
 --
--- KEYS[1] = {prefix}:tmem:{guest}  hash: 4-byte big-endian page -> fixed-width record
+-- KEYS[1] = {prefix}:tmem:{guest}  the pool's index, hash: bucket -> "1" for every bucket in use
+--           (a bucket emptied since may stay listed; the index goes with the pool's last page);
+--           bucket b = page >> 7 is hash {KEYS[1]}:{b}: 4-byte big-endian page -> fixed-width
+--           record, 128 pages at most, so Redis keeps it in its compact encoding
 -- KEYS[2] = {prefix}:tmem:meta     hash: used (host-wide pages), n:{guest}, frozen:{guest}
 -- ARGV[1] = op: "batch" or "flush_area";  ARGV[2] = guest name
 --
@@ -25,8 +28,26 @@ local pool, meta = KEYS[1], KEYS[2]
 local op, guest = ARGV[1], ARGV[2]
 local nfield = 'n:' .. guest
 
+-- the bucket of a 4-byte big-endian page field (page >> 7), and its key (made once per batch)
+local bucket_keys = {}
+local function bucket(field)
+  local b1, b2, b3, b4 = string.byte(field, 1, 4)
+  local b = b1 * 131072 + b2 * 512 + b3 * 2 + math.floor(b4 / 128)
+  local key = bucket_keys[b]
+  if not key then
+    key = pool .. ':' .. b
+    bucket_keys[b] = key
+  end
+  return key, b
+end
+
 if op == 'flush_area' then
-  local removed = redis.call('HLEN', pool)
+  local removed = 0
+  for _, b in ipairs(redis.call('HKEYS', pool)) do
+    local key = pool .. ':' .. b
+    removed = removed + redis.call('HLEN', key)
+    redis.call('DEL', key)
+  end
   local billed = tonumber(redis.call('HGET', meta, nfield) or 0)
   redis.call('DEL', pool)
   redis.call('HDEL', meta, nfield)
@@ -57,12 +78,13 @@ local delta = 0 -- change of this guest's count (and so of host used) during the
 local found, recs = {}, {}
 for i = 1, #gets, 4 do
   local field = string.sub(gets, i, i + 3)
-  local rec = redis.call('HGET', pool, field)
+  local key = bucket(field)
+  local rec = redis.call('HGET', key, field)
   if rec then
     found[#found + 1] = '1'
     recs[#recs + 1] = rec
     if exclusive then
-      redis.call('HDEL', pool, field)
+      redis.call('HDEL', key, field)
       delta = delta - 1
     end
   else
@@ -73,29 +95,42 @@ end
 -- 2. flushes
 local flushed = 0
 for i = 1, #flushes, 4 do
-  flushed = flushed + redis.call('HDEL', pool, string.sub(flushes, i, i + 3))
+  local field = string.sub(flushes, i, i + 3)
+  flushed = flushed + redis.call('HDEL', bucket(field), field)
 end
 delta = delta - flushed
 
 -- 3. puts. Whether a put's page already has a copy decides whether it needs room and what a
 -- refused put removes: read for every put at once (HMGET in chunks) and kept up to date, so a
--- refused put of a page without a copy costs no command at all.
+-- refused put of a page without a copy costs no command at all. (HMGET a bucket, in chunks.)
 local putok, invalidated = {}, 0
-local fields, has = {}, {}
+local fields, keys, has = {}, {}, {}
+local grouped, used_buckets = {}, {}
 local n = 0
 for s = 1, #puts, reclen do
   n = n + 1
-  fields[n] = string.sub(puts, s + pageoff, s + pageoff + 3)
+  local field = string.sub(puts, s + pageoff, s + pageoff + 3)
+  local key, b = bucket(field)
+  fields[n], keys[n] = field, key
+  local group = grouped[key]
+  if not group then
+    group = {}
+    grouped[key] = group
+  end
+  group[#group + 1] = field
 end
-for c = 1, n, 1000 do
-  local last = math.min(c + 999, n)
-  local got = redis.call('HMGET', pool, unpack(fields, c, last))
-  for j = c, last do
-    has[fields[j]] = got[j - c + 1] ~= false
+for key, group in pairs(grouped) do
+  for c = 1, #group, 1000 do
+    local last = math.min(c + 999, #group)
+    local got = redis.call('HMGET', key, unpack(group, c, last))
+    for j = c, last do
+      has[group[j]] = got[j - c + 1] ~= false
+    end
   end
 end
+local added = {} -- buckets a put stored a page in, for the index
 for k = 1, n do
-  local field = fields[k]
+  local field, key = fields[k], keys[k]
   local existed = has[field]
   local count, used = count0 + delta, used0 + delta
   local ok
@@ -114,7 +149,13 @@ for k = 1, n do
   end
   if ok then
     local s = (k - 1) * reclen + 1
-    redis.call('HSET', pool, field, string.sub(puts, s, s + reclen - 1))
+    redis.call('HSET', key, field, string.sub(puts, s, s + reclen - 1))
+    if not added[key] then
+      added[key] = true
+      local _, b = bucket(field)
+      used_buckets[#used_buckets + 1] = b
+      used_buckets[#used_buckets + 1] = 1
+    end
     if not existed then
       delta = delta + 1
       has[field] = true
@@ -122,7 +163,7 @@ for k = 1, n do
     putok[k] = '1'
   else
     if existed then
-      redis.call('HDEL', pool, field)
+      redis.call('HDEL', key, field)
       delta = delta - 1
       invalidated = invalidated + 1
       has[field] = false
@@ -131,9 +172,15 @@ for k = 1, n do
   end
 end
 
+for c = 1, #used_buckets, 1000 do
+  redis.call('HSET', pool, unpack(used_buckets, c, math.min(c + 999, #used_buckets)))
+end
 if delta ~= 0 then
   redis.call('HINCRBY', meta, nfield, delta)
   redis.call('HINCRBY', meta, 'used', delta)
+end
+if count0 + delta == 0 then -- the pool's last page went: so does its index
+  redis.call('DEL', pool)
 end
 return {table.concat(found), table.concat(recs), table.concat(putok), flushed, invalidated,
         count0 + delta, used0 + delta}

@@ -57,6 +57,17 @@ PLACEMENTS = {
 }
 
 
+def _hash_lengths(c: redis.Redis, keys: list[bytes], chunk: int = 10_000) -> int:
+    """The summed `HLEN` of `keys`, pipelined in chunks."""
+    total = 0
+    for lo in range(0, len(keys), chunk):
+        pipe = c.pipeline(transaction=False)
+        for k in keys[lo : lo + chunk]:
+            pipe.hlen(k)
+        total += sum(pipe.execute())
+    return total
+
+
 class RedisPages:
     """Samples, during a run (its `on_window` hook), every Redis server's `used_memory` and the
     page records the run's hashes hold, to give Redis's bytes per stored page."""
@@ -89,19 +100,16 @@ class RedisPages:
                 if first:
                     self.base[url] = mem
                     continue
-                pipe = c.pipeline(transaction=False)
-                keys = [
+                keys = [  # SCAN's TYPE filter: no round trip per key
                     k
-                    for k in c.scan_iter(match=f"{self.prefix}:*", count=1000)
-                    if c.type(k) == b"hash" and not k.endswith(b":meta")
+                    for k in c.scan_iter(match=f"{self.prefix}:*", count=10_000, _type="hash")
+                    if not k.endswith(b":meta")
                 ]
                 # a bucketed pool's or disk's index (`{key}` beside its `{key}:{bucket}`
                 # hashes) lists buckets, not records
                 heads = {k.rsplit(b":", 1)[0] for k in keys if k.rsplit(b":", 1)[-1].isdigit()}
                 keys = [k for k in keys if k not in heads]
-                for k in keys:
-                    pipe.hlen(k)
-                records += sum(pipe.execute())
+                records += _hash_lengths(c, keys)
                 used += mem - self.base.get(url, mem)
                 c.close()
             except redis.RedisError:  # a failed host's server is gone
@@ -170,7 +178,7 @@ def main() -> None:
                 last[0] = now
 
         windows = int(round(sc.duration / sc.sync_window))
-        pages = RedisPages(sc.redis.prefix, every=windows // 10)
+        pages = RedisPages(sc.redis.prefix, every=windows // 4)
         with TreeSampler(interval=0.5) as tree:
             result = run_scenario(sc, progress=progress, on_window=pages)
         wall = time.perf_counter() - t0

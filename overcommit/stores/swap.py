@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import redis
@@ -45,12 +44,12 @@ from overcommit.stores.tmem import (
     field_rows,
     found_mask,
     group_pages,
-    lua_source,
     pages_blob,
     raw_replies,
     records_args,
     run_async,
     run_sync,
+    script_sha,
 )
 
 _EMPTY = np.zeros(0, np.uint32)
@@ -95,17 +94,10 @@ def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
     return head + record_rows(blob, reclen, pageoff).tobytes()
 
 
-@cache
-def _plain_script() -> bytes:
-    """``lua/swap_plain.lua`` as sent with EVAL (inside a multi-command write, where a script
-    cannot be loaded on a miss): its comment lines left out."""
-    lines = lua_source("swap_plain").splitlines()
-    return "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")).encode()
-
-
 def plain_script_command(key: bytes, op: bytes, pages: np.ndarray, rows: np.ndarray) -> bytes:
-    """`EVAL swap_plain.lua 1 key op bucket k args...` in RESP: the rows (each one page's
-    RESP arguments, in `pages` order) grouped by bucket."""
+    """`EVALSHA {swap_plain.lua's SHA1} 1 key op bucket k args...` in RESP: the rows (each one
+    page's RESP arguments, in `pages` order) grouped by bucket. The request that sends it must
+    name the script (`Raw.script`) so that it is loaded first."""
     order, buckets, bounds = group_pages(pages)
     rows = rows[order]
     data, width = memoryview(rows.tobytes()), rows.shape[1]
@@ -117,11 +109,11 @@ def plain_script_command(key: bytes, op: bytes, pages: np.ndarray, rows: np.ndar
         parts.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(bs), bs, len(ks), ks))
         parts.append(data[lo * width : hi * width])
         nargs += 2 + per * (hi - lo)
-    body = _plain_script()
-    head = b"*%d\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+    sha = script_sha("swap_plain").encode()
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
         nargs + 5,
-        len(body),
-        body,
+        len(sha),
+        sha,
         len(key),
         key,
         len(op),
@@ -180,7 +172,8 @@ class SwapStoreOps:
             parts.append(plain_script_command(key, b"free", frees, field_rows(frees)))
         else:
             parts.append(b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$1\r\nn\r\n" % (len(key), key))
-        replies = yield from raw_replies(b"".join(parts), nread + 1)
+        script = "swap_plain" if len(frees) else None
+        replies = yield from raw_replies(b"".join(parts), nread + 1, script)
         if len(frees):
             freed, after = (int(x) for x in replies[-1])
         else:
@@ -202,7 +195,9 @@ class SwapStoreOps:
         key = swap_key(self.prefix, disk).encode()
         pages = writes.pages
         rows = record_rows(blob, reclen, pageoff)
-        reply = yield Raw("EVAL", plain_script_command(key, b"write", pages, rows))
+        reply = yield Raw(
+            "EVALSHA", plain_script_command(key, b"write", pages, rows), 1, "swap_plain"
+        )
         return int(reply[0])
 
     def read_all(self, disk: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:

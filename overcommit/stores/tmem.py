@@ -23,6 +23,7 @@ sync and async classes share every line of logic; and the bucket layout's keys
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -81,6 +82,7 @@ class Raw:
     name: str
     data: bytes
     replies: int = 1
+    script: str | None = None  # a script `data` calls by its SHA1 (EVALSHA): load it first
 
 
 Op = Generator[Eval | Command | Raw, Any, T]
@@ -90,6 +92,12 @@ Op = Generator[Eval | Command | Raw, Any, T]
 def lua_source(script: str) -> str:
     """Text of ``overcommit/stores/lua/{script}.lua``."""
     return (resources.files("overcommit.stores") / "lua" / f"{script}.lua").read_text()
+
+
+@cache
+def script_sha(script: str) -> str:
+    """SHA1 (hex) of ``lua/{script}.lua`` as `SCRIPT LOAD` names it (for EVALSHA)."""
+    return hashlib.sha1(lua_source(script).encode()).hexdigest()
 
 
 class ScriptRunner:
@@ -113,6 +121,8 @@ def run_sync(runner: ScriptRunner, op: Op[T]) -> T:
             if isinstance(request, Eval):
                 reply = runner.script(request.script)(keys=request.keys, args=request.args)
             elif isinstance(request, Raw):
+                if request.script is not None:  # loaded (again: the server may be new)
+                    runner.client.script_load(lua_source(request.script))
                 pool = runner.client.connection_pool
                 conn = pool.get_connection()
                 try:
@@ -138,6 +148,8 @@ async def run_async(runner: ScriptRunner, op: Op[T]) -> T:
             if isinstance(request, Eval):
                 reply = await runner.script(request.script)(keys=request.keys, args=request.args)
             elif isinstance(request, Raw):
+                if request.script is not None:  # loaded (again: the server may be new)
+                    await runner.client.script_load(lua_source(request.script))
                 pool = runner.client.connection_pool
                 conn = await pool.get_connection()
                 try:
@@ -253,9 +265,10 @@ def bucket_commands(
     return b"".join(parts)
 
 
-def raw_replies(data: bytes, n: int) -> Op[list[Any]]:
-    """Send `n` commands packed in `data` in one write; their replies, unparsed, as a list."""
-    reply = yield Raw("BUCKETS", data, n)
+def raw_replies(data: bytes, n: int, script: str | None = None) -> Op[list[Any]]:
+    """Send `n` commands packed in `data` in one write (one of them may call `script` by its
+    SHA1); their replies, unparsed, as a list."""
+    reply = yield Raw("BUCKETS", data, n, script)
     return [reply] if n == 1 else reply
 
 

@@ -250,21 +250,6 @@ def field_rows(pages: np.ndarray) -> np.ndarray:
     return row
 
 
-def bucket_commands(
-    command: bytes, base: bytes, buckets: np.ndarray, bounds: np.ndarray, rows: np.ndarray, per: int
-) -> bytes:
-    """In RESP, `command {base}:{bucket} ...` for each bucket, its arguments the rows (each
-    `per` RESP arguments already packed) `bounds[i]:bounds[i+1]` (see `group_pages`)."""
-    data, width = memoryview(rows.tobytes()), rows.shape[1]
-    name = b"$%d\r\n%s\r\n" % (len(command), command)
-    parts: list[bytes | memoryview] = []
-    for b, lo, hi in zip(buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-        key = b"%s:%d" % (base, b)
-        parts.append(b"*%d\r\n%s$%d\r\n%s\r\n" % (2 + per * (hi - lo), name, len(key), key))
-        parts.append(data[lo * width : hi * width])
-    return b"".join(parts)
-
-
 def raw_replies(data: bytes, n: int, script: str | None = None) -> Op[list[Any]]:
     """Send `n` commands packed in `data` in one write (one of them may call `script` by its
     SHA1); their replies, unparsed, as a list."""

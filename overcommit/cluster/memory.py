@@ -43,10 +43,12 @@ from overcommit.stores.codec import record_len
 REDIS_ENTRY_OVERHEAD = 96
 
 #: What a stored page costs the server's resident memory beyond its record, once a run has
-#: put, overwritten and deleted pages for a while (malloc fragmentation, the shared store's
-#: append-only buffer): measured 143 B with 26-byte records (a 32-guest cut of bench-1k, 10
-#: emulated minutes: 159 MB above the servers' base for 0.94M records).
-REDIS_RECORD_RSS = 143
+#: put, overwritten and deleted pages for a while: tmem pools and swap disks keep their
+#: records in 128-page hashes that Redis stores compactly (listpack entry headers, the
+#: buckets' keys and index, malloc fragmentation). Calibrated on bench-1k's whole run
+#: (1.06 GiB of redis-servers at the peak against ~29.8M records expected, of 26 bytes).
+#: With one hashtable per pool or disk it was 143 B.
+REDIS_RECORD_RSS = 12
 #: Records stored per touched page that does not fit in guest RAM, in the same run: pools keep
 #: clean copies of pages read back, and swap slots their records while the page is in RAM.
 RECORDS_PER_PAGE_OUT = 1.3

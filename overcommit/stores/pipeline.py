@@ -142,8 +142,6 @@ class StoreMux:
                     item: Any = ("EVALSHA", sha, len(req.keys), *req.keys, *req.args)
                     name = "EVALSHA"
                 elif isinstance(req, Raw):
-                    if req.script is not None:  # the packed EVALSHA's script, loaded
-                        self._sha(t, req.script)
                     item, name, replies = req.data, req.name.upper(), req.replies
                 else:
                     item, name = req.args, str(req.args[0]).upper()

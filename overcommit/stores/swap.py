@@ -13,11 +13,10 @@ restarted guest starts from an empty disk while the old one can still be inspect
   pages after come from ``n``.
 
 One epoch's reads, frees (slot discards) and writes of a disk are one request (one round
-trip). A batch with reads or writes is one call of ``lua/swap_batch.lua``, which splits the
-pages by bucket. Frees alone are ``lua/swap_plain.lua``, which deletes them bucket by bucket
-and keeps ``n``; an empty batch is an `HGET` of ``n``. A posted write is ``lua/swap_plain.lua``
-alone (an `HSET` of each bucket, counting the new pages). Both scripts are called by their
-SHA1. Request plumbing and the bucket keys are shared with :mod:`overcommit.stores.tmem`.
+trip): a call of ``lua/swap_batch.lua``, which splits the pages by bucket and keeps ``n``; a
+posted write is the same call with writes only. (Plain commands sent together cost the client
+a command and a reply per bucket a batch touches, most of them one page: more than the server
+saves.) Request plumbing and the bucket keys are shared with :mod:`overcommit.stores.tmem`.
 """
 
 from __future__ import annotations
@@ -35,17 +34,13 @@ from overcommit.stores.tmem import (
     Command,
     Eval,
     Op,
-    Raw,
     ScriptRunner,
     bucket_records,
-    field_rows,
     found_mask,
-    group_pages,
     pages_blob,
     records_args,
     run_async,
     run_sync,
-    script_sha,
 )
 
 _EMPTY = np.zeros(0, np.uint32)
@@ -67,9 +62,10 @@ class SwapBatchResult:
     pages_after: int  # pages on the disk after the batch
 
 
-def record_rows(blob: bytes, reclen: int, pageoff: int) -> np.ndarray:
-    """Each fixed-width record of `blob` as two RESP arguments, its field (the 4 page bytes
-    at `pageoff`, as the scripts use) and itself: a row per record, packed with numpy."""
+def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
+    """`HSET key page record ...` in RESP for a blob of fixed-width records, each record's
+    field its 4 page bytes at `pageoff` (as the scripts use): packed with numpy at once (the
+    post-copy source store's one-hash layout)."""
     n = len(blob) // reclen
     recs = np.frombuffer(blob, np.uint8).reshape(n, reclen)
     mid = b"\r\n$%d\r\n" % reclen
@@ -79,43 +75,8 @@ def record_rows(blob: bytes, reclen: int, pageoff: int) -> np.ndarray:
     row[:, 8 : 8 + len(mid)] = np.frombuffer(mid, np.uint8)
     row[:, 8 + len(mid) : -2] = recs
     row[:, -2:] = (13, 10)
-    return row
-
-
-def hset_command(key: bytes, blob: bytes, reclen: int, pageoff: int) -> bytes:
-    """`HSET key page record ...` in RESP for a blob of fixed-width records, each record's
-    field its 4 page bytes at `pageoff` (as the scripts use): packed with numpy at once."""
-    n = len(blob) // reclen
     head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 * n + 2, len(key), key)
-    return head + record_rows(blob, reclen, pageoff).tobytes()
-
-
-def plain_script_command(key: bytes, op: bytes, pages: np.ndarray, rows: np.ndarray) -> bytes:
-    """`EVALSHA {swap_plain.lua's SHA1} 1 key op bucket k args...` in RESP: the rows (each one
-    page's RESP arguments, in `pages` order) grouped by bucket. The request that sends it must
-    name the script (`Raw.script`) so that it is loaded first."""
-    order, buckets, bounds = group_pages(pages)
-    rows = rows[order]
-    data, width = memoryview(rows.tobytes()), rows.shape[1]
-    per = 2 if op == b"write" else 1
-    parts: list[bytes | memoryview] = []
-    nargs = 0
-    for b, lo, hi in zip(buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-        bs, ks = b"%d" % b, b"%d" % (hi - lo)
-        parts.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(bs), bs, len(ks), ks))
-        parts.append(data[lo * width : hi * width])
-        nargs += 2 + per * (hi - lo)
-    sha = script_sha("swap_plain").encode()
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        nargs + 5,
-        len(sha),
-        sha,
-        len(key),
-        key,
-        len(op),
-        op,
-    )
-    return head + b"".join(parts)
+    return head + row.tobytes()
 
 
 class SwapStoreOps:
@@ -134,53 +95,35 @@ class SwapStoreOps:
         mode: PayloadMode,
         page_size: int,
     ) -> Op[SwapBatchResult]:
-        if writes is None and (reads is None or not len(reads)):  # frees only: plain
-            return (yield from self._plain_frees(disk, guest, frees, mode, page_size))
-        # reads go through the script, which splits them by bucket: a plain HMGET per bucket
-        # read cost the client a command and a reply per bucket (bench_store_path.py: 143k
-        # against 179k pages/s, for 8% more server CPU per page)
-        writes_blob, reclen, pageoff = records_args(guest, writes, mode, page_size)
-        args = ("batch", pages_blob(reads), pages_blob(frees), writes_blob, reclen, pageoff)
-        flags, recs, freed, after = yield Eval("swap_batch", (swap_key(self.prefix, disk),), args)
+        flags, recs, freed, after, _ = yield from self._call(
+            disk, pages_blob(reads), pages_blob(frees), guest, writes, mode, page_size
+        )
         return SwapBatchResult(
             found_mask(flags), decode(guest, recs, mode, page_size), int(freed), int(after)
         )
 
-    def _plain_frees(
-        self,
-        disk: str,
-        guest: str,
-        frees: np.ndarray | Sequence[int] | None,
-        mode: PayloadMode,
-        page_size: int,
-    ) -> Op[SwapBatchResult]:
-        """Frees alone (or nothing): ``swap_plain.lua``, which deletes them bucket by bucket
-        and keeps ``n``, or `HGET` of the page count."""
-        key = swap_key(self.prefix, disk).encode()
-        frees = _EMPTY if frees is None else np.asarray(frees)
-        if len(frees):
-            data = plain_script_command(key, b"free", frees, field_rows(frees))
-            freed, after = (int(x) for x in (yield Raw("EVALSHA", data, 1, "swap_plain")))
-        else:
-            n = yield Command(("HGET", swap_key(self.prefix, disk), "n"))
-            freed, after = 0, 0 if n is None else int(n)
-        none = decode(guest, b"", mode, page_size)
-        return SwapBatchResult(np.zeros(0, bool), none, freed, after)
-
     def write(
         self, disk: str, guest: str, writes: RecordBatch, mode: PayloadMode, page_size: int
     ) -> Op[int]:
-        """Writes only (overwriting), as one request (`swap_plain.lua`, an HSET of each
-        bucket's (page, record) pairs): the state a writes-only `batch` leaves. Returns the
-        pages new to the disk."""
-        blob, reclen, pageoff = records_args(guest, writes, mode, page_size)
-        key = swap_key(self.prefix, disk).encode()
-        pages = writes.pages
-        rows = record_rows(blob, reclen, pageoff)
-        reply = yield Raw(
-            "EVALSHA", plain_script_command(key, b"write", pages, rows), 1, "swap_plain"
-        )
-        return int(reply[0])
+        """Writes only (overwriting): a `batch` with writes alone, sent posted by the runtimes
+        (nothing waits for it). Returns the pages new to the disk."""
+        reply = yield from self._call(disk, b"", b"", guest, writes, mode, page_size)
+        return int(reply[4])
+
+    def _call(
+        self,
+        disk: str,
+        reads: bytes,
+        frees: bytes,
+        guest: str,
+        writes: RecordBatch | None,
+        mode: PayloadMode,
+        page_size: int,
+    ) -> Op[list]:
+        """One call of ``swap_batch.lua``: its reply (flags, records, freed, after, new)."""
+        writes_blob, reclen, pageoff = records_args(guest, writes, mode, page_size)
+        args = ("batch", reads, frees, writes_blob, reclen, pageoff)
+        return (yield Eval("swap_batch", (swap_key(self.prefix, disk),), args))
 
     def read_all(self, disk: str, guest: str, mode: PayloadMode, page_size: int) -> Op[RecordBatch]:
         return (yield from bucket_records(swap_key(self.prefix, disk), guest, mode, page_size))

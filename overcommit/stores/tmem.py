@@ -23,7 +23,6 @@ sync and async classes share every line of logic; and the bucket layout's keys
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -82,7 +81,6 @@ class Raw:
     name: str
     data: bytes
     replies: int = 1
-    script: str | None = None  # a script `data` calls by its SHA1 (EVALSHA): load it first
 
 
 Op = Generator[Eval | Command | Raw, Any, T]
@@ -92,12 +90,6 @@ Op = Generator[Eval | Command | Raw, Any, T]
 def lua_source(script: str) -> str:
     """Text of ``overcommit/stores/lua/{script}.lua``."""
     return (resources.files("overcommit.stores") / "lua" / f"{script}.lua").read_text()
-
-
-@cache
-def script_sha(script: str) -> str:
-    """SHA1 (hex) of ``lua/{script}.lua`` as `SCRIPT LOAD` names it (for EVALSHA)."""
-    return hashlib.sha1(lua_source(script).encode()).hexdigest()
 
 
 class ScriptRunner:
@@ -121,8 +113,6 @@ def run_sync(runner: ScriptRunner, op: Op[T]) -> T:
             if isinstance(request, Eval):
                 reply = runner.script(request.script)(keys=request.keys, args=request.args)
             elif isinstance(request, Raw):
-                if request.script is not None:  # loaded (again: the server may be new)
-                    runner.client.script_load(lua_source(request.script))
                 pool = runner.client.connection_pool
                 conn = pool.get_connection()
                 try:
@@ -148,8 +138,6 @@ async def run_async(runner: ScriptRunner, op: Op[T]) -> T:
             if isinstance(request, Eval):
                 reply = await runner.script(request.script)(keys=request.keys, args=request.args)
             elif isinstance(request, Raw):
-                if request.script is not None:  # loaded (again: the server may be new)
-                    await runner.client.script_load(lua_source(request.script))
                 pool = runner.client.connection_pool
                 conn = await pool.get_connection()
                 try:
@@ -239,21 +227,9 @@ def group_pages(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, sb[bounds[:-1]], bounds
 
 
-def field_rows(pages: np.ndarray) -> np.ndarray:
-    """Each page's field as one RESP argument (`$4`, CRLF, 4 bytes big-endian, CRLF), a row
-    per page."""
-    n = len(pages)
-    row = np.empty((n, 10), np.uint8)
-    row[:, :4] = np.frombuffer(b"$4\r\n", np.uint8)
-    row[:, 4:8] = np.frombuffer(encode_pages(pages), np.uint8).reshape(n, 4)
-    row[:, 8:] = (13, 10)
-    return row
-
-
-def raw_replies(data: bytes, n: int, script: str | None = None) -> Op[list[Any]]:
-    """Send `n` commands packed in `data` in one write (one of them may call `script` by its
-    SHA1); their replies, unparsed, as a list."""
-    reply = yield Raw("BUCKETS", data, n, script)
+def raw_replies(data: bytes, n: int) -> Op[list[Any]]:
+    """Send `n` commands packed in `data` in one write; their replies, unparsed, as a list."""
+    reply = yield Raw("BUCKETS", data, n)
     return [reply] if n == 1 else reply
 
 

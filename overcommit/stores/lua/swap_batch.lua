@@ -10,12 +10,10 @@
 -- op "batch": ARGV[2] reads blob (4-byte pages), ARGV[3] frees blob, ARGV[4] writes blob
 -- (concatenated records), ARGV[5] record length, ARGV[6] 0-based offset of the page bytes in
 -- a record. In order: reads, frees (slot discards), writes (overwrite).
--- Returns {found flags "01..", found records, freed, pages after}.
+-- Returns {found flags "01..", found records, freed, pages after, pages new to the disk}.
 --
 -- op "drop": delete the disk, return the pages it held.
 --
--- The plain path (batches without writes, posted writes) keeps the same layout and counts
--- with plain commands and lua/swap_plain.lua.
 
 local index, op = KEYS[1], ARGV[1]
 
@@ -96,4 +94,4 @@ end
 if after == 0 then -- the disk's last page went: so does its index
   redis.call('DEL', index)
 end
-return {table.concat(found), table.concat(recs), freed, after}
+return {table.concat(found), table.concat(recs), freed, after, added}

@@ -176,8 +176,13 @@ class DeviceQueue:
 
     def _queueing(self, occ: Any) -> Any:
         """The window's backlog and queueing for ops that occupy the device `occ` seconds."""
-        rho = min(self.util, 0.98)
-        return 0.5 * self.backlog + occ * rho / (1.0 - rho)
+        half_backlog, rho = self.queue_terms()
+        return half_backlog + occ * rho / (1.0 - rho)
+
+    def queue_terms(self) -> tuple[float, float]:
+        """(half the backlog, utilisation capped at 0.98): the window's terms of `wait`
+        (`half + occupancy * rho / (1 - rho)`), for a compiled loop that applies them."""
+        return 0.5 * self.backlog, min(self.util, 0.98)
 
     def snapshot(self) -> DeviceQueue:
         """A copy of the queue's state at a window's start (sent to the guests that use it)."""

@@ -659,18 +659,9 @@ def _read_latencies(
     if not jit.ENABLED:
         return queued_latencies(device, _cluster_bytes(pages, ra, ps), fixed, ahead)
     p = device.profile
-    rho = min(device.util, 0.98)
+    half_backlog, rho = device.queue_terms()
     return jit.read_latencies(
-        pages,
-        ra,
-        ps,
-        p.read_latency,
-        p.bandwidth,
-        1.0 / p.iops,
-        0.5 * device.backlog,
-        rho,
-        fixed,
-        ahead,
+        pages, ra, ps, p.read_latency, p.bandwidth, 1.0 / p.iops, half_backlog, rho, fixed, ahead
     )
 
 

@@ -121,11 +121,17 @@ def _digest_checksums(gkey: np.uint64, pages: np.ndarray, versions: np.ndarray) 
     """`checksums(..., "digest")`: the same wrapping uint64 arithmetic, page by page."""
     out = np.empty(len(pages), np.uint64)
     for i in range(len(pages)):
-        z = (np.uint64(pages[i]) << np.uint64(32)) | versions[i]
-        z = _mix1(z + _GOLDEN) ^ gkey
-        z = _mix1(z + _GOLDEN) ^ _DIGEST_SALT
-        out[i] = _mix1(z + _GOLDEN)
+        out[i] = _digest1(gkey, pages[i], versions[i])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _digest1(gkey: np.uint64, page: int, version: int) -> np.uint64:
+    """The digest checksum of one (page, version) of the guest keyed `gkey`."""
+    z = (np.uint64(page) << np.uint64(32)) | np.uint64(version)
+    z = _mix1(z + _GOLDEN) ^ gkey
+    z = _mix1(z + _GOLDEN) ^ _DIGEST_SALT
+    return _mix1(z + _GOLDEN)
 
 
 @njit(cache=True, nogil=True)
@@ -148,10 +154,7 @@ def _digest_stale(
             stale = True
         else:
             want = expect[p] if by_page else expect[i]
-            z = (np.uint64(p) << np.uint64(32)) | np.uint64(versions[i])
-            z = _mix1(z + _GOLDEN) ^ gkey
-            z = _mix1(z + _GOLDEN) ^ _DIGEST_SALT
-            stale = versions[i] != want or sums[i] != _mix1(z + _GOLDEN)
+            stale = versions[i] != want or sums[i] != _digest1(gkey, p, versions[i])
         if stale:
             if n == 0:
                 first = i

@@ -119,7 +119,7 @@ def test_read_all_in_one_or_many_chunks_agrees(client, redis_prefix, mode, monke
 async def test_write_as_one_hset_leaves_what_a_batch_leaves(
     client, redis_fleet, redis_prefix, mode
 ) -> None:
-    """`SwapStoreOps.write` (one pre-packed HSET) and a writes-only batch (the script) leave the
+    """`SwapStoreOps.write` (the posted write) and a writes-only batch (the script) leave the
     same hash, over a sync and an asyncio client; a page written twice keeps its last record."""
     from overcommit.stores.swap import SwapStoreOps
     from overcommit.stores.tmem import ScriptRunner, run_async, run_sync
@@ -142,11 +142,11 @@ async def test_write_as_one_hset_leaves_what_a_batch_leaves(
 
 
 def test_disks_stay_in_compact_buckets_of_128_pages(client, redis_prefix) -> None:
-    """The server's own view: after writes of a few hundred pages through each path (the
-    script, the posted write, frees of the plain path), every bucket hash is in the compact
-    encoding (ziplist; listpack on Redis 7) with at most 128 fields, the page count stays exact,
-    and a disk of 20,000 digest records costs well under half a hashtable's bytes per record
-    (it was ~100 B)."""
+    """The server's own view: after a few hundred pages written by a batch and by the posted
+    write, then a batch of reads and frees, every bucket hash is in the compact encoding
+    (ziplist; listpack on Redis 7) with at most 128 fields, the page count stays exact, and a
+    disk of 20,000 digest records costs well under half a hashtable's bytes per record (it was
+    ~100 B)."""
     from overcommit.stores.swap import SwapStoreOps
     from overcommit.stores.tmem import ScriptRunner, run_sync
 

@@ -41,6 +41,33 @@ def test_sorted_is_a_sort(n: int, nbits: int) -> None:
     assert np.array_equal(jit._sorted(a, nbits), np.sort(a))
 
 
+@pytest.mark.parametrize("count", [0, 1, 23, 47, 48, 3000])
+@pytest.mark.parametrize("nbits", [1, 13, 21])
+def test_touch_pass_pages_and_writes_match_numpy(count: int, nbits: int) -> None:
+    """The one sort of (page, write) keys gives the distinct pages and the written ones with
+    their counts as numpy's unique does, up to the largest page index of `nbits` bits."""
+    rng = np.random.default_rng(count * 31 + nbits)
+    n = 1 << nbits
+    pages = rng.integers(max(0, n - 40), n, count, dtype=np.int64)  # near the top bits
+    pages[: count // 2] = rng.integers(0, n, count // 2)
+    writes = rng.random(count) < 0.4
+    loc = rng.integers(0, 6, n).astype(np.int8)
+    slot = np.zeros(n, np.int8)
+    flags = np.zeros(n, bool)
+    applied, uniq, loc_u, wp, wc, top, n_zero, *_ = jit.touch_pass(
+        pages, writes, nbits, loc, slot, False, 0, 0, 0, 0, flags, np.zeros(n, np.uint32),
+        np.zeros(0, np.int32), np.zeros(n, np.int32), np.zeros(0, np.int32),
+        np.zeros(0, np.int8), True, np.zeros(n, np.int32), flags.copy(), flags.copy(), 1, 0,
+        True,
+    )  # fmt: skip
+    assert not applied
+    assert np.array_equal(uniq, np.unique(pages)) and np.array_equal(loc_u, loc[uniq])
+    want_wp, want_wc = np.unique(pages[writes], return_counts=True)
+    assert np.array_equal(wp, want_wp) and np.array_equal(wc, want_wc)
+    assert top == (int(loc_u.max()) if count else 0)
+    assert n_zero == int(np.count_nonzero(loc_u == 0))
+
+
 def test_touch_pass_matches_numpy_and_applies_a_quiet_epoch_only_when_quiet() -> None:
     rng = np.random.default_rng(7)
     n = 5000

@@ -8,7 +8,9 @@ location (`split_faults`), the swap-in clusters (`swap_reads`), the slots an epo
 (`slots_freed`), an epoch's page moves (`apply_out` before the mechanisms' `evict` hooks,
 `apply_in` after), sorted set difference (`sorted_diff`), pages per cluster
 (`cluster_counts`), an epoch's queued read latencies (`read_latencies`), the latency
-histogram's bins (`hist_add`) and counts of flag pairs (`pair_counts`).
+histogram's bins (`hist_add`) and counts of flag pairs (`pair_counts`). The loops over an
+epoch's touched pages ask the memory for the entries of pages further on (`_prefetch`), which
+changes no value.
 
 Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
 only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
@@ -21,13 +23,43 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: kernels on (`OVERCOMMIT_JIT=0` runs the numpy path instead)
 ENABLED = os.environ.get("OVERCOMMIT_JIT", "1") != "0"
 
 _UNTOUCHED, _RAM, _FRONTSWAP, _SWAP, _ZPOOL, _FILE = 0, 1, 2, 3, 4, 5
 _F_NONE, _F_RAM = 0, 1
+
+#: how many pages ahead the page loops ask the memory for (`_prefetch`)
+_AHEAD = 32
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Ask the memory for `arr[idx]`'s cache line ahead of its use (LLVM's prefetch: a hint,
+    no fault, no effect on any value). The page loops prefetch the entries of pages
+    `_AHEAD` ahead: their pages are scattered over tables of up to millions of entries, so
+    each access misses the cache, and asking early overlaps the misses."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, high temporal locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True)
@@ -65,6 +97,19 @@ def _sorted(a: np.ndarray, nbits: int) -> np.ndarray:
             count[b] += 1
         src, dst = dst, src
     return src
+
+
+@njit(cache=True, nogil=True)
+def _versions(wp: np.ndarray, wc: np.ndarray, version: np.ndarray, dirty: np.ndarray) -> None:
+    """Written pages `wp` count their writes `wc` in their versions and are dirty."""
+    m = len(wp)
+    for i in range(m):
+        if i + _AHEAD < m:
+            _prefetch(version, wp[i + _AHEAD])
+            _prefetch(dirty, wp[i + _AHEAD])
+        p = wp[i]
+        version[p] += np.uint32(wc[i])
+        dirty[p] = True
 
 
 @njit(cache=True, nogil=True)
@@ -107,51 +152,48 @@ def touch_pass(
     Returns (applied, uniq, loc_u, wp, wc, top, n_zero, newly backed, pages not touched since
     `window_start`, read-ahead hits).
     """
-    s = _sorted(pages, nbits)
-    nw = 0
-    for i in range(len(pages)):
-        if writes[i]:
-            nw += 1
-    w = np.empty(nw, pages.dtype)
-    k = 0
-    for i in range(len(pages)):
-        if writes[i]:
-            w[k] = pages[i]
-            k += 1
-    ws = _sorted(w, nbits)
-    uniq = np.empty(len(s), np.int64)
-    nu = 0
-    for i in range(len(s)):
-        v = s[i]
-        if nu == 0 or uniq[nu - 1] != v:
-            uniq[nu] = v
-            nu += 1
-    uniq = uniq[:nu]
-    loc_u = np.empty(nu, np.int8)
-    top = 0
-    n_zero = 0
-    for i in range(nu):
-        v = loc[uniq[i]]
-        loc_u[i] = v
-        if v > top:
-            top = v
-        if v == _UNTOUCHED:
-            n_zero += 1
-    wp = np.empty(nw, np.int64)
-    wc = np.empty(nw, np.int64)
-    m = 0
+    # one sort of (page, write flag) keys: the distinct pages, and the written ones with
+    # their counts, in one pass over the sorted keys
+    n = len(pages)
+    keys = np.empty(n, np.int64)
+    for i in range(n):
+        keys[i] = pages[i] * 2 + writes[i]
+    s = _sorted(keys, nbits + 1)
+    uniq = np.empty(n, np.int64)
+    loc_u = np.empty(n, np.int8)
+    wp = np.empty(n, np.int64)
+    wc = np.empty(n, np.int64)
+    nu = m = top = n_zero = 0
     slotted = False
-    for i in range(nw):
-        v = ws[i]
-        if m and wp[m - 1] == v:
-            wc[m - 1] += 1
-        else:
-            wp[m] = v
-            wc[m] = 1
-            m += 1
-            if slot[v] != 0:
-                slotted = True
-    wp, wc = wp[:m], wc[:m]
+    for i in range(min(_AHEAD, n)):
+        _prefetch(loc, s[i] >> 1)
+    for i in range(n):
+        if i + _AHEAD < n:
+            q = s[i + _AHEAD]
+            _prefetch(loc, q >> 1)
+            if q & 1:
+                _prefetch(slot, q >> 1)
+        k = s[i]
+        p = k >> 1
+        if nu == 0 or uniq[nu - 1] != p:
+            uniq[nu] = p
+            v = loc[p]
+            loc_u[nu] = v
+            if v > top:
+                top = v
+            if v == _UNTOUCHED:
+                n_zero += 1
+            nu += 1
+        if k & 1:
+            if m and wp[m - 1] == p:
+                wc[m - 1] += 1
+            else:
+                wp[m] = p
+                wc[m] = 1
+                m += 1
+                if slot[p] != 0:
+                    slotted = True
+    uniq, loc_u, wp, wc = uniq[:nu], loc_u[:nu], wp[:m], wc[:m]
     new = fresh = hits = 0
     if not quiet or top > _RAM or slotted:
         return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
@@ -159,7 +201,18 @@ def touch_pass(
     if async_want + max(0, wm_min + n_zero - free_top) > 0:
         return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
     j = 0
+    for i in range(min(_AHEAD, nu)):
+        _prefetch(last, uniq[i])
     for i in range(nu):
+        if i + _AHEAD < nu:
+            q = uniq[i + _AHEAD]
+            _prefetch(last, q)
+            _prefetch(ref, q)
+            if check_ra:
+                _prefetch(ra, q)
+            if loc_u[i + _AHEAD] == _UNTOUCHED:
+                _prefetch(frame, q)
+                _prefetch(dirty, q)
         p = uniq[i]
         if loc_u[i] == _UNTOUCHED:
             f = free_stack[free_top - 1 - j]
@@ -178,10 +231,7 @@ def touch_pass(
         if check_ra and ra[p]:
             ra[p] = False
             hits += 1
-    for i in range(m):
-        p = wp[i]
-        version[p] += np.uint32(wc[i])
-        dirty[p] = True
+    _versions(wp, wc, version, dirty)
     return True, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
 
 
@@ -223,7 +273,16 @@ def touched(
     not been touched since `window_start` and how many were read-ahead hits (flag cleared)."""
     fresh = 0
     hits = 0
-    for i in range(len(uniq)):
+    n = len(uniq)
+    for i in range(min(_AHEAD, n)):
+        _prefetch(last, uniq[i])
+    for i in range(n):
+        if i + _AHEAD < n:
+            q = uniq[i + _AHEAD]
+            _prefetch(last, q)
+            _prefetch(ref, q)
+            if check_ra:
+                _prefetch(ra, q)
         p = uniq[i]
         if last[p] <= window_start:
             fresh += 1
@@ -527,10 +586,7 @@ def apply_in(
         slot_census[slot[p]] -= 1
         slot_census[0] += 1
         slot[p] = 0
-    for i in range(len(wp)):
-        p = wp[i]
-        version[p] += np.uint32(wc[i])
-        dirty[p] = True
+    _versions(wp, wc, version, dirty)
     for i in range(len(victims)):
         dirty[victims[i]] = False
     fresh = hits = 0

@@ -82,6 +82,43 @@ CHUNK_ROWS = 1 << 18
 WIDE_GUEST_COLUMNS = frozenset({"zpool_bytes"})
 
 
+_ZPOOL_COLUMNS = frozenset(
+    {"zpool_pages", "zpool_held", "zpool_stale", "zpool_bytes", "zpool_frames"}
+)
+_CACHE_COLUMNS = frozenset({"cache_pages", "cache_dirty"})
+_BALLOON_COLUMNS = frozenset({"balloon_pages", "balloon_target"})
+#: The guest columns only a guest feature (`Mechanism.guest_features`) makes non-zero.
+FEATURE_COLUMNS: dict[str, frozenset[str]] = {
+    "tmem": frozenset(
+        {"tmem_puts", "tmem_put_failures", "tmem_gets", "frontswap_pages", "tmem_pages"}
+        | {"tmem_billed"}
+    ),
+    "balloon": _BALLOON_COLUMNS,
+    "selfballoon": _BALLOON_COLUMNS,
+    "host_swap": frozenset({"hswap_frames", "host_swap_ins", "double_swaps"}),
+    "cached_disk": _CACHE_COLUMNS,
+    "ramdisk": _CACHE_COLUMNS,
+    "zswap": _ZPOOL_COLUMNS,
+    "zram": _ZPOOL_COLUMNS,
+    "cleancache": frozenset({"ephemeral_pages", "cleancache_hits"}),
+    "page_sharing": frozenset({"merged_frames"}),
+}
+#: The guest columns only a workload with a page cache (`file_cache`) makes non-zero.
+FILE_COLUMNS = frozenset({"file_pages", "file_reads"})
+#: The columns the paging core itself may fill for any guest.
+CORE_COLUMNS = frozenset(GUEST_COLUMNS).difference(FILE_COLUMNS, *FEATURE_COLUMNS.values())
+
+
+def recorded_columns(features: frozenset[str], has_files: bool) -> frozenset[str]:
+    """The guest columns a guest with these features (and a page cache or not) may record a
+    non-zero value in: the others stay zero all run, and the `Recorder` never touches their
+    memory. A feature this table does not know (a registered mechanism's) may fill any."""
+    if not features <= FEATURE_COLUMNS.keys():
+        return frozenset(GUEST_COLUMNS)
+    out = CORE_COLUMNS.union(*(FEATURE_COLUMNS[f] for f in features))
+    return out | FILE_COLUMNS if has_files else out
+
+
 def guest_dtype(column: str) -> type:
     """The dtype a guest column is recorded in during the run."""
     if column.endswith("_s"):

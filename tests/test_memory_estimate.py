@@ -77,6 +77,42 @@ def test_driver_series_estimate_matches_the_recorder():
         assert np.array_equal(frame[c].to_numpy().reshape(epochs, guests), rec.g[c])
 
 
+@pytest.mark.parametrize(
+    ("config", "mechanism", "seconds", "shows"),
+    [
+        ("double-swapping.yaml", "none", 15, set()),
+        ("double-swapping.yaml", "frontswap", 15, {"tmem_puts", "frontswap_pages"}),
+        ("double-swapping.yaml", "host-swap", 15, {"hswap_frames"}),
+        ("double-swapping.yaml", "selfballoon", 15, {"balloon_pages"}),
+        ("double-swapping.yaml", "cached-disk", 15, {"cache_pages"}),
+        ("double-swapping.yaml", "zram", 15, {"zpool_pages", "zpool_bytes"}),
+        ("cleancache.yaml", "cleancache", 40, {"file_pages", "ephemeral_pages"}),
+    ],
+)
+def test_run_records_non_zero_only_the_columns_the_estimate_counts(
+    config: str, mechanism: str, seconds: int, shows: set[str]
+) -> None:
+    """The driver's series term counts, per guest, the columns its mechanisms and workload may
+    make non-zero (`metrics.recorded_columns`): a run writes no other (each would be memory
+    the estimate missed), and the mechanism's own columns do show (the table is not empty)."""
+    from overcommit import api
+    from overcommit.cluster import memory
+    from overcommit.cluster.runtime import build_guest
+    from overcommit.metrics import GUEST_COLUMNS, recorded_columns
+
+    sc = apply_overrides(load_scenario(ROOT / "configs" / config), {"mechanism": mechanism})
+    spec = sc.guest_specs()[0]
+    g = build_guest(sc, spec, sc.host_names()[0])
+    counted = recorded_columns(g.features, g.has_files)
+    ts = api.run(sc, runtime="inline", duration=f"{seconds}s").timeseries
+    written = {c for c in GUEST_COLUMNS if (ts[c] != 0).any()}
+    assert written <= counted, sorted(written - counted)
+    assert shows <= written, sorted(shows - written)
+    row = memory.row_bytes(counted)
+    assert row < memory.GUEST_ROW_RECORDED or counted == set(GUEST_COLUMNS)
+    assert memory.row_bytes(frozenset(GUEST_COLUMNS)) == memory.GUEST_ROW_RECORDED
+
+
 def test_recorder_leaves_the_memory_of_columns_that_stay_zero_untouched():
     """Guest columns that only ever get zeros (the columns of mechanisms a run does not use)
     are never written, so `np.zeros`'s lazily mapped pages stay unused: the process's RSS grows

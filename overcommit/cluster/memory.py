@@ -13,8 +13,10 @@ starts, summed over processes (RSS), by part:
   footprint) and for frame-indexed arrays the frames the guest has filled (frames are handed
   out in order); the pages a guest touches by the end of the run are counted by drawing its
   workload's own touches;
-- **driver**: the process running the run (its base and the per-epoch time series it records;
-  the output files are written from them in chunks once the runtime and the stores are gone);
+- **driver**: the process running the run (its base and the per-epoch time series it records:
+  for each guest the columns its mechanisms and workload may make non-zero, the others never
+  touched; the output files are written from them in chunks once the runtime and the stores
+  are gone);
 - **ray**: Ray's own processes and one worker process per host actor (packed; one per group of
   `runtime.hosts_per_actor` hosts) or per host and guest actor (actors), plus the idle workers
   Ray keeps (one per CPU);
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS, guest_dtype
+from overcommit.metrics import GUEST_COLUMNS, HOST_COLUMNS, guest_dtype, recorded_columns
 from overcommit.stores.codec import record_len
 
 #: Bytes per hash field beyond the record (dict entry, SDS headers, bucket pointer) in a Redis
@@ -67,8 +69,9 @@ RAY_SYSTEM = 325 * MiB
 RAY_WORKER = 260 * MiB
 #: Python objects of one guest beyond its arrays (model, hooks, streams, connections).
 GUEST_OBJECTS = 64 * 1024
-#: A guest-epoch's row as the driver records it during the run (int32 counts; see
-#: `overcommit.metrics.Recorder`).
+#: A guest-epoch's row as the driver records it during the run, every column written (int32
+#: counts; see `overcommit.metrics.Recorder`); a guest's own is `row_bytes` of the columns its
+#: features may make non-zero (`metrics.recorded_columns`), the others never touched.
 GUEST_ROW_RECORDED = sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS)
 
 #: The driver's own per-guest objects (specs, plan, the last window's reports).
@@ -210,8 +213,14 @@ def _touched(spec: str, page_size: int, seconds: float, workload: Any) -> int:
     return _TOUCHED[key]
 
 
-def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, int, int]:
-    """(resident array bytes at the end, allocated array bytes, pages touched) of one guest."""
+def row_bytes(columns: frozenset[str]) -> int:
+    """Bytes a guest-epoch's row takes in the driver's `Recorder` for these columns."""
+    return sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS if c in columns)
+
+
+def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, int, int, int]:
+    """(resident array bytes at the end, allocated array bytes, pages touched, bytes of its
+    recorded row: the columns it may make non-zero) of one guest."""
     from overcommit.cluster.runtime import build_guest
 
     g = build_guest(scenario, spec, scenario.host_names()[0])
@@ -229,7 +238,8 @@ def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, i
             resident += a.nbytes * frames_used // nframes
         else:
             resident += a.nbytes
-    return resident + GUEST_OBJECTS, allocated, touched
+    row = row_bytes(recorded_columns(g.features, g.has_files))
+    return resident + GUEST_OBJECTS, allocated, touched, row
 
 
 def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
@@ -239,14 +249,16 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     specs = sc.guest_specs()
     hosts = len(sc.host_names())
     model = records = 0
-    per_group: dict[int, tuple[int, int, int]] = {}
+    per_group: dict[int, tuple[int, int, int, int]] = {}
+    rows = 0  # bytes of one epoch's rows of every guest (the columns each may record)
     alloc_pages = 0
     allocated_total = 0
     record_bytes = 0
     for spec in specs:
         if spec.group not in per_group:
             per_group[spec.group] = _guest_model_bytes(sc, spec, sc.duration)
-        resident, allocated, touched = per_group[spec.group]
+        resident, allocated, touched, row = per_group[spec.group]
+        rows += row + 4  # and the host it ran on (`Recorder.ghost`)
         model += resident
         allocated_total += allocated
         alloc_pages += sc.footprint(spec.workload) // ps
@@ -256,7 +268,7 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     epochs = int(round(sc.duration / sc.epoch))
     # the frames the output files are written from come one chunk at a time, after the
     # runtime and the stores have stopped: the recorded series is the driver's part of the peak
-    series = epochs * (len(specs) * (GUEST_ROW_RECORDED + 4) + hosts * 8 * len(HOST_COLUMNS))
+    series = epochs * (rows + hosts * 8 * len(HOST_COLUMNS))
     ray_run = sc.runtime.kind == "ray"
     driver = DRIVER_BASE + (DRIVER_RAY if ray_run else 0) + series
     driver += DRIVER_PER_GUEST * len(specs)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from overcommit.stores.codec import make_batch, verify
 from overcommit.stores.launcher import RedisFleet
 from overcommit.stores.swap import AsyncSwapStore, SwapStore, swap_key
 from overcommit.stores.tmem import bucket_key
-from tests.test_tmem_store import stored
+from tests.test_tmem_store import PAGES, stored
 
 PS = 4096
 C = 0.5
@@ -196,3 +200,32 @@ def test_freeing_a_disk_s_last_page_removes_its_index(client, redis_prefix) -> N
     assert not client.keys(swap_key(redis_prefix, "vm#0") + "*")
     r = store.batch("vm#0", "vm", reads=[1], mode="digest", page_size=PS)
     assert r.found.tolist() == [False] and r.pages_after == 0 and store.count("vm#0") == 0
+
+
+_disks = itertools.count()
+_writes = itertools.count(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(PAGES, PAGES, PAGES), min_size=1, max_size=8))
+def test_random_batches_match_a_dict(redis_fleet: RedisFleet, steps) -> None:
+    """Batches of reads, frees and writes over pages of several buckets, a page often written
+    twice in one batch (its last record stays, it counts once as new), against a dict."""
+    client, prefix = redis_fleet.shared.client(), f"swapmodel{next(_disks)}"
+    store, model, disk = SwapStore(client, prefix=prefix), {}, "vm#0"
+    for reads, frees, writes in steps:
+        versions = [next(_writes) for _ in writes]
+        batch = make_batch("vm", np.array(writes, np.uint32), np.array(versions), "digest", PS, C)
+        r = store.batch(
+            disk, "vm", reads=reads, frees=frees, writes=batch if writes else None,
+            mode="digest", page_size=PS,
+        )  # fmt: skip
+        found = [p in model for p in reads]
+        got = [model[p] for p in reads if p in model]
+        freed = sum(model.pop(p, None) is not None for p in frees)
+        model.update(zip(writes, versions, strict=True))
+        assert r.found.tolist() == found and r.got.versions.tolist() == got
+        assert r.freed == freed and r.pages_after == len(model) == store.count(disk)
+    held = store.read_all(disk, "vm", "digest", PS)
+    assert dict(zip(held.pages.tolist(), held.versions.tolist(), strict=True)) == model
+    assert len(stored(client, swap_key(prefix, disk))) == len(model)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from overcommit.stores.codec import PayloadMode, RecordBatch, encode, make_batch, verify
 from overcommit.stores.launcher import RedisFleet
 from overcommit.stores.tmem import (
+    BUCKET_BITS,
     BUCKET_PAGES,
     AsyncTmemPool,
     TmemBatchResult,
@@ -346,7 +347,8 @@ def test_pools_stay_in_compact_buckets_of_128_pages(client, redis_prefix) -> Non
 def test_an_emptied_pool_leaves_no_keys_behind(pool, client, redis_prefix) -> None:
     put(pool, "g", [3, 300, 3000], 1)
     r = pool.batch("g", flushes=[3, 3000], quota=BIG, capacity=BIG, mode="digest", page_size=PS)
-    assert r.flushed == 2 and set(client.hkeys(tmem_key(redis_prefix, "g"))) == {b"0", b"2", b"23"}
+    listed = {str(p >> BUCKET_BITS).encode() for p in (3, 300, 3000)}  # emptied ones may stay
+    assert r.flushed == 2 and set(client.hkeys(tmem_key(redis_prefix, "g"))) == listed
     get(pool, "g", [300], exclusive=True)  # the last page: the index goes with it
     assert not client.keys(tmem_key(redis_prefix, "g") + "*")
     assert pool.guests() == [] and pool.read_all("g", "digest", PS).pages.tolist() == []

@@ -11,6 +11,11 @@ a bench-4x8 guest does.
 - **core ns/touch**: process CPU time of the epochs, minus the time in the in-memory stores
   and the CPU time of the workload's touch generation (the same calls replayed on fresh
   streams afterwards), per touch; also reported with the touch generation in it.
+- **cluster core ns/touch**: the same figure for `--guests` copies of that guest taken at
+  epoch 3,000 (its RAM just full), each with its own stores, stepped epoch by epoch in turn
+  for `--cluster-epochs` epochs, as a host steps its guests (bench-4x8 has 32): each epoch's
+  page tables were pushed out of the CPU's caches by the other guests' since, as in a run,
+  where a single guest's tables stay in the cache.
 - **fixed µs/guest-epoch**: the same guest with its access rate cut to 10 touches/s (one
   touch an epoch): what an epoch costs whatever it does, through the core alone
   (`GuestModel.epoch`) and through the runner the runtimes use (`GuestRunner.window`, ten
@@ -21,12 +26,14 @@ compiled kernels (`overcommit/nodes/kernel/jit.py`) and with `OVERCOMMIT_JIT=0` 
 path, the baseline); both must leave the same state (a digest of the page tables and counters
 is compared). The first child run also reports numba's compilation when its cache was cold.
 
-    python benchmarks/bench_model.py               # defaults: --epochs 6000 --quiet-epochs 20000
+    python benchmarks/bench_model.py     # defaults: --epochs 6000 --quiet-epochs 20000
+                                         #   --guests 32 --cluster-epochs 300
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -183,6 +190,10 @@ def _drive(gen, stores: tuple, store: Timer):
         return stop.value
 
 
+#: the epoch the cluster figure's copies are taken at: the guest's RAM is just full
+CLUSTER_FROM = 3000
+
+
 def _digest(g) -> str:
     h = hashlib.blake2b(digest_size=8)
     for arr in (g.loc, g.slot, g.version, g.frame, g.last, g.ref, g.dirty, g.hist):
@@ -196,7 +207,40 @@ def _stores(g) -> tuple:
     return MemoryPool(g.N), MemoryDisk(g.N), MemoryDisk(g.N)
 
 
-def child(epochs: int, quiet_epochs: int, quota: int) -> dict:
+def _cluster(g, stores, guests: int, e0: int, epochs: int, quota: int, dt, dev) -> dict:
+    """`guests` copies of `g` (and of its stores) from epoch `e0`, stepped in turn for `epochs`
+    epochs each: CPU, store time and touch generation's CPU (each copy's calls replayed on a
+    copy of its streams as they were at `e0`), per touch."""
+    from overcommit.nodes.host import Directives
+
+    d = Directives(tmem_quota=quota, tmem_capacity=quota)
+    fleet = [copy.deepcopy((g, stores)) for _ in range(guests)]
+    starts = [copy.deepcopy(c.rng) for c, _ in fleet]
+    for c, _ in fleet:  # the copies' own recording, not the guest's (`_record`'s wrapper)
+        c.workload.__dict__.pop("touches", None)
+    recorded = [_record(c.workload) for c, _ in fleet]
+    store, n0 = Timer(), sum(c.counters["touches"] for c, _ in fleet)
+    c0 = time.process_time()
+    for e in range(e0, e0 + epochs):
+        for c, st in fleet:
+            if e % 10 == 0:
+                c.start_window(e, d)
+            _drive(c.epoch(e, e * dt, dt, dev), st, store)
+    cpu = time.process_time() - c0
+    touches = sum(c.counters["touches"] for c, _ in fleet) - n0
+    g0 = time.process_time()
+    for (calls, fn), streams in zip(recorded, starts, strict=True):
+        for t, work in calls:
+            fn(streams, t, work)
+    gen_s = time.process_time() - g0
+    return {
+        "cluster_touches": touches,
+        "cluster_core_ns_per_touch": (cpu - store.s - gen_s) / touches * 1e9,
+        "cluster_digest": _digest(fleet[-1][0]),
+    }
+
+
+def child(epochs: int, quiet_epochs: int, quota: int, guests: int, cluster_epochs: int) -> dict:
     """Runs in a child process (OVERCOMMIT_JIT set by the parent); prints one JSON line."""
     from overcommit.cluster.runners import GuestRunner
     from overcommit.nodes.host import Directives
@@ -215,9 +259,14 @@ def child(epochs: int, quiet_epochs: int, quota: int) -> dict:
     stored = 0
     d = Directives(tmem_quota=quota, tmem_capacity=quota)
     c0 = time.process_time()
+    cluster: dict = {}
     for e in range(epochs):
         if e % 10 == 0:
             g.start_window(e, d)
+        if e == CLUSTER_FROM and guests:  # (its time is taken out of the guest's own)
+            t0 = time.process_time()
+            cluster = _cluster(g, stores, guests, e, cluster_epochs, quota, dt, dev)
+            c0 += time.process_time() - t0
         before = store.s
         _drive(g.epoch(e, e * dt, dt, dev), stores, store)
         stored += store.s != before
@@ -235,6 +284,7 @@ def child(epochs: int, quiet_epochs: int, quota: int) -> dict:
         with_touchgen_ns_per_touch=(cpu - store.s) / touches * 1e9,
         touchgen_ns_per_touch=gen_s / touches * 1e9,
         digest=_digest(g),
+        **cluster,
     )
 
     # fixed cost: the same guest at 10 touches/s, through the core and through the runner
@@ -261,16 +311,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6000, help="epochs of the bench-4x8 guest")
     ap.add_argument("--quiet-epochs", type=int, default=20000, help="epochs at 10 touches/s")
     ap.add_argument("--quota", type=int, default=150_000, help="tmem pages the guest may hold")
+    ap.add_argument("--guests", type=int, default=32, help="guests of the cluster figure")
+    ap.add_argument(
+        "--cluster-epochs", type=int, default=300, help="epochs each cluster guest runs"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.guests and a.epochs <= CLUSTER_FROM:
+        ap.error(f"--epochs must be above {CLUSTER_FROM} for the cluster figure (or --guests 0)")
     if a.child:
-        print(json.dumps(child(a.epochs, a.quiet_epochs, a.quota)))
+        print(json.dumps(child(a.epochs, a.quiet_epochs, a.quota, a.guests, a.cluster_epochs)))
         return
     res = {}
     for mode in ("1", "0"):
         env = {**os.environ, "OVERCOMMIT_JIT": mode, "PYTHONPATH": str(ROOT)}
         cmd = [sys.executable, __file__, "--child", f"--epochs={a.epochs}"]
         cmd += [f"--quiet-epochs={a.quiet_epochs}", f"--quota={a.quota}"]
+        cmd += [f"--guests={a.guests}", f"--cluster-epochs={a.cluster_epochs}"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if p.returncode:
             sys.exit(f"child (OVERCOMMIT_JIT={mode}) failed:\n{p.stderr}")
@@ -287,16 +344,18 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     rows = [
         ("core ns/touch (no touch generation, no store)", "core_ns_per_touch"),
+        (f"core ns/touch, {a.guests} guests in turn (cluster)", "cluster_core_ns_per_touch"),
         ("touch generation ns/touch", "touchgen_ns_per_touch"),
         ("core + touch generation ns/touch", "with_touchgen_ns_per_touch"),
         ("fixed µs/guest-epoch, core (`GuestModel.epoch`)", "core_us_per_epoch"),
         ("fixed µs/guest-epoch, runner (`GuestRunner.window`)", "runner_us_per_epoch"),
     ]
     for label, key in rows:
-        print(f"| {label} | {k[key]:.1f} | {b[key]:.1f} | {b[key] / k[key]:.2f}x |")
+        if key in k:
+            print(f"| {label} | {k[key]:.1f} | {b[key]:.1f} | {b[key] / k[key]:.2f}x |")
     print()
     print(f"in-memory store: {k['store_s']:.2f} s (kernels), {b['store_s']:.2f} s (numpy)")
-    same = k["digest"] == b["digest"]
+    same = k["digest"] == b["digest"] and k.get("cluster_digest") == b.get("cluster_digest")
     print(f"same final state (page tables, counters, times): {same}")
     if not same:
         sys.exit(1)

@@ -201,20 +201,13 @@ def touch_pass(
     if async_want + max(0, wm_min + n_zero - free_top) > 0:
         return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
     j = 0
-    for i in range(min(_AHEAD, nu)):
-        _prefetch(last, uniq[i])
-    for i in range(nu):
-        if i + _AHEAD < nu:
+    for i in range(nu):  # first touches: the frames on top of the free stack, in page order
+        if i + _AHEAD < nu and loc_u[i + _AHEAD] == _UNTOUCHED:
             q = uniq[i + _AHEAD]
-            _prefetch(last, q)
-            _prefetch(ref, q)
-            if check_ra:
-                _prefetch(ra, q)
-            if loc_u[i + _AHEAD] == _UNTOUCHED:
-                _prefetch(frame, q)
-                _prefetch(dirty, q)
-        p = uniq[i]
+            _prefetch(frame, q)
+            _prefetch(dirty, q)
         if loc_u[i] == _UNTOUCHED:
+            p = uniq[i]
             f = free_stack[free_top - 1 - j]
             frame[p] = f
             fpage[f] = p
@@ -224,13 +217,7 @@ def touch_pass(
             loc[p] = _RAM
             dirty[p] = True
             j += 1
-        if last[p] <= window_start:
-            fresh += 1
-        last[p] = stamp
-        ref[p] = True
-        if check_ra and ra[p]:
-            ra[p] = False
-            hits += 1
+    fresh, hits = touched(uniq, last, ref, ra, stamp, window_start, check_ra)
     _versions(wp, wc, version, dirty)
     return True, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
 

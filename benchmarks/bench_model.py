@@ -317,6 +317,8 @@ def main() -> None:
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.guests < 0 or a.cluster_epochs < 1:
+        ap.error("--guests must be 0 or more and --cluster-epochs 1 or more")
     if a.guests and a.epochs <= CLUSTER_FROM:
         ap.error(f"--epochs must be above {CLUSTER_FROM} for the cluster figure (or --guests 0)")
     if a.child:

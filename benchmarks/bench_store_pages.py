@@ -41,9 +41,9 @@ from overcommit.stores.codec import encode, make_batch, page_offset, record_len 
 from overcommit.stores.launcher import RedisServer  # noqa: E402
 from overcommit.stores.swap import SwapStoreOps, hset_command, swap_key  # noqa: E402
 from overcommit.stores.tmem import (  # noqa: E402
+    BUCKET_BITS,
     ScriptRunner,
     bucket_key,
-    group_pages,
     lua_source,
     pages_blob,
     run_sync,
@@ -144,15 +144,11 @@ def bench_reads(client, mode: str, n: int, reads: int, batches: int, repeat: int
     script(keys=(key,), args=("batch", b"", b"", b"", width, off))  # loaded
     sha = script.sha
     groups = []  # each batch's reads grouped by bucket: (bucket key, fields)
-    for s in sets:
-        order, buckets, bounds = group_pages(s)
-        fields = [int(p).to_bytes(4, "big") for p in s[order].tolist()]
-        groups.append(
-            [
-                (f"{key}:{b}", fields[lo:hi])
-                for b, lo, hi in zip(buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist())
-            ]
-        )
+    for s in sets:  # sorted pages: their buckets come in ascending order
+        by_bucket: dict[int, list[bytes]] = {}
+        for p in s.tolist():
+            by_bucket.setdefault(p >> BUCKET_BITS, []).append(p.to_bytes(4, "big"))
+        groups.append([(f"{key}:{b}", fields) for b, fields in by_bucket.items()])
 
     def lua() -> list[bytes]:
         pipe = client.pipeline(transaction=False)

@@ -90,8 +90,14 @@ _BALLOON_COLUMNS = frozenset({"balloon_pages", "balloon_target"})
 #: The guest columns only a guest feature (`Mechanism.guest_features`) makes non-zero.
 FEATURE_COLUMNS: dict[str, frozenset[str]] = {
     "tmem": frozenset(
-        {"tmem_puts", "tmem_put_failures", "tmem_gets", "frontswap_pages", "tmem_pages"}
-        | {"tmem_billed"}
+        {
+            "tmem_puts",
+            "tmem_put_failures",
+            "tmem_gets",
+            "frontswap_pages",
+            "tmem_pages",
+            "tmem_billed",
+        }
     ),
     "balloon": _BALLOON_COLUMNS,
     "selfballoon": _BALLOON_COLUMNS,

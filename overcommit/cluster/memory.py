@@ -69,10 +69,17 @@ RAY_SYSTEM = 325 * MiB
 RAY_WORKER = 260 * MiB
 #: Python objects of one guest beyond its arrays (model, hooks, streams, connections).
 GUEST_OBJECTS = 64 * 1024
+
+
 #: A guest-epoch's row as the driver records it during the run, every column written (int32
 #: counts; see `overcommit.metrics.Recorder`); a guest's own is `row_bytes` of the columns its
 #: features may make non-zero (`metrics.recorded_columns`), the others never touched.
-GUEST_ROW_RECORDED = sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS)
+def row_bytes(columns: frozenset[str]) -> int:
+    """Bytes a guest-epoch's row takes in the driver's `Recorder` for these columns."""
+    return sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS if c in columns)
+
+
+GUEST_ROW_RECORDED = row_bytes(frozenset(GUEST_COLUMNS))
 
 #: The driver's own per-guest objects (specs, plan, the last window's reports).
 DRIVER_PER_GUEST = 64 * 1024
@@ -211,11 +218,6 @@ def _touched(spec: str, page_size: int, seconds: float, workload: Any) -> int:
         streams = TouchStreams(0, "memory-estimate", 0, "workload/0")
         _TOUCHED[key] = touched_pages(workload, streams, seconds)
     return _TOUCHED[key]
-
-
-def row_bytes(columns: frozenset[str]) -> int:
-    """Bytes a guest-epoch's row takes in the driver's `Recorder` for these columns."""
-    return sum(np.dtype(guest_dtype(c)).itemsize for c in GUEST_COLUMNS if c in columns)
 
 
 def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, int, int, int]:

@@ -43,8 +43,6 @@ from overcommit.stores.tmem import (
     run_sync,
 )
 
-_EMPTY = np.zeros(0, np.uint32)
-
 
 def swap_key(prefix: str, disk: str) -> str:
     """Key of a swap disk's index; its pages are in the buckets ``bucket_key(swap_key(..),

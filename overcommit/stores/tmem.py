@@ -18,7 +18,7 @@ One guest's gets, flushes and puts of one epoch run as one call of ``lua/tmem_ba
 Redis requests (:class:`Eval`, :class:`Command`) and return a result; :func:`run_sync` and
 :func:`run_async` drive them over a ``redis.Redis`` or ``redis.asyncio.Redis`` client, so the
 sync and async classes share every line of logic; and the bucket layout's keys
-(:func:`bucket_key`, :func:`group_pages`) and read-back (:func:`bucket_records`).
+(:func:`bucket_key`) and read-back (:func:`bucket_records`).
 """
 
 from __future__ import annotations
@@ -215,16 +215,6 @@ BUCKET_PAGES = 1 << BUCKET_BITS  # within hash-max-ziplist-entries (128): compac
 def bucket_key(base: str, page: int) -> str:
     """Key of the hash holding `page`'s record in the pool or disk whose key is `base`."""
     return f"{base}:{int(page) >> BUCKET_BITS}"
-
-
-def group_pages(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(order, buckets, bounds)`: `pages[order]` grouped by bucket (ascending buckets, the
-    given order within one), bucket `buckets[i]` holding `pages[order][bounds[i]:bounds[i+1]]`."""
-    b = np.asarray(pages).astype(np.uint32) >> BUCKET_BITS
-    order = np.argsort(b, kind="stable")
-    sb = b[order]
-    bounds = np.concatenate(([0], np.flatnonzero(sb[1:] != sb[:-1]) + 1, [len(sb)]))
-    return order, sb[bounds[:-1]], bounds
 
 
 def raw_replies(data: bytes, n: int) -> Op[list[Any]]:

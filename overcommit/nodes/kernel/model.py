@@ -410,7 +410,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         m = want + want // 4 + 64
         while True:
             order = scan.prefix(m)
-            if not scan.complete and free + len(order) < need:
+            if not scan.whole and free + len(order) < need:
                 order = scan.prefix(scan.total)  # possibly thrashing: decide on the whole order
             n_scan = len(order)  # pages of the scanned order (the rest: this epoch's own)
             thrash = free + n_scan < need
@@ -440,7 +440,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
             is_async[async_pick] = True
             rest = np.flatnonzero(~is_async)
             direct_n = max(0, self.wm_min + need - free - len(async_pick))
-            if scan.complete or (len(async_pick) == async_want and len(rest) >= direct_n):
+            if scan.whole or (len(async_pick) == async_want and len(rest) >= direct_n):
                 break
             m = 2 * m  # the prefix did not decide: a longer one
         take = rest[:direct_n]

@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 
 class _OrderScan:
-    """A reclaim order computed whole (exact LRU: it keeps no scan state)."""
+    """A reclaim order computed whole (exact LRU: it keeps no scan state).
+
+    `complete`: the scan has gone as far as it can (the order's length is known); `whole`:
+    the last `prefix` returned the whole order.
+    """
 
     complete = True
+    whole = True
 
     def __init__(self, order: np.ndarray) -> None:
         self.order = order
@@ -39,7 +44,10 @@ class _ClockScan(_OrderScan):
     order. `prefix(m)` scans the page table from the hand in chunks until it has `m`
     unreferenced candidates or has gone all the way round (then the order is `complete`,
     referenced pages included). A candidate is a resident page at or above `pinned_n` and not
-    in `exclude` (sorted, distinct).
+    in `exclude` (sorted, distinct). Once complete, the referenced candidates are appended to
+    the order only as far as a prefix asks (`whole` when all of them are in it): a full turn
+    over a table whose pages are all referenced yields a long order of which reclaim takes
+    the first few thousand.
     """
 
     def __init__(self, g: GuestModel, exclude: np.ndarray) -> None:
@@ -53,7 +61,9 @@ class _ClockScan(_OrderScan):
         self.nfound = 0
         self.order = _EI
         self.complete = False
+        self.whole = False
         self._stale = False
+        self._ref_at = (0, 0)  # (chunk, offset in it): where the referenced part stops
         self.total = g.N + 1  # beyond any prefix: asking for this much completes the scan
 
     def _scan_to(self, upto: int) -> None:
@@ -83,23 +93,38 @@ class _ClockScan(_OrderScan):
 
     def prefix(self, m: int) -> np.ndarray:
         """A prefix of the order at least `m` long (or the whole order)."""
-        if self.complete:
-            return self.order
-        while self.nfound < m and self.pos < self.n:
-            density = self.nfound / self.pos if self.pos else 0.5
-            step = int((m - self.nfound) / max(density, 0.02) * 1.25) + 4096
-            self._scan_to(min(self.n, self.pos + step))
-        parts = self.found
-        if self.pos >= self.n:  # all the way round: the referenced candidates follow
-            self.complete = True
-            ref = self.g.ref
-            parts = parts + [np.flatnonzero(cm & ref[lo:hi]) + lo for lo, hi, cm in self.chunks]
-        elif not self._stale:
-            return self.order
-        self._stale = False
-        parts = [p for p in parts if len(p)]
-        self.order = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else _EI)
+        if not self.complete:
+            while self.nfound < m and self.pos < self.n:
+                density = self.nfound / self.pos if self.pos else 0.5
+                step = int((m - self.nfound) / max(density, 0.02) * 1.25) + 4096
+                self._scan_to(min(self.n, self.pos + step))
+            self.complete = self.pos >= self.n
+        if self.complete:  # all the way round: the referenced candidates follow
+            self._referenced_to(m)
+        if self._stale:
+            self._stale = False
+            parts = [p for p in self.found if len(p)]
+            self.order = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else _EI)
         return self.order
+
+    def _referenced_to(self, m: int) -> None:
+        """Append the referenced candidates, in sweep order, until the order has `m` pages or
+        all of them (`whole`); chunks are taken in slices sized by the candidates still
+        wanted, so a short prefix reads a short stretch of the table."""
+        ref, chunks = self.g.ref, self.chunks
+        c, off = self._ref_at
+        while self.nfound < m and c < len(chunks):
+            lo, hi, cm = chunks[c]
+            end = min(hi - lo, off + 2 * (m - self.nfound) + 4096)
+            f = np.flatnonzero(cm[off:end] & ref[lo + off : lo + end])
+            if len(f):
+                f += lo + off
+                self.found.append(f)
+                self.nfound += len(f)
+                self._stale = True
+            c, off = (c + 1, 0) if end == hi - lo else (c, end)
+        self._ref_at = (c, off)
+        self.whole = c == len(chunks)
 
     def commit(self, page: int) -> None:
         """Record the sweep up to `page`, the victim furthest along the order: the candidates
@@ -136,6 +161,10 @@ class _FirstScan(_OrderScan):
     @property
     def complete(self) -> bool:  # type: ignore[override]
         return self.inner.complete
+
+    @property
+    def whole(self) -> bool:  # type: ignore[override]
+        return self.inner.whole
 
     def prefix(self, m: int) -> np.ndarray:
         """`first`, then at least `m` more pages of the inner order (or all of it)."""

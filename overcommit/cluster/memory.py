@@ -185,7 +185,9 @@ def _guest_arrays(guest: Any) -> list[tuple[np.ndarray, str]]:
                         walk(x, f"{path}.{k}[{i}]", depth + 1)
 
     walk(guest, "guest", 0)
-    return list(seen.values())
+    # a view of an array held too (the page tables: fields of the page records) is not
+    # memory of its own
+    return [(a, path) for a, path in seen.values() if id(a.base) not in seen]
 
 
 def touched_pages(workload: Any, streams: Any, seconds: float, step: float = 1.0) -> int:
@@ -232,7 +234,8 @@ def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, i
     resident = allocated = 0
     for a, _ in _guest_arrays(g):
         allocated += a.nbytes
-        if a.nbytes < 4096 or a.any():  # written at boot: resident whole
+        written = any(a[k].any() for k in a.dtype.names) if a.dtype.names else a.any()
+        if a.nbytes < 4096 or written:  # written at boot: resident whole
             resident += a.nbytes
         elif a.shape[:1] == (n,):
             resident += a.nbytes if touched >= _SCATTERED * n else a.nbytes * touched // n

@@ -29,6 +29,7 @@ from overcommit.nodes.kernel.types import (
     UNTOUCHED,
     ZPOOL,
     _hist_bins,
+    page_records,
 )
 from overcommit.stores.codec import RecordBatch, digest_stale, make_batch, verify
 
@@ -378,21 +379,6 @@ class GuestChecks:
 
 
 @njit(cache=True, nogil=True)
-def _census6(a: np.ndarray) -> np.ndarray:
-    """Entries of `a` equal to 0, 1, ... 5 (others count nowhere): six branch-free sums."""
-    c0 = c1 = c2 = c3 = c4 = c5 = 0
-    for i in range(len(a)):
-        v = a[i]
-        c0 += v == 0
-        c1 += v == 1
-        c2 += v == 2
-        c3 += v == 3
-        c4 += v == 4
-        c5 += v == 5
-    return np.array([c0, c1, c2, c3, c4, c5], np.int64)
-
-
-@njit(cache=True, nogil=True)
 def table_audit(
     loc: np.ndarray,
     slot: np.ndarray,
@@ -409,25 +395,29 @@ def table_audit(
     host-swapped frames, any swapped page without a slot of its kind, any anonymous page
     dropped or file page holding a slot, any pinned page out of RAM.
     """
-    real = _census6(loc)
-    real_slots = _census6(slot)
+    # one pass over the pages: the tables may be fields of one record per page (strided)
+    real = np.zeros(6, np.int64)
+    real_slots = np.zeros(6, np.int64)
     n = len(loc)
+    lo = min(max(file_lo, 0), n)
+    pin = min(max(pinned_n, 0), n)
     mapped = 0
-    for p in range(n):
-        mapped += frame[p] >= 0
-    wrong_slot = False
+    wrong_slot = mixed = pinned_out = False
     for p in range(n):
         v = loc[p]
-        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (slot[p] != v)
-    lo = min(max(file_lo, 0), n)
-    mixed = False
-    for p in range(lo):
-        mixed |= loc[p] == FILE
-    for p in range(lo, n):
-        mixed |= slot[p] != 0
-    pinned_out = False
-    for p in range(min(max(pinned_n, 0), n)):
-        pinned_out |= loc[p] != RAM
+        s = slot[p]
+        if 0 <= v < 6:
+            real[v] += 1
+        if 0 <= s < 6:
+            real_slots[s] += 1
+        mapped += frame[p] >= 0
+        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (s != v)
+        if p < lo:
+            mixed |= v == FILE
+        else:
+            mixed |= s != 0
+        if p < pin:
+            pinned_out |= v != RAM
     merged = 0
     merged_out = False
     backed = 0
@@ -555,11 +545,11 @@ def frame_verdict(
 
 def warm_checks() -> None:
     """Compile the audit kernels (or load them from the cache)."""
-    loc = np.zeros(8, np.int8)
-    frame = np.full(8, -1, np.int32)
+    rec = page_records(8)  # the page tables are fields of page records, as a guest's are
+    loc, frame = rec["loc"], rec["frame"]
     fpage = np.full(8, -1, np.int32)
     stack = np.arange(8, dtype=np.int32)
-    table_audit(loc, loc.copy(), frame, loc.copy(), np.zeros(8, np.uint64), 8, 0)
+    table_audit(loc, rec["slot"], frame, np.zeros(8, np.int8), np.zeros(8, np.uint64), 8, 0)
     frame_verdict(frame, fpage, 8, stack, 8, stack.copy(), 0, stack.copy(), 0, -1)
     batch = make_batch("g", np.arange(2), np.zeros(2), "digest", 4096, 0.5)
     digest_stale("g", batch, np.zeros(8, np.uint32), True)

@@ -28,6 +28,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from overcommit.nodes.kernel.types import page_records
+
 #: kernels on (`OVERCOMMIT_JIT=0` runs the numpy path instead)
 ENABLED = os.environ.get("OVERCOMMIT_JIT", "1") != "0"
 
@@ -664,96 +666,31 @@ def slots_freed(
 
 
 def warm() -> None:
-    """Compile every kernel for the core's array types (or load them from the cache)."""
+    """Compile every kernel for the core's array types (or load them from the cache): the
+    page tables are fields of page records (strided views), as a guest's are."""
     p = np.arange(4, dtype=np.int64)
-    loc = np.zeros(8, np.int8)
-    flags = np.zeros(8, bool)
+    rec = page_records(8)
+    loc, slot, last, ver = rec["loc"], rec["slot"], rec["last"], rec["version"]
+    frame, ref, ra = rec["frame"], rec["ref"], rec["ra"]
+    dirty = np.zeros(8, bool)
     stack = np.arange(8, dtype=np.int32)
-    frame = np.full(8, -1, np.int32)
     fpage = np.full(8, -1, np.int32)
-    last = np.zeros(8, np.int32)
     state = np.zeros(8, np.int8)
-    touch_pass(
-        p,
-        flags[:4],
-        3,
-        loc,
-        loc.copy(),
-        True,
-        4,
-        1,
-        2,
-        1,
-        flags,
-        np.zeros(8, np.uint32),
-        stack,
-        frame,
-        fpage,
-        state,
-        False,
-        last,
-        flags.copy(),
-        flags.copy(),
-        1,
-        0,
-        True,
-    )
+    census = np.zeros(6, np.int64)
+    tp = (p, dirty[:4], 3, loc, slot, True, 4, 1, 2, 1, dirty, ver, stack, frame, fpage, state)
+    touch_pass(*tp, False, last, ref, ra, 1, 0, True)
     map_in(p + 4, stack, 4, frame, fpage, state, False)
-    touched(p, last, flags, flags.copy(), 1, 0, True)
-    split_faults(p, loc[:4], 8)
+    touched(p, last, ref, ra, 1, 0, True)
+    split_faults(p, np.zeros(4, np.int8), 8)
     swap_reads(p, 2, 8, loc)
     sorted_diff(p, p[:2])
     cluster_counts(p, 2)
     read_latencies(p, 2, 4096, 1e-4, 1e9, 1e-5, 0.0, 0.5, 1e-6, 0.0)
     hist_add(np.zeros(4, np.int64), np.zeros(2), 100)
-    pair_counts(flags, flags)
-    slots_freed(p, loc, True, p, p[:1], p[:0], p[:0], p[:2])
-    census = np.zeros(6, np.int64)
-    apply_out(
-        p,
-        p[:0],
-        p,
-        flags[:4],
-        8,
-        loc,
-        loc.copy(),
-        census,
-        census.copy(),
-        flags,
-        flags,
-        True,
-        frame,
-        fpage,
-        stack,
-        0,
-    )
-    apply_in(
-        p,
-        p,
-        p,
-        p[:0],
-        p,
-        p[:0],
-        p,
-        p,
-        p,
-        loc,
-        loc.copy(),
-        census,
-        census.copy(),
-        flags,
-        np.zeros(8, np.uint32),
-        stack,
-        8,
-        frame,
-        fpage,
-        state,
-        False,
-        flags,
-        0,
-        last,
-        flags,
-        1,
-        0,
-        True,
-    )
+    pair_counts(dirty, dirty)
+    slots_freed(p, slot, True, p, p[:1], p[:0], p[:0], p[:2])
+    tables = (loc, slot, census, census.copy(), dirty)
+    apply_out(p, p[:0], p, dirty[:4], 8, *tables, ra, True, frame, fpage, stack, 0)
+    moves = (p, p, p, p[:0], p, p[:0], p, p, p)
+    frames = (ver, stack, 8, frame, fpage, state, False)
+    apply_in(*moves, *tables, *frames, ra, 0, last, ref, 1, 0, True)

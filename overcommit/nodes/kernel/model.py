@@ -55,6 +55,7 @@ from overcommit.nodes.kernel.types import (
     HIST_BINS,
     NLOC,
     NO_SLOT,
+    PAGE_RECORD,
     RAM,
     STALL_SOURCES,
     SWAP_CLUSTER,
@@ -64,6 +65,7 @@ from overcommit.nodes.kernel.types import (
     Request,
     _counts,
     _member,
+    page_records,
 )
 from overcommit.profiles import Costs, DeviceQueue
 from overcommit.workloads import TouchStreams, make_workload
@@ -74,8 +76,28 @@ def _overrides(h: GuestMechanism, hook: str) -> bool:
     return getattr(type(h), hook) is not getattr(GuestMechanism, hook)
 
 
+def _page_records(g: GuestModel, n: int, old: dict | None = None) -> None:
+    """Give `g` its per-page record array (`PAGE_RECORD`) and its tables as views of it."""
+    rec = page_records(n, old)
+    for k in PAGE_RECORD.names:
+        setattr(g, k, rec[k])
+    g.pages_rec = rec
+
+
 class GuestModel(GuestLifecycle, GuestChecks):
     """A guest kernel's memory state and its workload. Pure Python + numpy."""
+
+    def __getstate__(self) -> dict:
+        """Pickled (to an actor, or copied) with its tables as arrays of their own; the
+        other side lays them out in records again (`__setstate__`)."""
+        state = self.__dict__.copy()
+        state.pop("pages_rec", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "loc" in state:
+            _page_records(self, len(state["loc"]), state)
 
     def __init__(
         self,
@@ -227,22 +249,19 @@ class GuestModel(GuestLifecycle, GuestChecks):
     def _reset_memory(self) -> None:
         """Fresh workload state: nothing touched, every unballooned frame free, new streams."""
         n = self.N
-        self.loc = np.zeros(n, np.int8)
-        self.slot = np.zeros(n, np.int8)
+        # per page: `last` (last touched epoch + 1, for lru; 6.8 years of epochs), `version`,
+        # `frame` (-1: none), `loc`, `slot`, `ref` (referenced bit, for the clock), `ra` (read
+        # ahead, not touched since: kernel.readahead), as fields of one record (PAGE_RECORD)
+        _page_records(self, n)
+        self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
         self.census = np.zeros(NLOC, np.int64)  # ledger: pages per location
         self.census[UNTOUCHED] = n
         self.slot_census = np.zeros(NLOC, np.int64)  # ledger: pages per slot kind
         self.slot_census[NO_SLOT] = n
-        self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
-        self.version = np.zeros(n, np.uint32)
-        self.frame = np.full(n, -1, np.int32)
         self.fpage = np.full(self.nframes, -1, np.int32)  # frame -> page it holds
-        self.last = np.zeros(n, np.int32)  # last touched epoch + 1 (lru; 6.8 years of epochs)
         self.last_hi = 0  # the largest value in `last`
         self.active_n = 0  # pages with last > window_start (see active_pages)
-        self.ref = np.zeros(n, bool)  # referenced bit (clock)
         self.hand = 0
-        self.ra = np.zeros(n, bool)  # read ahead, not touched since (kernel.readahead)
         self.ra_n = 0  # pages flagged in `ra`
         self.ra_hits_since = 0  # readahead hits since the window was last set
         self.ra_window = self.readahead  # the swap readahead window, in pages

@@ -410,3 +410,25 @@ def test_per_epoch_check_messages(filled_guest):
     assert g.conservation()[-1] == (
         f"vm: RAM {g.alloc_pages} + tmem {g.tmem_billed} pages above maxmem {g.maxmem_pages}"
     )
+
+
+def test_page_tables_stay_fields_of_one_record_through_copies_and_pickles(filled_guest):
+    """A guest's per-page tables are views of its page records (one cache line a page for
+    the touch loops), and a copy or an unpickled guest (an actor's) has records of its own
+    holding the same values, with every check holding."""
+    import pickle
+
+    from overcommit.nodes.kernel.types import PAGE_RECORD
+
+    g = filled_guest
+    assert g.pages_rec.dtype == PAGE_RECORD and PAGE_RECORD.itemsize == 16
+    for k in PAGE_RECORD.names:
+        assert getattr(g, k).base is g.pages_rec
+    for c in (copy.deepcopy(g), pickle.loads(pickle.dumps(g))):
+        for k in PAGE_RECORD.names:
+            a = getattr(c, k)
+            assert a.base is c.pages_rec and not np.shares_memory(a, g.pages_rec)
+            assert a.dtype == getattr(g, k).dtype and np.array_equal(a, getattr(g, k))
+        assert c.conservation(full=True) == []
+        c.loc[_resident(c, 1)] = SWAP  # a write through a table lands in the record
+        assert c.pages_rec["loc"][_resident(g, 1)] == SWAP

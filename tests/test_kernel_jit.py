@@ -421,7 +421,7 @@ def test_page_tables_stay_fields_of_one_record_through_copies_and_pickles(filled
     from overcommit.nodes.kernel.types import PAGE_RECORD
 
     g = filled_guest
-    assert g.pages_rec.dtype == PAGE_RECORD and PAGE_RECORD.itemsize == 16
+    assert g.pages_rec.dtype == PAGE_RECORD and PAGE_RECORD.itemsize == 12
     for k in PAGE_RECORD.names:
         assert getattr(g, k).base is g.pages_rec
     for c in (copy.deepcopy(g), pickle.loads(pickle.dumps(g))):

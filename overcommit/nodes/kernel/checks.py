@@ -546,7 +546,7 @@ def frame_verdict(
 def warm_checks() -> None:
     """Compile the audit kernels (or load them from the cache)."""
     rec = page_records(8)  # the page tables are fields of page records, as a guest's are
-    loc, frame = rec["loc"], rec["frame"]
+    loc, frame = rec["loc"], np.full(8, -1, np.int32)
     fpage = np.full(8, -1, np.int32)
     stack = np.arange(8, dtype=np.int32)
     table_audit(loc, rec["slot"], frame, np.zeros(8, np.int8), np.zeros(8, np.uint64), 8, 0)

@@ -671,7 +671,7 @@ def warm() -> None:
     p = np.arange(4, dtype=np.int64)
     rec = page_records(8)
     loc, slot, last, ver = rec["loc"], rec["slot"], rec["last"], rec["version"]
-    frame, ref, ra = rec["frame"], rec["ref"], rec["ra"]
+    frame, ref, ra = np.full(8, -1, np.int32), rec["ref"], rec["ra"]
     dirty = np.zeros(8, bool)
     stack = np.arange(8, dtype=np.int32)
     fpage = np.full(8, -1, np.int32)

@@ -250,10 +250,11 @@ class GuestModel(GuestLifecycle, GuestChecks):
         """Fresh workload state: nothing touched, every unballooned frame free, new streams."""
         n = self.N
         # per page: `last` (last touched epoch + 1, for lru; 6.8 years of epochs), `version`,
-        # `frame` (-1: none), `loc`, `slot`, `ref` (referenced bit, for the clock), `ra` (read
-        # ahead, not touched since: kernel.readahead), as fields of one record (PAGE_RECORD)
+        # `loc`, `slot`, `ref` (referenced bit, for the clock), `ra` (read ahead, not touched
+        # since: kernel.readahead), as fields of one record (PAGE_RECORD)
         _page_records(self, n)
         self.dirty = np.zeros(n, bool)  # resident and written since it last left RAM
+        self.frame = np.full(n, -1, np.int32)  # page -> frame holding it (-1: none)
         self.census = np.zeros(NLOC, np.int64)  # ledger: pages per location
         self.census[UNTOUCHED] = n
         self.slot_census = np.zeros(NLOC, np.int64)  # ledger: pages per slot kind

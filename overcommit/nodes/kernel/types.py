@@ -28,27 +28,26 @@ HIST_LO, HIST_PER_DECADE, HIST_DECADES = 1e-7, 100, 9
 HIST_BINS = HIST_PER_DECADE * HIST_DECADES + 2
 
 #: a guest's per-page table entries that an epoch's page loops read and write together, as
-#: one 16-byte record per page (a quarter of a cache line): the LRU stamp, the version, the
-#: frame (-1: none), the location, the slot, the referenced and read-ahead bits. The guest's
-#: `last`, `version`, `frame`, `loc`, `slot`, `ref` and `ra` arrays are views of its fields,
-#: so touching a page costs one cache miss where one table each cost one. `dirty` stays an
-#: array of its own (the record is full): the same 17 bytes a page as separate tables.
+#: one 12-byte record per page: the LRU stamp, the version, the location, the slot, the
+#: referenced and read-ahead bits. The guest's `last`, `version`, `loc`, `slot`, `ref` and
+#: `ra` arrays are views of its fields, so touching a page costs one cache miss where one
+#: table each cost one. `frame` and `dirty` stay arrays of their own: the frame table is
+#: what the full audit reads page by page from the frames' side (in records it would read a
+#: record a frame), and the same 17 bytes a page as separate tables, with no padding.
 PAGE_RECORD = np.dtype(
     {
-        "names": ["last", "version", "frame", "loc", "slot", "ref", "ra"],
-        "formats": ["<i4", "<u4", "<i4", "i1", "i1", "?", "?"],
-        "offsets": [0, 4, 8, 12, 13, 14, 15],
-        "itemsize": 16,
+        "names": ["last", "version", "loc", "slot", "ref", "ra"],
+        "formats": ["<i4", "<u4", "i1", "i1", "?", "?"],
+        "offsets": [0, 4, 8, 9, 10, 11],
+        "itemsize": 12,
     }
 )
 
 
 def page_records(n: int, old: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """`n` page records: nothing touched (frame -1), or the values of `old`'s arrays."""
+    """`n` page records: nothing touched (all zero), or the values of `old`'s arrays."""
     rec = np.zeros(n, PAGE_RECORD)
-    if old is None:
-        rec["frame"] = -1
-    else:
+    if old is not None:
         for k in PAGE_RECORD.names:
             rec[k] = old[k]
     return rec

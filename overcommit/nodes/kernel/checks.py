@@ -395,7 +395,8 @@ def table_audit(
     host-swapped frames, any swapped page without a slot of its kind, any anonymous page
     dropped or file page holding a slot, any pinned page out of RAM.
     """
-    # one pass over the pages: the tables may be fields of one record per page (strided)
+    # one pass over the pages (loc and slot are fields of the page records: strided; one
+    # pass costs less than a short loop each)
     real = np.zeros(6, np.int64)
     real_slots = np.zeros(6, np.int64)
     n = len(loc)

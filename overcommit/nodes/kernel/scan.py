@@ -17,11 +17,9 @@ if TYPE_CHECKING:
 class _OrderScan:
     """A reclaim order computed whole (exact LRU: it keeps no scan state).
 
-    `complete`: the scan has gone as far as it can (the order's length is known); `whole`:
-    the last `prefix` returned the whole order.
+    `whole`: the last `prefix` returned the whole order (always, here).
     """
 
-    complete = True
     whole = True
 
     def __init__(self, order: np.ndarray) -> None:
@@ -60,7 +58,7 @@ class _ClockScan(_OrderScan):
         self.found: list[np.ndarray] = []  # unreferenced candidates of each chunk
         self.nfound = 0
         self.order = _EI
-        self.complete = False
+        self.complete = False  # the sweep went all the way round
         self.whole = False
         self._stale = False
         self._ref_at = (0, 0)  # (chunk, offset in it): where the referenced part stops
@@ -157,10 +155,6 @@ class _FirstScan(_OrderScan):
         self.inner = inner
         self.flagged = flagged  # the per-page flag of `first`'s pages
         self.total = len(first) + inner.total
-
-    @property
-    def complete(self) -> bool:  # type: ignore[override]
-        return self.inner.complete
 
     @property
     def whole(self) -> bool:  # type: ignore[override]

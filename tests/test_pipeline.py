@@ -8,7 +8,7 @@ import redis
 
 from overcommit.stores.codec import make_batch
 from overcommit.stores.launcher import RedisServer
-from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, targeted
+from overcommit.stores.pipeline import Posted, ServerLost, StoreMux, pack_command, targeted
 from overcommit.stores.swap import SwapStoreOps
 from overcommit.stores.tmem import Command, Raw, ScriptRunner, TmemStoreOps, run_sync, tmem_key
 from tests.test_tmem_store import stored
@@ -207,3 +207,26 @@ def test_posted_error_reply_still_fails_the_run(clients, redis_prefix):
     with pytest.raises(redis.ResponseError):
         mux.run([_posting_bad(f"{redis_prefix}:pe")])
     mux.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, b"k:1", "k:é", "batch", b"\x00\xff" * 700, b"", 16, -5, 2**70),
+        ("HSET", b"meta", "frozen:vm-1", "1"),
+        ("HMGET", "meta", "n:vm-1", "used"),
+        ("X", 1.5, 0.1),  # a float: redis-py's path
+        ("X", np.float64(0.25)),  # a numpy scalar: redis-py's path (a float subclass)
+        ("SCRIPT LOAD", "return 1"),  # a name with a space: redis-py splits it
+        ("HSET", "k", bytearray(b"ab"), memoryview(b"cd")),  # buffers: redis-py's path
+    ],
+)
+def test_commands_pack_as_redis_py_packs_them(args):
+    conn = redis.Connection()
+    assert pack_command(args, conn) == conn.pack_commands([args])
+
+
+@pytest.mark.parametrize("bad", [True, None, np.int64(3)])
+def test_arguments_redis_py_refuses_are_still_refused(bad):
+    with pytest.raises(redis.DataError):
+        pack_command(("HSET", "k", "f", bad), redis.Connection())

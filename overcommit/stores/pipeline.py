@@ -245,6 +245,20 @@ GATHER = -2  # pending mark: a reply gathered for the next one (a multi-command 
 LOW_WATER = 4
 
 
+def pack_command(args: tuple, conn: Any) -> list[bytes]:
+    """One command in the Redis protocol, as `conn.pack_commands([args])` packs it: through
+    hiredis's packer directly when every argument is bytes, str or int (redis-py's own path
+    converts each argument first and costs several times more per command); otherwise
+    (another type, a command name with a space) through redis-py, with its errors."""
+    if not isinstance(args[0], str) or " " in args[0]:
+        return conn.pack_commands([args])
+    for a in args:
+        t = type(a)
+        if t is not bytes and t is not str and t is not int:
+            return conn.pack_commands([args])
+    return [hiredis.pack_command(args)]
+
+
 class _Link:
     """One server's side of a `StoreMux.run`: requests queued, sent and awaited, and a reply
     parser fed from the raw socket (the connection's own parser is not used meanwhile)."""
@@ -282,7 +296,10 @@ class _Link:
         """Write every queued request in one send (each send wakes the server up)."""
         parts: list[bytes] = []
         for item in self.out:  # a Raw request is already packed
-            parts += [item] if isinstance(item, bytes) else self.conn.pack_commands([item])
+            if isinstance(item, bytes):
+                parts.append(item)
+            else:
+                parts += pack_command(item, self.conn)
         if not self.sent:  # the server owes nothing yet: its wait starts now
             self.since, self.reported = time.monotonic(), 0.0
         try:

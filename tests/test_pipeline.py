@@ -230,3 +230,37 @@ def test_commands_pack_as_redis_py_packs_them(args):
 def test_arguments_redis_py_refuses_are_still_refused(bad):
     with pytest.raises(redis.DataError):
         pack_command(("HSET", "k", "f", bad), redis.Connection())
+
+
+def _pusher(target: str, key: str, name: str, steps: int):
+    """Pushes to a list on `target`, then its echo to one on shared storage, `steps` times."""
+    for k in range(steps):
+        yield target, Command(("RPUSH", f"{key}:{target}", f"{name}{k}"))
+        yield "shared", Command(("RPUSH", f"{key}:shared", f"{name}{k}s"))
+    return name
+
+
+def test_union_runs_plans_over_every_member_server_through_their_connections(
+    redis_fleet, redis_prefix
+):
+    """A host group's members run their window in one mux: `StoreMux.union` of their muxes
+    reaches every member's server, through the members' own connections."""
+    shared = redis_fleet.shared.client()
+    a = StoreMux({"host-a": redis_fleet.host("host-a").client(), "shared": shared})
+    b = StoreMux({"host-b": redis_fleet.host("host-b").client(), "shared": shared})
+    assert StoreMux.union([a]) is a
+    u = StoreMux.union([a, b])
+    assert u.conns["host-a"] is a.conns["host-a"] and u.conns["host-b"] is b.conns["host-b"]
+    assert u.conns["shared"] is a.conns["shared"] and u.shas["host-b"] is b.shas["host-b"]
+    key = f"{redis_prefix}:u"
+    assert u.run([_pusher("host-a", key, "a", 3), _pusher("host-b", key, "b", 2)]) == ["a", "b"]
+    on_a = redis_fleet.host("host-a").client().lrange(f"{key}:host-a", 0, -1)
+    on_b = redis_fleet.host("host-b").client().lrange(f"{key}:host-b", 0, -1)
+    assert on_a == [b"a0", b"a1", b"a2"] and on_b == [b"b0", b"b1"]
+    echoes = [v.decode() for v in shared.lrange(f"{key}:shared", 0, -1)]
+    assert [e for e in echoes if e[0] == "a"] == ["a0s", "a1s", "a2s"]
+    assert [e for e in echoes if e[0] == "b"] == ["b0s", "b1s"]
+    # both plans were in flight at once: b's first push came before a's last
+    assert echoes.index("b0s") < echoes.index("a2s")
+    a.close()
+    b.close()

@@ -182,10 +182,7 @@ class HostActorImpl:
         """Run the window; returns the host's report, the call's wall time and, with
         `count_pools`, the pool-count check read right after it (saves the driver a call)."""
         t0 = time.perf_counter()
-        self.runner.host.reclaim_need = need
-        if self.mode == "packed":
-            self.states = [g.state() for g in self.guests]
-        grants = self.runner.plan(self.states, orders, promised)
+        grants = self.window_start(need, orders, promised)
         if self.mode == "actors":
             refs = [
                 a.window.remote(e0, e1, dt, device, grants[n])
@@ -193,8 +190,24 @@ class HostActorImpl:
             ]
             reports = list(await asyncio.gather(*refs))
         else:
-            gens = [g.window(e0, e1, dt, device, grants[g.name]) for g in self.guests]
-            reports = self.stores.windows(gens, e0, e1)
+            reports = self.stores.windows(self.window_gens(e0, e1, dt, device, grants), e0, e1)
+        return await self.window_end(e0, e1, reports, count_pools, t0)
+
+    def window_start(self, need: int, orders: Any, promised: dict[str, int] | None) -> dict:
+        """The host plans the window: its guests' grants, by guest name."""
+        self.runner.host.reclaim_need = need
+        if self.mode == "packed":
+            self.states = [g.state() for g in self.guests]
+        return self.runner.plan(self.states, orders, promised)
+
+    def window_gens(self, e0: int, e1: int, dt: float, device: Any, grants: dict) -> list[Any]:
+        """Packed: the window generators of the host's guests, in their order."""
+        return [g.window(e0, e1, dt, device, grants[g.name]) for g in self.guests]
+
+    async def window_end(
+        self, e0: int, e1: int, reports: list[Any], count_pools: bool, t0: float
+    ) -> tuple[Any, float, list[str] | None]:
+        """The host combines its guests' reports of the window (see `run_window`)."""
         out = self.runner.combine(e0, e1, reports)
         self.states = [r.state for r in reports]
         self.calls += 1
@@ -386,6 +399,30 @@ class HostGroupImpl:
         """Run `method` of member `host`, as a call to a host actor of its own would."""
         out = getattr(self.members[host], method)(*args)
         return (await out) if asyncio.iscoroutine(out) else out
+
+    async def run_windows(self, e0: int, e1: int, dt: float, device: Any, calls: list) -> list:
+        """Members' `run_window`s at once, one `(host, need, orders, promised, count_pools)`
+        each: every member plans its window, then all their guests run it together over one
+        mux spanning the members' Redis servers and shared storage (their requests
+        interleave, as inline's hosts' do, where members taking turns left each server idle
+        while another member computed), then every member combines its own reports. Returns
+        each member's `run_window` result, in the order of `calls`."""
+        t0 = time.perf_counter()
+        members = [self.members[call[0]] for call in calls]
+        gens: list[Any] = []
+        sizes = []
+        for m, (_, need, orders, promised, _) in zip(members, calls):
+            mine = m.window_gens(e0, e1, dt, device, m.window_start(need, orders, promised))
+            gens += mine
+            sizes.append(len(mine))
+        mux = StoreMux.union([m.stores.mux for m in members])
+        during = f"epochs {e0}-{e1 - 1}"
+        reports = run_at_once(mux, members[0].stores.execute.ops, gens, during)
+        out = []
+        for m, n, call in zip(members, sizes, calls):
+            mine, reports = reports[:n], reports[n:]
+            out.append(await m.window_end(e0, e1, mine, call[4], t0))
+        return out
 
     def kill(self, host: str) -> None:
         """The host dies: its Redis server is killed and its guests' state dropped, as killing

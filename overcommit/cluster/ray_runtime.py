@@ -296,23 +296,28 @@ class RayRuntime:
             h: {g: o for g, o in (orders or {}).items() if g in self.guests_on.get(h, ())}
             for h in names
         }
-        refs = [
-            self.hosts[h].run_window.remote(
-                e0,
-                e1,
-                dt,
-                device,
-                needs.get(h, 0),
-                mine[h] or None,
-                promised.get(h),
-                self.count_pools,
-            )
-            for h in names
-        ]
+        # a host actor runs its window; a group actor runs its members' windows at once (their
+        # guests' requests interleave over one mux, as inline's hosts' do): one call a group
+        refs: dict[str, tuple[Any, int]] = {}  # host -> (its call, its place in the reply)
+        groups: dict[Any, list[tuple]] = {}
+        for h in names:
+            args = (needs.get(h, 0), mine[h] or None, promised.get(h), self.count_pools)
+            actor = self.hosts[h]
+            if isinstance(actor, _Member):
+                groups.setdefault(actor.group, []).append((h, *args))
+            else:
+                refs[h] = (actor.run_window.remote(e0, e1, dt, device, *args), -1)
+        for group, calls in groups.items():
+            ref = group.run_windows.remote(e0, e1, dt, device, calls)
+            refs.update((call[0], (ref, i)) for i, call in enumerate(calls))
         results = []
-        for h, ref in zip(names, refs):
+        got: dict[Any, Any] = {}
+        for h in names:
+            ref, i = refs[h]
             try:
-                results.append(ray.get(ref))
+                if ref not in got:
+                    got[ref] = ray.get(ref)
+                results.append(got[ref] if i < 0 else got[ref][i])
             except ray.exceptions.RayTaskError as exc:
                 raise _store_lost(exc) from None
             except _deaths() as exc:

@@ -79,6 +79,20 @@ class StoreMux:
         for target, client in clients.items():
             self.bind(target, client)
 
+    @classmethod
+    def union(cls, muxes: list[StoreMux]) -> StoreMux:
+        """One mux over the servers of `muxes`, through their connections (none new; a server
+        several of them reach, such as shared storage, through the first one's)."""
+        if len(muxes) == 1:
+            return muxes[0]
+        u = cls({}, muxes[0].timeout, muxes[0].on_wait)
+        for m in muxes:
+            for target, conn in m.conns.items():
+                if target not in u.conns:
+                    u.clients[target], u.conns[target] = m.clients[target], conn
+                    u.shas[target] = m.shas[target]
+        return u
+
     def bind(self, target: Hashable, client: redis.Redis) -> None:
         """(Re)bind `target` to `client` (a restarted server): new connection, scripts reload."""
         self.drop(target)

@@ -248,8 +248,9 @@ def test_union_runs_plans_over_every_member_server_through_their_connections(
     shared = redis_fleet.shared.client()
     a = StoreMux({"host-a": redis_fleet.host("host-a").client(), "shared": shared})
     b = StoreMux({"host-b": redis_fleet.host("host-b").client(), "shared": shared})
-    assert StoreMux.union([a]) is a
-    u = StoreMux.union([a, b])
+    assert StoreMux.union([a], ["host-a"]) is a
+    a.bind("host-b", redis_fleet.host("host-b").client())  # a peer: b's own connection wins
+    u = StoreMux.union([a, b], ["host-a", "host-b"])
     assert u.conns["host-a"] is a.conns["host-a"] and u.conns["host-b"] is b.conns["host-b"]
     assert u.conns["shared"] is a.conns["shared"] and u.shas["host-b"] is b.shas["host-b"]
     key = f"{redis_prefix}:u"

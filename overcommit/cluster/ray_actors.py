@@ -415,7 +415,7 @@ class HostGroupImpl:
             mine = m.window_gens(e0, e1, dt, device, m.window_start(need, orders, promised))
             gens += mine
             sizes.append(len(mine))
-        mux = StoreMux.union([m.stores.mux for m in members])
+        mux = StoreMux.union([m.stores.mux for m in members], [m.name for m in members])
         during = f"epochs {e0}-{e1 - 1}"
         reports = run_at_once(mux, members[0].stores.execute.ops, gens, during)
         out = []

@@ -80,17 +80,19 @@ class StoreMux:
             self.bind(target, client)
 
     @classmethod
-    def union(cls, muxes: list[StoreMux]) -> StoreMux:
-        """One mux over the servers of `muxes`, through their connections (none new; a server
-        several of them reach, such as shared storage, through the first one's)."""
+    def union(cls, muxes: list[StoreMux], own: list[Hashable]) -> StoreMux:
+        """One mux over the servers of `muxes`, through their connections (none new): each
+        mux's own target (`own`, in the same order: a host's server) through that mux's
+        connection, any other target several reach (shared storage, a peer's server) through
+        the first one's."""
         if len(muxes) == 1:
             return muxes[0]
         u = cls({}, muxes[0].timeout, muxes[0].on_wait)
-        for m in muxes:
-            for target, conn in m.conns.items():
-                if target not in u.conns:
-                    u.clients[target], u.conns[target] = m.clients[target], conn
-                    u.shas[target] = m.shas[target]
+        steps = [*zip(muxes, own), *((mux, t) for mux in muxes for t in mux.conns)]
+        for m, target in steps:
+            if target not in u.conns:
+                u.clients[target], u.conns[target] = m.clients[target], m.conns[target]
+                u.shas[target] = m.shas[target]
         return u
 
     def bind(self, target: Hashable, client: redis.Redis) -> None:

@@ -373,8 +373,9 @@ class HostActorImpl:
 
 class HostGroupImpl:
     """Several hosts in one actor process (`runtime.hosts_per_actor` > 1, guests packed): each
-    member is a whole `HostActorImpl` with its own Redis server. Calls name the member; a
-    member's window blocks the process as a host actor's does, so members take turns."""
+    member is a whole `HostActorImpl` with its own Redis server. Calls name the member
+    (`call`), except a window: `run_windows` runs every member's at once, all their guests over
+    one mux, as the inline runtime runs its hosts'."""
 
     def __init__(self, scenario: Any, members: list[tuple], shared_url: str, workdir: Any) -> None:
         self.members: dict[str, HostActorImpl] = {}

@@ -514,7 +514,8 @@ class RayRuntime:
 
 class _Member:
     """A host inside a group actor (`runtime.hosts_per_actor` > 1), called as a host actor of
-    its own: `member.run_window.remote(...)` is the group's `call.remote(host, ...)`."""
+    its own: `member.drain.remote(...)` is the group's `call.remote(host, "drain", ...)`. Its
+    windows go to the group's `run_windows`, with the other members' (`RayRuntime.run_window`)."""
 
     def __init__(self, group: Any, host: str) -> None:
         self.group = group

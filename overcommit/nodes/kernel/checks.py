@@ -16,6 +16,7 @@ from numba import njit
 from overcommit.nodes.host import F_RAM
 from overcommit.nodes.kernel import jit
 from overcommit.nodes.kernel.hooks import GuestMechanism
+from overcommit.nodes.kernel.jit import _AHEAD, _prefetch
 from overcommit.nodes.kernel.types import (
     _HIST_BIN,
     FILE,
@@ -379,6 +380,27 @@ class GuestChecks:
 
 
 @njit(cache=True, nogil=True)
+def _tally(loc, slot, frame, p0: int, p1: int, anon: bool, banks: np.ndarray):
+    """`table_audit`'s pass over pages [p0, p1): locations and slot kinds counted into `banks`
+    (four banks by page, as an increment of the same counter page after page waits for the one
+    before it, and four banks overlap them; indexed by the raw byte, so any value counts
+    somewhere); returns (pages holding a frame, any swapped page without a slot of its kind,
+    any `anon` page dropped (loc FILE) or other page holding a slot)."""
+    mapped = 0
+    wrong_slot = mixed = False
+    for p in range(p0, p1):
+        v = loc[p]
+        s = slot[p]
+        k = p & 3
+        banks[0, k, np.uint8(v)] += 1
+        banks[1, k, np.uint8(s)] += 1
+        mapped += frame[p] >= 0
+        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (s != v)
+        mixed |= (v == FILE) if anon else (s != 0)
+    return mapped, wrong_slot, mixed
+
+
+@njit(cache=True, nogil=True)
 def table_audit(
     loc: np.ndarray,
     slot: np.ndarray,
@@ -395,43 +417,43 @@ def table_audit(
     host-swapped frames, any swapped page without a slot of its kind, any anonymous page
     dropped or file page holding a slot, any pinned page out of RAM.
     """
-    # one pass over the pages (loc and slot are fields of the page records: strided; one
-    # pass costs less than a short loop each)
-    real = np.zeros(6, np.int64)
-    real_slots = np.zeros(6, np.int64)
+    # loc and slot are fields of the page records (strided): one pass reads both, in two
+    # loops split at `file_lo` (`_tally`). The pinned pages (a prefix) get a loop of their own.
     n = len(loc)
     lo = min(max(file_lo, 0), n)
     pin = min(max(pinned_n, 0), n)
-    mapped = 0
-    wrong_slot = mixed = pinned_out = False
-    for p in range(n):
-        v = loc[p]
-        s = slot[p]
-        if 0 <= v < 6:
-            real[v] += 1
-        if 0 <= s < 6:
-            real_slots[s] += 1
-        mapped += frame[p] >= 0
-        wrong_slot |= (v >= FRONTSWAP) & (v <= ZPOOL) & (s != v)
-        if p < lo:
-            mixed |= v == FILE
-        else:
-            mixed |= s != 0
-        if p < pin:
-            pinned_out |= v != RAM
+    banks = np.zeros((2, 4, 256), np.int64)
+    mapped, wrong_slot, mixed = _tally(loc, slot, frame, 0, lo, True, banks)
+    m2, w2, x2 = _tally(loc, slot, frame, lo, n, False, banks)
+    mapped += m2
+    wrong_slot |= w2
+    mixed |= x2
+    pinned_out = False
+    for p in range(pin):
+        pinned_out |= loc[p] != RAM
+    real = np.zeros(6, np.int64)
+    real_slots = np.zeros(6, np.int64)
+    for v in range(6):
+        for k in range(4):
+            real[v] += banks[0, k, v]
+            real_slots[v] += banks[1, k, v]
     merged = 0
     merged_out = False
     backed = 0
     hswapped = 0
-    keyed = len(mkey) == len(state)  # merge keys exist only for a page-sharing guest
-    for f in range(len(state)):
-        st = state[f]
-        backed += st == 1
-        hswapped += st == 2
-        if keyed:
+    if len(mkey) == len(state):  # merge keys exist only for a page-sharing guest
+        for f in range(len(state)):
+            st = state[f]
+            backed += st == 1
+            hswapped += st == 2
             m = mkey[f] != 0
             merged += m
             merged_out |= m & (st != F_RAM)
+    else:
+        for f in range(len(state)):
+            st = state[f]
+            backed += st == 1
+            hswapped += st == 2
     flags = np.array(
         [mapped, merged, merged_out, backed, hswapped, wrong_slot, mixed, pinned_out], np.int64
     )
@@ -448,6 +470,10 @@ def _frames_proven(frame, fpage, nframes, n_mapped, stacks, tops) -> bool:
         return False
     n_used = 0
     for f in range(nframes):
+        if f + _AHEAD < nframes:  # the page table entry a frame further on maps back to
+            q = fpage[f + _AHEAD]
+            if 0 <= q < n:
+                _prefetch(frame, q)
         p = fpage[f]
         if p >= 0:
             if p >= n or frame[p] != f:

@@ -118,14 +118,14 @@ class MemoryDisk:
         return SwapBatchResult(found, got, freed, 0)
 
 
-def _guest(rate: str | None):
+def _guest(rate: str | None, config: str = "bench-4x8"):
     from overcommit.cluster.runtime import build_guest
     from overcommit.config import load_scenario_text
 
-    text = (ROOT / "configs" / "bench-4x8.yaml").read_text()
+    text = (ROOT / "configs" / f"{config}.yaml").read_text()
     if rate is not None:
         text = text.replace("access_rate: 20k/s", f"access_rate: {rate}")
-    sc = load_scenario_text(text, "bench-4x8.yaml")
+    sc = load_scenario_text(text, f"{config}.yaml")
     spec = sc.guest_specs()[0]
     return sc, build_guest(sc, spec, sc.host_names()[0])
 
@@ -240,7 +240,54 @@ def _cluster(g, stores, guests: int, e0: int, epochs: int, quota: int, dt, dev) 
     }
 
 
-def child(epochs: int, quiet_epochs: int, quota: int, guests: int, cluster_epochs: int) -> dict:
+#: the steady figure's bench-1k guest: epochs before the measured ones (its RAM full, reclaiming
+#: into its tmem quota since about epoch 1,900), and that quota (pages)
+STEADY_FROM, STEADY_QUOTA = 3000, 40_000
+
+
+def _steady(epochs: int, dev_of) -> dict:
+    """A bench-1k guest's epochs once it reclaims every epoch: CPU µs per guest-epoch without
+    the in-memory stores and the touch generation (replayed afterwards, as in `child`)."""
+    from overcommit.nodes.host import Directives
+
+    sc, g = _guest(None, "bench-1k")
+    dt, dev = sc.epoch, dev_of(sc)
+    stores, store = _stores(g), Timer()
+    d = Directives(tmem_quota=STEADY_QUOTA, tmem_capacity=STEADY_QUOTA)
+    for e in range(STEADY_FROM):
+        if e % 10 == 0:
+            g.start_window(e, d)
+        _drive(g.epoch(e, e * dt, dt, dev), stores, store)
+    start = copy.deepcopy(g.rng)
+    calls, fn = _record(g.workload)
+    n0, store.s = g.counters["touches"], 0.0
+    c0 = time.process_time()
+    for e in range(STEADY_FROM, STEADY_FROM + epochs):
+        if e % 10 == 0:
+            g.start_window(e, d)
+        _drive(g.epoch(e, e * dt, dt, dev), stores, store)
+    cpu = time.process_time() - c0
+    g.workload.__dict__.pop("touches", None)
+    g0 = time.process_time()
+    for t, work in calls:  # the same draws again, from the streams as they were at the start
+        fn(start, t, work)
+    gen_s = time.process_time() - g0
+    return {
+        "steady_touches_per_epoch": (g.counters["touches"] - n0) / epochs,
+        "steady_us_per_epoch": (cpu - store.s - gen_s) / epochs * 1e6,
+        "steady_gen_us_per_epoch": gen_s / epochs * 1e6,
+        "steady_digest": _digest(g),
+    }
+
+
+def child(
+    epochs: int,
+    quiet_epochs: int,
+    quota: int,
+    guests: int,
+    cluster_epochs: int,
+    steady_epochs: int,
+) -> dict:
     """Runs in a child process (OVERCOMMIT_JIT set by the parent); prints one JSON line."""
     from overcommit.cluster.runners import GuestRunner
     from overcommit.nodes.host import Directives
@@ -303,6 +350,8 @@ def child(epochs: int, quiet_epochs: int, quota: int, guests: int, cluster_epoch
     for e0 in range(0, quiet_epochs, 10):
         _drive(runner.window(e0, e0 + 10, dt, dev, Directives()), stores, store)
     out["runner_us_per_epoch"] = (time.process_time() - c0) / quiet_epochs * 1e6
+    if steady_epochs:
+        out.update(_steady(steady_epochs, _device))
     return out
 
 
@@ -315,14 +364,26 @@ def main() -> None:
     ap.add_argument(
         "--cluster-epochs", type=int, default=300, help="epochs each cluster guest runs"
     )
+    ap.add_argument(
+        "--steady-epochs",
+        type=int,
+        default=1000,
+        help="epochs of the steady figure's bench-1k guest (0: no steady figure)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.guests < 0 or a.cluster_epochs < 1:
-        ap.error("--guests must be 0 or more and --cluster-epochs 1 or more")
+    if a.guests < 0 or a.cluster_epochs < 1 or a.steady_epochs < 0:
+        ap.error("--guests and --steady-epochs must be 0 or more, --cluster-epochs 1 or more")
     if a.guests and a.epochs <= CLUSTER_FROM:
         ap.error(f"--epochs must be above {CLUSTER_FROM} for the cluster figure (or --guests 0)")
     if a.child:
-        print(json.dumps(child(a.epochs, a.quiet_epochs, a.quota, a.guests, a.cluster_epochs)))
+        print(
+            json.dumps(
+                child(
+                    a.epochs, a.quiet_epochs, a.quota, a.guests, a.cluster_epochs, a.steady_epochs
+                )
+            )
+        )
         return
     res = {}
     for mode in ("1", "0"):
@@ -330,6 +391,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", f"--epochs={a.epochs}"]
         cmd += [f"--quiet-epochs={a.quiet_epochs}", f"--quota={a.quota}"]
         cmd += [f"--guests={a.guests}", f"--cluster-epochs={a.cluster_epochs}"]
+        cmd += [f"--steady-epochs={a.steady_epochs}"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if p.returncode:
             sys.exit(f"child (OVERCOMMIT_JIT={mode}) failed:\n{p.stderr}")
@@ -351,13 +413,17 @@ def main() -> None:
         ("core + touch generation ns/touch", "with_touchgen_ns_per_touch"),
         ("fixed µs/guest-epoch, core (`GuestModel.epoch`)", "core_us_per_epoch"),
         ("fixed µs/guest-epoch, runner (`GuestRunner.window`)", "runner_us_per_epoch"),
+        ("steady bench-1k guest: µs/guest-epoch (no touch generation)", "steady_us_per_epoch"),
+        ("steady bench-1k guest: touch generation µs/guest-epoch", "steady_gen_us_per_epoch"),
     ]
     for label, key in rows:
         if key in k:
             print(f"| {label} | {k[key]:.1f} | {b[key]:.1f} | {b[key] / k[key]:.2f}x |")
     print()
     print(f"in-memory store: {k['store_s']:.2f} s (kernels), {b['store_s']:.2f} s (numpy)")
-    same = k["digest"] == b["digest"] and k.get("cluster_digest") == b.get("cluster_digest")
+    if "steady_touches_per_epoch" in k:
+        print(f"steady bench-1k guest: {k['steady_touches_per_epoch']:.0f} touches an epoch")
+    same = all(k.get(d) == b.get(d) for d in ("digest", "cluster_digest", "steady_digest"))
     print(f"same final state (page tables, counters, times): {same}")
     if not same:
         sys.exit(1)

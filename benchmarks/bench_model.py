@@ -20,6 +20,11 @@ a bench-4x8 guest does.
   touch an epoch): what an epoch costs whatever it does, through the core alone
   (`GuestModel.epoch`) and through the runner the runtimes use (`GuestRunner.window`, ten
   epochs a window: the per-epoch row of the time series and the window's state record).
+- **steady bench-1k guest**: a guest of `configs/bench-1k.yaml` (512 MiB RAM, ~500 touches
+  an epoch) from epoch 3,000, when it reclaims into its tmem quota (40,000 pages) every epoch,
+  for `--steady-epochs` epochs: CPU µs per guest-epoch without the stores and the touch
+  generation (replayed as above), and the generation's own. This is what a non-quiet epoch
+  costs: at ~500 touches, mostly the epoch's Python steps rather than its page loops.
 
 Each figure is measured twice in one run of the script, in two child processes: with the
 compiled kernels (`overcommit/nodes/kernel/jit.py`) and with `OVERCOMMIT_JIT=0` (the numpy
@@ -28,6 +33,7 @@ is compared). The first child run also reports numba's compilation when its cach
 
     python benchmarks/bench_model.py     # defaults: --epochs 6000 --quiet-epochs 20000
                                          #   --guests 32 --cluster-epochs 300
+                                         #   --steady-epochs 1000
 """
 
 from __future__ import annotations

@@ -115,6 +115,18 @@ def test_touch_pass_matches_numpy_and_applies_a_quiet_epoch_only_when_quiet() ->
     assert (args["last"][uniq] == 5).all() and args["ref"][uniq].all()
 
 
+def test_adjacent_matches_numpy() -> None:
+    rng = np.random.default_rng(5)
+    cases = [np.empty(0, np.int64), np.array([7]), np.array([3, 4]), np.array([3, 5, 9])]
+    cases += [np.unique(rng.integers(0, n, k)) for n, k in ((100, 5), (40, 12), (10**6, 50))]
+    seen = set()
+    for a in cases:
+        want = len(a) > 1 and bool((np.diff(a) == 1).any())
+        assert jit.adjacent(a.astype(np.int64)) == want
+        seen.add(want)
+    assert seen == {True, False}
+
+
 def test_set_kernels_match_numpy() -> None:
     rng = np.random.default_rng(3)
     a = np.unique(rng.integers(0, 1000, 300))

@@ -4,13 +4,13 @@ Each kernel does, in one pass over an epoch's pages, what a chain of numpy calls
 with the same result bit for bit (the same pages in the same order, the same counts, the same
 state changes): the touch pass and the quiet epoch (`touch_pass`, `quiet_apply`), the
 touched pages' LRU stamps, referenced bits and readahead hits (`touched`), the faults by
-location (`split_faults`), the swap-in clusters (`swap_reads`), the slots an epoch frees
-(`slots_freed`), an epoch's page moves (`apply_out` before the mechanisms' `evict` hooks,
-`apply_in` after), sorted set difference (`sorted_diff`), pages per cluster
-(`cluster_counts`), an epoch's queued read latencies (`read_latencies`), the latency
-histogram's bins (`hist_add`) and counts of flag pairs (`pair_counts`). The loops over an
-epoch's touched pages ask the memory for the entries of pages further on (`_prefetch`), which
-changes no value.
+location (`split_faults`), whether disk faults are adjacent (`adjacent`), the swap-in
+clusters (`swap_reads`), the slots an epoch frees (`slots_freed`), an epoch's page moves
+(`apply_out` before the mechanisms' `evict` hooks, `apply_in` after), sorted set difference
+(`sorted_diff`), pages per cluster (`cluster_counts`), an epoch's queued read latencies
+(`read_latencies`), the latency histogram's bins (`hist_add`) and counts of flag pairs
+(`pair_counts`). The loops over an epoch's touched pages ask the memory for the entries of
+pages further on (`_prefetch`), which changes no value.
 
 Kernels are compiled on first use and cached on disk next to this module (`__pycache__`), so
 only the first run on a machine pays the compilation. `OVERCOMMIT_JIT=0` in the environment
@@ -352,6 +352,15 @@ def swap_reads(f_sw: np.ndarray, ra: int, n: int, loc: np.ndarray):
 
 
 @njit(cache=True, nogil=True)
+def adjacent(a: np.ndarray) -> bool:
+    """Whether two consecutive entries of `a` differ by exactly one (`(np.diff(a) == 1).any()`)."""
+    for i in range(1, len(a)):  # noqa: SIM110 (a plain loop compiles; a generator may not)
+        if a[i] - a[i - 1] == 1:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def sorted_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The values of `a` (distinct) not in `b` (sorted, distinct), in `a`'s order."""
     out = np.empty(len(a), a.dtype)
@@ -684,6 +693,7 @@ def warm() -> None:
     split_faults(p, np.zeros(4, np.int8), 8)
     swap_reads(p, 2, 8, loc)
     sorted_diff(p, p[:2])
+    adjacent(p)
     cluster_counts(p, 2)
     read_latencies(p, 2, 4096, 1e-4, 1e9, 1e-5, 0.0, 0.5, 1e-6, 0.0)
     hist_add(np.zeros(4, np.int64), np.zeros(2), 100)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from overcommit.nodes.kernel import jit
 from overcommit.nodes.kernel.types import RAM
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ def window(g: GuestModel, f_sw: np.ndarray) -> int:
         return max(1, min(cap, g.ra_window))
     c, hits = len(f_sw), g.ra_hits_since
     g.ra_hits_since = 0
-    base = 2 if c > 1 and bool((np.diff(f_sw) == 1).any()) else 1
+    near = jit.adjacent(f_sw) if jit.ENABLED else c > 1 and bool((np.diff(f_sw) == 1).any())
+    base = 2 if near else 1
     floor = g.ra_window // 2
     if hits >= c or hits == 0:  # every fault saw hits / c of them, or none saw any
         pages = max(_linux_pages(hits // c, base, cap), floor, 1)

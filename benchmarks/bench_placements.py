@@ -22,7 +22,9 @@ the middle of the run.
     python benchmarks/bench_placements.py [--duration 10m] [--only inline,packed,actors]
     python benchmarks/bench_placements.py --bench-1k [--duration 60s] [--only packed,grouped]
 
-`grouped` is packed with `--hosts-per-actor` hosts (default 4) sharing each actor process
+`packed` runs one host per actor process (`runtime.hosts_per_actor: 1`); `grouped` is packed
+with `--hosts-per-actor` hosts (default 4; `auto`, the scenarios' default layout, spreads the
+hosts over as many processes as Ray has CPUs) sharing each actor process
 (`runtime.hosts_per_actor`): fewer Ray worker processes, each with its base of Ray, numba and
 the loaded kernels. Beside the summed RSS the memory table gives the summed PSS (shared library
 pages counted once over the processes sharing them).
@@ -50,7 +52,9 @@ from overcommit.config import apply_overrides, load_scenario  # noqa: E402
 
 PLACEMENTS = {
     "inline": {"runtime.kind": "inline"},
-    "packed": {"runtime.kind": "ray", "runtime.guests": "packed"},
+    # one host per actor process (`runtime.hosts_per_actor: 1`; the default, `auto`, groups
+    # hosts when the CPUs are fewer)
+    "packed": {"runtime.kind": "ray", "runtime.guests": "packed", "runtime.hosts_per_actor": 1},
     "actors": {"runtime.kind": "ray", "runtime.guests": "actors"},
     # packed, several hosts per actor process (`--hosts-per-actor`)
     "grouped": {"runtime.kind": "ray", "runtime.guests": "packed"},
@@ -131,7 +135,9 @@ def main() -> None:
         "--bench-1k", action="store_true", help="run configs/bench-1k.yaml (packed) instead"
     )
     ap.add_argument(
-        "--hosts-per-actor", type=int, default=4, help="hosts per actor process of `grouped`"
+        "--hosts-per-actor",
+        default="4",
+        help="hosts per actor process of `grouped` (a number, or auto: the default layout)",
     )
     args = ap.parse_args()
     if args.bench_1k:

@@ -147,9 +147,10 @@ def run(
     hosts_per_actor: str | None = typer.Option(
         None,
         "--hosts-per-actor",
-        metavar="N",
+        metavar="N|auto",
         help="Override runtime.hosts_per_actor: with packed guests, N hosts share one Ray "
-        "actor process (fewer processes, less memory; same results).",
+        "actor process (fewer processes, less memory; same results); auto (the default): as "
+        "many processes as the Ray cluster has CPUs.",
     ),
     address: str | None = typer.Option(
         None,

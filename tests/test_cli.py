@@ -144,6 +144,7 @@ def test_good_config_validates():
         (["--seed", "abc"], "seed"),
         (["--hosts-per-actor", "2"], "runtime.hosts_per_actor: 2 hosts per actor needs guests"),
         (["--guests", "packed", "--hosts-per-actor", "0"], "runtime.hosts_per_actor"),
+        (["--guests", "packed", "--hosts-per-actor", "many"], "'auto', got 'many'"),
     ],
 )
 def test_bad_flags_exit_2_without_traceback(flags, needle):

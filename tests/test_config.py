@@ -588,6 +588,11 @@ def test_more_located_problems(old, new, field, message):
             "runtime.hosts_per_actor",
             "at least 1",
         ),
+        (
+            "runtime: {guests: packed, hosts_per_actor: lots}\n",
+            "runtime.hosts_per_actor",
+            "expected an integer at least 1 or 'auto', got 'lots'",
+        ),
         ("shared_storage: {device: floppy}\n", "shared_storage.device", "unknown device 'floppy'"),
         (
             "shared_storage: {device: fast}\ndevices: {fast: {iops: 100}}\n",
@@ -962,3 +967,28 @@ guests:
         load_scenario_text(text, "t.yaml")
     fields = [(p.line, p.field) for p in info.value.problems]
     assert fields == [(3, "hosts.names"), (5, "guests[0].name")]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "hosts", "cpus", "expected"),
+    [
+        ({"guests": "packed"}, 16, 2, 8),  # auto, the default: as many processes as CPUs
+        ({"guests": "packed"}, 4, 2, 2),
+        ({"guests": "packed"}, 5, 2, 3),  # 3 and 2: two processes
+        ({"guests": "packed"}, 16, 64, 1),  # CPUs enough for one host each
+        ({"guests": "packed"}, 3, 0, 3),  # no CPU reported: one process
+        ({"guests": "packed", "hosts_per_actor": 1}, 16, 2, 1),  # a number is kept
+        ({"guests": "packed", "hosts_per_actor": 3}, 16, 64, 3),
+        ({"guests": "actors"}, 16, 2, 1),  # guests as actors: one host per actor
+        ({"guests": "packed", "pin": "resource"}, 16, 2, 1),  # a host per node
+        ({"kind": "inline", "guests": "packed"}, 16, 2, 1),
+    ],
+)
+def test_hosts_per_actor_auto_spreads_hosts_over_the_cpus(runtime, hosts, cpus, expected):
+    from overcommit.config.hosts import Runtime
+
+    rt = Runtime(**runtime)
+    assert rt.per_actor(hosts, cpus) == expected
+    processes = -(-hosts // expected)
+    if rt.hosts_per_actor == "auto" and expected > 1:
+        assert processes <= max(1, cpus) < -(-hosts // (expected - 1))

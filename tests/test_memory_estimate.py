@@ -1,9 +1,10 @@
 """The preflight memory estimate against the measured peak of a real run: bench-1k (1,024
-guests, 16 packed host actors on a local Ray, 17 redis-servers) for 20 emulated seconds, its
-whole process tree's summed RSS sampled in a thread while it runs.
+guests packed into host actors, `hosts_per_actor: auto` spreading the 16 hosts over as many
+processes as the CPUs, on a local Ray; 17 redis-servers) for 20 emulated seconds, its whole
+process tree's summed RSS sampled in a thread while it runs.
 
-60-200 s of wall time on the 2-core reference machine, by its load (40-70 s of it starting 16
-host actors and building 1,024 guests), and about 11 GB of memory at the peak.
+25-60 s of wall time on the 2-core reference machine, by its load (2 actor processes of 8
+hosts there), and about 5.5 GB of memory at the peak (about 9 GB with one host per actor).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ _spec.loader.exec_module(memtree)
 SHORT = {"duration": "20s", "events.0.at": "10s"}
 
 
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
 @pytest.mark.slow
 def test_preflight_estimate_is_within_25_percent_of_the_measured_peak(tmp_path):
     sc = apply_overrides(load_scenario(ROOT / "configs" / "bench-1k.yaml"), SHORT)
@@ -41,10 +48,13 @@ def test_preflight_estimate_is_within_25_percent_of_the_measured_peak(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["valid"]
     assert summary["emulated_seconds"] == pytest.approx(20.0)
-    # the sampler saw the whole tree: the driver, 16 host actors, Ray's own processes and
-    # every redis-server (16 hosts and the shared storage)
+    # the sampler saw the whole tree: the driver, the host actors' processes (`auto`: as
+    # many as the CPUs), Ray's own processes and every redis-server (16 hosts and the shared
+    # storage)
+    assert summary["run"]["runtime"]["hosts_per_actor"] == sc.runtime.per_actor(16, _cpus())
+    actors = -(-16 // summary["run"]["runtime"]["hosts_per_actor"])
     counts = tree.peak_counts
-    assert counts.get("ray worker", 0) >= 16 and counts.get("redis-server", 0) >= 16, counts
+    assert counts.get("ray worker", 0) >= actors and counts.get("redis-server", 0) >= 16, counts
     assert counts.get("ray system", 0) >= 1 and counts.get("driver") == 1, counts
     peak = tree.peak
     ratio = estimate.total / peak
@@ -181,10 +191,16 @@ def test_estimate_counts_one_worker_per_group_of_hosts():
     from overcommit.cluster.memory import RAY_WORKER
 
     sc = load_scenario(ROOT / "configs" / "bench-1k.yaml")
-    one = preflight(sc)
+    assert sc.runtime.hosts_per_actor == "auto"  # the scenario names none: the default
+    one = preflight(apply_overrides(sc, {"runtime.hosts_per_actor": 1}))
     four = preflight(apply_overrides(sc, {"runtime.hosts_per_actor": 4}))
     five = preflight(apply_overrides(sc, {"runtime.hosts_per_actor": 5}))  # 5, 5, 5, 1
     idle = os.cpu_count() or 1
     assert (one.processes, four.processes, five.processes) == (16 + idle, 4 + idle, 4 + idle)
     assert one.ray - four.ray == 12 * RAY_WORKER
     assert (one.model, one.driver, one.redis) == (four.model, four.driver, four.redis)
+    # `auto`: as many worker processes as this machine's CPUs (a Ray started here has them)
+    auto = preflight(sc)
+    per = -(-16 // idle)
+    assert auto.processes == -(-16 // per) + idle
+    assert auto.processes - idle <= min(16, idle)

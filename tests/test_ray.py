@@ -68,6 +68,10 @@ def cluster():
     c.shutdown()
 
 
+#: packed guests, one host per actor process (`auto` would group hosts on this 2-CPU cluster)
+ONE_PER_ACTOR = {"runtime.guests": "packed", "runtime.hosts_per_actor": 1}
+
+
 def comparable(result) -> tuple:
     s = {k: v for k, v in result.summary.items() if k != "run"}
     return s, result.guests, result.hosts, result.events
@@ -99,7 +103,7 @@ def test_same_results_in_every_placement(cluster, mechanism):
     extra = XEN_TMEM if mechanism == "frontswap+cleancache" else {}
     runs = {
         "inline": run_scenario(scenario(mechanism, True, **{"runtime.kind": "inline"}, **extra)),
-        "packed": run_scenario(scenario(mechanism, True, **{"runtime.guests": "packed"}, **extra)),
+        "packed": run_scenario(scenario(mechanism, True, **ONE_PER_ACTOR, **extra)),
         "actors": run_scenario(scenario(mechanism, True, **extra)),
     }
     base = comparable(runs["inline"])
@@ -298,10 +302,11 @@ def test_failover_same_results_in_every_placement(cluster):
         infos = {h: ray.get(a.info.remote()) for h, a in runtime.hosts.items()}
         seen.setdefault(len(infos), []).append(infos)
 
-    grouped = {"runtime.guests": "packed", "runtime.hosts_per_actor": 2}
+    # `auto`: 3 hosts over the cluster's 2 CPUs, 2 hosts per actor process
+    grouped = {"runtime.guests": "packed", "runtime.hosts_per_actor": "auto"}
     runs = {
         "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
-        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "packed": run_scenario(apply_overrides(base, ONE_PER_ACTOR)),
         "actors": run_scenario(base),
         "grouped": run_scenario(apply_overrides(base, grouped), on_window=look),
     }
@@ -313,6 +318,8 @@ def test_failover_same_results_in_every_placement(cluster):
     assert t["ha_restarts"] >= 1 and t["guests_crashed"] >= 3
     for name in ("packed", "actors", "grouped"):
         assert_same_run(runs[name], ref, name)
+    per_actor = {n: r.summary["run"]["runtime"]["hosts_per_actor"] for n, r in runs.items()}
+    assert per_actor == {"inline": None, "packed": 1, "actors": 1, "grouped": 2}
     first, last = seen[3][0], seen[3][-1]
     assert first["host-1"]["pid"] == first["host-2"]["pid"] == last["host-1"]["pid"]
     assert first["host-3"]["pid"] != first["host-1"]["pid"]
@@ -344,7 +351,7 @@ def test_migration_same_results_and_the_guest_really_moves(cluster):
 
     runs = {
         "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
-        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "packed": run_scenario(apply_overrides(base, ONE_PER_ACTOR)),
         "actors": run_scenario(base, on_window=look),
     }
     ref = comparable(runs["inline"])
@@ -385,7 +392,7 @@ def test_postcopy_same_results_in_every_placement(cluster, ending):
     )
     runs = {
         "inline": run_scenario(apply_overrides(base, {"runtime.kind": "inline"})),
-        "packed": run_scenario(apply_overrides(base, {"runtime.guests": "packed"})),
+        "packed": run_scenario(apply_overrides(base, ONE_PER_ACTOR)),
         "actors": run_scenario(apply_overrides(base, {"runtime.guests": "actors"})),
     }
     ref = comparable(runs["inline"])

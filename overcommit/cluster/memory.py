@@ -18,8 +18,8 @@ starts, summed over processes (RSS), by part:
   touched; the output files are written from them in chunks once the runtime and the stores
   are gone);
 - **ray**: Ray's own processes and one worker process per host actor (packed; one per group of
-  `runtime.hosts_per_actor` hosts) or per host and guest actor (actors), plus the idle workers
-  Ray keeps (one per CPU);
+  `runtime.hosts_per_actor` hosts, `auto` resolved with `actor_cpus`) or per host and guest
+  actor (actors), plus the idle workers Ray keeps (one per CPU);
 - **redis**: one server per host and the shared-storage server, and the page records the run is
   expected to store: about 1.3 per touched page that does not fit in a guest's RAM, at the
   resident bytes a record costs a server (record, hash entry, fragmentation).
@@ -32,6 +32,7 @@ few percent of the measured peak of `bench-1k` run for 20 s.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,6 +248,16 @@ def _guest_model_bytes(scenario: Any, spec: Any, seconds: float) -> tuple[int, i
     return resident + GUEST_OBJECTS, allocated, touched, row
 
 
+def actor_cpus() -> int:
+    """The CPUs `runtime.hosts_per_actor: auto` spreads host actors over: the Ray cluster's
+    when this process is connected to one, else this machine's (a Ray the run starts here
+    gets them all)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return os.cpu_count() or 1
+
+
 def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     """The run's expected peak memory, summed over the processes it starts, by part."""
     sc = scenario
@@ -279,7 +290,7 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     driver += DRIVER_PER_GUEST * len(specs)
     ray = processes = 0
     if ray_run:
-        per_actor = sc.runtime.hosts_per_actor
+        per_actor = sc.runtime.per_actor(hosts, actor_cpus())
         processes = -(-hosts // per_actor) + (len(specs) if sc.runtime.guests == "actors" else 0)
         processes += os.cpu_count() or 1
         ray = processes * RAY_WORKER + (RAY_SYSTEM if sc.runtime.address is None else 0)

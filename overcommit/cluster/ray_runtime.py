@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from overcommit.cluster.memory import actor_cpus
 from overcommit.cluster.ray_actors import GuestActorImpl, HostActorImpl, HostGroupImpl
 from overcommit.cluster.runtime import (
     InfrastructureError,
@@ -133,7 +134,7 @@ class RayRuntime:
         self._GuestActor = ray.remote(num_cpus=0, max_restarts=0)(GuestActorImpl)
         ext = scenario.redis.hosts or {}
         self.hosts: dict[str, Any] = {}
-        self.per_actor = scenario.runtime.hosts_per_actor
+        self.per_actor = scenario.runtime.per_actor(len(hosts), actor_cpus())
         if self.per_actor > 1:  # several hosts per actor process
             group_actor = ray.remote(num_cpus=0, max_restarts=0)(HostGroupImpl)
             self.groups = []

@@ -448,7 +448,7 @@ def _summarise(
             "runtime": {
                 "kind": runtime.kind,
                 "guests": sc.runtime.guests if runtime.kind == "ray" else None,
-                "hosts_per_actor": sc.runtime.hosts_per_actor if runtime.kind == "ray" else None,
+                "hosts_per_actor": getattr(runtime, "per_actor", None),
                 "ray_started_here": getattr(runtime, "started_ray", None),
             },
             "windows": windows,

@@ -38,11 +38,17 @@ class Runtime(_Model):
     guests: Literal["actors", "packed"] = "actors"
     address: str | None = None
     pin: Literal["spread", "resource"] = "spread"
-    hosts_per_actor: Annotated[Int, Field(ge=1)] = 1
+    hosts_per_actor: int | Literal["auto"] = "auto"
 
-    @field_validator("hosts_per_actor")
+    @field_validator("hosts_per_actor", mode="before")
     @classmethod
-    def _check_hosts_per_actor(cls, k: int, info: ValidationInfo) -> int:
+    def _check_hosts_per_actor(cls, k: Any, info: ValidationInfo) -> int | str:
+        if k == "auto":
+            return k
+        if isinstance(k, str) and k.strip().isdigit():  # from the command line
+            k = int(k)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"expected an integer at least 1 or 'auto', got {k!r}")
         if k == 1:
             return k
         if info.data.get("guests") != "packed":
@@ -52,6 +58,17 @@ class Runtime(_Model):
                 f"{k} hosts per actor cannot go with pin: resource (each host on its own node)"
             )
         return k
+
+    def per_actor(self, hosts: int, cpus: int) -> int:
+        """Hosts each Ray actor process runs: the number given, or for `auto` as many as
+        spread `hosts` over `cpus` processes (one host each when the CPUs are as many as the
+        hosts; always one unless guests are packed and hosts are not pinned to nodes)."""
+        k = self.hosts_per_actor
+        if k != "auto":
+            return k
+        if self.kind != "ray" or self.guests != "packed" or self.pin == "resource":
+            return 1
+        return max(1, -(-hosts // max(1, cpus)))
 
 
 class HostSwap(_Model):

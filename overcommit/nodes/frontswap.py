@@ -401,7 +401,7 @@ class FrontswapGuest(GuestMechanism):
         s["background_cpu"] += s_bg
         c["hypercalls"] += ep.n_put + len(ep.f_fs) + len(ep.fs_flush)
         # refused async puts beyond what the disk absorbs in the background are waited for
-        ep.sync_disk = fail_sync + max(0, fail_async - g._async_budget(ep.device, ep.dt))
+        ep.sync_disk = fail_sync + max(0, fail_async - ep.async_budget)
         ep.sync_cached = 0
 
     def release(self, g: GuestModel, req: Request, whole: bool) -> None:

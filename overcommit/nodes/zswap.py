@@ -408,7 +408,7 @@ class CompressedSwapGuest(GuestMechanism):
             s["background_cpu"] += n_bg * costs.compress(ps)
         # kswapd's refused stores beyond the disk budget are waited for
         async_disk = len(ep.disk_sync) - ep.sync_disk
-        ep.sync_disk += max(0, async_disk - g._async_budget(ep.device, ep.dt))
+        ep.sync_disk += max(0, async_disk - ep.async_budget)
 
     def audit(self, g: GuestModel, full: bool) -> list[str]:
         if not full:

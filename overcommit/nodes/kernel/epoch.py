@@ -323,7 +323,8 @@ def _reclaim(g: GuestModel, ep: EpochContext) -> bool:
         room = (g.swap_slots - g.slots_used + ep.freed_disk) + (
             g.zram_slots - g.zslots_used + freed_z
         )
-    ep.budget = g._async_budget(ep.device, ep.dt)  # kswapd's write budget (-1: any)
+    # kswapd's write budget (-1: any); the device's share does not change inside an epoch
+    ep.budget = ep.async_budget = g._async_budget(ep.device, ep.dt)
     for h in g.mechs:
         h.reclaim_plan(g, ep)
     want, uniq, pull_in = ep.want, ep.uniq, ep.pull_in
@@ -406,7 +407,7 @@ def _request1(g: GuestModel, ep: EpochContext) -> Request:
     f_file = ep.f_file
     # a page never written since the workload began holds its file's original content
     # (version 0): nothing is stored for it to read
-    ep.f_rd1 = f_file[g.version[f_file] > 0]
+    ep.f_rd1 = f_file[g.version[f_file] > 0] if len(f_file) else f_file
     for h in g.mechs:
         h.request(g, ep, req, 1)
     phase1_writes = _concat_batches(ep.through_batch, ep.wb_batch)
@@ -707,7 +708,7 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
         s["file_read"] = n_fops * lat_f + (n_fread - n_fops) * costs.minor_fault
     if g.has_files:
         sync_fw = int(np.count_nonzero(~ep.f_wb_async))
-        sync_fw += max(0, n_fwb - sync_fw - g._async_budget(device, dt))
+        sync_fw += max(0, n_fwb - sync_fw - ep.async_budget)
         if sync_fw:
             ops = -(-sync_fw // g.swap_cluster)
             wbytes = sync_fw * ps / ops
@@ -715,8 +716,10 @@ def _time(g: GuestModel, ep: EpochContext) -> EpochStats:
     s["reclaim_write"] = s_write
     sources = tuple(s.values())
     stall = sum(sources)
+    sbs = g.stall_by_source
     for src, v in zip(EPOCH_SOURCES, sources):
-        g.stall_by_source[src] += v
+        if v:  # (adding 0.0 to a sum of non-negative costs leaves it as it is)
+            sbs[src] += v
     # fault latency histogram: device reads one value each (queue position, own size)
     g._hist_add(costs.minor_fault, len(f_zero))
     ahead = 0.0
@@ -771,6 +774,6 @@ def _incoming(g: GuestModel, ep: EpochContext) -> tuple[np.ndarray, np.ndarray]:
     incoming = np.concatenate([ep.f_zero, ep.f_fs, ep.f_z, ep.reads, pull_in, ep.f_fnew, ep.f_file])
     ep.incoming = incoming
     ep.in_frames = _EI  # the frames they get (for the host's view of them)
-    if any(h.tracks_frames for h in g.mechs):
+    if g.tracks_frames:
         ep.in_frames = g._incoming_frames(_EI, len(incoming))
     return pull_in, incoming

@@ -58,7 +58,8 @@ class EpochContext:
     victims (`fvict`, `f_wb` written back), `disk_mask`/`disk_batch`/`disk_pages`/`disk_sync`
     (dirty victims for the swap disk), `through_batch` and `disk_reads_dev` (what reaches the
     device: a disk cache narrows them), `f_rd1` (file reads in phase 1), `to_disk`,
-    `incoming`/`in_frames` (pages faulted in, their frames when `tracks_frames`), `violations`.
+    `incoming`/`in_frames` (pages faulted in, their frames when `tracks_frames`), `violations`,
+    `async_budget` (the guest's background write budget this epoch, `_async_budget`).
 
     Set by mechanisms (defaults in brackets): `free_extra` [[]], `pull_in`/`pull_flush` [empty],
     `taken` [empty], `to_pool` [all False], `pool_growth` [0], `stored` [empty], `p1_wb`

@@ -144,6 +144,8 @@ class GuestModel(GuestLifecycle, GuestChecks):
         # the mechanisms that bill host pages or hold frames (the others' hooks return 0)
         self._billers = [h for h in self.mechs if _overrides(h, "billed")]
         self._holders = [h for h in self.mechs if _overrides(h, "frames_held")]
+        # a mechanism needs the frames each epoch's faults map (`EpochContext.in_frames`)
+        self.tracks_frames = any(h.tracks_frames for h in self.mechs)
         # a guest whose mechanism says so (ballooning, host-swapped) sees maxmem of frames
         grows = any(h.sees_maxmem for h in self.mechs)
         self.nframes = max(self.memory_pages, self.maxmem_pages) if grows else self.memory_pages

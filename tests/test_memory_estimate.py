@@ -204,3 +204,7 @@ def test_estimate_counts_one_worker_per_group_of_hosts():
     per = -(-16 // idle)
     assert auto.processes == -(-16 // per) + idle
     assert auto.processes - idle <= min(16, idle)
+    # the console line says how the hosts are laid out
+    assert f"({4 + idle} workers; 4 host actor processes, 4 hosts each)" in four.line()
+    assert f"{16 + idle} workers; 16 host actor processes)" in one.line()
+    assert (auto.host_processes, auto.hosts_per_actor) == (-(-16 // per), per)

@@ -147,6 +147,8 @@ class MemoryEstimate:
     model_bytes_per_page: float  # array bytes a guest allocates per footprint page
     store_bound: int  # estimate_store_bytes: what the stores may hold at most
     details: dict[str, int] = field(default_factory=dict)
+    host_processes: int = 0  # actor processes running hosts (packed: one per group of hosts)
+    hosts_per_actor: int = 0  # hosts each runs (0 inline)
 
     @property
     def total(self) -> int:
@@ -154,7 +156,12 @@ class MemoryEstimate:
 
     def line(self) -> str:
         """One console line: the total and its parts."""
-        ray = f", Ray {_gib(self.ray)} ({self.processes} workers)" if self.ray else ""
+        ray = ""
+        if self.ray:
+            hp, k = self.host_processes, self.hosts_per_actor
+            ray = f", Ray {_gib(self.ray)} ({self.processes} workers; {hp} host actor "
+            ray += "process" if hp == 1 else "processes"
+            ray += f", {k} hosts each)" if k > 1 else ")"
         return (
             f"expected peak memory {_gib(self.total)}: model {_gib(self.model)} "
             f"({self.guests} guests, {self.model_bytes_per_page:.0f} B of arrays per page), "
@@ -288,10 +295,11 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     ray_run = sc.runtime.kind == "ray"
     driver = DRIVER_BASE + (DRIVER_RAY if ray_run else 0) + series
     driver += DRIVER_PER_GUEST * len(specs)
-    ray = processes = 0
+    ray = processes = host_processes = per_actor = 0
     if ray_run:
         per_actor = sc.runtime.per_actor(hosts, actor_cpus())
-        processes = -(-hosts // per_actor) + (len(specs) if sc.runtime.guests == "actors" else 0)
+        host_processes = -(-hosts // per_actor)
+        processes = host_processes + (len(specs) if sc.runtime.guests == "actors" else 0)
         processes += os.cpu_count() or 1
         ray = processes * RAY_WORKER + (RAY_SYSTEM if sc.runtime.address is None else 0)
     servers = (0 if sc.redis.hosts else hosts) + (0 if sc.redis.shared else 1)
@@ -309,4 +317,6 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
         model_bytes_per_page=allocated_total / max(1, alloc_pages),
         store_bound=bound,
         details={"series": series},
+        host_processes=host_processes,
+        hosts_per_actor=per_actor,
     )

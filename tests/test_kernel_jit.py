@@ -41,6 +41,14 @@ def test_sorted_is_a_sort(n: int, nbits: int) -> None:
     assert np.array_equal(jit._sorted(a, nbits), np.sort(a))
 
 
+def _touch_pass(*args):
+    """`jit.touch_pass` into fresh buffers: (applied, uniq, loc_u, wp, wc, top, n_zero, new,
+    fresh, hits), the distinct pages and written ones as arrays of their own."""
+    out = jit.touch_buffers(len(args[0]) + 5)  # longer than needed: the lengths come back
+    applied, nu, m, *rest = jit.touch_pass(*args, *out)
+    return (applied, out[0][:nu], out[1][:nu], out[2][:m], out[3][:m], *rest)
+
+
 @pytest.mark.parametrize("count", [0, 1, 23, 47, 48, 3000])
 @pytest.mark.parametrize("nbits", [1, 13, 21])
 def test_touch_pass_pages_and_writes_match_numpy(count: int, nbits: int) -> None:
@@ -54,7 +62,7 @@ def test_touch_pass_pages_and_writes_match_numpy(count: int, nbits: int) -> None
     loc = rng.integers(0, 6, n).astype(np.int8)
     slot = np.zeros(n, np.int8)
     flags = np.zeros(n, bool)
-    applied, uniq, loc_u, wp, wc, top, n_zero, *_ = jit.touch_pass(
+    applied, uniq, loc_u, wp, wc, top, n_zero, *_ = _touch_pass(
         pages, writes, nbits, loc, slot, False, 0, 0, 0, 0, flags, np.zeros(n, np.uint32),
         np.zeros(0, np.int32), np.zeros(n, np.int32), np.zeros(0, np.int32),
         np.zeros(0, np.int8), True, np.zeros(n, np.int32), flags.copy(), flags.copy(), 1, 0,
@@ -93,9 +101,7 @@ def test_touch_pass_matches_numpy_and_applies_a_quiet_epoch_only_when_quiet() ->
     )
 
     def call(quiet: bool, free_top: int):
-        return jit.touch_pass(
-            pages, writes, 13, loc, slot, quiet, free_top, 10, 20, 5, *args.values()
-        )
+        return _touch_pass(pages, writes, 13, loc, slot, quiet, free_top, 10, 20, 5, *args.values())
 
     applied, uniq, loc_u, wp, wc, top, n_zero, *_ = call(False, nf)
     assert not applied

@@ -153,7 +153,10 @@ def _touches(
         fused = may_quiet and stamp > g.window_start
         fs = g.frames
         state = fs.state
-        applied, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits = jit.touch_pass(
+        out = g.touch_out
+        if len(out[0]) < n_touches:  # (the buffers grow with the most touches an epoch)
+            out = g.touch_out = jit.touch_buffers(max(n_touches, 2 * len(out[0])))
+        applied, nu, m, top, n_zero, new, fresh, hits = jit.touch_pass(
             pages,
             writes,
             g.nbits,
@@ -177,6 +180,7 @@ def _touches(
             stamp,
             g.window_start,
             g.ra_n != 0,
+            *out,
         )
         if applied:  # the context is read no further unless a migration's share runs
             stats = g._quiet_applied(epoch, dt, work, n_touches, n_zero, new, fresh, hits, pin_to)
@@ -184,6 +188,8 @@ def _touches(
                 return stats
         elif ep is None:
             ep = _context(g, epoch, t, dt, device, consumed)
+        # views of the buffers: read in this epoch only (the next one's pass overwrites them)
+        uniq, loc_u, wp, wc = out[0][:nu], out[1][:nu], out[2][:m], out[3][:m]
         ep.wp, ep.wc, ep.wset = wp, wc, wp
         # not quiet (the kernel said so): the general path; before its window (never in a
         # run): the numpy path decides

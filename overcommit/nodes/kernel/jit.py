@@ -139,10 +139,16 @@ def touch_pass(
     stamp: int,
     window_start: int,
     check_ra: bool,
+    uniq: np.ndarray,
+    loc_u: np.ndarray,
+    wp: np.ndarray,
+    wc: np.ndarray,
 ):
     """An epoch's touches (`pages`, `writes` flags): the distinct touched pages (sorted) and
-    their locations, the distinct written pages (sorted) and how often each was written, the
-    highest location touched and the number of untouched pages among them.
+    their locations into `uniq` and `loc_u`, the distinct written pages (sorted) and how often
+    each was written into `wp` and `wc` (the caller's buffers, at least `len(pages)` long:
+    a quiet epoch returns no array, which numba would have to box), the highest location
+    touched and the number of untouched pages among them.
 
     With `quiet`, when the epoch is quiet (every touched page resident or untouched, no
     written page holding a swap slot, free frames enough for the first touches without
@@ -151,8 +157,8 @@ def touch_pass(
     resident and dirty, written pages count their writes and are dirty, touched pages are
     stamped (`last` = `stamp`, referenced) and read-ahead flags cleared.
 
-    Returns (applied, uniq, loc_u, wp, wc, top, n_zero, newly backed, pages not touched since
-    `window_start`, read-ahead hits).
+    Returns (applied, distinct pages, distinct written pages, top, n_zero, newly backed, pages
+    not touched since `window_start`, read-ahead hits).
     """
     # one sort of (page, write flag) keys: the distinct pages, and the written ones with
     # their counts, in one pass over the sorted keys
@@ -161,10 +167,6 @@ def touch_pass(
     for i in range(n):
         keys[i] = pages[i] * 2 + writes[i]
     s = _sorted(keys, nbits + 1)
-    uniq = np.empty(n, np.int64)
-    loc_u = np.empty(n, np.int8)
-    wp = np.empty(n, np.int64)
-    wc = np.empty(n, np.int64)
     nu = m = top = n_zero = 0
     slotted = False
     for i in range(min(_AHEAD, n)):
@@ -198,10 +200,10 @@ def touch_pass(
     uniq, loc_u, wp, wc = uniq[:nu], loc_u[:nu], wp[:m], wc[:m]
     new = fresh = hits = 0
     if not quiet or top > _RAM or slotted:
-        return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
+        return False, nu, m, top, n_zero, new, fresh, hits
     async_want = wm_high - free_top if free_top < wm_low else 0
     if async_want + max(0, wm_min + n_zero - free_top) > 0:
-        return False, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
+        return False, nu, m, top, n_zero, new, fresh, hits
     j = 0
     for i in range(nu):  # first touches: the frames on top of the free stack, in page order
         if i + _AHEAD < nu and loc_u[i + _AHEAD] == _UNTOUCHED:
@@ -221,7 +223,12 @@ def touch_pass(
             j += 1
     fresh, hits = touched(uniq, last, ref, ra, stamp, window_start, check_ra)
     _versions(wp, wc, version, dirty)
-    return True, uniq, loc_u, wp, wc, top, n_zero, new, fresh, hits
+    return True, nu, m, top, n_zero, new, fresh, hits
+
+
+def touch_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`touch_pass`'s output buffers for up to `n` touches: (uniq, loc_u, wp, wc)."""
+    return np.empty(n, np.int64), np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -687,7 +694,7 @@ def warm() -> None:
     state = np.zeros(8, np.int8)
     census = np.zeros(6, np.int64)
     tp = (p, dirty[:4], 3, loc, slot, True, 4, 1, 2, 1, dirty, ver, stack, frame, fpage, state)
-    touch_pass(*tp, False, last, ref, ra, 1, 0, True)
+    touch_pass(*tp, False, last, ref, ra, 1, 0, True, *touch_buffers(4))
     map_in(p + 4, stack, 4, frame, fpage, state, False)
     touched(p, last, ref, ra, 1, 0, True)
     split_faults(p, np.zeros(4, np.int8), 8)

@@ -92,10 +92,12 @@ class GuestModel(GuestLifecycle, GuestChecks):
         other side lays them out in records again (`__setstate__`)."""
         state = self.__dict__.copy()
         state.pop("pages_rec", None)
+        state.pop("touch_out", None)  # scratch: made again on the other side
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.touch_out = jit.touch_buffers(0)
         if "loc" in state:
             _page_records(self, len(state["loc"]), state)
 
@@ -146,6 +148,7 @@ class GuestModel(GuestLifecycle, GuestChecks):
         self._holders = [h for h in self.mechs if _overrides(h, "frames_held")]
         # a mechanism needs the frames each epoch's faults map (`EpochContext.in_frames`)
         self.tracks_frames = any(h.tracks_frames for h in self.mechs)
+        self.touch_out = jit.touch_buffers(0)  # `jit.touch_pass`'s output buffers
         # a guest whose mechanism says so (ballooning, host-swapped) sees maxmem of frames
         grows = any(h.sees_maxmem for h in self.mechs)
         self.nframes = max(self.memory_pages, self.maxmem_pages) if grows else self.memory_pages

@@ -19,7 +19,7 @@ starts, summed over processes (RSS), by part:
   are gone);
 - **ray**: Ray's own processes and one worker process per host actor (packed; one per group of
   `runtime.hosts_per_actor` hosts, `auto` resolved with `actor_cpus`) or per host and guest
-  actor (actors), plus the idle workers Ray keeps (one per CPU);
+  actor (actors), plus the idle workers Ray keeps (one per CPU, `actor_cpus`);
 - **redis**: one server per host and the shared-storage server, and the page records the run is
   expected to store: about 1.3 per touched page that does not fit in a guest's RAM, at the
   resident bytes a record costs a server (record, hash entry, fragmentation).
@@ -297,10 +297,11 @@ def estimate_peak_memory(scenario: Any) -> MemoryEstimate:
     driver += DRIVER_PER_GUEST * len(specs)
     ray = processes = host_processes = per_actor = 0
     if ray_run:
-        per_actor = sc.runtime.per_actor(hosts, actor_cpus())
+        cpus = actor_cpus()  # what `auto` spreads hosts over, and Ray's idle workers (one each)
+        per_actor = sc.runtime.per_actor(hosts, cpus)
         host_processes = -(-hosts // per_actor)
         processes = host_processes + (len(specs) if sc.runtime.guests == "actors" else 0)
-        processes += os.cpu_count() or 1
+        processes += cpus
         ray = processes * RAY_WORKER + (RAY_SYSTEM if sc.runtime.address is None else 0)
     servers = (0 if sc.redis.hosts else hosts) + (0 if sc.redis.shared else 1)
     redis = int(servers * REDIS_BASE) + records * record_bytes
